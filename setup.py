@@ -1,0 +1,43 @@
+"""Packaging for vuegraf; the version lives once, in src/vuegraf/__init__.py."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"', (HERE / "src/vuegraf/__init__.py").read_text(), re.M
+).group(1)
+
+setup(
+    name="vuegraf",
+    version=VERSION,
+    description="Emporia Vue energy usage into InfluxDB 1.x/2.x, SQLite and MQTT",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    package_data={"vuegraf.simulator": ["*.json"]},
+    install_requires=[
+        "pyemvue>=0.18.9",
+        "influxdb-client>=1.40",
+        "influxdb>=5.3",
+        "paho-mqtt>=2.0",
+        "python-dateutil>=2.8",
+        "pytz",
+    ],
+    extras_require={"test": ["pytest>=7", "ruff"]},
+    entry_points={
+        "console_scripts": [
+            "vuegraf=vuegraf.cli:main",
+            "vuegraf-simulator=vuegraf.simulator.__main__:main",
+        ]
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: MIT License",
+    ],
+)
