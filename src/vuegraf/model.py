@@ -1,0 +1,80 @@
+"""The values that cross every seam: a reading's scale and the point it becomes.
+
+Configurable tag strings ("True", "Hour", ...) never appear here; only the sinks
+translate a `Scale` into the tag value the user configured.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+MEASUREMENT = "energy_usage"
+FIELD = "usage"
+
+
+class Scale(enum.Enum):
+    """The four scales vuegraf writes, valued by Emporia's scale code."""
+
+    SECOND = "1S"
+    MINUTE = "1MIN"
+    HOUR = "1H"
+    DAY = "1D"
+
+    @property
+    def watts_per_kwh(self) -> float:
+        """Factor turning Emporia's kWh-per-bucket into the watts written (DATA-MODEL.md)."""
+        return _WATTS_PER_KWH[self]
+
+    @property
+    def seconds(self) -> int:
+        """Nominal bucket length (a local day may be 23 or 25 h; see schedule.py)."""
+        return _SECONDS[self]
+
+
+_WATTS_PER_KWH = {
+    Scale.SECOND: 3_600_000.0,
+    Scale.MINUTE: 60_000.0,
+    Scale.HOUR: 1_000.0,
+    Scale.DAY: 1_000.0,
+}
+_SECONDS = {Scale.SECOND: 1, Scale.MINUTE: 60, Scale.HOUR: 3600, Scale.DAY: 86400}
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One usage value: what every sink receives.
+
+    `device` is the Emporia device (written as tag `station_name`), `channel` the
+    circuit (written, for historic reasons, as tag `device_name`). `time` is an
+    aware UTC datetime, already stamped per DATA-MODEL.md for its scale.
+    """
+
+    account: str
+    device: str
+    channel: str
+    scale: Scale
+    time: datetime
+    watts: float
+
+    def __post_init__(self) -> None:
+        if self.time.tzinfo is None or self.time.utcoffset() != timezone.utc.utcoffset(None):
+            raise ValueError(f"Point.time must be aware UTC, got {self.time!r}")
+        if not isinstance(self.watts, float):
+            object.__setattr__(self, "watts", float(self.watts))
+
+    @property
+    def epoch_s(self) -> int:
+        return int(self.time.timestamp())
+
+    def series(self) -> tuple[str, str, str, Scale]:
+        """Identity of the series this point belongs to (time excluded)."""
+        return (self.account, self.device, self.channel, self.scale)
+
+
+def point_from_kwh(
+    account: str, device: str, channel: str, scale: Scale, time: datetime, kwh: float
+) -> Point:
+    """Build a point from Emporia's kWh for one bucket, converting to watts per scale."""
+    return Point(account, device, channel, scale, time, float(kwh) * scale.watts_per_kwh)
