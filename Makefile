@@ -1,0 +1,35 @@
+# vuegraf developer and demo targets. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test test-unit lint demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv with vuegraf and the test tools
+
+test: $(STAMP) ## run the whole test suite (integration tests start their own servers)
+	$(VPY) -m pytest -q
+
+test-unit: $(STAMP) ## only the tests that need no server
+	$(VPY) -m pytest -q -m "not integration"
+
+lint: $(STAMP) ## ruff over sources and tests
+	$(VPY) -m ruff check src tests bench
+
+demo: $(STAMP) ## bundled simulator in, embedded SQLite store out; prints watts as they arrive
+	$(VPY) -m vuegraf.demo
+
+clean: ## remove the venv, caches and demo data
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

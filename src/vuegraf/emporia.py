@@ -1,0 +1,222 @@
+"""The only module that talks to pyemvue: login, device metadata, usage → points.
+
+One `EmporiaAccount` per configured account. Device metadata is read at start
+and again on a timer or when a usage answer names a device we do not know; the
+per-minute path costs exactly one `getDeviceListUsages` request per account.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pyemvue import PyEmVue
+
+from vuegraf.clock import Clock
+from vuegraf.config import AccountConfig, Config
+from vuegraf.model import Point, Scale, point_from_kwh
+from vuegraf.naming import channel_name, device_name
+
+logger = logging.getLogger(__name__)
+
+# pyemvue retries getDeviceListUsages with 2-30 s sleeps whenever any channel is
+# null; an offline plug would stall every cycle for a minute. One attempt: a
+# missing value is logged, counted and filled later from chart data.
+USAGE_ATTEMPTS = 1
+
+
+class EmporiaError(Exception):
+    """A failed Emporia request or login; the cycle is retried at the next tick."""
+
+
+@dataclass
+class DeviceInfo:
+    """What vuegraf needs to know of one Emporia device (the twin entries merged)."""
+
+    gid: int
+    name: str
+    channels: dict[str, str] = field(default_factory=dict)  # channel number -> Emporia name
+    parent_gid: int | None = None
+    parent_channel: str | None = None
+
+
+@dataclass(frozen=True)
+class UsageReading:
+    """One channel's usage for one bucket, before naming."""
+
+    device_gid: int
+    channel_num: str
+    emporia_name: str
+    kwh: float | None
+
+
+def merge_devices(vue_devices: Iterable[Any]) -> dict[int, DeviceInfo]:
+    """Fold pyemvue's device list (a Vue appears twice, once nameless) into one entry per gid."""
+    devices: dict[int, DeviceInfo] = {}
+    for dev in vue_devices:
+        gid = int(dev.device_gid)
+        info = devices.get(gid)
+        if info is None:
+            info = devices[gid] = DeviceInfo(gid=gid, name="")
+        name = (getattr(dev, "device_name", "") or "").strip()
+        if name and not info.name:
+            info.name = name
+        for chan in getattr(dev, "channels", None) or []:
+            info.channels.setdefault(str(chan.channel_num), chan.name or "")
+        if getattr(dev, "parent_device_gid", None):
+            info.parent_gid = int(dev.parent_device_gid)
+            info.parent_channel = str(dev.parent_channel_num or "") or None
+    for info in devices.values():
+        info.name = device_name(info.name, info.gid)
+    return devices
+
+
+def flatten_usage(usage_devices: Iterable[Any]) -> list[UsageReading]:
+    """Walk pyemvue's usage answer, nested devices included, one reading per (gid, channel)."""
+    seen: set[tuple[int, str]] = set()
+    readings: list[UsageReading] = []
+    stack = list(usage_devices)
+    while stack:
+        dev = stack.pop(0)
+        for num, chan in (getattr(dev, "channels", None) or {}).items():
+            gid = int(chan.device_gid or dev.device_gid)
+            key = (gid, str(num))
+            if key not in seen:
+                seen.add(key)
+                kwh = chan.usage
+                readings.append(
+                    UsageReading(gid, str(num), chan.name or "", None if kwh is None else float(kwh))
+                )
+            stack.extend((getattr(chan, "nested_devices", None) or {}).values())
+    return readings
+
+
+class EmporiaAccount:
+    """One configured account: its pyemvue session, device metadata and usage reads."""
+
+    def __init__(
+        self,
+        account: AccountConfig,
+        config: Config,
+        clock: Clock,
+        vue_factory: Callable[[], PyEmVue] = PyEmVue,
+    ) -> None:
+        self.account = account
+        self.config = config
+        self.clock = clock
+        self._vue_factory = vue_factory
+        self._vue: PyEmVue | None = None
+        self.devices: dict[int, DeviceInfo] = {}
+        self._devices_read_at: datetime | None = None
+        self._refresh_wanted = True
+        self.requests = 0
+        self.missing_values = 0
+
+    @property
+    def name(self) -> str:
+        return self.account.name
+
+    def _session(self) -> PyEmVue:
+        if self._vue is None:
+            vue = self._vue_factory()
+            try:
+                if self.account.simulator_url:
+                    ok = vue.login_simulator(
+                        self.account.simulator_url, username=self.account.email
+                    )
+                else:
+                    ok = vue.login(username=self.account.email, password=self.account.password)
+            except Exception as err:  # pyemvue raises botocore/requests errors of many kinds
+                raise EmporiaError(f"login failed: {type(err).__name__}: {err}") from None
+            self.requests += 1
+            if not ok:
+                raise EmporiaError("login failed: Emporia did not accept the credentials")
+            logger.info("Account %s: logged in", self.name)
+            self._vue = vue
+        return self._vue
+
+    def _call(self, what: str, fn: Callable[[PyEmVue], Any]) -> Any:
+        vue = self._session()
+        self.requests += 1
+        try:
+            return fn(vue)
+        except Exception as err:
+            raise EmporiaError(f"{what} failed: {type(err).__name__}: {err}") from None
+
+    def refresh_devices_if_due(self) -> None:
+        """Re-read device metadata at start, on the refresh timer, or after an unknown device."""
+        now = self.clock.now()
+        due = (
+            self._refresh_wanted
+            or self._devices_read_at is None
+            or now - self._devices_read_at >= timedelta(seconds=self.config.device_refresh_secs)
+        )
+        if due:
+            self.refresh_devices()
+
+    def refresh_devices(self) -> None:
+        vue_devices = self._call("get_devices", lambda vue: vue.get_devices())
+        self.devices = merge_devices(vue_devices)
+        self._devices_read_at = self.clock.now()
+        self._refresh_wanted = False
+        logger.info(
+            "Account %s: %d devices, %d channels",
+            self.name,
+            len(self.devices),
+            sum(len(d.channels) for d in self.devices.values()),
+        )
+
+    def usage(self, scale: Scale, instant: datetime) -> list[UsageReading]:
+        """One getDeviceListUsages request for every device of the account."""
+        self.refresh_devices_if_due()
+        gids = sorted(self.devices)
+        if not gids:
+            return []
+        answer = self._call(
+            "getDeviceListUsages",
+            lambda vue: vue.get_device_list_usage(
+                deviceGids=gids,
+                instant=instant,
+                scale=scale.value,
+                max_retry_attempts=USAGE_ATTEMPTS,
+            ),
+        )
+        return flatten_usage(answer.values())
+
+    def points(self, scale: Scale, bucket_start: datetime, stamp: datetime) -> list[Point]:
+        """Usage of every channel for the bucket starting at `bucket_start`, as points at `stamp`."""
+        points: list[Point] = []
+        missing: list[str] = []
+        for reading in self.usage(scale, bucket_start):
+            dev = self.devices.get(reading.device_gid)
+            if dev is None:
+                self._refresh_wanted = True
+                dev_name = device_name(None, reading.device_gid)
+            else:
+                dev_name = dev.name
+            chan = channel_name(
+                self.account,
+                dev_name,
+                reading.channel_num,
+                reading.emporia_name,
+                self.config.use_emporia_channel_names,
+            )
+            if reading.kwh is None:
+                missing.append(chan)
+                continue
+            points.append(point_from_kwh(self.name, dev_name, chan, scale, stamp, reading.kwh))
+        if missing:
+            self.missing_values += len(missing)
+            logger.info(
+                "Account %s: no %s value yet for %s at %s",
+                self.name,
+                scale.value,
+                ", ".join(missing),
+                bucket_start.isoformat(),
+            )
+        if self._refresh_wanted:
+            logger.info("Account %s: unknown device in usage answer; re-reading devices", self.name)
+        return points

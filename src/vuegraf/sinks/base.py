@@ -1,0 +1,40 @@
+"""The sink contract: where points go.
+
+Lifecycle: `open()` once, then any number of `write(batch)` calls from one
+thread at a time, then `close()` once. No write after close; close is never
+called while a write is running. `write` either stores the whole batch
+(idempotently: a point with the same series and time replaces the old one) or
+raises `SinkError`, whose `retryable` says whether trying later can help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from vuegraf.model import Point
+
+
+class SinkError(Exception):
+    """A failed write. `retryable`: network, timeout, 5xx, 429 — keep the points and retry."""
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Sink(Protocol):
+    name: str
+
+    def open(self) -> None: ...
+
+    def write(self, points: Sequence[Point]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def classify_status(status: int | None) -> bool:
+    """Whether an HTTP status means "try again later" (True) or "bad data, drop" (False)."""
+    if status is None:
+        return True
+    return status == 429 or status == 408 or status >= 500

@@ -1,0 +1,167 @@
+"""InfluxDB v1 and v2 behind the one sink contract, chosen once at start-up.
+
+Both write the same line protocol (see lineproto.py) with second precision and
+turn client exceptions into `SinkError(retryable=...)`: network trouble, 5xx
+and 429 are retryable, any other 4xx means bad data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from vuegraf.config import InfluxV1Config, InfluxV2Config, TagConfig
+from vuegraf.model import Point
+from vuegraf.sinks.base import SinkError, classify_status
+from vuegraf.sinks.lineproto import encode_all
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 5000
+
+
+def _chunks(lines: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(lines), size):
+        yield lines[i : i + size]
+
+
+class InfluxV1Sink:
+    """InfluxDB 1.x through the `influxdb` client; creates the database on first write."""
+
+    name = "influxdb-v1"
+
+    def __init__(self, cfg: InfluxV1Config, tags: TagConfig, add_station: bool) -> None:
+        self.cfg = cfg
+        self.tags = tags
+        self.add_station = add_station
+        self._client = None
+        self._database_ready = False
+
+    def open(self) -> None:
+        import influxdb
+
+        timeout = self.cfg.timeout_ms / 1000.0 if self.cfg.timeout_ms else None
+        self._client = influxdb.InfluxDBClient(
+            host=self.cfg.host,
+            port=self.cfg.port,
+            username=self.cfg.user or "root",
+            password=self.cfg.password or "root",
+            database=self.cfg.database,
+            ssl=self.cfg.ssl_enable,
+            verify_ssl=self.cfg.ssl_verify,
+            timeout=timeout,
+        )
+        logger.info(
+            "InfluxDB v1 at %s:%s, database %s", self.cfg.host, self.cfg.port, self.cfg.database
+        )
+
+    @property
+    def client(self):  # type: ignore[no-untyped-def]
+        if self._client is None:
+            raise RuntimeError("sink is not open")
+        return self._client
+
+    def write(self, points: Sequence[Point]) -> None:
+        if not points:
+            return
+        lines = encode_all(points, self.tags, self.add_station)
+        with _v1_errors():
+            if not self._database_ready:
+                self.client.create_database(self.cfg.database)
+                self._database_ready = True
+            for chunk in _chunks(lines, BATCH_SIZE):
+                self.client.write_points(chunk, time_precision="s", protocol="line")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+@contextmanager
+def _v1_errors() -> Iterator[None]:
+    """Translate influxdb/requests exceptions into SinkError."""
+    import influxdb.exceptions
+    import requests
+
+    try:
+        yield
+    except influxdb.exceptions.InfluxDBServerError as err:
+        raise SinkError(f"InfluxDB server error: {_short(err)}", retryable=True) from None
+    except influxdb.exceptions.InfluxDBClientError as err:
+        code = getattr(err, "code", None)
+        raise SinkError(
+            f"InfluxDB rejected the write ({code}): {_short(err)}",
+            retryable=classify_status(code),
+        ) from None
+    except (requests.exceptions.RequestException, OSError) as err:
+        raise SinkError(f"InfluxDB unreachable: {type(err).__name__}", retryable=True) from None
+
+
+class InfluxV2Sink:
+    """InfluxDB 2.x through `influxdb-client`, synchronous writes in batches."""
+
+    name = "influxdb-v2"
+
+    def __init__(self, cfg: InfluxV2Config, tags: TagConfig, add_station: bool) -> None:
+        self.cfg = cfg
+        self.tags = tags
+        self.add_station = add_station
+        self._client = None
+        self._write_api = None
+
+    def open(self) -> None:
+        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        kwargs = {"timeout": self.cfg.timeout_ms} if self.cfg.timeout_ms else {}
+        self._client = InfluxDBClient(
+            url=self.cfg.url,
+            token=self.cfg.token,
+            org=self.cfg.org,
+            verify_ssl=self.cfg.ssl_verify,
+            **kwargs,
+        )
+        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        logger.info("InfluxDB v2 at %s, bucket %s", self.cfg.url, self.cfg.bucket)
+
+    def write(self, points: Sequence[Point]) -> None:
+        if not points:
+            return
+        if self._write_api is None:
+            raise RuntimeError("sink is not open")
+        from influxdb_client import WritePrecision
+        from influxdb_client.rest import ApiException
+
+        lines = encode_all(points, self.tags, self.add_station)
+        for chunk in _chunks(lines, BATCH_SIZE):
+            try:
+                self._write_api.write(
+                    bucket=self.cfg.bucket,
+                    org=self.cfg.org,
+                    record=chunk,
+                    write_precision=WritePrecision.S,
+                )
+            except ApiException as err:
+                raise SinkError(
+                    f"InfluxDB rejected the write ({err.status}): {_short(err.reason)}",
+                    retryable=classify_status(err.status),
+                ) from None
+            except Exception as err:  # urllib3 connection/timeout errors of several types
+                raise SinkError(
+                    f"InfluxDB unreachable: {type(err).__name__}", retryable=True
+                ) from None
+
+    def close(self) -> None:
+        if self._write_api is not None:
+            self._write_api.close()
+            self._write_api = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _short(err: object) -> str:
+    text = str(err).strip().replace("\n", " ")
+    return text[:300]

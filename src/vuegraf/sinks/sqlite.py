@@ -1,0 +1,87 @@
+"""The embedded store used when the config has no `influxDb` section.
+
+One row per point. The primary key is InfluxDB's series identity plus time
+(measurement is implicit; station only when `addStationField` is on, as in
+InfluxDB), so writing the same point again replaces it instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from vuegraf.config import TagConfig
+from vuegraf.model import Point
+from vuegraf.sinks.base import SinkError
+from vuegraf.sinks.lineproto import point_tags
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS energy_usage (
+    account_name TEXT NOT NULL,
+    device_name  TEXT NOT NULL,   -- the channel (circuit), as in InfluxDB
+    station_name TEXT NOT NULL,   -- the device; '' unless addStationField
+    detailed     TEXT NOT NULL,   -- the scale tag value: True, False, Hour, Day
+    time         INTEGER NOT NULL, -- Unix seconds, UTC
+    usage        REAL NOT NULL,   -- watts (Wh for day points)
+    PRIMARY KEY (account_name, device_name, station_name, detailed, time)
+) WITHOUT ROWID;
+"""
+
+
+class SqliteSink:
+    """SQLite file store; WAL mode so readers (the demo, sqlite3 CLI) never block writes."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path, tags: TagConfig, add_station: bool) -> None:
+        self.path = Path(path)
+        self.tags = tags
+        self.add_station = add_station
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as err:
+            raise SinkError(f"cannot open SQLite store {self.path}: {err}", retryable=True) from None
+        self._db = db
+        logger.info("Embedded SQLite store at %s", self.path)
+
+    def write(self, points: Sequence[Point]) -> None:
+        if not points:
+            return
+        if self._db is None:
+            raise RuntimeError("sink is not open")
+        rows = []
+        for p in points:
+            tags = point_tags(p, self.tags, self.add_station)
+            rows.append(
+                (
+                    p.account,
+                    p.channel,
+                    tags.get("station_name", ""),
+                    tags[self.tags.name],
+                    p.epoch_s,
+                    p.watts,
+                )
+            )
+        try:
+            with self._db:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO energy_usage VALUES (?, ?, ?, ?, ?, ?)", rows
+                )
+        except sqlite3.Error as err:
+            raise SinkError(f"SQLite write failed: {err}", retryable=True) from None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
