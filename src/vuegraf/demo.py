@@ -1,0 +1,133 @@
+"""`make demo`: the bundled simulator in, the embedded SQLite store out, watts on screen.
+
+Needs no Emporia account and no database server. It starts the simulator,
+writes a config under ./demo/, runs the real `vuegraf` daemon on it as a child
+process (its log goes to demo/vuegraf.log) and prints each minute's watts per
+circuit as they land in demo/vuegraf.sqlite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vuegraf.simulator import SimulatorServer
+
+DEMO_CHANNELS = {
+    "Main Panel": {"1": "Kitchen", "2": "Furnace", "3": "Fridge", "4": "Dryer"},
+}
+
+
+def write_config(directory: Path, simulator_url: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "accounts": [
+            {
+                "name": "Demo Home",
+                "email": "demo@example.com",
+                "password": "not-a-real-password",
+                "simulatorUrl": simulator_url,
+                "devices": [{"name": n, "channels": c} for n, c in DEMO_CHANNELS.items()],
+            }
+        ],
+        "addStationField": True,
+        "sqlitePath": "vuegraf.sqlite",
+    }
+    path = directory / "vuegraf.json"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def newest_minute(db_path: Path, after: int) -> tuple[int, list[tuple[str, str, float]]] | None:
+    """The newest minute stored after `after`, with its (device, channel, watts) rows."""
+    if not db_path.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+            row = db.execute(
+                "SELECT MAX(time) FROM energy_usage WHERE detailed = 'False'"
+            ).fetchone()
+            if row is None or row[0] is None or row[0] <= after:
+                return None
+            rows = db.execute(
+                "SELECT station_name, device_name, usage FROM energy_usage "
+                "WHERE detailed = 'False' AND time = ? ORDER BY station_name, device_name",
+                (row[0],),
+            ).fetchall()
+            return row[0], rows
+    except sqlite3.Error:
+        return None  # the daemon is creating the file; try again next poll
+
+
+def render(minute: int, rows: list[tuple[str, str, float]]) -> str:
+    when = datetime.fromtimestamp(minute, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"\n=== minute {when}: {len(rows)} channels ==="]
+    for device, channel, watts in rows:
+        label = channel if channel == device else f"  {channel}"
+        lines.append(f"  {device:<14} {label:<28} {watts:>9.1f} W")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vuegraf-demo", description=__doc__)
+    parser.add_argument("--dir", default="demo", help="where the config, log and SQLite go")
+    parser.add_argument(
+        "--seconds", type=float, default=0, help="stop after this long (default: until Ctrl-C)"
+    )
+    args = parser.parse_args(argv)
+    directory = Path(args.dir).resolve()
+
+    stop = {"now": False}
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    with SimulatorServer() as sim:
+        config_path = write_config(directory, sim.url)
+        log_path = directory / "vuegraf.log"
+        print(f"Emporia simulator at {sim.url}")
+        print(f"Running: vuegraf {config_path}  (log: {log_path})")
+        print(f"Storing into {directory / 'vuegraf.sqlite'}; a new minute appears every 60 s.")
+        print("Press Ctrl-C to stop.", flush=True)
+        with open(log_path, "a") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "vuegraf", str(config_path), "-v"],
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + args.seconds if args.seconds else None
+        shown = 0
+        try:
+            while not stop["now"] and (deadline is None or time.monotonic() < deadline):
+                found = newest_minute(directory / "vuegraf.sqlite", shown)
+                if found:
+                    shown, rows = found
+                    print(render(shown, rows), flush=True)
+                if child.poll() is not None:
+                    print(f"vuegraf exited with {child.returncode}; see {log_path}")
+                    return 1
+                time.sleep(0.5)
+        finally:
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+    print(f"\nStopped. The data stays in {directory / 'vuegraf.sqlite'} (table energy_usage).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
