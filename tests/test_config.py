@@ -1,0 +1,686 @@
+"""vuegraf.json → Config: upstream files load unchanged; every mistake names its key path."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from dateutil import tz
+
+from vuegraf.config import (
+    AccountConfig,
+    Config,
+    ConfigError,
+    DeviceConfig,
+    InfluxV1Config,
+    InfluxV2Config,
+    MqttConfig,
+    TagConfig,
+    load_config,
+    parse_config,
+)
+from vuegraf.model import Scale
+
+SAMPLE = Path(__file__).resolve().parents[1] / "vuegraf.json.sample"
+
+# Distinctive so that a leak anywhere is easy to spot.
+SECRETS = ("s3cret-emporia-pw", "s3cret-influx-pw", "s3cret-mqtt-pw", "s3cret-v2-token")
+
+VALID: dict[str, Any] = {
+    "influxDb": {
+        "host": "influx.local",
+        "port": 8086,
+        "user": "vue",
+        "pass": "s3cret-influx-pw",
+        "database": "vue",
+    },
+    "accounts": [
+        {
+            "name": "Home",
+            "email": "me@example.com",
+            "password": "s3cret-emporia-pw",
+            "devices": [{"name": "Main Panel", "channels": ["Oven", "Dryer"]}],
+        }
+    ],
+    "mqtt": {"host": "broker.local", "username": "vue", "password": "s3cret-mqtt-pw"},
+}
+
+V2 = {
+    "version": 2,
+    "url": "http://influx2.local:8086",
+    "org": "home",
+    "bucket": "vuegraf",
+    "token": "s3cret-v2-token",
+}
+
+
+def valid() -> dict[str, Any]:
+    return copy.deepcopy(VALID)
+
+
+def write(tmp_path: Path, data: object, name: str = "vuegraf.json") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+    return path
+
+
+def parse(data: object, tmp_path: Path | None = None) -> Config:
+    return parse_config(data, (tmp_path or Path("/etc/vuegraf")) / "vuegraf.json")
+
+
+# --- what loads ----------------------------------------------------------------------------
+
+
+def test_minimal_config_gets_upstream_defaults() -> None:
+    cfg = parse({"accounts": [{"name": "A", "email": "a@x", "password": "pw"}]})
+
+    assert cfg.accounts == (AccountConfig("A", "a@x", "pw"),)
+    assert cfg.influx is None
+    assert cfg.mqtt is None
+    assert cfg.tags == TagConfig("detailed", "True", "False", "Hour", "Day")
+    assert cfg.config_path == Path("/etc/vuegraf/vuegraf.json")
+    assert cfg.sqlite_path == Path("/etc/vuegraf/vuegraf.sqlite")
+    assert (cfg.update_interval_secs, cfg.lag_secs) == (60, 5)
+    assert cfg.add_station_field is False
+    assert cfg.detailed_data_enabled is False
+    assert cfg.detailed_data_seconds_enabled is True
+    assert cfg.detailed_data_hours_enabled is True
+    assert cfg.detailed_data_days_enabled is True
+    assert cfg.detailed_interval_secs == 3600
+    assert cfg.timezone_name is None
+    assert cfg.max_history_days == 720
+    assert cfg.use_emporia_channel_names is False
+    assert cfg.device_refresh_secs == 3600
+    assert cfg.accounts[0].devices == ()
+    assert cfg.accounts[0].simulator_url is None
+
+
+def test_upstream_sample_loads(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="vuegraf.config"):
+        cfg = load_config(SAMPLE)
+
+    assert caplog.records == []  # "reset" is a known upstream key: no warning
+    assert cfg.influx == InfluxV1Config(
+        host="my.influxdb.hostname",
+        database="vue",
+        port=8086,
+        user="root",
+        password="root",
+        ssl_enable=False,
+        ssl_verify=True,
+        reset=False,
+    )
+    assert cfg.update_interval_secs == 60
+    (account,) = cfg.accounts
+    assert account.name == "Primary Residence"
+    assert [d.name for d in account.devices] == ["Right Panel", "Left Panel"]
+    right = account.device("Right Panel")
+    assert right is not None
+    assert right.channels["1"] == "Air Conditioner"
+    assert right.channels["8"] == "Office"
+    assert account.device("Nope") is None
+    assert cfg.sqlite_path == SAMPLE.parent / "vuegraf.sqlite"
+
+
+def test_full_v1_and_every_top_level_key(tmp_path: Path) -> None:
+    data = valid()
+    data["influxDb"].update(
+        version=1,
+        ssl_enable=True,
+        ssl_verify=False,
+        timeout=2500,
+        reset=True,
+        tagName="scale",
+        tagValue_second="s",
+        tagValue_minute="m",
+        tagValue_hour="h",
+        tagValue_day="d",
+    )
+    data["mqtt"].update(port=8883, topic="home/energy")
+    data.update(
+        updateIntervalSecs=30,
+        lagSecs=0,
+        addStationField=True,
+        detailedDataEnabled=True,
+        detailedDataSecondsEnabled=False,
+        detailedDataHoursEnabled=False,
+        detailedDataDaysEnabled=False,
+        detailedIntervalSecs=600,
+        timezone="America/New_York",
+        maxHistoryDays=30,
+        sqlitePath="/var/lib/vuegraf/data.db",
+        useEmporiaChannelNames=True,
+        deviceRefreshSecs=60,
+    )
+    cfg = load_config(write(tmp_path, data))
+
+    assert cfg.influx == InfluxV1Config(
+        "influx.local", "vue", 8086, "vue", "s3cret-influx-pw", True, False, 2500, True
+    )
+    assert cfg.tags == TagConfig("scale", "s", "m", "h", "d")
+    assert [cfg.tags.value(s) for s in Scale] == ["s", "m", "h", "d"]
+    assert cfg.mqtt == MqttConfig("broker.local", 8883, "vue", "s3cret-mqtt-pw", "home/energy")
+    assert cfg.update_interval_secs == 30
+    assert cfg.lag_secs == 0
+    assert cfg.add_station_field is True
+    assert cfg.detailed_data_enabled is True
+    assert cfg.detailed_data_seconds_enabled is False
+    assert cfg.detailed_data_hours_enabled is False
+    assert cfg.detailed_data_days_enabled is False
+    assert cfg.detailed_interval_secs == 600
+    assert cfg.timezone_name == "America/New_York"
+    assert cfg.max_history_days == 30
+    assert cfg.sqlite_path == Path("/var/lib/vuegraf/data.db")
+    assert cfg.use_emporia_channel_names is True
+    assert cfg.device_refresh_secs == 60
+
+
+def test_tag_value_defaults_per_scale() -> None:
+    tags = TagConfig()
+    assert {s: tags.value(s) for s in Scale} == {
+        Scale.SECOND: "True",
+        Scale.MINUTE: "False",
+        Scale.HOUR: "Hour",
+        Scale.DAY: "Day",
+    }
+
+
+def test_influx_v2() -> None:
+    data = valid()
+    data["influxDb"] = dict(V2, ssl_verify=False, timeout=10_000, reset=False, tagName="res")
+    cfg = parse(data)
+
+    assert cfg.influx == InfluxV2Config(
+        url="http://influx2.local:8086",
+        org="home",
+        bucket="vuegraf",
+        token="s3cret-v2-token",
+        ssl_verify=False,
+        timeout_ms=10_000,
+    )
+    assert cfg.tags.name == "res"
+    assert isinstance(cfg.influx, InfluxV2Config)
+
+
+def test_v1_without_auth_from_upstream_empty_user_and_pass() -> None:
+    # Upstream required both keys, so auth-less servers were configured with "" and "".
+    data = valid()
+    data["influxDb"].update(user="", **{"pass": ""})
+    cfg = parse(data)
+    assert isinstance(cfg.influx, InfluxV1Config)
+    assert (cfg.influx.user, cfg.influx.password) == (None, None)
+
+
+def test_channel_maps_list_and_dict() -> None:
+    data = valid()
+    data["accounts"][0]["devices"] = [
+        {"name": "Left", "channels": ["Oven", "Dryer", "Washer"]},
+        {"name": "Right", "channels": {"1": "Furnace", "97": "Merged AC", "98": "Merged Pool"}},
+        {"name": "Plug"},
+        {"name": "Nulls", "channels": None},
+    ]
+    devices = {d.name: d for d in parse(data).accounts[0].devices}
+
+    assert dict(devices["Left"].channels) == {"1": "Oven", "2": "Dryer", "3": "Washer"}
+    assert dict(devices["Right"].channels) == {
+        "1": "Furnace",
+        "97": "Merged AC",
+        "98": "Merged Pool",
+    }
+    assert dict(devices["Plug"].channels) == {}
+    assert dict(devices["Nulls"].channels) == {}
+
+
+def test_config_is_immutable() -> None:
+    cfg = parse(valid())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lag_secs = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cfg.accounts[0].devices[0].channels["1"] = "x"  # type: ignore[index]
+    # Built by hand from a dict, the mapping is still read-only and detached from it.
+    raw = {"1": "a"}
+    dev = DeviceConfig("d", raw)
+    raw["1"] = "b"
+    assert dev.channels["1"] == "a"
+
+
+@pytest.mark.parametrize("value", [None, "TZ", "tz", "Tz", "tZ"])
+def test_timezone_system_zone(value: str | None) -> None:
+    data = valid()
+    data["timezone"] = value
+    cfg = parse(data)
+    assert cfg.timezone_name is None
+    assert isinstance(cfg.zone, tz.tzlocal)
+
+
+def test_timezone_valid_iana_zone() -> None:
+    data = valid()
+    data["timezone"] = "Europe/Berlin"
+    cfg = parse(data)
+    assert cfg.timezone_name == "Europe/Berlin"
+    assert cfg.zone == ZoneInfo("Europe/Berlin")
+
+
+@pytest.mark.parametrize(
+    ("sqlite_path", "expected"),
+    [
+        (None, "conf/vuegraf.sqlite"),
+        ("data.db", "conf/data.db"),
+        ("sub/dir/data.db", "conf/sub/dir/data.db"),
+        ("../elsewhere.db", "conf/../elsewhere.db"),
+    ],
+)
+def test_sqlite_path_relative_to_config_dir(
+    tmp_path: Path, sqlite_path: str | None, expected: str
+) -> None:
+    (tmp_path / "conf").mkdir()
+    data = valid()
+    del data["influxDb"]
+    if sqlite_path is not None:
+        data["sqlitePath"] = sqlite_path
+    cfg = load_config(write(tmp_path / "conf", data))
+    assert cfg.influx is None
+    assert cfg.sqlite_path == tmp_path / expected
+
+
+def test_sqlite_path_absolute_and_relative_config_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = valid()
+    data["sqlitePath"] = str(tmp_path / "abs.db")
+    assert parse(data).sqlite_path == tmp_path / "abs.db"
+
+    # A relative config path is anchored now, so a later chdir cannot move the store.
+    monkeypatch.chdir(tmp_path)
+    del data["sqlitePath"]
+    cfg = load_config(write(tmp_path, data, "rel.json").name)
+    assert cfg.config_path == tmp_path / "rel.json"
+    assert cfg.sqlite_path == tmp_path / "vuegraf.sqlite"
+
+
+def test_simulator_url() -> None:
+    data = valid()
+    data["accounts"][0]["simulatorUrl"] = "http://127.0.0.1:8765"
+    assert parse(data).accounts[0].simulator_url == "http://127.0.0.1:8765"
+
+
+def test_unknown_keys_warned_once_by_key_path(caplog: pytest.LogCaptureFixture) -> None:
+    data = valid()
+    data["foo"] = 1
+    data["my key"] = 2
+    data["influxDb"]["reset"] = False  # known upstream key, accepted silently
+    data["influxDb"]["retention"] = "1w"
+    data["accounts"][0]["bar"] = True
+    data["accounts"][0]["devices"][0]["gid"] = 123
+    data["mqtt"]["qos"] = 1
+    with caplog.at_level(logging.DEBUG, logger="vuegraf.config"):
+        parse(data)
+
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].name == "vuegraf.config"
+    message = warnings[0].getMessage()
+    assert message.startswith("ignoring unknown config keys: ")
+    named = message.removeprefix("ignoring unknown config keys: ").split(", ")
+    assert sorted(named) == sorted(
+        [
+            "foo",
+            '["my key"]',
+            "influxDb.retention",
+            "accounts[0].bar",
+            "accounts[0].devices[0].gid",
+            "mqtt.qos",
+        ]
+    )
+    assert "reset" not in message
+
+
+def test_v1_only_keys_in_v2_section_are_unknown(caplog: pytest.LogCaptureFixture) -> None:
+    data = valid()
+    data["influxDb"] = dict(V2, host="old-host", reset=True)
+    with caplog.at_level(logging.WARNING, logger="vuegraf.config"):
+        parse(data)
+    assert [r.getMessage() for r in caplog.records] == [
+        "ignoring unknown config keys: influxDb.host"
+    ]
+
+
+def test_no_warning_when_all_keys_known(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="vuegraf.config"):
+        parse(valid())
+    assert caplog.records == []
+
+
+def test_secrets_absent_from_repr_and_log(caplog: pytest.LogCaptureFixture) -> None:
+    data = valid()
+    data["unknownThing"] = "s3cret-emporia-pw"  # a value, never logged: only key names are
+    with caplog.at_level(logging.DEBUG, logger="vuegraf.config"):
+        cfg_v1 = parse(data)
+    data["influxDb"] = dict(V2)
+    cfg_v2 = parse(data)
+
+    text = repr(cfg_v1) + repr(cfg_v2) + str(cfg_v1) + caplog.text
+    for secret in SECRETS:
+        assert secret not in text
+    # ...but they are there to be used.
+    assert cfg_v1.accounts[0].password == "s3cret-emporia-pw"
+    assert isinstance(cfg_v2.influx, InfluxV2Config)
+    assert cfg_v2.influx.token == "s3cret-v2-token"
+    assert cfg_v1.mqtt is not None and cfg_v1.mqtt.password == "s3cret-mqtt-pw"
+
+
+def test_config_error_shape() -> None:
+    err = ConfigError("accounts[0].password", "required")
+    assert str(err) == "accounts[0].password: required"
+    assert (err.key_path, err.message) == ("accounts[0].password", "required")
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.key_path, again.message, str(again)) == (err.key_path, err.message, str(err))
+
+
+def test_missing_key_hints_at_misspelt_one(caplog: pytest.LogCaptureFixture) -> None:
+    data = valid()
+    data["accounts"][0]["passwrd"] = data["accounts"][0].pop("password")
+    with caplog.at_level(logging.WARNING, logger="vuegraf.config"):
+        with pytest.raises(ConfigError) as info:
+            parse(data)
+    assert str(info.value) == 'accounts[0].password: required (found unknown key "passwrd")'
+    assert caplog.records == []  # invalid config: the error is the one line the user sees
+
+
+# --- what does not load --------------------------------------------------------------------
+
+FILE = "<the file path>"  # expected key_path placeholder for whole-file errors
+
+Mutation = Callable[[dict[str, Any]], object]
+
+
+def put(path: str, value: object) -> Mutation:
+    """Set a dotted path ("accounts.0.password") in the valid config."""
+
+    def mutate(data: dict[str, Any]) -> object:
+        *parents, last = path.split(".")
+        node: Any = data
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+        return data
+
+    return mutate
+
+
+def drop(path: str) -> Mutation:
+    def mutate(data: dict[str, Any]) -> object:
+        *parents, last = path.split(".")
+        node: Any = data
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        del node[last]
+        return data
+
+    return mutate
+
+
+def raw(text: str) -> str:
+    return text
+
+
+def second_account(name: str) -> Mutation:
+    def mutate(data: dict[str, Any]) -> object:
+        data["accounts"].append({"name": name, "email": "b@x", "password": "s3cret-emporia-pw"})
+        return data
+
+    return mutate
+
+
+def influx(section: dict[str, Any]) -> Mutation:
+    return put("influxDb", section)
+
+
+V2_NO_TOKEN = {k: v for k, v in V2.items() if k != "token"}
+V1_NO_HOST = {"database": "vue"}
+DEV = "accounts.0.devices.0"
+
+BAD: list[tuple[str, str | Mutation, str, str]] = [
+    ("bad-json", raw('{"accounts": [}'), FILE, "invalid JSON at line 1 column 15"),
+    ("truncated-json", raw('{\n  "accounts": [\n'), FILE, "invalid JSON at line 3 column 1"),
+    ("empty-file", raw(""), FILE, "invalid JSON at line 1 column 1"),
+    ("root-list", raw("[1, 2]"), "(root)", "must be a JSON object"),
+    ("root-string", raw('"hello"'), "(root)", "must be a JSON object"),
+    ("missing-accounts", drop("accounts"), "accounts", "required"),
+    ("null-accounts", put("accounts", None), "accounts", "required"),
+    ("empty-accounts", put("accounts", []), "accounts", "must be a non-empty list"),
+    ("accounts-object", put("accounts", {"name": "A"}), "accounts", "must be a non-empty list"),
+    ("account-not-object", put("accounts.0", "Home"), "accounts[0]", "must be a JSON object"),
+    ("account-no-password", drop("accounts.0.password"), "accounts[0].password", "required"),
+    ("account-no-name", drop("accounts.0.name"), "accounts[0].name", "required"),
+    (
+        "email-wrong-type",
+        put("accounts.0.email", 42),
+        "accounts[0].email",
+        "must be a non-empty string",
+    ),
+    ("password-empty", put("accounts.0.password", ""), "accounts[0].password", "non-empty"),
+    (
+        "duplicate-account",
+        second_account("Home"),
+        "accounts[1].name",
+        "duplicate account name 'Home'",
+    ),
+    (
+        "simulator-url-no-scheme",
+        put("accounts.0.simulatorUrl", "localhost:8765"),
+        "accounts[0].simulatorUrl",
+        "must start with http:// or https://",
+    ),
+    ("devices-not-list", put("accounts.0.devices", {}), "accounts[0].devices", "must be a list"),
+    ("device-no-name", drop(f"{DEV}.name"), "accounts[0].devices[0].name", "required"),
+    (
+        "channels-wrong-type",
+        put(f"{DEV}.channels", "Oven"),
+        "accounts[0].devices[0].channels",
+        "must be a list or an object",
+    ),
+    (
+        "channel-list-entry",
+        put(f"{DEV}.channels", ["Oven", 7]),
+        "accounts[0].devices[0].channels[1]",
+        "must be a non-empty string",
+    ),
+    (
+        "channel-key-blank",
+        put(f"{DEV}.channels", {"1": "Oven", " ": "Pool"}),
+        'accounts[0].devices[0].channels[" "]',
+        "channel number",
+    ),
+    (
+        "channel-value-empty",
+        put(f"{DEV}.channels", {"3": ""}),
+        'accounts[0].devices[0].channels["3"]',
+        "must be a non-empty string",
+    ),
+    ("influx-not-object", put("influxDb", "influx.local"), "influxDb", "must be a JSON object"),
+    ("influx-version-3", put("influxDb.version", 3), "influxDb.version", "must be 1 or 2"),
+    ("influx-version-text", put("influxDb.version", "2"), "influxDb.version", "must be 1 or 2"),
+    ("v2-missing-token", influx(V2_NO_TOKEN), "influxDb.token", "required"),
+    ("v2-missing-url", influx({**V2, "url": None}), "influxDb.url", "required"),
+    ("v2-url-no-scheme", influx({**V2, "url": "influx2:8086"}), "influxDb.url", "http://"),
+    ("v1-missing-host", influx(V1_NO_HOST), "influxDb.host", "required"),
+    ("v1-missing-database", drop("influxDb.database"), "influxDb.database", "required"),
+    ("user-without-pass", drop("influxDb.pass"), "influxDb.pass", "required when user is set"),
+    ("pass-without-user", drop("influxDb.user"), "influxDb.user", "required when pass is set"),
+    ("pass-not-string", put("influxDb.pass", 1234), "influxDb.pass", "must be a string"),
+    ("port-as-string", put("influxDb.port", "8086"), "influxDb.port", "must be an integer"),
+    ("port-out-of-range", put("influxDb.port", 70000), "influxDb.port", "between 1 and 65535"),
+    ("port-zero", put("influxDb.port", 0), "influxDb.port", "between 1 and 65535"),
+    ("ssl-verify-yes", put("influxDb.ssl_verify", "yes"), "influxDb.ssl_verify", "true or false"),
+    ("ssl-enable-1", put("influxDb.ssl_enable", 1), "influxDb.ssl_enable", "true or false"),
+    ("reset-text", put("influxDb.reset", "no"), "influxDb.reset", "true or false"),
+    ("timeout-zero", put("influxDb.timeout", 0), "influxDb.timeout", "must be >= 1"),
+    ("timeout-float", put("influxDb.timeout", 2.5), "influxDb.timeout", "must be an integer"),
+    ("tag-name-empty", put("influxDb.tagName", ""), "influxDb.tagName", "non-empty string"),
+    (
+        "tag-values-clash",
+        put("influxDb.tagValue_hour", "False"),
+        "influxDb.tagValue_hour",
+        "must differ from tagValue_minute",
+    ),
+    ("interval-zero", put("updateIntervalSecs", 0), "updateIntervalSecs", "must be >= 1"),
+    ("interval-true", put("updateIntervalSecs", True), "updateIntervalSecs", "must be an integer"),
+    ("interval-float", put("updateIntervalSecs", 60.5), "updateIntervalSecs", "must be an integer"),
+    ("interval-text", put("updateIntervalSecs", "60"), "updateIntervalSecs", "must be an integer"),
+    ("lag-negative", put("lagSecs", -1), "lagSecs", "must be >= 0"),
+    ("lag-fraction", put("lagSecs", 1.5), "lagSecs", "must be an integer"),
+    ("detailed-interval-0", put("detailedIntervalSecs", 0), "detailedIntervalSecs", ">= 1"),
+    ("history-days-zero", put("maxHistoryDays", 0), "maxHistoryDays", "must be >= 1"),
+    ("device-refresh-59", put("deviceRefreshSecs", 59), "deviceRefreshSecs", "must be >= 60"),
+    ("station-field-1", put("addStationField", 1), "addStationField", "must be true or false"),
+    ("detailed-text", put("detailedDataEnabled", "true"), "detailedDataEnabled", "true or false"),
+    ("emporia-names-0", put("useEmporiaChannelNames", 0), "useEmporiaChannelNames", "true or"),
+    ("unknown-timezone", put("timezone", "Mars/Base"), "timezone", "unknown time zone 'Mars/Base'"),
+    ("timezone-path", put("timezone", "../../etc/passwd"), "timezone", "unknown time zone"),
+    ("timezone-number", put("timezone", 5), "timezone", "must be a non-empty string"),
+    ("sqlite-path-empty", put("sqlitePath", ""), "sqlitePath", "must be a non-empty string"),
+    ("mqtt-not-object", put("mqtt", []), "mqtt", "must be a JSON object"),
+    ("mqtt-missing-host", drop("mqtt.host"), "mqtt.host", "required"),
+    ("mqtt-user-no-pw", drop("mqtt.password"), "mqtt.password", "required when username is set"),
+    ("mqtt-pw-no-user", drop("mqtt.username"), "mqtt.username", "required when password is set"),
+    ("mqtt-port-zero", put("mqtt.port", 0), "mqtt.port", "between 1 and 65535"),
+    ("mqtt-topic-wildcard", put("mqtt.topic", "vuegraf/#"), "mqtt.topic", "wildcards"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "expected_key", "fragment"),
+    [pytest.param(case, key, fragment, id=name) for name, case, key, fragment in BAD],
+)
+def test_malformed_config(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    case: str | Mutation,
+    expected_key: str,
+    fragment: str,
+) -> None:
+    content = case if isinstance(case, str) else case(valid())
+    path = write(tmp_path, content)
+    with caplog.at_level(logging.DEBUG, logger="vuegraf.config"):
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+
+    err = info.value
+    assert err.key_path == (str(path) if expected_key == FILE else expected_key)
+    assert fragment in err.message
+    assert str(err) == f"{err.key_path}: {err.message}"
+    assert "\n" not in str(err)
+    for secret in SECRETS:
+        assert secret not in str(err)
+    assert caplog.records == []
+
+
+def test_malformed_table_is_large_enough() -> None:
+    assert len(BAD) >= 24
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    with pytest.raises(ConfigError) as info:
+        load_config(missing)
+    assert info.value.key_path == str(missing)
+    assert "No such file or directory" in info.value.message
+
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)  # a directory
+    assert info.value.key_path == str(tmp_path)
+    assert "cannot read config file" in info.value.message
+
+
+def test_not_utf8_and_bom(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'{"accounts": "\xe9"}')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)
+
+    # A BOM (Windows editors) is fine.
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(VALID).encode())
+    assert load_config(path).accounts[0].name == "Home"
+
+
+def test_secret_type_errors_do_not_echo_values() -> None:
+    data = valid()
+    data["accounts"][0]["password"] = ["s3cret-emporia-pw"]
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    assert str(info.value) == "accounts[0].password: must be a non-empty string, not a list"
+
+
+def test_weird_key_paths_stay_on_one_line() -> None:
+    data = valid()
+    data["accounts"][0]["devices"][0]["channels"] = {"1\n2": 5}
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    assert info.value.key_path == 'accounts[0].devices[0].channels["1\\n2"]'
+    assert len(str(info.value).splitlines()) == 1
+
+
+# --- the CLI contract: one line on stderr, exit 2, no traceback ----------------------------
+
+CLI = (
+    "import sys; from vuegraf.config import load_config, ConfigError\n"
+    "try: load_config(sys.argv[1])\n"
+    "except ConfigError as e: print(e, file=sys.stderr); sys.exit(2)"
+)
+
+
+def run_cli(path: Path) -> subprocess.CompletedProcess[str]:
+    """Stand-in for the real `vuegraf CONFIG` until the CLI exists."""
+    return subprocess.run(
+        [sys.executable, "-c", CLI, str(path)], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "expected_key"),
+    [
+        pytest.param(raw("{not json"), FILE, id="bad-json"),
+        pytest.param(None, FILE, id="missing-file"),
+        pytest.param(drop("accounts.0.password"), "accounts[0].password", id="no-password"),
+        pytest.param(influx(V2_NO_TOKEN), "influxDb.token", id="v2-no-token"),
+        pytest.param(put("timezone", "Mars/Base"), "timezone", id="bad-zone"),
+        pytest.param(put("lagSecs", 1.5), "lagSecs", id="lag-fraction"),
+    ],
+)
+def test_cli_prints_one_line_and_exits_2(
+    tmp_path: Path, case: str | Mutation | None, expected_key: str
+) -> None:
+    if case is None:
+        path = tmp_path / "missing.json"
+    else:
+        path = write(tmp_path, case if isinstance(case, str) else case(valid()))
+
+    result = run_cli(path)
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{str(path) if expected_key == FILE else expected_key}: ")
+    for secret in SECRETS:
+        assert secret not in result.stderr
+    assert result.stdout == ""
+
+
+def test_cli_stand_in_accepts_the_sample() -> None:
+    result = run_cli(SAMPLE)
+    assert (result.returncode, result.stderr) == (0, "")
