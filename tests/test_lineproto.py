@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -10,11 +10,13 @@ from vuegraf.config import TagConfig
 from vuegraf.model import Point, Scale, point_from_kwh
 from vuegraf.sinks.lineproto import encode
 
-T = datetime(2026, 11, 23, 20, 0, tzinfo=timezone.utc)
+T = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
 
 
 def test_minute_point_default_tags():
-    p = point_from_kwh("Primary Residence", "Right Panel", "Air Conditioner", Scale.MINUTE, T, 0.025)
+    p = point_from_kwh(
+        "Primary Residence", "Right Panel", "Air Conditioner", Scale.MINUTE, T, 0.025
+    )
     assert encode(p, TagConfig(), add_station=False) == (
         "energy_usage,account_name=Primary\\ Residence,detailed=False,"
         "device_name=Air\\ Conditioner usage=1500.0 1795464000"

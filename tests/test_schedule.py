@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,7 +13,7 @@ from vuegraf.daemon import Daemon
 from vuegraf.model import Point, Scale
 from vuegraf.schedule import floor_time, last_complete_minute, next_tick
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 11, 23, 20, 0, 0, tzinfo=UTC)
 
 

@@ -7,7 +7,7 @@ thousands of cycles in virtual time without sleeping.
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -35,7 +35,7 @@ class SystemClock:
         self._stop = threading.Event()
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def wait(self, seconds: float) -> bool:
         if seconds > 0:
@@ -56,7 +56,7 @@ class FakeClock:
     def __init__(self, start: datetime, stop_after: datetime | None = None) -> None:
         if start.tzinfo is None:
             raise ValueError("FakeClock start must be aware")
-        self._now = start.astimezone(timezone.utc)
+        self._now = start.astimezone(UTC)
         self._stopped = False
         self.stop_after = stop_after
         self.waits: list[float] = []

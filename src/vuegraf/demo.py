@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from vuegraf.simulator import SimulatorServer
@@ -68,7 +68,7 @@ def newest_minute(db_path: Path, after: int) -> tuple[int, list[tuple[str, str, 
 
 
 def render(minute: int, rows: list[tuple[str, str, float]]) -> str:
-    when = datetime.fromtimestamp(minute, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.fromtimestamp(minute, UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n=== minute {when}: {len(rows)} channels ==="]
     for device, channel, watts in rows:
         label = channel if channel == device else f"  {channel}"

@@ -86,10 +86,8 @@ def flatten_usage(usage_devices: Iterable[Any]) -> list[UsageReading]:
             key = (gid, str(num))
             if key not in seen:
                 seen.add(key)
-                kwh = chan.usage
-                readings.append(
-                    UsageReading(gid, str(num), chan.name or "", None if kwh is None else float(kwh))
-                )
+                kwh = None if chan.usage is None else float(chan.usage)
+                readings.append(UsageReading(gid, str(num), chan.name or "", kwh))
             stack.extend((getattr(chan, "nested_devices", None) or {}).values())
     return readings
 
@@ -187,7 +185,7 @@ class EmporiaAccount:
         return flatten_usage(answer.values())
 
     def points(self, scale: Scale, bucket_start: datetime, stamp: datetime) -> list[Point]:
-        """Usage of every channel for the bucket starting at `bucket_start`, as points at `stamp`."""
+        """Every channel's usage for the bucket at `bucket_start`, as points stamped `stamp`."""
         points: list[Point] = []
         missing: list[str] = []
         for reading in self.usage(scale, bucket_start):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 MEASUREMENT = "energy_usage"
 FIELD = "usage"
@@ -59,7 +59,7 @@ class Point:
     watts: float
 
     def __post_init__(self) -> None:
-        if self.time.tzinfo is None or self.time.utcoffset() != timezone.utc.utcoffset(None):
+        if self.time.tzinfo is None or self.time.utcoffset() != UTC.utcoffset(None):
             raise ValueError(f"Point.time must be aware UTC, got {self.time!r}")
         if not isinstance(self.watts, float):
             object.__setattr__(self, "watts", float(self.watts))

@@ -8,9 +8,9 @@ loop never drifts however long a cycle takes; missed ticks are skipped.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def floor_time(t: datetime, seconds: int) -> datetime:

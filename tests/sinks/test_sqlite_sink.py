@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from vuegraf.config import TagConfig
 from vuegraf.model import Point, Scale
 from vuegraf.sinks.sqlite import SqliteSink
 
-T = datetime(2026, 11, 23, 20, 0, tzinfo=timezone.utc)
+T = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
 
 
 def rows(path):

@@ -51,7 +51,8 @@ class SqliteSink:
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as err:
-            raise SinkError(f"cannot open SQLite store {self.path}: {err}", retryable=True) from None
+            message = f"cannot open SQLite store {self.path}: {err}"
+            raise SinkError(message, retryable=True) from None
         self._db = db
         logger.info("Embedded SQLite store at %s", self.path)
 
