@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-unit lint demo clean
+.PHONY: help deps venv test test-unit lint demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,7 +18,10 @@ $(STAMP): setup.py pyproject.toml
 
 venv: $(STAMP) ## create .venv with vuegraf and the test tools
 
-test: $(STAMP) ## run the whole test suite (integration tests start their own servers)
+deps: ## install the test servers (InfluxDB 1.x, VictoriaMetrics, Mosquitto) with apt if missing
+	bash .ci/install-deps
+
+test: deps $(STAMP) ## set up and run every test (integration tests start their own servers)
 	$(VPY) -m pytest -q
 
 test-unit: $(STAMP) ## only the tests that need no server
