@@ -1,0 +1,656 @@
+"""The Emporia cloud API as pyemvue calls it, served over real HTTP from the usage model.
+
+`PyEmVue().login_simulator(sim.url)` talks to this server exactly as it talks to Emporia, so the
+daemon and tests exercise the real client: its URL building, JSON parsing and retries. Knobs
+(latency, error and timeout rates) can be changed while serving, and `now` is injectable so a
+test's virtual clock decides which buckets are complete.
+
+Choices where Emporia's behaviour is unknown or out of scope:
+- Chart data for channels without it (Balance, MainsFromGrid, MainsToGrid) and for unknown
+  devices or channels: HTTP 200 with an empty `usageList` and `firstUsageInstant` = `start`.
+- Only `energyUnit=KilowattHours` is modelled; any other unit answers HTTP 400.
+- The chart window limit counts buckets, inclusive of both ends (1MIN: 800 buckets, so exactly
+  13 h 20 min from a minute boundary to a minute boundary is one bucket too many).
+- Every API request is counted in the stats, including those answered 401, 500 or delayed.
+- Write calls (PUT channels, outlet, charger) are not simulated: 404.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from vuegraf.simulator.model import (
+    FIXED_SECONDS,
+    MAINS,
+    SCALES,
+    DeviceSpec,
+    Scenario,
+    UsageModel,
+    bucket_floor,
+    bucket_next,
+    bucket_starts,
+)
+
+logger = logging.getLogger(__name__)
+
+# How far back each scale's data is kept (None: forever), as Emporia users report it.
+RETENTION: dict[str, timedelta | None] = {
+    "1S": timedelta(hours=3),
+    "1MIN": timedelta(days=7),
+    "15MIN": timedelta(days=366),
+    "1H": None,
+    "1D": None,
+    "1W": None,
+    "1MON": None,
+    "1Y": None,
+}
+# Most buckets one getChartUsage call may cover.
+MAX_CHART_BUCKETS = {
+    "1S": 3600,
+    "1MIN": 800,
+    "15MIN": 800,
+    "1H": 500,
+    "1D": 500,
+    "1W": 500,
+    "1MON": 500,
+    "1Y": 500,
+}
+# Nominal length per scale, only for the wording of the window-limit message.
+_NOMINAL_SECONDS = {**FIXED_SECONDS, "1D": 86400, "1W": 7 * 86400, "1MON": 30 * 86400}
+_NOMINAL_SECONDS["1Y"] = 365 * 86400
+
+_INSTANT = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z$")
+_LOCATION = re.compile(r"^/devices/(\d+)/locationProperties$")
+_GID_SPLIT = re.compile(r"[ +,]+")
+_KWH = "KilowattHours"
+
+
+class _HttpError(Exception):
+    """Answered with `status` and this message."""
+
+    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_instant(text: str) -> datetime:
+    """Emporia's instant: `2026-11-23T20:00:00Z`, optionally with fractional seconds.
+
+    Offsets such as `+00:00` are refused, as Emporia refuses them.
+    """
+    m = _INSTANT.match(text)
+    if not m:
+        raise _HttpError(f"Invalid instant {text!r}: expected e.g. 2026-11-23T20:00:00Z")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    micros = int((m.group(7) or "0").ljust(6, "0")[:6])
+    try:
+        return datetime(year, month, day, hour, minute, second, micros, tzinfo=UTC)
+    except ValueError as exc:
+        raise _HttpError(f"Invalid instant {text!r}: {exc}") from None
+
+
+def format_instant(t: datetime) -> str:
+    """UTC with a `Z`, fractional seconds only when there are any."""
+    t = t.astimezone(UTC).replace(tzinfo=None)
+    return t.isoformat() + "Z"
+
+
+def iso_duration(seconds: int) -> str:
+    """Java's Duration.toString, the way Emporia words its limits (PT13H20M)."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    text = "PT" + (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
+    text += f"{secs}S" if secs else ""
+    return text if text != "PT" else "PT0S"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SimulatorServer:
+    """A threaded HTTP server answering pyemvue's Emporia calls; start(), stop(), or `with`."""
+
+    def __init__(
+        self,
+        scenario: Scenario | None = None,
+        seed: int = 1,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_s: float = 0.0,
+        error_rate: float = 0.0,
+        timeout_rate: float = 0.0,
+        timeout_s: float = 15.0,
+        data_delay_s: float = 3.0,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.scenario = scenario if scenario is not None else Scenario.default()
+        self.model = UsageModel(self.scenario, seed=seed)
+        self.host = host
+        self.port = port
+        self.latency_s = latency_s
+        self.error_rate = error_rate
+        self.timeout_rate = timeout_rate
+        self.timeout_s = timeout_s
+        self.data_delay_s = data_delay_s
+        self.now: Callable[[], datetime] = now if now is not None else _utc_now
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._counts: dict[str, dict[str, int]] = {}
+        self._errors = 0
+        self._timeouts = 0
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> SimulatorServer:
+        """Bind (port 0 picks a free one) and serve in a daemon thread."""
+        if self._httpd is not None:
+            return self
+        self._stopping.clear()
+        httpd = _HTTPServer((self.host, self.port), _Handler)
+        httpd.app = self
+        self._httpd = httpd
+        self.port = httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"vuegraf-simulator:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; requests held by latency or a simulated timeout are released at once."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self._stopping.set()
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+
+    def __enter__(self) -> SimulatorServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- stats ----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Requests received per endpoint and scale ("-" when there is none)."""
+        with self._stats_lock:
+            requests = {ep: dict(by_scale) for ep, by_scale in self._counts.items()}
+            total = sum(sum(by_scale.values()) for by_scale in requests.values())
+            return {
+                "requests": requests,
+                "total": total,
+                "errors": self._errors,
+                "timeouts": self._timeouts,
+            }
+
+    def reset_stats(self) -> None:
+        with self._stats_lock:
+            self._counts = {}
+            self._errors = 0
+            self._timeouts = 0
+
+    def _count(self, endpoint: str, scale: str) -> None:
+        with self._stats_lock:
+            by_scale = self._counts.setdefault(endpoint, {})
+            by_scale[scale] = by_scale.get(scale, 0) + 1
+
+    def _roll(self) -> tuple[bool, bool]:
+        """(answer 500, hold past the client's timeout) for one request."""
+        with self._rng_lock:
+            error = self._rng.random() < self.error_rate
+            stall = not error and self._rng.random() < self.timeout_rate
+        with self._stats_lock:
+            self._errors += error
+            self._timeouts += stall
+        return error, stall
+
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+    # -- availability ---------------------------------------------------------------------
+
+    def current_time(self) -> datetime:
+        """The injected clock's now, as aware UTC (a naive value is taken to be UTC)."""
+        t = self.now()
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+    def _available(self, scale: str, start: datetime, now: datetime) -> bool:
+        """Emporia knows a bucket once it is complete (plus a delay) and until retention ends."""
+        end = bucket_next(scale, start, self.model.tz)
+        if end + timedelta(seconds=self.data_delay_s) > now:
+            return False
+        keep = RETENTION[scale]
+        return keep is None or start >= now - keep
+
+    def _served(
+        self, device_gid: int, scale: str, start: datetime, now: datetime
+    ) -> dict[str, float | None]:
+        if not self._available(scale, start, now):
+            return dict.fromkeys(n for n, _, _ in self.model.device_channels(device_gid))
+        return self.model.device_values(device_gid, scale, start)
+
+    # -- JSON bodies ----------------------------------------------------------------------
+
+    def customer_json(self) -> dict[str, Any]:
+        c = self.scenario.customer
+        return {
+            "customerGid": c.customer_gid,
+            "email": c.email,
+            "firstName": c.first_name,
+            "lastName": c.last_name,
+            "createdAt": c.created_at,
+        }
+
+    def location_json(self, dev: DeviceSpec) -> dict[str, Any]:
+        sc = self.scenario
+        return {
+            "deviceGid": dev.device_gid,
+            "deviceName": dev.name,
+            "displayName": dev.name,
+            "zipCode": sc.zip_code,
+            "timeZone": sc.timezone,
+            "billingCycleStartDay": 1,
+            "usageCentPerKwHour": 15.0,
+            "peakDemandDollarPerKw": 0.0,
+            "solar": dev.bidirectional,
+            "utilityRateGid": None,
+            "locationInformation": {
+                "airConditioning": "true",
+                "heatSource": "electricFurnace",
+                "locationSqFt": "2100",
+                "numElectricCars": "1",
+                "locationType": "houseMultiLevel",
+                "numPeople": "4",
+                "swimmingPool": "false",
+                "hotTub": "false",
+            },
+            "latitudeLongitude": {"latitude": sc.latitude, "longitude": sc.longitude},
+        }
+
+    def _connected_json(self, dev: DeviceSpec, now: datetime) -> dict[str, Any]:
+        online = self.model.online(dev.device_gid, now)
+        since = None if online else format_instant(bucket_floor("1MIN", now, self.model.tz))
+        return {"deviceGid": dev.device_gid, "connected": online, "offlineSince": since}
+
+    def _outlet_json(self, dev: DeviceSpec) -> dict[str, Any]:
+        return {
+            "deviceGid": dev.device_gid,
+            "outletOn": True,
+            "loadGid": dev.device_gid * 10,
+            "schedules": [],
+        }
+
+    def _charger_json(self, dev: DeviceSpec, now: datetime) -> dict[str, Any]:
+        charging = self.model.charging(dev.device_gid, now)
+        return {
+            "deviceGid": dev.device_gid,
+            "loadGid": dev.device_gid * 10,
+            "chargerOn": True,
+            "message": "",
+            "status": "Charging" if charging else "Standby",
+            "icon": "CarCharging" if charging else "CarConnected",
+            "iconLabel": "Charging" if charging else "Ready",
+            "iconDetailText": "",
+            "faultText": "",
+            "chargingRate": 30,
+            "maxChargingRate": 40,
+            "offPeakSchedulesEnabled": False,
+            "customSchedules": [],
+            "debugCode": "",
+            "proControlCode": "",
+            "breakerPIN": "",
+        }
+
+    def _channel_json(
+        self, dev: DeviceSpec, num: str, name: str | None, type_gid: int | None, mult: float
+    ) -> dict[str, Any]:
+        if num == MAINS:
+            kind = "Main"
+        elif any(c.channel_num == num and c.watts < 0 for c in dev.channels):
+            kind = "FiftyAmpBidirectional"
+        else:
+            kind = "FiftyAmp"
+        return {
+            "deviceGid": dev.device_gid,
+            "name": name,
+            "channelNum": num,
+            "channelMultiplier": mult,
+            "channelTypeGid": type_gid,
+            "type": kind,
+            "parentChannelNum": None,
+        }
+
+    def device_json(self, dev: DeviceSpec, now: datetime) -> dict[str, Any]:
+        """One entry of /customers/devices; a panel carries its circuits in a nameless twin."""
+        body: dict[str, Any] = {
+            "deviceGid": dev.device_gid,
+            "manufacturerDeviceId": dev.manufacturer_id,
+            "model": dev.model,
+            "firmware": dev.firmware,
+            "parentDeviceGid": dev.parent_gid,
+            "parentChannelNum": dev.parent_channel,
+            "locationProperties": self.location_json(dev),
+            "outlet": self._outlet_json(dev) if dev.kind == "outlet" else None,
+            "evCharger": self._charger_json(dev, now) if dev.kind == "charger" else None,
+            "battery": None,
+            "deviceConnected": self._connected_json(dev, now),
+            # Emporia leaves the mains channel unnamed in this list ("Main" only in usages).
+            "channels": [self._channel_json(dev, MAINS, None, None, 1.0)],
+            "devices": [],
+        }
+        if dev.is_panel:
+            body["devices"] = [
+                {
+                    "deviceGid": dev.device_gid,
+                    "manufacturerDeviceId": dev.manufacturer_id,
+                    "model": dev.model,
+                    "firmware": dev.firmware,
+                    "parentDeviceGid": None,
+                    "parentChannelNum": None,
+                    "deviceConnected": self._connected_json(dev, now),
+                    "channels": [
+                        self._channel_json(
+                            dev, c.channel_num, c.name, c.channel_type_gid, c.multiplier
+                        )
+                        for c in dev.channels
+                    ],
+                    "devices": [],
+                }
+            ]
+        return body
+
+    def devices_json(self, now: datetime) -> dict[str, Any]:
+        return {
+            **self.customer_json(),
+            "devices": [self.device_json(d, now) for d in self.scenario.devices],
+        }
+
+    def status_json(self, now: datetime) -> dict[str, Any]:
+        devs = self.scenario.devices
+        return {
+            "devicesConnected": [self._connected_json(d, now) for d in devs],
+            "outlets": [self._outlet_json(d) for d in devs if d.kind == "outlet"],
+            "evChargers": [self._charger_json(d, now) for d in devs if d.kind == "charger"],
+        }
+
+    def channel_types_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "channelTypeGid": t.gid,
+                "description": t.description,
+                "selectable": t.selectable,
+                "iconUrl": None,
+            }
+            for t in self.scenario.channel_types
+        ]
+
+    def device_list_usages(self, gids_text: str, instant_text: str, scale: str) -> dict:
+        """getDeviceListUsages: a requested child of a requested panel comes nested in it."""
+        instant = parse_instant(instant_text)
+        requested: list[int] = []
+        for part in _GID_SPLIT.split(gids_text.strip()):
+            if not part:
+                continue
+            if not part.isdigit():
+                raise _HttpError(f"Invalid deviceGids {gids_text!r}")
+            gid = int(part)
+            if gid not in requested and any(d.device_gid == gid for d in self.scenario.devices):
+                requested.append(gid)
+        wanted = set(requested)
+        tz = self.model.tz
+        start = bucket_floor(scale, instant, tz)
+        now = self.current_time()
+
+        def entry(gid: int) -> dict[str, Any]:
+            values = self._served(gid, scale, start, now)
+            mains = values.get(MAINS)
+            usages = []
+            for num, name, _ in self.model.device_channels(gid):
+                usage = values.get(num)
+                if num == MAINS:
+                    pct: float = 100.0
+                elif usage is None or not mains:
+                    pct = 0.0
+                else:
+                    pct = usage / mains * 100.0
+                nested = [
+                    entry(d.device_gid)
+                    for d in self.scenario.devices
+                    if d.parent_gid == gid and d.parent_channel == num and d.device_gid in wanted
+                ]
+                usages.append(
+                    {
+                        "name": name,
+                        "usage": usage,
+                        "deviceGid": gid,
+                        "channelNum": num,
+                        "percentage": pct,
+                        "nestedDevices": nested,
+                    }
+                )
+            return {"deviceGid": gid, "channelUsages": usages}
+
+        top = [gid for gid in requested if self.scenario.device(gid).parent_gid not in wanted]
+        return {
+            "deviceListUsages": {
+                "instant": format_instant(instant),
+                "scale": scale,
+                "devices": [entry(gid) for gid in top],
+                "energyUnit": _KWH,
+            }
+        }
+
+    def chart_usage(
+        self, gid_text: str, channel: str, start_text: str, end_text: str, scale: str
+    ) -> dict[str, Any]:
+        """getChartUsage: one value per bucket from the one holding start to the one holding end."""
+        start = parse_instant(start_text)
+        end = parse_instant(end_text)
+        if start > end:
+            raise _HttpError(f"start {start_text} is after end {end_text}")
+        tz = self.model.tz
+        starts = bucket_starts(scale, start, end, tz, MAX_CHART_BUCKETS[scale])
+        if starts is None:
+            span = (end - start).total_seconds()
+            limit = MAX_CHART_BUCKETS[scale] * _NOMINAL_SECONDS[scale]
+            raise _HttpError(
+                f"Requested time range of {iso_duration(int(span))} for scale {scale} is "
+                f"larger than the allowed limit of {iso_duration(limit)}"
+            )
+        gid = int(gid_text) if gid_text.isdigit() else -1
+        known = {(g, num) for g, num, _, _, chart in self.model.channels() if chart}
+        if (gid, channel) not in known:
+            return {"usageList": [], "firstUsageInstant": format_instant(start)}
+        now = self.current_time()
+        usage: list[float | None] = []
+        if scale in FIXED_SECONDS:
+            # Availability is a window of bucket starts; skip the per-bucket date arithmetic.
+            step = FIXED_SECONDS[scale]
+            newest = now - timedelta(seconds=self.data_delay_s + step)
+            keep = RETENTION[scale]
+            oldest = now - keep if keep is not None else None
+            for s in starts:
+                if s > newest or (oldest is not None and s < oldest):
+                    usage.append(None)
+                else:
+                    usage.append(self.model.kwh(gid, channel, scale, s))
+        else:
+            for s in starts:
+                ok = self._available(scale, s, now)
+                usage.append(self.model.kwh(gid, channel, scale, s) if ok else None)
+        return {"usageList": usage, "firstUsageInstant": format_instant(starts[0])}
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # stop() must not wait for a request held by a simulated timeout
+    allow_reuse_address = True
+    request_queue_size = 128  # the default 5 drops SYNs under a burst: 1 s client retries
+    app: SimulatorServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    server_version = "vuegraf-simulator"
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: access lines go to debug logging, never to stderr."""
+        logger.debug("%s " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def _send(self, status: int, body: Any) -> None:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            logger.debug("client went away before the answer to %s", self.path)
+
+    def _error(self, status: HTTPStatus, message: str) -> None:
+        self._send(status, {"error": status.phrase, "message": message, "status": int(status)})
+
+    def _dispatch(self, method: str) -> None:
+        app = self.server.app
+        parts = urlsplit(self.path)
+        path = parts.path.rstrip("/") or "/"
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        if path.startswith("/simulator/"):
+            self._simulator(method, path)
+            return
+        endpoint, scale = self._route(method, path, query)
+        if endpoint is None:
+            self._error(HTTPStatus.NOT_FOUND, f"No handler for {method} {parts.path}")
+            return
+        app._count(endpoint, scale)
+        if "authtoken" not in self.headers:
+            self._error(HTTPStatus.UNAUTHORIZED, "Missing authtoken header")
+            return
+        error, stall = app._roll()
+        app._wait(app.latency_s)
+        if stall:
+            app._wait(app.timeout_s)
+        if error:
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "Simulated server error")
+            return
+        try:
+            self._send(HTTPStatus.OK, self._answer(endpoint, path, query))
+        except _HttpError as exc:
+            self._error(exc.status, str(exc))
+        except Exception:
+            logger.exception("simulator failed on %s", self.path)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "Simulator bug")
+
+    def _route(self, method: str, path: str, query: dict[str, str]) -> tuple[str | None, str]:
+        """Which endpoint a request is, for the stats; None when it is not one."""
+        if method != "GET":
+            return None, "-"
+        if path == "/customers":
+            return "customers", "-"
+        if path == "/customers/devices":
+            return "devices", "-"
+        if path == "/customers/devices/status":
+            return "status", "-"
+        if path == "/devices/channels/channeltypes":
+            return "channeltypes", "-"
+        if _LOCATION.match(path):
+            return "locationProperties", "-"
+        if path == "/AppAPI":
+            method_name = query.get("apiMethod", "")
+            if method_name in ("getDeviceListUsages", "getChartUsage"):
+                return method_name, query.get("scale", "-") or "-"
+            return "AppAPI", "-"
+        return None, "-"
+
+    def _answer(self, endpoint: str, path: str, query: dict[str, str]) -> Any:
+        app = self.server.app
+        if endpoint == "customers":
+            return app.customer_json()
+        if endpoint == "devices":
+            return app.devices_json(app.current_time())
+        if endpoint == "status":
+            return app.status_json(app.current_time())
+        if endpoint == "channeltypes":
+            return app.channel_types_json()
+        if endpoint == "locationProperties":
+            m = _LOCATION.match(path)
+            gid = int(m.group(1)) if m else -1
+            dev = next((d for d in app.scenario.devices if d.device_gid == gid), None)
+            if dev is None:
+                raise _HttpError(f"Unknown device {gid}", HTTPStatus.NOT_FOUND)
+            return app.location_json(dev)
+        if endpoint == "AppAPI":
+            raise _HttpError(f"Unknown apiMethod {query.get('apiMethod', '')!r}")
+        scale = _param(query, "scale")
+        if scale not in SCALES:
+            raise _HttpError(f"Invalid scale {scale!r}")
+        unit = query.get("energyUnit") or _KWH
+        if unit != _KWH:
+            raise _HttpError(f"energyUnit {unit!r} is not simulated (only {_KWH})")
+        if endpoint == "getDeviceListUsages":
+            return app.device_list_usages(
+                _param(query, "deviceGids"), _param(query, "instant"), scale
+            )
+        return app.chart_usage(
+            _param(query, "deviceGid"),
+            _param(query, "channel"),
+            _param(query, "start"),
+            _param(query, "end"),
+            scale,
+        )
+
+    def _simulator(self, method: str, path: str) -> None:
+        app = self.server.app
+        if path == "/simulator/stats" and method == "GET":
+            self._send(HTTPStatus.OK, app.stats())
+        elif path == "/simulator/reset-stats" and method == "POST":
+            app.reset_stats()
+            self._send(HTTPStatus.OK, app.stats())
+        else:
+            self._error(HTTPStatus.NOT_FOUND, f"No handler for {method} {path}")
+
+
+def _param(query: dict[str, str], name: str) -> str:
+    value = query.get(name)
+    if value is None or value == "":
+        raise _HttpError(f"Missing parameter {name}")
+    return value

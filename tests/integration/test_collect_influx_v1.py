@@ -1,0 +1,98 @@
+"""End to end on real parts: simulator → real pyemvue over HTTP → daemon → real InfluxDB 1.x.
+
+The daemon runs in virtual time (FakeClock) and the simulator is given the same
+clock, so N simulated minutes take a second or two of real time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from vuegraf.clock import FakeClock
+from vuegraf.config import parse_config
+from vuegraf.daemon import Daemon
+from vuegraf.emporia import EmporiaAccount
+from vuegraf.naming import channel_name
+from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
+from vuegraf.sinks.factory import build_sinks
+
+pytestmark = pytest.mark.integration
+
+UTC = timezone.utc
+START = datetime(2026, 11, 23, 19, 59, 47, tzinfo=UTC)
+MINUTES = 12
+SEED = 11
+
+
+def expected_minute_points(config, buckets):
+    """What the simulator served, named and converted as DATA-MODEL.md says."""
+    model = UsageModel(Scenario.default(), seed=SEED)
+    account = config.accounts[0]
+    expected = {}
+    for gid, num, dev_name, emporia_name, _has_chart in model.channels():
+        name = channel_name(account, dev_name, num, emporia_name)
+        for bucket in buckets:
+            kwh = model.kwh(gid, num, "1MIN", bucket)
+            if kwh is not None:
+                expected[(name, bucket)] = kwh * 60_000
+    return expected
+
+
+def test_minutes_into_influxdb_v1_equal_what_the_simulator_served(influxdb_v1_db, tmp_path):
+    server, database = influxdb_v1_db
+    clock = FakeClock(START, stop_after=START + timedelta(minutes=MINUTES))
+    with SimulatorServer(seed=SEED, now=clock.now) as sim:
+        config = parse_config(
+            {
+                "influxDb": {"host": server.host, "port": server.port, "database": database},
+                "accounts": [
+                    {
+                        "name": "Primary Residence",
+                        "email": "me@example.com",
+                        "password": "secret-pw",
+                        "simulatorUrl": sim.url,
+                        "devices": [{"name": "Main Panel", "channels": ["Kitchen A", "Furnace B"]}],
+                    }
+                ],
+            },
+            tmp_path / "vuegraf.json",
+        )
+        accounts = [EmporiaAccount(a, config, clock) for a in config.accounts]
+        daemon = Daemon(config, accounts, build_sinks(config), clock)
+        daemon.run()
+        stats = sim.stats()
+
+    # Start-up cycle collects 19:58, then one tick per minute up to the stop.
+    first = datetime(2026, 11, 23, 19, 58, tzinfo=UTC)
+    buckets = [first + timedelta(minutes=i) for i in range(MINUTES + 1)]
+    expected = expected_minute_points(config, buckets)
+
+    result = server.client(database).query(
+        "SELECT usage FROM energy_usage GROUP BY *", epoch="s"
+    )
+    got = {}
+    for (_measurement, tags), rows in result.items():
+        assert tags["account_name"] == "Primary Residence"
+        assert tags["detailed"] == "False"
+        assert "station_name" not in tags
+        for row in rows:
+            key = (tags["device_name"], datetime.fromtimestamp(row["time"], UTC))
+            assert key not in got, f"duplicate point {key}"
+            got[key] = row["usage"]
+
+    assert set(got) == set(expected)
+    for key, watts in expected.items():
+        assert got[key] == pytest.approx(watts, rel=1e-9, abs=1e-9), key
+    # Every timestamp is on the minute, every channel has one point per minute it had data.
+    assert all(t.second == 0 for _, t in got)
+    names = {name for name, _ in got}
+    assert {"Main Panel", "Kitchen A", "Furnace B", "Main Panel-Balance", "Office Plug"} <= names
+    assert "Garage Panel-MainsFromGrid" in names
+    # The always-zero circuit is written (as a float zero), not skipped.
+    zero_series = [k for k, v in got.items() if v == 0.0]
+    assert zero_series, "expected the simulator's always-zero circuit"
+    # One usage request per minute per account; device metadata read once, not per minute.
+    assert stats["requests"]["getDeviceListUsages"]["1MIN"] == MINUTES + 1
+    assert sum(stats["requests"]["devices"].values()) == 1

@@ -1,0 +1,169 @@
+"""The `vuegraf` command as users run it: flags, exit codes, one-line errors, dry run, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vuegraf import __version__
+from vuegraf.simulator import SimulatorServer
+
+SECRET = "hunter2-very-secret"
+
+
+def run_cli(*args, timeout=30):
+    return subprocess.run(
+        [sys.executable, "-m", "vuegraf", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_config(tmp_path, data):
+    path = tmp_path / "vuegraf.json"
+    path.write_text(json.dumps(data))
+    path.chmod(0o600)
+    return path
+
+
+def account(url="http://127.0.0.1:9", **extra):
+    return {"name": "Home", "email": "me@example.com", "password": SECRET,
+            "simulatorUrl": url, **extra}
+
+
+def test_version():
+    out = run_cli("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"vuegraf {__version__}"
+
+
+def test_help_lists_upstream_flags():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for flag in ("-v", "--verbose", "-d", "--debug", "--historydays", "--resetdatabase",
+                 "--dryrun", "--version"):
+        assert flag in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("data", "key_path"),
+    [
+        ({"accounts": [{"name": "Home", "email": "me@example.com"}]}, "accounts[0].password"),
+        ({"accounts": [account()], "influxDb": {"version": 2, "url": "http://x:1", "org": "o",
+                                                "bucket": "b"}}, "influxDb.token"),
+        ({"accounts": [account()], "influxDb": {"host": "h", "database": "d", "user": "u"}},
+         "influxDb.pass"),
+        ({"accounts": [account()], "timezone": "Nowhere/Town"}, "timezone"),
+    ],
+)
+def test_bad_config_one_line_naming_the_key_exit_2(tmp_path, data, key_path):
+    out = run_cli(write_config(tmp_path, data))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(key_path + ": ")
+    assert "Traceback" not in out.stderr
+    assert SECRET not in out.stderr
+
+
+def test_missing_config_file_exit_2(tmp_path):
+    out = run_cli(tmp_path / "nope.json")
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "nope.json" in out.stderr
+
+
+@pytest.mark.parametrize("flag", [["--historydays", "5"], ["--resetdatabase"]])
+def test_history_and_reset_fail_loudly_until_built(tmp_path, flag):
+    out = run_cli(write_config(tmp_path, {"accounts": [account()]}), *flag)
+    assert out.returncode == 2
+    assert "not yet supported" in out.stderr
+
+
+def _run_until(cmd, predicate, timeout=30):
+    """Start `cmd`, wait until predicate(stdout_so_far) holds, then SIGTERM; return output."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out_lines = []
+    deadline = time.monotonic() + timeout
+    try:
+        os.set_blocking(proc.stdout.fileno(), False)
+        while time.monotonic() < deadline and not predicate(out_lines):
+            line = proc.stdout.readline()
+            if line:
+                out_lines.append(line.rstrip("\n"))
+            elif proc.poll() is not None:
+                break
+            else:
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out_lines.extend(x for x in rest.splitlines() if x)
+    return proc.returncode, out_lines, err
+
+
+def test_dryrun_prints_line_protocol_and_writes_nothing(tmp_path):
+    with SimulatorServer() as sim:
+        cfg = write_config(tmp_path, {"accounts": [account(sim.url)]})
+        started = time.monotonic()
+        code, lines, err = _run_until(
+            [sys.executable, "-m", "vuegraf", str(cfg), "--dryrun", "-d"],
+            lambda lines: len(lines) >= 20,
+        )
+    assert code == 0, err
+    assert time.monotonic() - started < 30
+    assert len(lines) >= 20
+    for line in lines:
+        assert line.startswith("energy_usage,account_name=Home,detailed=False,device_name=")
+        value, stamp = line.rsplit(" ", 2)[1:]
+        assert value.startswith("usage=") and "i" not in value
+        assert int(stamp) % 60 == 0
+    assert not (tmp_path / "vuegraf.sqlite").exists()
+    assert SECRET not in err and SECRET not in "\n".join(lines)
+
+
+def test_no_influx_section_writes_the_embedded_sqlite_store(tmp_path):
+    with SimulatorServer() as sim:
+        cfg = write_config(tmp_path, {"accounts": [account(sim.url)], "sqlitePath": "data.db"})
+        db_path = tmp_path / "data.db"
+
+        def stored(_lines):
+            if not db_path.exists():
+                return False
+            try:
+                with sqlite3.connect(db_path) as db:
+                    return db.execute("SELECT COUNT(*) FROM energy_usage").fetchone()[0] > 20
+            except sqlite3.Error:
+                return False
+
+        code, _lines, err = _run_until([sys.executable, "-m", "vuegraf", str(cfg), "-v"], stored)
+    assert code == 0, err
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT DISTINCT detailed, account_name FROM energy_usage").fetchall()
+    assert rows == [("False", "Home")]
+    assert "Received SIGTERM; stopping" in err
+    assert SECRET not in err
+
+
+def test_demo_shows_watts_per_circuit(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "vuegraf.demo", "--dir", str(tmp_path / "demo"), "--seconds", "6"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "=== minute" in out.stdout
+    assert "Kitchen" in out.stdout  # mapped by the demo config
+    assert " W" in out.stdout
+    assert (tmp_path / "demo" / "vuegraf.sqlite").exists()
