@@ -20,6 +20,8 @@ from pathlib import Path
 
 from vuegraf.simulator import SimulatorServer
 
+# Circuits named in the config, as users do; the rest take Emporia's own names
+# (useEmporiaChannelNames), so the demo shows both ways.
 DEMO_CHANNELS = {
     "Main Panel": {"1": "Kitchen", "2": "Furnace", "3": "Fridge", "4": "Dryer"},
 }
@@ -38,6 +40,7 @@ def write_config(directory: Path, simulator_url: str) -> Path:
             }
         ],
         "addStationField": True,
+        "useEmporiaChannelNames": True,
         "sqlitePath": "vuegraf.sqlite",
     }
     path = directory / "vuegraf.json"
@@ -59,7 +62,8 @@ def newest_minute(db_path: Path, after: int) -> tuple[int, list[tuple[str, str, 
                 return None
             rows = db.execute(
                 "SELECT station_name, device_name, usage FROM energy_usage "
-                "WHERE detailed = 'False' AND time = ? ORDER BY station_name, device_name",
+                "WHERE detailed = 'False' AND time = ? "
+                "ORDER BY station_name, device_name != station_name, device_name",
                 (row[0],),
             ).fetchall()
             return row[0], rows

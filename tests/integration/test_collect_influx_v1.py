@@ -96,3 +96,42 @@ def test_minutes_into_influxdb_v1_equal_what_the_simulator_served(influxdb_v1_db
     # One usage request per minute per account; device metadata read once, not per minute.
     assert stats["requests"]["getDeviceListUsages"]["1MIN"] == MINUTES + 1
     assert sum(stats["requests"]["devices"].values()) == 1
+
+
+def test_one_account_failing_never_stops_another(influxdb_v1_db, tmp_path, caplog):
+    server, database = influxdb_v1_db
+    start = datetime(2026, 11, 23, 6, 0, 30, tzinfo=UTC)
+    clock = FakeClock(start, stop_after=start + timedelta(minutes=3))
+    with SimulatorServer(seed=3, now=clock.now) as good:
+        dead = SimulatorServer(seed=4, now=clock.now).start()
+        dead_url = dead.url
+        dead.stop()  # nothing listens there any more: connection refused
+        config = parse_config(
+            {
+                "influxDb": {"host": server.host, "port": server.port, "database": database},
+                "accounts": [
+                    {"name": "Broken", "email": "b@example.com", "password": "pw-b",
+                     "simulatorUrl": dead_url},
+                    {"name": "Works", "email": "w@example.com", "password": "pw-w",
+                     "simulatorUrl": good.url},
+                ],
+            },
+            tmp_path / "vuegraf.json",
+        )
+        accounts = [EmporiaAccount(a, config, clock) for a in config.accounts]
+        with caplog.at_level("DEBUG", logger="vuegraf"):
+            Daemon(config, accounts, build_sinks(config), clock).run()
+
+    result = server.client(database).query(
+        "SELECT count(usage) FROM energy_usage"
+        " WHERE time >= '2026-11-23T05:59:00Z' AND time < '2026-11-23T06:03:00Z'"
+        " GROUP BY account_name, time(1m)"
+    )
+    per_account = {tags["account_name"] for (_m, tags) in result.keys()}
+    assert per_account == {"Works"}
+    minutes = [row for row in result.get_points(tags={"account_name": "Works"}) if row["count"]]
+    assert len(minutes) == 4  # start-up minute 05:59 plus ticks for 06:00, 06:01, 06:02
+    # The outage of "Broken" is logged once at ERROR, not once per cycle.
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "Broken" in r.message]
+    assert len(errors) == 1
+    assert "pw-b" not in caplog.text and "pw-w" not in caplog.text
