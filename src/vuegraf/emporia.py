@@ -14,11 +14,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pyemvue import PyEmVue
+from pyemvue.device import VueDeviceChannel
 
 from vuegraf.clock import Clock
 from vuegraf.config import AccountConfig, Config
 from vuegraf.model import Point, Scale, point_from_kwh
-from vuegraf.naming import channel_name, device_name
+from vuegraf.naming import NO_CHART_CHANNELS, channel_name, device_name
+from vuegraf.schedule import bucket_starts, point_time
+from vuegraf.stats import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -100,17 +103,18 @@ class EmporiaAccount:
         account: AccountConfig,
         config: Config,
         clock: Clock,
+        stats: Stats | None = None,
         vue_factory: Callable[[], PyEmVue] = PyEmVue,
     ) -> None:
         self.account = account
         self.config = config
         self.clock = clock
+        self.stats = stats if stats is not None else Stats()
         self._vue_factory = vue_factory
         self._vue: PyEmVue | None = None
         self.devices: dict[int, DeviceInfo] = {}
         self._devices_read_at: datetime | None = None
         self._refresh_wanted = True
-        self.requests = 0
         self.missing_values = 0
 
     @property
@@ -128,21 +132,39 @@ class EmporiaAccount:
                 else:
                     ok = vue.login(username=self.account.email, password=self.account.password)
             except Exception as err:  # pyemvue raises botocore/requests errors of many kinds
+                self._count("login", "error")
                 raise EmporiaError(f"login failed: {type(err).__name__}: {err}") from None
-            self.requests += 1
+            self._count("login", "ok" if ok else "error")
             if not ok:
                 raise EmporiaError("login failed: Emporia did not accept the credentials")
             logger.info("Account %s: logged in", self.name)
             self._vue = vue
         return self._vue
 
+    @property
+    def requests(self) -> int:
+        """Requests this account made today (UTC), for the daily budget."""
+        return self.stats.requests_today(self.name)
+
+    def _count(self, endpoint: str, outcome: str) -> None:
+        today = self.stats.count_request(self.name, endpoint, outcome, self.clock.now())
+        if today == self.stats.budget + 1:
+            logger.warning(
+                "Account %s: %d Emporia requests today, over the ~%d a day Emporia asks for",
+                self.name,
+                today,
+                self.stats.budget,
+            )
+
     def _call(self, what: str, fn: Callable[[PyEmVue], Any]) -> Any:
         vue = self._session()
-        self.requests += 1
         try:
-            return fn(vue)
+            result = fn(vue)
         except Exception as err:
-            raise EmporiaError(f"{what} failed: {type(err).__name__}: {err}") from None
+            self._count(what, "error")
+            raise EmporiaError(f"{what} failed: {type(err).__name__}: {_short(err)}") from None
+        self._count(what, "ok")
+        return result
 
     def refresh_devices_if_due(self) -> None:
         """Re-read device metadata at start, on the refresh timer, or after an unknown device."""
@@ -218,3 +240,63 @@ class EmporiaAccount:
         if self._refresh_wanted:
             logger.info("Account %s: unknown device in usage answer; re-reading devices", self.name)
         return points
+
+    def chart_channels(self) -> list[tuple[int, str]]:
+        """(device gid, channel number) of every channel Emporia serves chart history for."""
+        self.refresh_devices_if_due()
+        return [
+            (dev.gid, num)
+            for dev in self.devices.values()
+            for num in dev.channels
+            if num not in NO_CHART_CHANNELS
+        ]
+
+    def series_name(self, device_gid: int, channel_num: str) -> tuple[str, str]:
+        """(device name, channel name) as written for this channel."""
+        dev = self.devices.get(device_gid)
+        dev_name = dev.name if dev else device_name(None, device_gid)
+        emporia_name = dev.channels.get(channel_num) if dev else None
+        chan = channel_name(
+            self.account,
+            dev_name,
+            channel_num,
+            emporia_name,
+            self.config.use_emporia_channel_names,
+        )
+        return dev_name, chan
+
+    def chart(
+        self, device_gid: int, channel_num: str, scale: Scale, first: datetime, last: datetime
+    ) -> list[tuple[datetime, float | None]]:
+        """getChartUsage for buckets `first`..`last` (inclusive): (bucket start, kWh or None)."""
+        channel = VueDeviceChannel(gid=device_gid, channelNum=channel_num)
+        usage, instant = self._call(
+            "getChartUsage",
+            lambda vue: vue.get_chart_usage(channel, first, last, scale=scale.value),
+        )
+        if not usage:
+            return []
+        start = instant if instant is not None else first
+        starts = bucket_starts(scale, start, len(usage), self.config.zone)
+        return [
+            (t, None if kwh is None else float(kwh)) for t, kwh in zip(starts, usage, strict=True)
+        ]
+
+    def chart_points(
+        self, device_gid: int, channel_num: str, scale: Scale, first: datetime, last: datetime
+    ) -> tuple[list[Point], list[datetime]]:
+        """Chart data as points, plus the bucket starts that had no value."""
+        dev_name, chan = self.series_name(device_gid, channel_num)
+        points: list[Point] = []
+        missing: list[datetime] = []
+        for start, kwh in self.chart(device_gid, channel_num, scale, first, last):
+            if kwh is None:
+                missing.append(start)
+                continue
+            stamp = point_time(scale, start, self.config.zone)
+            points.append(point_from_kwh(self.name, dev_name, chan, scale, stamp, kwh))
+        return points, missing
+
+
+def _short(err: object) -> str:
+    return str(err).strip().replace("\n", " ")[:300]

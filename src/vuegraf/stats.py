@@ -1,0 +1,106 @@
+"""Counters the whole program shares: Emporia requests, cycles, sink outcomes.
+
+One `Stats` object is built in `cli.main` and passed down. Writers call the
+small `count_*`/`set_*` methods from any thread; readers (the request budget
+log, the health file, the Prometheus exporter) take a `snapshot()`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+# Emporia asked API clients to stay under about this many requests per account per day.
+DEFAULT_DAILY_BUDGET = 2000
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """A consistent copy of every counter, for readers."""
+
+    requests: dict[tuple[str, str, str], int]  # (account, endpoint, outcome) -> count
+    requests_today: dict[str, int]  # account -> count for the current UTC day
+    budget: int
+    cycles: int
+    failed_cycles: int
+    consecutive_failed_cycles: int
+    last_cycle_seconds: float | None
+    last_success: datetime | None
+    sink_points: dict[tuple[str, str], int]  # (sink, outcome) -> count
+    queue_depth: dict[str, int]
+    mqtt_connected: bool | None
+
+
+@dataclass
+class Stats:
+    budget: int = DEFAULT_DAILY_BUDGET
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    _day: date | None = None
+    _today: Counter[str] = field(default_factory=Counter)
+    cycles: int = 0
+    failed_cycles: int = 0
+    consecutive_failed_cycles: int = 0
+    last_cycle_seconds: float | None = None
+    last_success: datetime | None = None
+    _sink_points: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _queue_depth: dict[str, int] = field(default_factory=dict)
+    mqtt_connected: bool | None = None
+
+    def count_request(self, account: str, endpoint: str, outcome: str, when: datetime) -> int:
+        """Count one Emporia request; returns the account's count for `when`'s UTC day."""
+        with self._lock:
+            self._requests[(account, endpoint, outcome)] += 1
+            day = when.date()
+            if day != self._day:
+                self._day = day
+                self._today.clear()
+            self._today[account] += 1
+            return self._today[account]
+
+    def requests_today(self, account: str) -> int:
+        with self._lock:
+            return self._today[account]
+
+    def count_cycle(self, ok: bool, seconds: float, finished: datetime) -> None:
+        with self._lock:
+            self.cycles += 1
+            self.last_cycle_seconds = seconds
+            if ok:
+                self.consecutive_failed_cycles = 0
+                self.last_success = finished
+            else:
+                self.failed_cycles += 1
+                self.consecutive_failed_cycles += 1
+
+    def count_points(self, sink: str, outcome: str, n: int) -> None:
+        """outcome: written, queued, replayed, dropped, rejected."""
+        if n:
+            with self._lock:
+                self._sink_points[(sink, outcome)] += n
+
+    def set_queue_depth(self, sink: str, depth: int) -> None:
+        with self._lock:
+            self._queue_depth[sink] = depth
+
+    def set_mqtt_connected(self, connected: bool) -> None:
+        with self._lock:
+            self.mqtt_connected = connected
+
+    def snapshot(self) -> StatsSnapshot:
+        with self._lock:
+            return StatsSnapshot(
+                requests=dict(self._requests),
+                requests_today=dict(self._today),
+                budget=self.budget,
+                cycles=self.cycles,
+                failed_cycles=self.failed_cycles,
+                consecutive_failed_cycles=self.consecutive_failed_cycles,
+                last_cycle_seconds=self.last_cycle_seconds,
+                last_success=self.last_success,
+                sink_points=dict(self._sink_points),
+                queue_depth=dict(self._queue_depth),
+                mqtt_connected=self.mqtt_connected,
+            )
