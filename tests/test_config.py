@@ -684,3 +684,72 @@ def test_cli_prints_one_line_and_exits_2(
 def test_cli_stand_in_accepts_the_sample() -> None:
     result = run_cli(SAMPLE)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+# --- keys new in this project ------------------------------------------------------------
+
+
+def test_new_keys_defaults(tmp_path: Path) -> None:
+    cfg = parse_config(valid(), tmp_path / "vuegraf.json", environ={})
+    assert cfg.state_dir == tmp_path / "vuegraf-state"
+    assert cfg.history_concurrency == 4
+    assert cfg.history_requests_per_sec == 30.0
+    assert cfg.detailed_data_channels is None
+    assert cfg.daily_request_budget == 2000
+    assert cfg.health_failure_threshold == 3
+    assert cfg.prometheus is None
+
+
+def test_new_keys_set(tmp_path: Path) -> None:
+    data = valid()
+    data.update(
+        stateDir="state",
+        historyConcurrency=8,
+        historyRequestsPerSecond=2.5,
+        detailedDataChannels=["Kitchen", "Main Panel"],
+        dailyRequestBudget=1500,
+        healthFailureThreshold=5,
+        prometheus={"port": 9123},
+    )
+    cfg = parse_config(data, tmp_path / "vuegraf.json", environ={})
+    assert cfg.state_dir == tmp_path / "state"
+    assert (cfg.history_concurrency, cfg.history_requests_per_sec) == (8, 2.5)
+    assert cfg.detailed_data_channels == ("Kitchen", "Main Panel")
+    assert (cfg.daily_request_budget, cfg.health_failure_threshold) == (1500, 5)
+    assert cfg.prometheus is not None
+    assert (cfg.prometheus.port, cfg.prometheus.address) == (9123, "127.0.0.1")
+
+
+def test_state_dir_from_environment_unless_configured(tmp_path: Path) -> None:
+    env = {"VUEGRAF_STATE_DIR": "/var/lib/vuegraf"}
+    assert parse_config(valid(), tmp_path / "v.json", environ=env).state_dir == Path(
+        "/var/lib/vuegraf"
+    )
+    data = valid()
+    data["stateDir"] = "/srv/state"
+    assert parse_config(data, tmp_path / "v.json", environ=env).state_dir == Path("/srv/state")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "key_path", "message"),
+    [
+        ("historyConcurrency", 0, "historyConcurrency", "between 1 and 32"),
+        ("historyConcurrency", 2.5, "historyConcurrency", "integer"),
+        ("historyRequestsPerSecond", 0, "historyRequestsPerSecond", "> 0"),
+        ("historyRequestsPerSecond", "fast", "historyRequestsPerSecond", "number"),
+        ("detailedDataChannels", [], "detailedDataChannels", "non-empty list"),
+        ("detailedDataChannels", ["ok", 3], "detailedDataChannels[1]", "non-empty string"),
+        ("dailyRequestBudget", 0, "dailyRequestBudget", ">= 1"),
+        ("healthFailureThreshold", True, "healthFailureThreshold", "integer"),
+        ("prometheus", {"address": "0.0.0.0"}, "prometheus.port", "required"),
+        ("prometheus", {"port": 70000}, "prometheus.port", "between 1 and 65535"),
+        ("stateDir", "", "stateDir", "non-empty string"),
+    ],
+)
+def test_new_keys_malformed(tmp_path: Path, key, value, key_path, message) -> None:
+    data = valid()
+    data[key] = value
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, tmp_path / "vuegraf.json", environ={})
+    assert info.value.key_path == key_path
+    assert message in info.value.message

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -135,6 +136,14 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class PrometheusConfig:
+    """Optional /metrics listener; loopback unless the user opens it up."""
+
+    port: int
+    address: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything `vuegraf.json` says, validated; built by `load_config`/`parse_config`."""
 
@@ -156,6 +165,14 @@ class Config:
     max_history_days: int = 720
     use_emporia_channel_names: bool = False
     device_refresh_secs: int = 3600
+    # New keys (none of them upstream's):
+    state_dir: Path | None = None  # "stateDir"; None only in hand-built configs
+    history_concurrency: int = 4  # "historyConcurrency": chart requests in flight at once
+    history_requests_per_sec: float = 30.0  # "historyRequestsPerSecond": rate limit
+    detailed_data_channels: tuple[str, ...] | None = None  # "detailedDataChannels": 1S only these
+    daily_request_budget: int = 2000  # "dailyRequestBudget": warn above this per account
+    health_failure_threshold: int = 3  # "healthFailureThreshold": failed cycles → unhealthy
+    prometheus: PrometheusConfig | None = None
 
     @property
     def zone(self) -> tzinfo:
@@ -266,6 +283,25 @@ class _Section:
         value = self.opt_integer(key, minimum, maximum)
         return default if value is None else value
 
+    def number(self, key: str, default: float, above: float) -> float:
+        """A JSON number (integer or decimal) strictly greater than `above`."""
+        value = self.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(self.key(key), f"must be a number, not {_kind(value)}")
+        if not value > above:
+            raise ConfigError(self.key(key), f"must be > {above:g}")
+        return float(value)
+
+    def string_list(self, key: str) -> tuple[str, ...] | None:
+        value = self.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not value:
+            raise ConfigError(self.key(key), f"must be a non-empty list, not {_kind(value)}")
+        return tuple(_non_empty(v, _index(self.key(key), i)) for i, v in enumerate(value))
+
     def port(self, key: str, default: int) -> int:
         return self.integer(key, default, 1, 65535)
 
@@ -300,6 +336,13 @@ _TOP_KEYS = frozenset(
         "sqlitePath",
         "useEmporiaChannelNames",
         "deviceRefreshSecs",
+        "stateDir",
+        "historyConcurrency",
+        "historyRequestsPerSecond",
+        "detailedDataChannels",
+        "dailyRequestBudget",
+        "healthFailureThreshold",
+        "prometheus",
     }
 )
 _TAG_KEYS = frozenset(
@@ -331,6 +374,9 @@ _V2_KEYS = _TAG_KEYS | {
 _ACCOUNT_KEYS = frozenset({"name", "email", "password", "devices", "simulatorUrl"})
 _DEVICE_KEYS = frozenset({"name", "channels"})
 _MQTT_KEYS = frozenset({"host", "port", "username", "password", "topic"})
+_PROMETHEUS_KEYS = frozenset({"port", "address"})
+STATE_DIR_ENV = "VUEGRAF_STATE_DIR"
+DEFAULT_STATE_DIR_NAME = "vuegraf-state"
 
 
 def _tags(sec: _Section) -> TagConfig:
@@ -521,6 +567,26 @@ def _timezone(top: _Section) -> str | None:
     return name
 
 
+def _prometheus(data: object, unknown: list[str]) -> PrometheusConfig | None:
+    if data is None:
+        return None
+    sec = _Section(data, "prometheus", _PROMETHEUS_KEYS)
+    port = sec.opt_integer("port", 1, 65535)
+    if port is None:
+        raise ConfigError(sec.key("port"), "required" + sec._typo_hint("port"))
+    address = sec.opt_string("address") or "127.0.0.1"
+    unknown.extend(sec.unknown())
+    return PrometheusConfig(port=port, address=address)
+
+
+def _state_dir(top: _Section, config_dir: Path, environ: Mapping[str, str]) -> Path:
+    """Config key, else $VUEGRAF_STATE_DIR (the Docker image sets it), else beside the config."""
+    value = top.opt_string("stateDir") or environ.get(STATE_DIR_ENV) or None
+    if value is None:
+        return config_dir / DEFAULT_STATE_DIR_NAME
+    return config_dir / Path(value).expanduser()
+
+
 def _sqlite_path(top: _Section, config_dir: Path) -> Path:
     value = top.opt_string("sqlitePath")
     if value is None:
@@ -528,8 +594,11 @@ def _sqlite_path(top: _Section, config_dir: Path) -> Path:
     return config_dir / Path(value).expanduser()
 
 
-def parse_config(data: object, config_path: Path) -> Config:
+def parse_config(
+    data: object, config_path: Path, environ: Mapping[str, str] | None = None
+) -> Config:
     """Validate an already-parsed JSON value; `config_path` anchors relative paths."""
+    environ = os.environ if environ is None else environ
     config_path = Path(config_path).absolute()
     top = _Section(data, "", _TOP_KEYS)
     unknown: list[str] = top.unknown()
@@ -555,6 +624,13 @@ def parse_config(data: object, config_path: Path) -> Config:
         max_history_days=top.integer("maxHistoryDays", 720, 1),
         use_emporia_channel_names=top.boolean("useEmporiaChannelNames", False),
         device_refresh_secs=top.integer("deviceRefreshSecs", 3600, 60),
+        state_dir=_state_dir(top, config_path.parent, environ),
+        history_concurrency=top.integer("historyConcurrency", 4, 1, 32),
+        history_requests_per_sec=top.number("historyRequestsPerSecond", 30.0, 0.0),
+        detailed_data_channels=top.string_list("detailedDataChannels"),
+        daily_request_budget=top.integer("dailyRequestBudget", 2000, 1),
+        health_failure_threshold=top.integer("healthFailureThreshold", 3, 1),
+        prometheus=_prometheus(top.get("prometheus"), unknown),
     )
     # Only once the file is valid: on error the CLI's stderr is exactly one line.
     if unknown:
