@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -89,27 +90,30 @@ def test_history_and_reset_fail_loudly_until_built(tmp_path, flag):
 
 
 def _run_until(cmd, predicate, timeout=30):
-    """Start `cmd`, wait until predicate(stdout_so_far) holds, then SIGTERM; return output."""
+    """Start `cmd`, wait until predicate(stdout lines so far) holds, then SIGTERM."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out_lines = []
+    out_lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: out_lines.extend(line.rstrip("\n") for line in proc.stdout), daemon=True
+    )
+    err_chunks: list[str] = []
+    err_reader = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    err_reader.start()
     deadline = time.monotonic() + timeout
     try:
-        os.set_blocking(proc.stdout.fileno(), False)
-        while time.monotonic() < deadline and not predicate(out_lines):
-            line = proc.stdout.readline()
-            if line:
-                out_lines.append(line.rstrip("\n"))
-            elif proc.poll() is not None:
+        while time.monotonic() < deadline and not predicate(list(out_lines)):
+            if proc.poll() is not None:
                 break
-            else:
-                time.sleep(0.05)
+            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        rest, err = proc.communicate(timeout=15)
+        proc.wait(timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()
-    out_lines.extend(x for x in rest.splitlines() if x)
-    return proc.returncode, out_lines, err
+    reader.join(5)
+    err_reader.join(5)
+    return proc.returncode, out_lines, "".join(err_chunks)
 
 
 def test_dryrun_prints_line_protocol_and_writes_nothing(tmp_path):
@@ -124,10 +128,11 @@ def test_dryrun_prints_line_protocol_and_writes_nothing(tmp_path):
     assert time.monotonic() - started < 30
     assert len(lines) >= 20
     for line in lines:
-        assert line.startswith("energy_usage,account_name=Home,detailed=False,device_name=")
+        prefix = r"energy_usage,account_name=Home,detailed=(False|Hour|Day),device_name="
+        assert re.match(prefix, line)
         value, stamp = line.rsplit(" ", 2)[1:]
         assert value.startswith("usage=") and "i" not in value
-        assert int(stamp) % 60 == 0
+        assert int(stamp) % 60 == 0 or ",detailed=Day," in line  # days end 23:59:59 local
     assert not (tmp_path / "vuegraf.sqlite").exists()
     assert SECRET not in err and SECRET not in "\n".join(lines)
 
@@ -149,8 +154,10 @@ def test_no_influx_section_writes_the_embedded_sqlite_store(tmp_path):
         code, _lines, err = _run_until([sys.executable, "-m", "vuegraf", str(cfg), "-v"], stored)
     assert code == 0, err
     with sqlite3.connect(db_path) as db:
-        rows = db.execute("SELECT DISTINCT detailed, account_name FROM energy_usage").fetchall()
-    assert rows == [("False", "Home")]
+        rows = db.execute(
+            "SELECT DISTINCT detailed, account_name FROM energy_usage ORDER BY detailed"
+        ).fetchall()
+    assert rows == [("Day", "Home"), ("False", "Home"), ("Hour", "Home")]
     assert "Received SIGTERM; stopping" in err
     assert SECRET not in err
 

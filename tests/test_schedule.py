@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from vuegraf.clock import FakeClock
+from vuegraf.collector import TickResult
 from vuegraf.config import parse_config
 from vuegraf.daemon import Daemon
 from vuegraf.model import Point, Scale
 from vuegraf.schedule import floor_time, last_complete_minute, next_tick
 
-UTC = UTC
 T0 = datetime(2026, 11, 23, 20, 0, 0, tzinfo=UTC)
 
 
@@ -46,20 +46,23 @@ def test_floor_time_before_epoch_multiple():
     assert floor_time(T0 + timedelta(seconds=61.5), 60) == T0 + timedelta(minutes=1)
 
 
-class SlowAccount:
-    """Stands in for an EmporiaAccount: each call takes a random amount of virtual time."""
+class SlowCollector:
+    """Stands in for an account's collector: each tick takes a random amount of virtual time."""
 
     name = "Home"
 
-    def __init__(self, clock: FakeClock, rng: random.Random) -> None:
+    def __init__(self, clock: FakeClock, rng: random.Random, emit) -> None:
         self.clock = clock
         self.rng = rng
+        self.emit = emit
         self.calls: list[tuple[datetime, datetime]] = []
 
-    def points(self, scale: Scale, bucket: datetime, stamp: datetime) -> list[Point]:
-        self.calls.append((self.clock.now(), bucket))
+    def tick(self, now: datetime) -> TickResult:
+        bucket = last_complete_minute(now, 5)
+        self.calls.append((now, bucket))
         self.clock.advance(self.rng.uniform(0.05, 20.0))
-        return [Point("Home", "Panel", "Panel", scale, stamp, 100.0)]
+        self.emit([Point("Home", "Panel", "Panel", Scale.MINUTE, bucket, 100.0)])
+        return TickResult(points=1)
 
 
 class RecordingSink:
@@ -84,9 +87,9 @@ def _config(tmp_path, **extra):
 def test_no_drift_over_1000_cycles_in_virtual_time(tmp_path):
     start = T0 + timedelta(seconds=17.25)
     clock = FakeClock(start)
-    account = SlowAccount(clock, random.Random(7))
     sink = RecordingSink()
-    daemon = Daemon(_config(tmp_path), [account], [sink], clock)
+    account = SlowCollector(clock, random.Random(7), sink.write)
+    daemon = Daemon(_config(tmp_path), [], [sink], clock, collectors=[account])
     daemon.run(max_cycles=1001)
 
     # First call is the immediate start-up cycle, then one per tick.
@@ -105,14 +108,14 @@ def test_no_drift_over_1000_cycles_in_virtual_time(tmp_path):
 def test_overrun_skips_missed_ticks_instead_of_bursting(tmp_path, caplog):
     clock = FakeClock(T0 + timedelta(seconds=30))
 
-    class VerySlow(SlowAccount):
-        def points(self, scale, bucket, stamp):
-            self.calls.append((self.clock.now(), bucket))
+    class VerySlow(SlowCollector):
+        def tick(self, now):
+            self.calls.append((now, last_complete_minute(now, 5)))
             self.clock.advance(150)  # two and a half intervals
-            return []
+            return TickResult()
 
-    account = VerySlow(clock, random.Random(1))
-    daemon = Daemon(_config(tmp_path), [account], [RecordingSink()], clock)
+    account = VerySlow(clock, random.Random(1), RecordingSink().write)
+    daemon = Daemon(_config(tmp_path), [], [], clock, collectors=[account])
     with caplog.at_level("WARNING"):
         daemon.run(max_cycles=4)
     ticks = [t for t, _ in account.calls]
@@ -127,8 +130,8 @@ def test_overrun_skips_missed_ticks_instead_of_bursting(tmp_path, caplog):
 
 def test_stop_ends_the_wait_immediately(tmp_path):
     clock = FakeClock(T0, stop_after=T0 + timedelta(minutes=3))
-    account = SlowAccount(clock, random.Random(3))
-    Daemon(_config(tmp_path), [account], [RecordingSink()], clock).run()
+    account = SlowCollector(clock, random.Random(3), RecordingSink().write)
+    Daemon(_config(tmp_path), [], [], clock, collectors=[account]).run()
     # start-up cycle plus ticks at 20:00:05+ until the clock stops at 20:03
     assert clock.stopped
     assert all(t < T0 + timedelta(minutes=3, seconds=30) for t, _ in account.calls)

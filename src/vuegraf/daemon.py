@@ -1,4 +1,4 @@
-"""The collection loop: tick → collect from every account → write to every sink.
+"""The collection loop: tick → every account's collector → every sink.
 
 Ticks come from schedule.next_tick (aligned, drift-free); all waiting goes
 through the injected clock, so a stop request (SIGTERM) ends a wait at once and
@@ -12,13 +12,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from vuegraf.clock import Clock
+from vuegraf.collector import AccountCollector, TickResult
 from vuegraf.config import Config
-from vuegraf.emporia import EmporiaAccount, EmporiaError
-from vuegraf.model import Point, Scale
-from vuegraf.schedule import last_complete_minute, next_tick
-from vuegraf.sinks.base import Sink, SinkError
+from vuegraf.emporia import EmporiaAccount
+from vuegraf.model import Point
+from vuegraf.schedule import next_tick
+from vuegraf.sinks.base import SeriesStore, Sink, SinkError
+from vuegraf.stats import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +30,22 @@ logger = logging.getLogger(__name__)
 class CycleResult:
     """What one cycle did; returned for tests and the health state."""
 
-    bucket: datetime
-    points: list[Point] = field(default_factory=list)
+    started: datetime
+    points: int = 0
     failed_accounts: list[str] = field(default_factory=list)
     failed_sinks: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.failed_accounts and not self.failed_sinks
+
+
+class Collector(Protocol):
+    """A source: one account's collection, run once per tick."""
+
+    name: str
+
+    def tick(self, now: datetime) -> TickResult: ...
 
 
 class _StateLog:
@@ -57,6 +68,15 @@ class _StateLog:
         self.failures = 0
 
 
+def find_store(sinks: Sequence[Sink]) -> SeriesStore | None:
+    """The first sink that can report what it holds (InfluxDB or SQLite), unwrapping queues."""
+    for sink in sinks:
+        inner = getattr(sink, "inner", sink)
+        if hasattr(inner, "last_times"):
+            return inner  # type: ignore[no-any-return]
+    return None
+
+
 class Daemon:
     def __init__(
         self,
@@ -65,16 +85,29 @@ class Daemon:
         sinks: Sequence[Sink],
         clock: Clock,
         dump_points: bool = False,
+        stats: Stats | None = None,
+        store: SeriesStore | None | bool = True,
+        collectors: Sequence[Collector] | None = None,
     ) -> None:
+        """`store=True` finds the series store among the sinks; None disables backfill.
+
+        `collectors` replaces the per-account collectors (tests drive the loop with fakes).
+        """
         self.config = config
-        self.accounts = list(accounts)
         self.sinks = list(sinks)
         self.clock = clock
         self.dump_points = dump_points
+        self.stats = stats if stats is not None else Stats()
         self.cycles = 0
-        self._last_bucket: datetime | None = None
-        self._account_state = {a.name: _StateLog(f"Account {a.name}") for a in self.accounts}
+        self.store = find_store(self.sinks) if store is True else store or None
+        self.collectors: list[Collector] = (
+            list(collectors)
+            if collectors is not None
+            else [AccountCollector(a, config, self._emit, self.store) for a in accounts]
+        )
+        self._account_state = {c.name: _StateLog(f"Account {c.name}") for c in self.collectors}
         self._sink_state = {s.name: _StateLog(f"Sink {s.name}") for s in self.sinks}
+        self._cycle: CycleResult | None = None
 
     def run(self, max_cycles: int | None = None) -> None:
         """Collect now, then at every aligned tick until the clock is stopped."""
@@ -85,10 +118,10 @@ class Daemon:
                 "Collecting every %d s (lag %d s) for %d account(s)",
                 self.config.update_interval_secs,
                 self.config.lag_secs,
-                len(self.accounts),
+                len(self.collectors),
             )
             self.run_cycle()
-            while max_cycles is None or self.cycles < max_cycles:
+            while not self.clock.stopped and (max_cycles is None or self.cycles < max_cycles):
                 now = self.clock.now()
                 tick = next_tick(now, self.config.update_interval_secs, self.config.lag_secs)
                 if self.clock.wait((tick - now).total_seconds()):
@@ -103,38 +136,32 @@ class Daemon:
             logger.info("Stopped after %d cycles", self.cycles)
 
     def run_cycle(self, tick: datetime | None = None) -> CycleResult:
-        """Collect the newest complete minute from every account and write it everywhere."""
+        """One tick for every account: live values due now, then holes to fill."""
         started = self.clock.now()
-        bucket = last_complete_minute(started, self.config.lag_secs)
-        result = CycleResult(bucket=bucket)
-        if bucket == self._last_bucket:
-            return result
+        result = self._cycle = CycleResult(started=started)
         self.cycles += 1
-        for account in self.accounts:
-            state = self._account_state[account.name]
-            try:
-                points = account.points(Scale.MINUTE, bucket, bucket)
-            except EmporiaError as err:
-                state.failed(str(err))
-                result.failed_accounts.append(account.name)
-                continue
-            state.succeeded()
-            result.points.extend(points)
-        self._last_bucket = bucket
-        if self.dump_points:
-            for p in result.points:
-                logger.debug("point %s", p)
-        for sink in self.sinks:
-            self._write(sink, result)
+        for collector in self.collectors:
+            if self.clock.stopped:
+                break
+            outcome = collector.tick(self.clock.now())
+            state = self._account_state[collector.name]
+            if outcome.ok:
+                state.succeeded()
+            else:
+                state.failed("; ".join(outcome.errors))
+                result.failed_accounts.append(collector.name)
+        self._cycle = None
+        finished = self.clock.now()
+        self.stats.count_cycle(result.ok, (finished - started).total_seconds(), finished)
         logger.info(
-            "Minute %s: %d points from %d account(s) written to %s",
-            bucket.strftime("%Y-%m-%d %H:%M"),
-            len(result.points),
-            len(self.accounts) - len(result.failed_accounts),
+            "Cycle at %s: %d points from %d account(s) written to %s",
+            started.strftime("%Y-%m-%d %H:%M:%S"),
+            result.points,
+            len(self.collectors) - len(result.failed_accounts),
             ", ".join(s.name for s in self.sinks if s.name not in result.failed_sinks) or "nothing",
         )
         if tick is not None:
-            late = (self.clock.now() - tick).total_seconds()
+            late = (finished - tick).total_seconds()
             if late > self.config.update_interval_secs:
                 logger.warning(
                     "Cycle took %.0f s, longer than the %d s interval; missed ticks are skipped",
@@ -143,13 +170,23 @@ class Daemon:
                 )
         return result
 
-    def _write(self, sink: Sink, result: CycleResult) -> None:
-        state = self._sink_state[sink.name]
-        try:
-            sink.write(result.points)
-        except SinkError as err:
-            # Issue 4 adds the durable queue; until then the failure is loud, never silent.
-            state.failed(f"write of {len(result.points)} points failed: {err}")
-            result.failed_sinks.append(sink.name)
+    def _emit(self, points: Sequence[Point]) -> None:
+        """Write one batch to every sink (called by the collectors as data arrives)."""
+        if not points:
             return
-        state.succeeded()
+        if self._cycle is not None:
+            self._cycle.points += len(points)
+        if self.dump_points:
+            for p in points:
+                logger.debug("point %s", p)
+        for sink in self.sinks:
+            state = self._sink_state[sink.name]
+            try:
+                sink.write(points)
+            except SinkError as err:
+                state.failed(f"write of {len(points)} points failed: {err}")
+                if self._cycle is not None and sink.name not in self._cycle.failed_sinks:
+                    self._cycle.failed_sinks.append(sink.name)
+                continue
+            self.stats.count_points(sink.name, "written", len(points))
+            state.succeeded()

@@ -10,9 +10,10 @@ raises `SinkError`, whose `retryable` says whether trying later can help.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
-from vuegraf.model import Point
+from vuegraf.model import Point, Scale
 
 
 class SinkError(Exception):
@@ -31,6 +32,23 @@ class Sink(Protocol):
     def write(self, points: Sequence[Point]) -> None: ...
 
     def close(self) -> None: ...
+
+
+class SeriesStore(Protocol):
+    """A sink that can say where each series ends: read once at start-up for backfill.
+
+    Returns, for one account and scale, the time of the newest stored point of
+    each series, keyed by (station name or "" when `addStationField` is off,
+    channel name), in [since, until): `until` is when this process started
+    writing, so what it wrote itself (or queued and replayed) never hides a
+    hole from before.
+    """
+
+    name: str
+
+    def last_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], datetime]: ...
 
 
 def classify_status(status: int | None) -> bool:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from vuegraf.config import InfluxV1Config, InfluxV2Config, TagConfig
-from vuegraf.model import Point
+from vuegraf.model import MEASUREMENT, Point, Scale
 from vuegraf.sinks.base import SinkError, classify_status
 from vuegraf.sinks.lineproto import encode_all
 
@@ -73,10 +74,56 @@ class InfluxV1Sink:
             for chunk in _chunks(lines, BATCH_SIZE):
                 self.client.write_points(chunk, time_precision="s", protocol="line")
 
+    def last_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], datetime]:
+        """One InfluxQL query per (account, scale): the newest point of each series."""
+        query = (
+            f'SELECT last("usage") FROM "{MEASUREMENT}" '
+            f"WHERE \"account_name\" = {_lit(account)} "
+            f"AND {_ident(self.tags.name)} = {_lit(self.tags.value(scale))} "
+            f"AND time >= {int(since.timestamp())}s AND time < {int(until.timestamp())}s "
+            'GROUP BY "device_name", "station_name"'
+        )
+        with _v1_errors():
+            result = self.client.query(query, epoch="s")
+        times: dict[tuple[str, str], datetime] = {}
+        for (_measurement, tags), rows in result.items():
+            tags = tags or {}
+            station = tags.get("station_name", "") if self.add_station else ""
+            for row in rows:
+                key = (station, tags.get("device_name", ""))
+                t = datetime.fromtimestamp(row["time"], UTC)
+                times[key] = max(t, times.get(key, t))
+        return times
+
+    def delete_all(self) -> int:
+        """--resetdatabase: drop the energy_usage series; returns how many points they held."""
+        with _v1_errors():
+            counted = self.client.query(f'SELECT count("usage") FROM "{MEASUREMENT}"')
+            total = sum(int(row["count"]) for row in counted.get_points())
+            self.client.delete_series(measurement=MEASUREMENT)
+        return total
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _quote(value: str, quote: str) -> str:
+    """A string literal (quote ') or identifier (quote ") for InfluxQL and Flux."""
+    return quote + value.replace("\\", "\\\\").replace(quote, "\\" + quote) + quote
+
+
+def _lit(value: str) -> str:
+    """InfluxQL string literal."""
+    return _quote(value, "'")
+
+
+def _ident(value: str) -> str:
+    """InfluxQL identifier, or Flux string literal (both double-quoted)."""
+    return _quote(value, '"')
 
 
 @contextmanager
@@ -153,6 +200,61 @@ class InfluxV2Sink:
                     f"InfluxDB unreachable: {type(err).__name__}", retryable=True
                 ) from None
 
+    def last_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], datetime]:
+        """One Flux query per (account, scale): the newest point of each series."""
+        if self._client is None:
+            raise RuntimeError("sink is not open")
+        from influxdb_client.rest import ApiException
+
+        query = (
+            f"from(bucket: {_ident(self.cfg.bucket)})"
+            f" |> range(start: {_flux_time(since)}, stop: {_flux_time(until)})"
+            f' |> filter(fn: (r) => r._measurement == "{MEASUREMENT}" and r._field == "usage"'
+            f" and r.account_name == {_ident(account)}"
+            f" and r[{_ident(self.tags.name)}] == {_ident(self.tags.value(scale))})"
+            ' |> group(columns: ["device_name", "station_name"])'
+            " |> last()"
+        )
+        try:
+            tables = self._client.query_api().query(query, org=self.cfg.org)
+        except ApiException as err:
+            raise SinkError(
+                f"InfluxDB query failed ({err.status}): {_short(err.reason)}",
+                retryable=classify_status(err.status),
+            ) from None
+        except Exception as err:
+            raise SinkError(f"InfluxDB unreachable: {type(err).__name__}", retryable=True) from None
+        times: dict[tuple[str, str], datetime] = {}
+        for table in tables:
+            for record in table.records:
+                station = (record.values.get("station_name") or "") if self.add_station else ""
+                key = (station, record.values.get("device_name") or "")
+                t = record.get_time().astimezone(UTC)
+                times[key] = max(t, times.get(key, t))
+        return times
+
+    def delete_all(self, now: datetime) -> None:
+        """--resetdatabase: delete measurement energy_usage from the bucket (delete API)."""
+        if self._client is None:
+            raise RuntimeError("sink is not open")
+        from influxdb_client.rest import ApiException
+
+        try:
+            self._client.delete_api().delete(
+                start="1970-01-01T00:00:00Z",
+                stop=_flux_time(now),
+                predicate=f'_measurement="{MEASUREMENT}"',
+                bucket=self.cfg.bucket,
+                org=self.cfg.org,
+            )
+        except ApiException as err:
+            raise SinkError(
+                f"InfluxDB delete failed ({err.status}): {_short(err.reason)}",
+                retryable=classify_status(err.status),
+            ) from None
+
     def close(self) -> None:
         if self._write_api is not None:
             self._write_api.close()
@@ -160,6 +262,10 @@ class InfluxV2Sink:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _flux_time(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _short(err: object) -> str:

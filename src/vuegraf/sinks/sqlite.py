@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from vuegraf.config import TagConfig
-from vuegraf.model import Point
+from vuegraf.model import Point, Scale
 from vuegraf.sinks.base import SinkError
 from vuegraf.sinks.lineproto import point_tags
 
@@ -81,6 +82,26 @@ class SqliteSink:
                 )
         except sqlite3.Error as err:
             raise SinkError(f"SQLite write failed: {err}", retryable=True) from None
+
+    def last_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], datetime]:
+        if self._db is None:
+            raise RuntimeError("sink is not open")
+        rows = self._db.execute(
+            "SELECT station_name, device_name, MAX(time) FROM energy_usage "
+            "WHERE account_name = ? AND detailed = ? AND time >= ? AND time < ? "
+            "GROUP BY station_name, device_name",
+            (account, self.tags.value(scale), int(since.timestamp()), int(until.timestamp())),
+        ).fetchall()
+        return {(st, ch): datetime.fromtimestamp(t, UTC) for st, ch, t in rows}
+
+    def delete_all(self) -> int:
+        """--resetdatabase: remove every vuegraf row; returns how many."""
+        if self._db is None:
+            raise RuntimeError("sink is not open")
+        with self._db:
+            return self._db.execute("DELETE FROM energy_usage").rowcount
 
     def close(self) -> None:
         if self._db is not None:

@@ -1,0 +1,149 @@
+"""What is missing, per series and scale, and when to ask Emporia for it.
+
+A `Tracker` holds, for one account and one scale, each chart series' *filled
+mark*: every bucket before it is stored (or was asked for and Emporia had no
+value). Marks come from the store once at start-up (one query per account and
+scale), then move in memory as live values are written, so finding holes never
+costs a database query. A live value that is missing (a failed cycle, a null)
+leaves the mark behind, and the series becomes due for a chart request covering
+the whole hole in one call. Values that may still arrive late get `settle_secs`
+before they are given up; a series that answers with nothing at all (an offline
+plug) backs off instead of being asked again every cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+
+from vuegraf.model import Scale
+from vuegraf.schedule import bucket_start, next_bucket
+
+SeriesKey = tuple[int, str]  # (device gid, channel number)
+
+# How far back an empty store is filled, per scale (Emporia's retention for 1S/1MIN).
+DEFAULT_LOOKBACK = {
+    Scale.SECOND: timedelta(hours=3),
+    Scale.MINUTE: timedelta(days=7),
+    Scale.HOUR: timedelta(days=7),
+    Scale.DAY: timedelta(days=7),
+}
+# Never ask further back than Emporia keeps (a little inside, as the edge moves).
+RETENTION = {
+    Scale.SECOND: timedelta(hours=3) - timedelta(minutes=2),
+    Scale.MINUTE: timedelta(days=7) - timedelta(minutes=10),
+}
+# Largest chart window per request, in buckets (1S: 1 h, 1MIN: 12 h as upstream).
+MAX_BUCKETS = {Scale.SECOND: 3600, Scale.MINUTE: 720, Scale.HOUR: 480, Scale.DAY: 480}
+BACKOFF_START = timedelta(minutes=5)
+BACKOFF_MAX = timedelta(hours=1)
+
+
+@dataclass
+class SeriesState:
+    filled: datetime  # first bucket start not yet known
+    retry_at: datetime | None = None  # back-off after an empty answer
+    backoff: timedelta = BACKOFF_START
+
+
+@dataclass(frozen=True)
+class FillRequest:
+    """One chart request to make: buckets first..last (inclusive) of one series."""
+
+    series: SeriesKey
+    scale: Scale
+    first: datetime
+    last: datetime
+
+
+class Tracker:
+    def __init__(self, scale: Scale, zone: tzinfo, settle_secs: float = 120.0) -> None:
+        self.scale = scale
+        self.zone = zone
+        self.settle = timedelta(seconds=settle_secs)
+        self.series: dict[SeriesKey, SeriesState] = {}
+
+    def earliest(self, now: datetime, lookback: timedelta | None = None) -> datetime:
+        """Oldest bucket worth asking for: the lookback, clipped to Emporia's retention."""
+        since = now - (lookback if lookback is not None else DEFAULT_LOOKBACK[self.scale])
+        if self.scale in RETENTION:
+            since = max(since, now - RETENTION[self.scale])
+        start = bucket_start(self.scale, since, self.zone)
+        return start if start >= since else next_bucket(self.scale, start, self.zone)
+
+    def seed(
+        self,
+        keys: Iterable[SeriesKey],
+        last_stored: dict[SeriesKey, datetime],
+        now: datetime,
+        lookback: timedelta | None = None,
+    ) -> None:
+        """Start-up: marks after the last stored bucket, or the lookback for new series."""
+        floor = self.earliest(now, lookback)
+        for key in keys:
+            stored = last_stored.get(key)
+            if stored is None:
+                mark = floor
+            else:
+                mark = max(next_bucket(self.scale, bucket_start(self.scale, stored, self.zone),
+                                       self.zone), floor)
+            self.series[key] = SeriesState(filled=mark)
+
+    def add_series(self, key: SeriesKey, now: datetime) -> None:
+        """A channel that appeared while running: fill it from the lookback like an empty store."""
+        if key not in self.series:
+            self.series[key] = SeriesState(filled=self.earliest(now))
+
+    def stored(self, key: SeriesKey, bucket: datetime) -> None:
+        """A live value for `bucket` was written: the mark moves if it was the next one due."""
+        state = self.series.get(key)
+        if state is not None and state.filled == bucket:
+            state.filled = next_bucket(self.scale, bucket, self.zone)
+
+    def due(self, now: datetime, newest: datetime) -> list[FillRequest]:
+        """Chart requests to make now, oldest first, covering holes up to `newest` (inclusive)."""
+        requests: list[FillRequest] = []
+        for key, state in self.series.items():
+            if state.filled > newest:
+                continue
+            if state.retry_at is not None and now < state.retry_at:
+                continue
+            if next_bucket(self.scale, state.filled, self.zone) + self.settle > now:
+                continue  # the first missing value may still arrive on its own
+            first = max(state.filled, self.earliest(now))
+            t = first
+            count = 0
+            last = first
+            while t <= newest and count < MAX_BUCKETS[self.scale]:
+                last = t
+                t = next_bucket(self.scale, t, self.zone)
+                count += 1
+            requests.append(FillRequest(key, self.scale, first, last))
+        requests.sort(key=lambda r: r.first)
+        return requests
+
+    def answered(
+        self,
+        request: FillRequest,
+        values: list[tuple[datetime, float | None]],
+        now: datetime,
+    ) -> None:
+        """Move the mark past what the answer settled; back off if it held nothing at all."""
+        state = self.series[request.series]
+        got_any = any(v is not None for _, v in values)
+        mark = next_bucket(self.scale, request.last, self.zone)
+        for start, value in values:
+            if value is None and next_bucket(self.scale, start, self.zone) + self.settle > now:
+                mark = min(mark, start)  # too young to give up on
+        state.filled = max(state.filled, mark)
+        if got_any:
+            state.retry_at = None
+            state.backoff = BACKOFF_START
+        else:
+            state.retry_at = now + state.backoff
+            state.backoff = min(state.backoff * 2, BACKOFF_MAX)
+
+    def behind(self, newest: datetime) -> int:
+        """How many series still have holes up to `newest` (for logs and tests)."""
+        return sum(1 for s in self.series.values() if s.filled <= newest)

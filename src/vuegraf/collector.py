@@ -1,0 +1,269 @@
+"""One account's collection: live values each tick, hour and day rollovers, second
+data, and filling every hole the trackers know of.
+
+Requests per tick in steady state: one getDeviceListUsages for the minute, one
+more after each UTC hour and each local midnight, plus second-data chart
+requests every `detailedIntervalSecs`. Chart requests for holes are made only
+when a tracker says a series is behind, and are capped per tick so a long
+backfill never makes live collection late (the rest continues next tick).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from vuegraf.backfill import DEFAULT_LOOKBACK, FillRequest, SeriesKey, Tracker
+from vuegraf.config import Config
+from vuegraf.emporia import EmporiaAccount, EmporiaError
+from vuegraf.model import Point, Scale
+from vuegraf.naming import NO_CHART_CHANNELS
+from vuegraf.schedule import last_complete_bucket, point_time
+from vuegraf.sinks.base import SeriesStore, SinkError
+
+logger = logging.getLogger(__name__)
+
+# Chart requests for holes per tick and account; the rest waits for the next tick.
+MAX_FILL_REQUESTS_PER_TICK = 60
+
+Emit = Callable[[Sequence[Point]], None]
+
+
+@dataclass
+class TickResult:
+    points: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class AccountCollector:
+    def __init__(
+        self,
+        account: EmporiaAccount,
+        config: Config,
+        emit: Emit,
+        store: SeriesStore | None,
+        settle_secs: float = 120.0,
+        max_fill_requests: int = MAX_FILL_REQUESTS_PER_TICK,
+    ) -> None:
+        self.account = account
+        self.config = config
+        self.emit = emit
+        self.store = store
+        self.settle_secs = settle_secs
+        self.max_fill_requests = max_fill_requests
+        self.scales = [Scale.MINUTE]
+        if config.detailed_data_hours_enabled:
+            self.scales.append(Scale.HOUR)
+        if config.detailed_data_days_enabled:
+            self.scales.append(Scale.DAY)
+        self.seconds_enabled = config.detailed_data_enabled and config.detailed_data_seconds_enabled
+        tracked = self.scales + ([Scale.SECOND] if self.seconds_enabled else [])
+        self.trackers = {s: Tracker(s, config.zone, settle_secs) for s in tracked}
+        self._live_done: dict[Scale, datetime] = {}
+        self._stored: dict[Scale, dict[SeriesKey, datetime]] = {}
+        self.started_at: datetime | None = None  # first tick: the store is read up to here
+        self._seconds_due: datetime | None = None
+        self._seeded = False
+
+    @property
+    def name(self) -> str:
+        return self.account.name
+
+    # -- start-up ------------------------------------------------------------------
+
+    def seed(self, now: datetime) -> None:
+        """Read devices, then the last stored time of every series: one query per scale.
+
+        A store that is down raises (retryable: tried again next tick); one that
+        cannot answer at all (VictoriaMetrics has no Flux) turns backfill off.
+        """
+        self.account.refresh_devices_if_due()
+        if self.store is not None:
+            try:
+                self._read_store(now)
+            except SinkError as err:
+                if err.retryable:
+                    raise
+                logger.warning(
+                    "Account %s: cannot read back from %s (%s); gap backfill is off",
+                    self.name,
+                    self.store.name,
+                    err,
+                )
+                self.store = None
+        for scale, tracker in self.trackers.items():
+            keys = self._series_for(scale)
+            last = self._stored.get(scale, {})
+            if self.store is not None:
+                tracker.seed(keys, last, now, self._lookback(scale))
+            else:
+                # No store to compare with (--dryrun): collect from now on, fill nothing old.
+                tracker.seed(keys, {}, now, timedelta(0))
+            logger.info(
+                "Account %s: %s data stored for %d of %d series",
+                self.name,
+                scale.name.lower(),
+                len(last),
+                len(keys),
+            )
+        self._seeded = True
+
+    def _read_store(self, now: datetime) -> None:
+        assert self.store is not None
+        self._stored = {}
+        for scale, tracker in self.trackers.items():
+            keys = self._series_for(scale)
+            since = tracker.earliest(now, self._lookback(scale))
+            stored = self.store.last_times(self.name, scale, since, self.started_at or now)
+            by_name = self._names_to_keys(keys)
+            self._stored[scale] = {by_name[k]: t for k, t in stored.items() if k in by_name}
+
+    def _lookback(self, scale: Scale) -> timedelta:
+        if scale in (Scale.HOUR, Scale.DAY):
+            return min(DEFAULT_LOOKBACK[scale], timedelta(days=self.config.max_history_days))
+        return DEFAULT_LOOKBACK[scale]
+
+    def _series_for(self, scale: Scale) -> list[SeriesKey]:
+        keys = self.account.chart_channels()
+        if scale is Scale.SECOND and self.config.detailed_data_channels:
+            wanted = set(self.config.detailed_data_channels)
+            keys = [k for k in keys if self.account.series_name(*k)[1] in wanted]
+        return keys
+
+    def _names_to_keys(self, keys: list[SeriesKey]) -> dict[tuple[str, str], SeriesKey]:
+        result = {}
+        for key in keys:
+            device, channel = self.account.series_name(*key)
+            result[(device if self.config.add_station_field else "", channel)] = key
+        return result
+
+    # -- each tick -----------------------------------------------------------------
+
+    def tick(self, now: datetime) -> TickResult:
+        """Live values that are due, then hole filling; never raises for Emporia faults."""
+        result = TickResult()
+        if self.started_at is None:
+            self.started_at = now
+        if not self._seeded:
+            try:
+                self.seed(now)
+            except EmporiaError as err:
+                result.errors.append(f"start-up: {err}")
+                return result
+            except SinkError as err:
+                # Collect live values anyway (the sink queues them); read the store next tick.
+                result.errors.append(f"reading {self.store.name if self.store else 'store'}: {err}")
+        for scale in self.scales:
+            self._live(scale, now, result)
+        if self.seconds_enabled and (self._seconds_due is None or now >= self._seconds_due):
+            self._seconds_due = now + timedelta(seconds=self.config.detailed_interval_secs)
+            self._fill(Scale.SECOND, now, result, budget=None)
+        budget = self.max_fill_requests
+        for scale in self.scales:
+            budget -= self._fill(scale, now, result, budget=budget)
+        return result
+
+    def _live(self, scale: Scale, now: datetime, result: TickResult) -> None:
+        """getDeviceListUsages for the newest complete bucket, once per bucket."""
+        newest = last_complete_bucket(scale, now, self.config.lag_secs, self.config.zone)
+        if self._live_done.get(scale) == newest:
+            return
+        stamp = point_time(scale, newest, self.config.zone)
+        # A day bucket is asked for by its middle, robust to Emporia's own day boundaries.
+        instant = newest + timedelta(hours=12) if scale is Scale.DAY else newest
+        try:
+            points = self.account.points(scale, instant, stamp)
+        except EmporiaError as err:
+            result.errors.append(f"{scale.value}: {err}")
+            return
+        self._live_done[scale] = newest
+        self.emit(points)
+        result.points += len(points)
+        tracker = self.trackers[scale]
+        known = self._names_to_keys(list(tracker.series))
+        station = self.config.add_station_field
+        for p in points:
+            key = known.get((p.device if station else "", p.channel))
+            if key is not None:
+                tracker.stored(key, newest)
+        self._adopt_new_series(now)
+
+    def _adopt_new_series(self, now: datetime) -> None:
+        """Channels that appeared after a device refresh get trackers of their own."""
+        for scale, tracker in self.trackers.items():
+            for key in self._series_for(scale):
+                if key not in tracker.series and key[1] not in NO_CHART_CHANNELS:
+                    tracker.add_series(key, now)
+
+    def _fill(self, scale: Scale, now: datetime, result: TickResult, budget: int | None) -> int:
+        """Chart requests for the holes of one scale; returns how many were made."""
+        tracker = self.trackers[scale]
+        if scale is Scale.SECOND:
+            newest = now - timedelta(seconds=self.config.lag_secs + 1)
+            newest = newest.replace(microsecond=0)
+        else:
+            newest = last_complete_bucket(scale, now, self.config.lag_secs, self.config.zone)
+        made = 0
+        failed: set[SeriesKey] = set()
+        # Several windows per series may be needed (a 7-day hole is 14 minute windows).
+        while budget is None or made < budget:
+            requests = [r for r in tracker.due(now, newest) if r.series not in failed]
+            if budget is not None:
+                requests = requests[: budget - made]
+            if not requests:
+                break
+            progressed = False
+            for request in requests:
+                made += 1
+                if self._fill_one(request, now, result):
+                    progressed = True
+                else:
+                    failed.add(request.series)
+            if not progressed:
+                break
+        return made
+
+    def _fill_one(self, request: FillRequest, now: datetime, result: TickResult) -> bool:
+        gid, num = request.series
+        try:
+            values = self.account.chart(gid, num, request.scale, request.first, request.last)
+        except EmporiaError as err:
+            result.errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
+            return False
+        device, channel = self.account.series_name(gid, num)
+        points = [
+            Point(
+                self.name,
+                device,
+                channel,
+                request.scale,
+                point_time(request.scale, start, self.config.zone),
+                kwh * request.scale.watts_per_kwh,
+            )
+            for start, kwh in values
+            if kwh is not None and request.first <= start <= request.last
+        ]
+        if points:
+            self.emit(points)
+            result.points += len(points)
+        before = self.trackers[request.scale].series[request.series].filled
+        self.trackers[request.scale].answered(request, values, now)
+        after = self.trackers[request.scale].series[request.series].filled
+        if len(points) or after > before:
+            logger.debug(
+                "Account %s: filled %s %s/%s %s..%s: %d points",
+                self.name,
+                request.scale.value,
+                device,
+                channel,
+                request.first.isoformat(),
+                request.last.isoformat(),
+                len(points),
+            )
+        return after > before
