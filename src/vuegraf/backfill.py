@@ -67,8 +67,10 @@ class Tracker:
     def earliest(self, now: datetime, lookback: timedelta | None = None) -> datetime:
         """Oldest bucket worth asking for: the lookback, clipped to Emporia's retention."""
         since = now - (lookback if lookback is not None else DEFAULT_LOOKBACK[self.scale])
-        if self.scale in RETENTION:
-            since = max(since, now - RETENTION[self.scale])
+        start = bucket_start(self.scale, since, self.zone)
+        if self.scale not in RETENTION:
+            return start  # hours and days are kept for years: include the partial bucket
+        since = max(since, now - RETENTION[self.scale])
         start = bucket_start(self.scale, since, self.zone)
         return start if start >= since else next_bucket(self.scale, start, self.zone)
 
