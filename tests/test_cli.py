@@ -82,11 +82,18 @@ def test_missing_config_file_exit_2(tmp_path):
     assert "nope.json" in out.stderr
 
 
-@pytest.mark.parametrize("flag", [["--historydays", "5"], ["--resetdatabase"]])
-def test_history_and_reset_fail_loudly_until_built(tmp_path, flag):
-    out = run_cli(write_config(tmp_path, {"accounts": [account()]}), *flag)
+def test_history_fails_loudly_until_built(tmp_path):
+    out = run_cli(write_config(tmp_path, {"accounts": [account()]}), "--historydays", "5")
     assert out.returncode == 2
     assert "not yet supported" in out.stderr
+
+
+def test_reset_refused_with_dryrun(tmp_path):
+    db = tmp_path / "vuegraf.sqlite"
+    out = run_cli(write_config(tmp_path, {"accounts": [account()]}), "--resetdatabase", "--dryrun")
+    assert out.returncode == 2
+    assert "refused together with --dryrun" in out.stderr
+    assert not db.exists()
 
 
 def _run_until(cmd, predicate, timeout=30):

@@ -12,7 +12,7 @@ from vuegraf.collector import TickResult
 from vuegraf.config import parse_config
 from vuegraf.daemon import Daemon
 from vuegraf.model import Point, Scale
-from vuegraf.schedule import floor_time, last_complete_minute, next_tick
+from vuegraf.schedule import daily_request_estimate, floor_time, last_complete_minute, next_tick
 
 T0 = datetime(2026, 11, 23, 20, 0, 0, tzinfo=UTC)
 
@@ -135,3 +135,17 @@ def test_stop_ends_the_wait_immediately(tmp_path):
     # start-up cycle plus ticks at 20:00:05+ until the clock stops at 20:03
     assert clock.stopped
     assert all(t < T0 + timedelta(minutes=3, seconds=30) for t, _ in account.calls)
+
+
+def test_daily_request_estimate():
+    assert daily_request_estimate(60, True, True, 0, 3600, 3600) == {
+        "minute": 1440,
+        "hour": 24,
+        "day": 1,
+        "devices": 24,
+    }
+    # Second data for 28 channels every hour: 672 more, over Emporia's ~2000 with the rest.
+    est = daily_request_estimate(60, True, True, 28, 3600, 3600)
+    assert est["second"] == 672 and sum(est.values()) == 2161
+    # A 3-hour interval needs three 1-hour windows per channel per run.
+    assert daily_request_estimate(60, False, False, 2, 10800, 86400)["second"] == 8 * 3 * 2

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from vuegraf import __version__
 from vuegraf.clock import SystemClock
 from vuegraf.config import ConfigError, load_config
-from vuegraf.daemon import Daemon
+from vuegraf.daemon import Daemon, find_store
 from vuegraf.emporia import EmporiaAccount
+from vuegraf.sinks.base import Sink, SinkError
 from vuegraf.sinks.factory import build_sinks
 
 logger = logging.getLogger("vuegraf")
@@ -70,6 +71,26 @@ def setup_logging(verbose: bool, debug: bool) -> None:
     logging.getLogger("vuegraf").setLevel(logging.DEBUG if (verbose or debug) else logging.INFO)
 
 
+def reset_database(sinks: Sequence[Sink], clock: SystemClock) -> None:
+    """--resetdatabase: delete every vuegraf point from the store, saying what went."""
+    store = find_store(sinks)
+    if store is None:
+        raise SinkError("no store to reset", retryable=False)
+    store.open()
+    try:
+        deleted = store.delete_all(clock.now())
+    finally:
+        store.close()
+    if deleted is None:
+        logger.warning("--resetdatabase: deleted measurement energy_usage from %s", store.name)
+    else:
+        logger.warning(
+            "--resetdatabase: deleted %d points of measurement energy_usage from %s",
+            deleted,
+            store.name,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.debug)
@@ -84,8 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.historydays:
         print("--historydays: not yet supported in this version", file=sys.stderr)
         return EXIT_USAGE
-    if args.resetdatabase:
-        print("--resetdatabase: not yet supported in this version", file=sys.stderr)
+    if args.resetdatabase and args.dryrun:
+        print("--resetdatabase: refused together with --dryrun (a dry run deletes nothing)",
+              file=sys.stderr)
         return EXIT_USAGE
 
     logger.info("vuegraf %s starting with %s", __version__, config.config_path)
@@ -99,6 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
 
     sinks = build_sinks(config, dryrun=args.dryrun)
+    if args.resetdatabase:
+        try:
+            reset_database(sinks, clock)
+        except SinkError as err:
+            logger.error("--resetdatabase failed: %s", err)
+            return EXIT_FATAL
     accounts = [EmporiaAccount(a, config, clock) for a in config.accounts]
     daemon = Daemon(config, accounts, sinks, clock, dump_points=args.debug)
     try:

@@ -20,7 +20,7 @@ from vuegraf.config import Config
 from vuegraf.emporia import EmporiaAccount, EmporiaError
 from vuegraf.model import Point, Scale
 from vuegraf.naming import NO_CHART_CHANNELS
-from vuegraf.schedule import last_complete_bucket, point_time
+from vuegraf.schedule import daily_request_estimate, last_complete_bucket, point_time
 from vuegraf.sinks.base import SeriesStore, SinkError
 
 logger = logging.getLogger(__name__)
@@ -113,6 +113,40 @@ class AccountCollector:
                 len(keys),
             )
         self._seeded = True
+        self._log_budget()
+
+    def _log_budget(self) -> None:
+        seconds = len(self.trackers[Scale.SECOND].series) if Scale.SECOND in self.trackers else 0
+        estimate = daily_request_estimate(
+            self.config.update_interval_secs,
+            Scale.HOUR in self.scales,
+            Scale.DAY in self.scales,
+            seconds,
+            self.config.detailed_interval_secs,
+            self.config.device_refresh_secs,
+        )
+        total = sum(estimate.values())
+        parts = ", ".join(f"{k} {v}" for k, v in estimate.items())
+        budget = self.config.daily_request_budget
+        if total > budget:
+            logger.warning(
+                "Account %s: about %d Emporia requests a day (%s), over the %d Emporia asks "
+                "clients to stay under; restrict second data with detailedDataChannels or "
+                "raise detailedIntervalSecs",
+                self.name,
+                total,
+                parts,
+                budget,
+            )
+        else:
+            logger.info(
+                "Account %s: about %d Emporia requests a day (%s) of a %d budget, plus filling "
+                "holes",
+                self.name,
+                total,
+                parts,
+                budget,
+            )
 
     def _read_store(self, now: datetime) -> None:
         assert self.store is not None

@@ -123,3 +123,26 @@ def windows(
             n += 1
         result.append((first, last))
     return result
+
+
+def daily_request_estimate(
+    update_interval_secs: int,
+    hours: bool,
+    days: bool,
+    second_channels: int,
+    detailed_interval_secs: int,
+    device_refresh_secs: int,
+) -> dict[str, int]:
+    """Emporia requests one account makes a day in steady running, by kind."""
+    day = 86400
+    estimate = {"minute": math.ceil(day / update_interval_secs)}
+    if hours:
+        estimate["hour"] = 24
+    if days:
+        estimate["day"] = 1
+    if second_channels:
+        runs = math.ceil(day / detailed_interval_secs)
+        windows = math.ceil(min(detailed_interval_secs, 3 * 3600) / 3600)
+        estimate["second"] = runs * windows * second_channels
+    estimate["devices"] = math.ceil(day / device_refresh_secs)
+    return estimate

@@ -34,8 +34,9 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-class SeriesStore(Protocol):
-    """A sink that can say where each series ends: read once at start-up for backfill.
+class SeriesStore(Sink, Protocol):
+    """A sink that can say where each series ends (read once at start-up for backfill)
+    and delete everything vuegraf wrote (--resetdatabase).
 
     Returns, for one account and scale, the time of the newest stored point of
     each series, keyed by (station name or "" when `addStationField` is off,
@@ -44,11 +45,13 @@ class SeriesStore(Protocol):
     hole from before.
     """
 
-    name: str
-
     def last_times(
         self, account: str, scale: Scale, since: datetime, until: datetime
     ) -> dict[tuple[str, str], datetime]: ...
+
+    def delete_all(self, now: datetime) -> int | None:
+        """Delete measurement energy_usage; how many points went, when the store can say."""
+        ...
 
 
 def classify_status(status: int | None) -> bool:

@@ -97,7 +97,7 @@ class InfluxV1Sink:
                 times[key] = max(t, times.get(key, t))
         return times
 
-    def delete_all(self) -> int:
+    def delete_all(self, now: datetime) -> int:
         """--resetdatabase: drop the energy_usage series; returns how many points they held."""
         with _v1_errors():
             counted = self.client.query(f'SELECT count("usage") FROM "{MEASUREMENT}"')
@@ -235,8 +235,11 @@ class InfluxV2Sink:
                 times[key] = max(t, times.get(key, t))
         return times
 
-    def delete_all(self, now: datetime) -> None:
-        """--resetdatabase: delete measurement energy_usage from the bucket (delete API)."""
+    def delete_all(self, now: datetime) -> int | None:
+        """--resetdatabase: delete measurement energy_usage from the bucket (delete API).
+
+        The delete API does not say how much it removed: returns None.
+        """
         if self._client is None:
             raise RuntimeError("sink is not open")
         from influxdb_client.rest import ApiException
@@ -249,6 +252,7 @@ class InfluxV2Sink:
                 bucket=self.cfg.bucket,
                 org=self.cfg.org,
             )
+            return None
         except ApiException as err:
             raise SinkError(
                 f"InfluxDB delete failed ({err.status}): {_short(err.reason)}",

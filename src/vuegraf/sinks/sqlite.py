@@ -96,7 +96,7 @@ class SqliteSink:
         ).fetchall()
         return {(st, ch): datetime.fromtimestamp(t, UTC) for st, ch, t in rows}
 
-    def delete_all(self) -> int:
+    def delete_all(self, now: datetime) -> int:
         """--resetdatabase: remove every vuegraf row; returns how many."""
         if self._db is None:
             raise RuntimeError("sink is not open")
