@@ -28,6 +28,7 @@ setup(
         "paho-mqtt>=2.0",
         "python-dateutil>=2.8",
         "pytz",
+        "prometheus_client>=0.17",  # the reference exposition format writer and parser
     ],
     extras_require={"test": ["pytest>=7", "ruff"]},
     entry_points={

@@ -642,3 +642,165 @@ class MosquittoServer(_ServerProcess):
                 return False
             sock.sendall(self._PROBE_DISCONNECT)
             return True
+
+
+# Prometheus ships promtool in the same Debian package.
+DEBIAN_PACKAGES.setdefault("prometheus", "prometheus")
+DEBIAN_PACKAGES.setdefault("promtool", "prometheus")
+
+
+class PrometheusServer(_ServerProcess):
+    """Prometheus 2.x scraping ``targets`` (``host:port`` strings) every ``scrape_interval``.
+
+    The targets form one job, ``job`` (default ``vuegraf``), scraped at ``/metrics``. Storage
+    is in the temp dir; ``rule_files`` (absolute paths) are loaded as given. Query it with
+    ``query()`` / ``query_until()`` (the HTTP API's instant queries).
+    """
+
+    name = "prometheus"
+
+    def __init__(
+        self,
+        binary: str = "prometheus",
+        *,
+        targets: list[str] | tuple[str, ...] = (),
+        job: str = "vuegraf",
+        scrape_interval: str = "1s",
+        rule_files: list[str] | tuple[str, ...] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(binary, **kwargs)
+        self.targets = list(targets)
+        self.job = job
+        self.scrape_interval = scrape_interval
+        self.rule_files = list(rule_files)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "prometheus.yml"
+
+    def _prepare(self) -> None:
+        # JSON is YAML: no YAML library needed to write the config.
+        config = {
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "evaluation_interval": self.scrape_interval,
+            },
+            "rule_files": self.rule_files,
+            "scrape_configs": [
+                {
+                    "job_name": self.job,
+                    "scrape_interval": self.scrape_interval,
+                    "scrape_timeout": self.scrape_interval,
+                    "static_configs": [{"targets": self.targets}],
+                }
+            ],
+        }
+        self.config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+    def _command(self) -> list[str]:
+        assert self.dir is not None
+        return [
+            self.binary,
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.dir / 'data'}",
+            f"--web.listen-address={self.host}:{self.port}",
+            "--log.level=warn",
+        ]
+
+    def _is_ready(self) -> bool:
+        status, body = _http_get(f"{self.url}/-/ready", timeout=1.0)
+        # The body names Prometheus, not whoever else may hold the port.
+        return status == 200 and b"Prometheus" in body
+
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query (at Unix time ``at``, default now): the ``result`` vector."""
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = repr(at)
+        status, body = _http_get(
+            f"{self.url}/api/v1/query?{urllib.parse.urlencode(params)}", timeout=10.0
+        )
+        answer = json.loads(body) if body else {}
+        if status != 200 or answer.get("status") != "success":
+            raise RuntimeError(f"query {promql!r} answered {status}: {body!r}")
+        return answer["data"]["result"]
+
+    def query_until(
+        self,
+        promql: str,
+        predicate: Callable[[list[dict[str, Any]]], bool] = bool,
+        timeout: float = 30.0,
+    ) -> list[dict[str, Any]]:
+        """Poll ``query(promql)`` until ``predicate(result)`` holds; return that result.
+
+        The first scrape is queryable about 5 s after start. Raises ``AssertionError`` with the
+        last result (and the log tail) when ``timeout`` passes.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(promql)
+            if predicate(result):
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"Prometheus query {promql!r} did not satisfy the condition within "
+                    f"{timeout}s; last answer: {result!r}\n--- log tail ---\n{self.log_tail()}"
+                )
+            time.sleep(0.2)
+
+
+class MosquittoTlsServer(MosquittoServer):
+    """Mosquitto with a second listener, TLS on ``tls_port``, besides the plain one.
+
+    ``cafile``, ``certfile`` and ``keyfile`` (PEM) are copied into the server's dir, where the
+    ``mosquitto`` user can read them. ``require_certificate=True`` makes clients present a
+    certificate signed by ``cafile``.
+    """
+
+    port_count = 2  # plain MQTT (readiness probe), TLS
+
+    def __init__(
+        self,
+        binary: str = "mosquitto",
+        *,
+        cafile: Path,
+        certfile: Path,
+        keyfile: Path,
+        require_certificate: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(binary, **kwargs)
+        self.tls_sources = {"ca.crt": cafile, "server.crt": certfile, "server.key": keyfile}
+        self.require_certificate = require_certificate
+
+    @property
+    def tls_port(self) -> int:
+        return self.ports[1]
+
+    def _prepare(self) -> None:
+        assert self.dir is not None
+        tls_dir = self.dir / "tls"
+        tls_dir.mkdir(exist_ok=True)
+        tls_dir.chmod(0o755)
+        for name, source in self.tls_sources.items():
+            shutil.copyfile(source, tls_dir / name)
+            (tls_dir / name).chmod(0o644)  # a throwaway test key: readable by "mosquitto"
+        super()._prepare()
+
+    def _listener_lines(self) -> list[str]:
+        assert self.dir is not None
+        tls_dir = self.dir / "tls"
+        return [
+            *super()._listener_lines(),
+            f"listener {self.tls_port} {self.host}",
+            f"cafile {tls_dir / 'ca.crt'}",
+            f"certfile {tls_dir / 'server.crt'}",
+            f"keyfile {tls_dir / 'server.key'}",
+            f"require_certificate {'true' if self.require_certificate else 'false'}",
+        ]

@@ -1,0 +1,553 @@
+"""Prometheus exporter in the vuegraf process: /metrics over what was last stored.
+
+A scrape never talks to Emporia. `PrometheusSink` is one more sink: the daemon
+writes each cycle's points to it as to InfluxDB, and it keeps only the newest
+minute per channel plus running energy counters in `LatestValues`. At scrape
+time `VuegrafCollector` builds fresh metric families from that store, from a
+`Stats` snapshot and from the optional device/health callables, all of which
+only read state already in memory. `ExporterServer` serves them on its own
+`CollectorRegistry`, so nothing else registered globally leaks in.
+
+Energy counters and solar export. Prometheus counters must never go down
+(a decrease is read as a restart), yet a channel's watts go negative when it
+feeds energy back (solar, mains exporting to the grid). Clamping would hide
+exported energy, so each channel has two counters that both only rise:
+`vuegraf_energy_joules_total` (energy drawn: positive minutes) and
+`vuegraf_energy_exported_joules_total` (energy fed back: the magnitude of
+negative minutes). Net energy is the difference of their `increase()`s.
+Each minute is counted once, with the first value seen for it: Emporia's
+later revisions of a minute (rewrites) update the gauge, never the counters.
+"""
+
+from __future__ import annotations
+
+import bisect
+import html
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from vuegraf import __version__
+from vuegraf.clock import Clock, SystemClock
+from vuegraf.config import PrometheusConfig
+from vuegraf.model import Point, Scale
+from vuegraf.stats import Stats
+
+logger = logging.getLogger(__name__)
+
+#: Channels not written for this long stop being exported (a removed circuit, an unplugged plug).
+DEFAULT_STALE_AFTER = timedelta(minutes=15)
+#: Minutes this much older than a channel's newest are history, not counted into energy:
+#: remembering which minutes were counted must stay bounded.
+DEFAULT_ENERGY_WINDOW = timedelta(days=1)
+#: The sample port in prometheus/prometheus.yml and docs/prometheus.md.
+SUGGESTED_PORT = 9852
+#: Text exposition format 0.0.4: what every Prometheus 2.x understands. All vuegraf names are
+#: plain [a-zA-Z_:] names, so the body is the same as the newer 1.0.0 text format.
+CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+SINK_OUTCOMES = ("written", "queued", "replayed", "dropped", "rejected")
+_MINUTE_SECONDS = Scale.MINUTE.seconds
+
+ChannelKey = tuple[str, str, str]  # (account, device, channel)
+DeviceState = tuple[str, str, bool]  # (account, device, connected)
+
+
+class _MinuteSet:
+    """Which minutes (epoch minute numbers) were counted, as merged [start, end) ranges.
+
+    Live collection writes consecutive minutes, so this stays a handful of ranges
+    however long vuegraf runs; ranges that end before the window are dropped.
+    """
+
+    __slots__ = ("_starts", "_ends")
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+
+    def add(self, minute: int) -> bool:
+        """Record `minute`; False if it was already there."""
+        i = bisect.bisect_right(self._starts, minute) - 1
+        if i >= 0 and minute < self._ends[i]:
+            return False
+        joins_left = i >= 0 and self._ends[i] == minute
+        joins_right = i + 1 < len(self._starts) and self._starts[i + 1] == minute + 1
+        if joins_left and joins_right:
+            self._ends[i] = self._ends[i + 1]
+            del self._starts[i + 1], self._ends[i + 1]
+        elif joins_left:
+            self._ends[i] = minute + 1
+        elif joins_right:
+            self._starts[i + 1] = minute
+        else:
+            self._starts.insert(i + 1, minute)
+            self._ends.insert(i + 1, minute + 1)
+        return True
+
+    def forget_before(self, minute: int) -> None:
+        """Drop whole ranges that end at or before `minute` (a range spanning it is kept)."""
+        cut = bisect.bisect_right(self._ends, minute)
+        del self._starts[:cut], self._ends[:cut]
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+
+class _Channel:
+    """Mutable per-channel state inside `LatestValues` (guarded by its lock)."""
+
+    __slots__ = ("watts", "time", "seen", "imported_joules", "exported_joules", "counted")
+
+    def __init__(self, point: Point, seen: datetime) -> None:
+        self.watts = point.watts
+        self.time = point.time
+        self.seen = seen
+        self.imported_joules = 0.0
+        self.exported_joules = 0.0
+        self.counted = _MinuteSet()
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelValue:
+    """What a scrape exports for one channel: newest minute's watts, its time, energy so far."""
+
+    account: str
+    device: str
+    channel: str
+    watts: float
+    time: datetime
+    imported_joules: float
+    exported_joules: float
+
+
+class LatestValues:
+    """Newest minute watts and energy counters per channel; safe to use from any thread.
+
+    Written by `PrometheusSink` from the collection loop, read by scrapes from
+    HTTP threads. A channel not written for `stale_after` (by the clock, not by
+    point time, so a lagging Emporia does not hide channels) is dropped.
+    """
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        stale_after: timedelta = DEFAULT_STALE_AFTER,
+        energy_window: timedelta = DEFAULT_ENERGY_WINDOW,
+    ) -> None:
+        self._clock = clock if clock is not None else SystemClock()
+        self.stale_after = stale_after
+        self._window_minutes = int(energy_window.total_seconds()) // _MINUTE_SECONDS
+        self._lock = threading.Lock()
+        self._channels: dict[ChannelKey, _Channel] = {}
+
+    def update(self, points: Iterable[Point]) -> int:
+        """Store the minute points (other scales are ignored); returns how many were minutes."""
+        now = self._clock.now()
+        used = 0
+        with self._lock:
+            for point in points:
+                if point.scale is not Scale.MINUTE:
+                    continue
+                used += 1
+                key = (point.account, point.device, point.channel)
+                state = self._channels.get(key)
+                if state is None:
+                    state = self._channels[key] = _Channel(point, now)
+                state.seen = now
+                if point.time >= state.time:
+                    state.watts = point.watts
+                    state.time = point.time
+                self._count_energy(state, point)
+            self._drop_stale(now)
+        return used
+
+    def _count_energy(self, state: _Channel, point: Point) -> None:
+        minute = point.epoch_s // _MINUTE_SECONDS
+        horizon = int(state.time.timestamp()) // _MINUTE_SECONDS - self._window_minutes
+        if minute < horizon:
+            return  # too old to know whether it was counted: history, not live data
+        if not state.counted.add(minute):
+            return  # a rewrite of a minute already counted
+        joules = point.watts * _MINUTE_SECONDS
+        if joules >= 0:
+            state.imported_joules += joules
+        else:
+            state.exported_joules -= joules
+        state.counted.forget_before(horizon)
+
+    def forget(self, account: str, device: str | None = None, channel: str | None = None) -> int:
+        """Stop exporting an account's channels (of one device, or one channel); returns count."""
+        with self._lock:
+            doomed = [
+                key
+                for key in self._channels
+                if key[0] == account
+                and (device is None or key[1] == device)
+                and (channel is None or key[2] == channel)
+            ]
+            for key in doomed:
+                del self._channels[key]
+        return len(doomed)
+
+    def snapshot(self) -> list[ChannelValue]:
+        """Every live channel, sorted by (account, device, channel)."""
+        with self._lock:
+            self._drop_stale(self._clock.now())
+            return [
+                ChannelValue(
+                    key[0], key[1], key[2], s.watts, s.time, s.imported_joules, s.exported_joules
+                )
+                for key, s in sorted(self._channels.items())
+            ]
+
+    def _drop_stale(self, now: datetime) -> None:
+        stale = [k for k, s in self._channels.items() if now - s.seen >= self.stale_after]
+        for key in stale:
+            del self._channels[key]
+        if stale:
+            logger.info(
+                "Prometheus: %d channel(s) not seen for %s dropped", len(stale), self.stale_after
+            )
+
+
+class PrometheusSink:
+    """The sink the daemon writes to; it only updates `LatestValues` and never fails.
+
+    The sink contract (sinks/base.py) holds trivially: a rewrite of a minute
+    replaces the gauge value and is not counted into energy twice.
+    """
+
+    name = "prometheus"
+
+    def __init__(self, latest: LatestValues) -> None:
+        self.latest = latest
+
+    def open(self) -> None:
+        """Nothing to connect to."""
+
+    def write(self, points: Sequence[Point]) -> None:
+        self.latest.update(points)
+
+    def close(self) -> None:
+        """Values stay exported until the process ends: the last scrape still sees them."""
+
+
+class VuegrafCollector(Collector):
+    """Builds every vuegraf metric family afresh at each scrape, with no timestamps.
+
+    `devices` and `health` are called at scrape time, so they must only read
+    state already in memory (never call Emporia). Families whose source is not
+    given (`stats`, `devices`) are left out.
+    """
+
+    def __init__(
+        self,
+        latest: LatestValues,
+        stats: Stats | None = None,
+        devices: Callable[[], Iterable[DeviceState]] | None = None,
+        health: Callable[[], bool] | None = None,
+        version: str = __version__,
+    ) -> None:
+        self.latest = latest
+        self.stats = stats
+        self.devices = devices
+        self.health = health
+        self.version = version
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "vuegraf_build_info", "vuegraf version running; always 1", labels=["version"]
+        )
+        info.add_metric([self.version], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "vuegraf_up",
+            "1 when vuegraf reports itself healthy (the same check as /healthz), else 0",
+            value=1 if self._healthy() else 0,
+        )
+        yield from self._channel_families()
+        if self.devices is not None:
+            yield self._device_family(self.devices)
+        if self.stats is not None:
+            yield from _stats_families(self.stats)
+
+    def _healthy(self) -> bool:
+        if self.health is None:
+            return True
+        try:
+            return bool(self.health())
+        except Exception:
+            logger.exception("health check failed")
+            return False
+
+    def _channel_families(self) -> Iterator[Metric]:
+        labels = ["account", "device", "channel"]
+        power = GaugeMetricFamily(
+            "vuegraf_power_watts",
+            "Average power over the newest complete minute Emporia served; negative when "
+            "the channel feeds energy back",
+            labels=labels,
+        )
+        stamp = GaugeMetricFamily(
+            "vuegraf_power_timestamp_seconds",
+            "Start (Unix time) of the minute vuegraf_power_watts averages; shows data lag",
+            labels=labels,
+        )
+        imported = CounterMetricFamily(
+            "vuegraf_energy_joules_total",
+            "Energy drawn through the channel since vuegraf started (sum of positive minutes)",
+            labels=labels,
+        )
+        exported = CounterMetricFamily(
+            "vuegraf_energy_exported_joules_total",
+            "Energy fed back through the channel since vuegraf started (negative minutes, "
+            "as a positive amount)",
+            labels=labels,
+        )
+        for value in self.latest.snapshot():
+            key = [value.account, value.device, value.channel]
+            power.add_metric(key, value.watts)
+            stamp.add_metric(key, value.time.timestamp())
+            imported.add_metric(key, value.imported_joules)
+            exported.add_metric(key, value.exported_joules)
+        yield from (power, stamp, imported, exported)
+
+    @staticmethod
+    def _device_family(devices: Callable[[], Iterable[DeviceState]]) -> Metric:
+        family = GaugeMetricFamily(
+            "vuegraf_device_connected",
+            "1 when Emporia last reported the device connected, else 0",
+            labels=["account", "device"],
+        )
+        try:
+            states = sorted(devices())
+        except Exception:
+            logger.exception("reading device connectivity failed")
+            states = []
+        for account, device, connected in states:
+            family.add_metric([account, device], 1 if connected else 0)
+        return family
+
+
+def _stats_families(stats: Stats) -> Iterator[Metric]:
+    """Self-metrics from one consistent `Stats` snapshot."""
+    snap = stats.snapshot()
+    requests = CounterMetricFamily(
+        "vuegraf_emporia_requests_total",
+        "Requests to the Emporia cloud by account, endpoint and outcome",
+        labels=["account", "endpoint", "outcome"],
+    )
+    for (account, endpoint, outcome), count in sorted(snap.requests.items()):
+        requests.add_metric([account, endpoint, outcome], count)
+    yield requests
+
+    today = GaugeMetricFamily(
+        "vuegraf_emporia_requests_today",
+        "Requests to Emporia by account during the current UTC day (compare with the budget)",
+        labels=["account"],
+    )
+    for account, count in sorted(snap.requests_today.items()):
+        today.add_metric([account], count)
+    yield today
+    yield GaugeMetricFamily(
+        "vuegraf_emporia_daily_budget_requests",
+        "Requests per account per day Emporia asks API clients to stay under",
+        value=snap.budget,
+    )
+
+    cycles = CounterMetricFamily(
+        "vuegraf_cycles_total", "Collection cycles by outcome", labels=["outcome"]
+    )
+    cycles.add_metric(["ok"], snap.cycles - snap.failed_cycles)
+    cycles.add_metric(["failed"], snap.failed_cycles)
+    yield cycles
+    duration = GaugeMetricFamily(
+        "vuegraf_cycle_duration_seconds", "How long the last collection cycle took"
+    )
+    if snap.last_cycle_seconds is not None:
+        duration.add_metric([], snap.last_cycle_seconds)
+    yield duration
+    success = GaugeMetricFamily(
+        "vuegraf_last_success_timestamp_seconds",
+        "When (Unix time) the last fully successful collection cycle ended",
+    )
+    if snap.last_success is not None:
+        success.add_metric([], snap.last_success.timestamp())
+    yield success
+
+    points = CounterMetricFamily(
+        "vuegraf_sink_points_total",
+        "Points handled by each sink, by outcome (written, queued, replayed, dropped, rejected)",
+        labels=["sink", "outcome"],
+    )
+    # Every outcome of every known sink, zeros included, so increase() sees the first event.
+    sinks = sorted({sink for sink, _ in snap.sink_points} | set(snap.queue_depth))
+    for sink in sinks:
+        for outcome in SINK_OUTCOMES:
+            points.add_metric([sink, outcome], snap.sink_points.get((sink, outcome), 0))
+    yield points
+    depth = GaugeMetricFamily(
+        "vuegraf_queue_depth_points",
+        "Points waiting in a sink's retry queue",
+        labels=["sink"],
+    )
+    for sink, count in sorted(snap.queue_depth.items()):
+        depth.add_metric([sink], count)
+    yield depth
+    mqtt = GaugeMetricFamily(
+        "vuegraf_mqtt_connected", "1 while connected to the MQTT broker, else 0 (absent: no MQTT)"
+    )
+    if snap.mqtt_connected is not None:
+        mqtt.add_metric([], 1 if snap.mqtt_connected else 0)
+    yield mqtt
+
+
+class ExporterServer:
+    """/metrics, /healthz and a landing page on `config.address:config.port` (0: any free port).
+
+    Runs a stdlib ThreadingHTTPServer in a daemon thread, so a slow scraper never
+    holds up collection and the process still exits if stop() is forgotten.
+    """
+
+    def __init__(
+        self,
+        config: PrometheusConfig,
+        collector: Collector,
+        health: Callable[[], bool],
+    ) -> None:
+        self.config = config
+        self.health = health
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when the config said 0)."""
+        if self._server is None:
+            raise RuntimeError("ExporterServer is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = self.config.address
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> ExporterServer:
+        """Bind and serve; raises OSError when the address cannot be bound."""
+        if self._server is not None:
+            raise RuntimeError("ExporterServer is already started")
+        server_class = _IPv6Server if ":" in self.config.address else ThreadingHTTPServer
+        self._server = server_class((self.config.address, self.config.port), self._handler())
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="vuegraf-exporter", daemon=True
+        )
+        self._thread.start()
+        logger.info("Prometheus metrics on %s/metrics", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port; safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> ExporterServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def metrics_text(self) -> bytes:
+        """The /metrics body, built now."""
+        return generate_latest(self.registry)
+
+    def healthy(self) -> bool:
+        try:
+            return bool(self.health())
+        except Exception:
+            logger.exception("health check failed")
+            return False
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        exporter = self
+
+        class Handler(_Handler):
+            def route(self) -> tuple[int, str, bytes]:
+                return exporter._route(urlsplit(self.path).path)
+
+        return Handler
+
+    def _route(self, path: str) -> tuple[int, str, bytes]:
+        if path == "/metrics":
+            try:
+                return 200, CONTENT_TYPE_TEXT, self.metrics_text()
+            except Exception:
+                logger.exception("building /metrics failed")
+                return 500, "text/plain; charset=utf-8", b"error building metrics\n"
+        if path == "/healthz":
+            if self.healthy():
+                return 200, "text/plain; charset=utf-8", b"ok\n"
+            return 503, "text/plain; charset=utf-8", b"unhealthy\n"
+        if path == "/":
+            return 200, "text/html; charset=utf-8", _landing_page()
+        return 404, "text/plain; charset=utf-8", b"not found\n"
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """GET and HEAD only; access lines go to the debug log, not stderr."""
+
+    server_version = f"vuegraf/{__version__}"
+
+    def route(self) -> tuple[int, str, bytes]:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:  # the stdlib's name
+        self._respond(head=False)
+
+    def do_HEAD(self) -> None:
+        self._respond(head=True)
+
+    def _respond(self, head: bool) -> None:
+        status, content_type, body = self.route()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        logger.debug("exporter %s: " + format, self.address_string(), *args)
+
+
+def _landing_page() -> bytes:
+    version = html.escape(__version__)
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>vuegraf</title></head>\n'
+        f"<body><h1>vuegraf {version}</h1>\n<ul>\n"
+        '<li><a href="/metrics">/metrics</a>: Prometheus metrics</li>\n'
+        '<li><a href="/healthz">/healthz</a>: health (200 ok, 503 unhealthy)</li>\n'
+        "</ul></body></html>\n"
+    ).encode()
