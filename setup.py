@@ -35,6 +35,7 @@ setup(
         "console_scripts": [
             "vuegraf=vuegraf.cli:main",
             "vuegraf-simulator=vuegraf.simulator.__main__:main",
+            "vuegraf-health=vuegraf.health:main",
         ]
     },
     classifiers=[

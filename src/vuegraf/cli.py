@@ -11,11 +11,15 @@ from collections.abc import Sequence
 
 from vuegraf import __version__
 from vuegraf.clock import SystemClock
-from vuegraf.config import ConfigError, load_config
+from vuegraf.config import Config, ConfigError, load_config
 from vuegraf.daemon import Daemon, find_store
 from vuegraf.emporia import EmporiaAccount
+from vuegraf.exporter import ExporterServer, LatestValues, PrometheusSink, VuegrafCollector
+from vuegraf.health import HealthFile
+from vuegraf.history import make_progress, run_history
 from vuegraf.sinks.base import Sink, SinkError
 from vuegraf.sinks.factory import build_sinks
+from vuegraf.stats import Stats
 
 logger = logging.getLogger("vuegraf")
 
@@ -42,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="first import N days of hour and day history (capped by maxHistoryDays)",
+        help="first import N days of hour and day history, and the minutes still inside "
+        "Emporia's 7-day retention (capped by maxHistoryDays), then keep collecting",
     )
     parser.add_argument(
         "--resetdatabase",
@@ -102,9 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(str(err), file=sys.stderr)
         return EXIT_USAGE
-    if args.historydays:
-        print("--historydays: not yet supported in this version", file=sys.stderr)
-        return EXIT_USAGE
     if args.resetdatabase and args.dryrun:
         print("--resetdatabase: refused together with --dryrun (a dry run deletes nothing)",
               file=sys.stderr)
@@ -120,21 +122,101 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    sinks = build_sinks(config, dryrun=args.dryrun)
+    stats = Stats(budget=config.daily_request_budget)
+    accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
     if args.resetdatabase:
         try:
-            reset_database(sinks, clock)
+            reset_database(build_sinks(config), clock)
         except SinkError as err:
             logger.error("--resetdatabase failed: %s", err)
             return EXIT_FATAL
-    accounts = [EmporiaAccount(a, config, clock) for a in config.accounts]
-    daemon = Daemon(config, accounts, sinks, clock, dump_points=args.debug)
+    if args.historydays:
+        if not import_history(config, accounts, args.historydays, args.dryrun, clock, stats):
+            return EXIT_FATAL
+        if clock.stopped:
+            return EXIT_OK
+
+    sinks = build_sinks(config, dryrun=args.dryrun)
+    health = HealthFile(
+        config.state_dir or config.config_path.parent,
+        stats,
+        config.health_failure_threshold,
+        config.update_interval_secs,
+    )
+    exporter = None
+    if config.prometheus is not None:
+        latest = LatestValues(clock)
+        sinks.append(PrometheusSink(latest))
+        collector = VuegrafCollector(latest, stats, health=health.healthy)
+        exporter = ExporterServer(config.prometheus, collector, health.healthy)
+        try:
+            exporter.start()
+        except OSError as err:
+            logger.error(
+                "prometheus: cannot listen on %s:%d: %s",
+                config.prometheus.address,
+                config.prometheus.port,
+                err,
+            )
+            return EXIT_FATAL
+    daemon = Daemon(
+        config,
+        accounts,
+        sinks,
+        clock,
+        dump_points=args.debug,
+        stats=stats,
+        on_cycle=[health.update],
+    )
     try:
         daemon.run()
     except Exception:
         logger.exception("fatal error")
         return EXIT_FATAL
+    finally:
+        if exporter is not None:
+            exporter.stop()
     return EXIT_OK
+
+
+def import_history(
+    config: Config,
+    accounts: Sequence[EmporiaAccount],
+    days: int,
+    dryrun: bool,
+    clock: SystemClock,
+    stats: Stats,
+) -> bool:
+    """--historydays: hour and day points for N days (minutes inside retention), streamed.
+
+    MQTT is left out: old windows are not news for subscribers.
+    """
+    sinks = [s for s in build_sinks(config, dryrun=dryrun) if s.name != "mqtt"]
+    for sink in sinks:
+        sink.open()
+    progress = make_progress(sys.stderr, clock)
+    try:
+        result = run_history(accounts, sinks, days, config, clock, stats, progress)
+    finally:
+        progress.finish()
+        for sink in sinks:
+            sink.close()
+    by_scale = ", ".join(
+        f"{scale.name.lower()} {result.points[scale]} points/{result.requests[scale]} requests"
+        for scale in sorted(result.requests, key=lambda s: s.seconds, reverse=True)
+    )
+    logger.info(
+        "History of %d days %s in %.0f s: %s; %d windows failed",
+        result.days,
+        "stopped" if result.stopped else "done",
+        result.seconds,
+        by_scale,
+        result.failed_windows,
+    )
+    if result.failed_accounts and len(result.failed_accounts) == len(accounts):
+        logger.error("History import failed: no account could be read")
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ another, and a sink failure never stops collection.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -88,6 +88,7 @@ class Daemon:
         stats: Stats | None = None,
         store: SeriesStore | None | bool = True,
         collectors: Sequence[Collector] | None = None,
+        on_cycle: Sequence[Callable[[datetime], None]] = (),
     ) -> None:
         """`store=True` finds the series store among the sinks; None disables backfill.
 
@@ -108,6 +109,7 @@ class Daemon:
         self._account_state = {c.name: _StateLog(f"Account {c.name}") for c in self.collectors}
         self._sink_state = {s.name: _StateLog(f"Sink {s.name}") for s in self.sinks}
         self._cycle: CycleResult | None = None
+        self.on_cycle = list(on_cycle)
 
     def run(self, max_cycles: int | None = None) -> None:
         """Collect now, then at every aligned tick until the clock is stopped."""
@@ -153,6 +155,11 @@ class Daemon:
         self._cycle = None
         finished = self.clock.now()
         self.stats.count_cycle(result.ok, (finished - started).total_seconds(), finished)
+        for hook in self.on_cycle:
+            try:
+                hook(finished)
+            except Exception:
+                logger.exception("after-cycle hook failed")
         logger.info(
             "Cycle at %s: %d points from %d account(s) written to %s",
             started.strftime("%Y-%m-%d %H:%M:%S"),

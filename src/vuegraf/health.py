@@ -1,0 +1,86 @@
+"""Health for Docker's HEALTHCHECK: a small JSON file the daemon rewrites every cycle.
+
+`vuegraf-health` (the container's HEALTHCHECK command) exits 0 while the last
+`healthFailureThreshold` cycles did not all fail and the file is fresh, 1
+otherwise. A file instead of an HTTP endpoint: no port to open, works with
+`--network none`, and survives the daemon being wedged (the file goes stale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from vuegraf.config import DEFAULT_STATE_DIR_NAME, STATE_DIR_ENV
+from vuegraf.stats import Stats
+
+HEALTH_FILE = "health.json"
+
+
+class HealthFile:
+    def __init__(self, state_dir: Path, stats: Stats, threshold: int, interval_secs: int) -> None:
+        self.path = Path(state_dir) / HEALTH_FILE
+        self.stats = stats
+        self.threshold = threshold
+        self.interval_secs = interval_secs
+
+    def healthy(self) -> bool:
+        return self.stats.snapshot().consecutive_failed_cycles < self.threshold
+
+    def update(self, now: datetime) -> None:
+        """Write atomically (rename), so a reader never sees half a file."""
+        snap = self.stats.snapshot()
+        data = {
+            "status": "healthy" if self.healthy() else "unhealthy",
+            "consecutive_failed_cycles": snap.consecutive_failed_cycles,
+            "threshold": self.threshold,
+            "cycles": snap.cycles,
+            "last_success": snap.last_success.timestamp() if snap.last_success else None,
+            "updated": now.timestamp(),
+            "stale_after_secs": max(3 * self.interval_secs, 300),
+            "pid": os.getpid(),
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data) + "\n")
+        os.replace(tmp, self.path)
+
+
+def check(path: Path, now: float) -> tuple[bool, str]:
+    """(healthy, reason) for the health file at `path`."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return False, f"{path}: no health file yet"
+    except (OSError, ValueError) as err:
+        return False, f"{path}: unreadable: {err}"
+    age = now - float(data.get("updated", 0))
+    if age > float(data.get("stale_after_secs", 300)):
+        return False, f"stale: last cycle {age:.0f} s ago"
+    if data.get("status") != "healthy":
+        return False, f"unhealthy: {data.get('consecutive_failed_cycles')} failed cycles in a row"
+    return True, "healthy"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vuegraf-health", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "state_dir",
+        nargs="?",
+        help=f"state directory (default: ${STATE_DIR_ENV}, else ./{DEFAULT_STATE_DIR_NAME})",
+    )
+    args = parser.parse_args(argv)
+    state_dir = Path(args.state_dir or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR_NAME)
+    ok, reason = check(state_dir / HEALTH_FILE, time.time())
+    print(reason)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
