@@ -7,10 +7,13 @@ per-minute path costs exactly one `getDeviceListUsages` request per account.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pyemvue import PyEmVue
@@ -121,25 +124,58 @@ class EmporiaAccount:
     def name(self) -> str:
         return self.account.name
 
+    @property
+    def token_file(self) -> Path | None:
+        """Where this account's Cognito tokens are kept (mode 0600), so a restart needs no
+        password login. One file per account, named by a digest of the e-mail address."""
+        if self.config.state_dir is None:
+            return None
+        digest = hashlib.sha256(self.account.email.lower().encode()).hexdigest()[:16]
+        return self.config.state_dir / f"emporia-tokens-{digest}.json"
+
     def _session(self) -> PyEmVue:
         if self._vue is None:
-            vue = self._vue_factory()
-            try:
-                if self.account.simulator_url:
-                    ok = vue.login_simulator(
-                        self.account.simulator_url, username=self.account.email
-                    )
-                else:
-                    ok = vue.login(username=self.account.email, password=self.account.password)
-            except Exception as err:  # pyemvue raises botocore/requests errors of many kinds
-                self._count("login", "error")
-                raise EmporiaError(f"login failed: {type(err).__name__}: {err}") from None
-            self._count("login", "ok" if ok else "error")
-            if not ok:
-                raise EmporiaError("login failed: Emporia did not accept the credentials")
+            if self.account.simulator_url:
+                vue = self._login("simulator", lambda v: v.login_simulator(
+                    self.account.simulator_url, username=self.account.email))
+            else:
+                vue = self._login_cognito()
             logger.info("Account %s: logged in", self.name)
             self._vue = vue
         return self._vue
+
+    def _login(self, how: str, fn: Callable[[PyEmVue], bool]) -> PyEmVue:
+        vue = self._vue_factory()
+        try:
+            ok = fn(vue)
+        except Exception as err:  # pyemvue raises botocore/requests errors of many kinds
+            self._count("login", "error")
+            raise EmporiaError(f"{how} login failed: {type(err).__name__}: {_short(err)}") from None
+        self._count("login", "ok" if ok else "error")
+        if not ok:
+            raise EmporiaError(f"{how} login failed: Emporia did not accept the credentials")
+        return vue
+
+    def _login_cognito(self) -> PyEmVue:
+        """Stored tokens first (refreshed by pyemvue as needed); the password when they fail."""
+        token_file = self.token_file
+        if token_file is not None and token_file.exists():
+            try:
+                return self._login("token", lambda v: v.login(
+                    username=self.account.email, token_storage_file=str(token_file)))
+            except EmporiaError as err:
+                logger.warning(
+                    "Account %s: stored tokens did not work (%s); logging in with the password",
+                    self.name,
+                    err,
+                )
+        if token_file is not None:
+            _private_file(token_file)
+        return self._login("password", lambda v: v.login(
+            username=self.account.email,
+            password=self.account.password,
+            token_storage_file=str(token_file) if token_file else None,
+        ))
 
     @property
     def requests(self) -> int:
@@ -296,6 +332,14 @@ class EmporiaAccount:
             stamp = point_time(scale, start, self.config.zone)
             points.append(point_from_kwh(self.name, dev_name, chan, scale, stamp, kwh))
         return points, missing
+
+
+def _private_file(path: Path) -> None:
+    """Create `path` readable by its owner only, before pyemvue writes tokens into it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
 
 
 def _short(err: object) -> str:
