@@ -113,25 +113,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
     logger.info("vuegraf %s starting with %s", __version__, config.config_path)
-    clock = SystemClock()
+    state = {"clock": SystemClock(), "reload": False}
 
     def request_stop(signum: int, _frame: object) -> None:
         logger.info("Received %s; stopping", signal.Signals(signum).name)
-        clock.stop()
+        state["clock"].stop()
+
+    def request_reload(_signum: int, _frame: object) -> None:
+        logger.info("Received SIGHUP; reloading %s", config.config_path)
+        state["reload"] = True
+        state["clock"].stop()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
 
     stats = Stats(budget=config.daily_request_budget)
+    history_days = args.historydays
+    reset = args.resetdatabase
+    while True:
+        code = run(config, args, state["clock"], stats, history_days, reset)
+        history_days, reset = 0, False  # once per process, not per reload
+        if not state["reload"] or code != EXIT_OK:
+            return code
+        state["reload"] = False
+        try:
+            config = load_config(args.configFilename)
+            logger.info("Config reloaded")
+        except ConfigError as err:
+            logger.error("New config rejected, keeping the running one: %s", err)
+        state["clock"] = SystemClock()
+
+
+def run(
+    config: Config,
+    args: argparse.Namespace,
+    clock: SystemClock,
+    stats: Stats,
+    history_days: int,
+    reset: bool,
+) -> int:
+    """Build everything from `config` and collect until the clock is stopped."""
     accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
-    if args.resetdatabase:
+    if reset:
         try:
             reset_database(build_sinks(config), clock)
         except SinkError as err:
             logger.error("--resetdatabase failed: %s", err)
             return EXIT_FATAL
-    if args.historydays:
-        if not import_history(config, accounts, args.historydays, args.dryrun, clock, stats):
+    if history_days:
+        if not import_history(config, accounts, history_days, args.dryrun, clock, stats):
             return EXIT_FATAL
         if clock.stopped:
             return EXIT_OK

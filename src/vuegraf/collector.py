@@ -50,6 +50,7 @@ class AccountCollector:
         store: SeriesStore | None,
         settle_secs: float = 120.0,
         max_fill_requests: int = MAX_FILL_REQUESTS_PER_TICK,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.account = account
         self.config = config
@@ -57,6 +58,7 @@ class AccountCollector:
         self.store = store
         self.settle_secs = settle_secs
         self.max_fill_requests = max_fill_requests
+        self.should_stop = should_stop  # SIGTERM: finish the request in hand, start no more
         self.scales = [Scale.MINUTE]
         if config.detailed_data_hours_enabled:
             self.scales.append(Scale.HOUR)
@@ -194,7 +196,8 @@ class AccountCollector:
                 # Collect live values anyway (the sink queues them); read the store next tick.
                 result.errors.append(f"reading {self.store.name if self.store else 'store'}: {err}")
         for scale in self.scales:
-            self._live(scale, now, result)
+            if not self.should_stop():
+                self._live(scale, now, result)
         if self.seconds_enabled and (self._seconds_due is None or now >= self._seconds_due):
             self._seconds_due = now + timedelta(seconds=self.config.detailed_interval_secs)
             self._fill(Scale.SECOND, now, result, budget=None)
@@ -246,7 +249,7 @@ class AccountCollector:
         made = 0
         failed: set[SeriesKey] = set()
         # Several windows per series may be needed (a 7-day hole is 14 minute windows).
-        while budget is None or made < budget:
+        while (budget is None or made < budget) and not self.should_stop():
             requests = [r for r in tracker.due(now, newest) if r.series not in failed]
             if budget is not None:
                 requests = requests[: budget - made]
@@ -254,6 +257,8 @@ class AccountCollector:
                 break
             progressed = False
             for request in requests:
+                if self.should_stop():
+                    break
                 made += 1
                 if self._fill_one(request, now, result):
                     progressed = True

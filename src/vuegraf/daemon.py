@@ -9,9 +9,10 @@ another, and a sink failure never stops collection.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from vuegraf.clock import Clock
@@ -104,8 +105,15 @@ class Daemon:
         self.collectors: list[Collector] = (
             list(collectors)
             if collectors is not None
-            else [AccountCollector(a, config, self._emit, self.store) for a in accounts]
+            else [
+                AccountCollector(
+                    a, config, self._emit, self.store, should_stop=lambda: clock.stopped
+                )
+                for a in accounts
+            ]
         )
+        self._retry_at: dict[str, datetime] = {}
+        self._rng = random.Random()
         self._account_state = {c.name: _StateLog(f"Account {c.name}") for c in self.collectors}
         self._sink_state = {s.name: _StateLog(f"Sink {s.name}") for s in self.sinks}
         self._cycle: CycleResult | None = None
@@ -145,13 +153,19 @@ class Daemon:
         for collector in self.collectors:
             if self.clock.stopped:
                 break
-            outcome = collector.tick(self.clock.now())
             state = self._account_state[collector.name]
+            retry_at = self._retry_at.get(collector.name)
+            if retry_at is not None and self.clock.now() < retry_at:
+                result.failed_accounts.append(collector.name)  # still backing off
+                continue
+            outcome = collector.tick(self.clock.now())
             if outcome.ok:
                 state.succeeded()
+                self._retry_at.pop(collector.name, None)
             else:
                 state.failed("; ".join(outcome.errors))
                 result.failed_accounts.append(collector.name)
+                self._retry_at[collector.name] = self.clock.now() + self._backoff(state.failures)
         self._cycle = None
         finished = self.clock.now()
         self.stats.count_cycle(result.ok, (finished - started).total_seconds(), finished)
@@ -176,6 +190,15 @@ class Daemon:
                     self.config.update_interval_secs,
                 )
         return result
+
+    def _backoff(self, failures: int) -> timedelta:
+        """Wait before asking a failing account again: next tick, then 2, 4 ... 16 intervals,
+        with jitter so many installs do not hammer Emporia in step after an outage."""
+        if failures <= 1:
+            return timedelta(0)
+        intervals = min(2 ** (failures - 1), 16) - 1
+        seconds = intervals * self.config.update_interval_secs * self._rng.uniform(0.8, 1.2)
+        return timedelta(seconds=seconds)
 
     def _emit(self, points: Sequence[Point]) -> None:
         """Write one batch to every sink (called by the collectors as data arrives)."""
