@@ -92,3 +92,13 @@ def test_day_marks_follow_local_days_across_dst():
         datetime(2026, 11, 2, 5, tzinfo=UTC),
         datetime(2026, 11, 2, 5, tzinfo=UTC),
     )
+
+
+def test_saved_marks_keep_a_hole_the_store_cannot_show():
+    t = Tracker(Scale.MINUTE, ZONE)
+    hole = NEWEST - minutes(20)
+    # The store's newest point is recent, but the previous run still had a hole at `hole`.
+    t.seed([A, B], {A: NEWEST - minutes(1), B: NEWEST - minutes(1)}, NOW,
+           saved_marks={A: hole, B: NEWEST + minutes(5)})
+    assert t.series[A].filled == hole
+    assert t.series[B].filled == NEWEST  # a saved mark never skips what the store lacks

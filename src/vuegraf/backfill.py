@@ -80,17 +80,28 @@ class Tracker:
         last_stored: dict[SeriesKey, datetime],
         now: datetime,
         lookback: timedelta | None = None,
+        saved_marks: dict[SeriesKey, datetime] | None = None,
     ) -> None:
-        """Start-up: marks after the last stored bucket, or the lookback for new series."""
+        """Start-up: marks after the last stored bucket, or the lookback for new series.
+
+        The store only knows each series' newest point, not a hole behind it that the
+        previous run had not filled yet; `saved_marks` (the marks that run saved) keep
+        such holes: the older of the two wins.
+        """
         floor = self.earliest(now, lookback)
+        saved_marks = saved_marks or {}
         for key in keys:
             stored = last_stored.get(key)
             if stored is None:
                 mark = floor
             else:
-                mark = max(next_bucket(self.scale, bucket_start(self.scale, stored, self.zone),
-                                       self.zone), floor)
-            self.series[key] = SeriesState(filled=mark)
+                stored_start = bucket_start(self.scale, stored, self.zone)
+                after = next_bucket(self.scale, stored_start, self.zone)
+                mark = min(after, saved_marks.get(key, after))
+            self.series[key] = SeriesState(filled=max(mark, floor))
+
+    def marks(self) -> dict[SeriesKey, datetime]:
+        return {key: state.filled for key, state in self.series.items()}
 
     def add_series(self, key: SeriesKey, now: datetime) -> None:
         """A channel that appeared while running: fill it from the lookback like an empty store."""

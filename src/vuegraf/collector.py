@@ -10,10 +10,14 @@ backfill never makes live collection late (the rest continues next tick).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from vuegraf.backfill import DEFAULT_LOOKBACK, FillRequest, SeriesKey, Tracker
 from vuegraf.config import Config
@@ -34,10 +38,12 @@ Emit = Callable[[Sequence[Point]], None]
 @dataclass
 class TickResult:
     points: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # live values or start-up failed
+    fill_errors: list[str] = field(default_factory=list)  # chart requests for holes failed
 
     @property
     def ok(self) -> bool:
+        """Live collection worked; a failed hole fill is retried next tick, not an outage."""
         return not self.errors
 
 
@@ -69,6 +75,8 @@ class AccountCollector:
         self.trackers = {s: Tracker(s, config.zone, settle_secs) for s in tracked}
         self._live_done: dict[Scale, datetime] = {}
         self._stored: dict[Scale, dict[SeriesKey, datetime]] = {}
+        self._saved_marks: dict[str, dict[SeriesKey, datetime]] = {}
+        self._saved_text = ""
         self.started_at: datetime | None = None  # first tick: the store is read up to here
         self._seconds_due: datetime | None = None
         self._seeded = False
@@ -103,7 +111,8 @@ class AccountCollector:
             keys = self._series_for(scale)
             last = self._stored.get(scale, {})
             if self.store is not None:
-                tracker.seed(keys, last, now, self._lookback(scale))
+                saved = self._saved_marks.get(scale.value, {})
+                tracker.seed(keys, last, now, self._lookback(scale), saved)
             else:
                 # No store to compare with (--dryrun): collect from now on, fill nothing old.
                 tracker.seed(keys, {}, now, timedelta(0))
@@ -150,8 +159,57 @@ class AccountCollector:
                 budget,
             )
 
+    @property
+    def marks_file(self) -> Path | None:
+        if self.config.state_dir is None:
+            return None
+        digest = hashlib.sha256(self.name.encode()).hexdigest()[:16]
+        return self.config.state_dir / f"marks-{digest}.json"
+
+    def _load_marks(self) -> dict[str, dict[SeriesKey, datetime]]:
+        path = self.marks_file
+        if path is None or not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+            return {
+                scale: {
+                    (int(k.split("|", 1)[0]), k.split("|", 1)[1]): datetime.fromtimestamp(v, UTC)
+                    for k, v in marks.items()
+                }
+                for scale, marks in data.get("marks", {}).items()
+            }
+        except (OSError, ValueError, AttributeError, IndexError) as err:
+            logger.warning("Account %s: ignoring unreadable %s: %s", self.name, path, err)
+            return {}
+
+    def save_marks(self) -> None:
+        """Persist the trackers' marks (atomically) so a restart still knows unfilled holes."""
+        path = self.marks_file
+        if path is None or self.store is None or not self._seeded:
+            return
+        data = {
+            "account": self.name,
+            "marks": {
+                scale.value: {f"{g}|{n}": t.timestamp() for (g, n), t in tracker.marks().items()}
+                for scale, tracker in self.trackers.items()
+            },
+        }
+        text = json.dumps(data, sort_keys=True)
+        if text == self._saved_text:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+            self._saved_text = text
+        except OSError as err:
+            logger.warning("Account %s: cannot save %s: %s", self.name, path, err)
+
     def _read_store(self, now: datetime) -> None:
         assert self.store is not None
+        self._saved_marks = self._load_marks()
         self._stored = {}
         for scale, tracker in self.trackers.items():
             keys = self._series_for(scale)
@@ -204,6 +262,7 @@ class AccountCollector:
         budget = self.max_fill_requests
         for scale in self.scales:
             budget -= self._fill(scale, now, result, budget=budget)
+        self.save_marks()
         return result
 
     def _live(self, scale: Scale, now: datetime, result: TickResult) -> None:
@@ -273,7 +332,7 @@ class AccountCollector:
         try:
             values = self.account.chart(gid, num, request.scale, request.first, request.last)
         except EmporiaError as err:
-            result.errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
+            result.fill_errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
             return False
         device, channel = self.account.series_name(gid, num)
         points = [

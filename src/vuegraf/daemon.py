@@ -50,16 +50,17 @@ class Collector(Protocol):
 
 
 class _StateLog:
-    """Logs an outage once at ERROR and its end once at INFO, not every cycle."""
+    """Logs an outage once (at ERROR, or `level`) and its end once at INFO, not every cycle."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, level: int = logging.ERROR) -> None:
         self.what = what
+        self.level = level
         self.failures = 0
 
     def failed(self, reason: str) -> None:
         self.failures += 1
         if self.failures == 1:
-            logger.error("%s: %s", self.what, reason)
+            logger.log(self.level, "%s: %s", self.what, reason)
         else:
             logger.debug("%s still failing (%d cycles): %s", self.what, self.failures, reason)
 
@@ -67,6 +68,14 @@ class _StateLog:
         if self.failures:
             logger.info("%s: recovered after %d failed cycles", self.what, self.failures)
         self.failures = 0
+
+
+def _summary(errors: list[str]) -> str:
+    """One readable line for a cycle's failures: the first, and how many more."""
+    for err in errors[1:]:
+        logger.debug("also failed: %s", err)
+    more = f" (and {len(errors) - 1} more failed requests)" if len(errors) > 1 else ""
+    return errors[0] + more
 
 
 def find_store(sinks: Sequence[Sink]) -> SeriesStore | None:
@@ -115,6 +124,10 @@ class Daemon:
         self._retry_at: dict[str, datetime] = {}
         self._rng = random.Random()
         self._account_state = {c.name: _StateLog(f"Account {c.name}") for c in self.collectors}
+        self._fill_state = {
+            c.name: _StateLog(f"Account {c.name}, filling holes", logging.WARNING)
+            for c in self.collectors
+        }
         self._sink_state = {s.name: _StateLog(f"Sink {s.name}") for s in self.sinks}
         self._cycle: CycleResult | None = None
         self.on_cycle = list(on_cycle)
@@ -159,11 +172,15 @@ class Daemon:
                 result.failed_accounts.append(collector.name)  # still backing off
                 continue
             outcome = collector.tick(self.clock.now())
+            if outcome.fill_errors:
+                self._fill_state[collector.name].failed(_summary(outcome.fill_errors))
+            elif outcome.ok:
+                self._fill_state[collector.name].succeeded()
             if outcome.ok:
                 state.succeeded()
                 self._retry_at.pop(collector.name, None)
             else:
-                state.failed("; ".join(outcome.errors))
+                state.failed(_summary(outcome.errors))
                 result.failed_accounts.append(collector.name)
                 self._retry_at[collector.name] = self.clock.now() + self._backoff(state.failures)
         self._cycle = None

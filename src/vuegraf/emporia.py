@@ -108,12 +108,16 @@ class EmporiaAccount:
         clock: Clock,
         stats: Stats | None = None,
         vue_factory: Callable[[], PyEmVue] = PyEmVue,
+        timeouts: tuple[float, float] = (6.03, 10.03),
     ) -> None:
+        """`timeouts` are pyemvue's (connect, read) seconds per request; pyemvue itself
+        retries 5xx answers, so vuegraf adds no retry loop of its own per request."""
         self.account = account
         self.config = config
         self.clock = clock
         self.stats = stats if stats is not None else Stats()
         self._vue_factory = vue_factory
+        self.timeouts = timeouts
         self._vue: PyEmVue | None = None
         self.devices: dict[int, DeviceInfo] = {}
         self._devices_read_at: datetime | None = None
@@ -146,8 +150,12 @@ class EmporiaAccount:
 
     def _login(self, how: str, fn: Callable[[PyEmVue], bool]) -> PyEmVue:
         vue = self._vue_factory()
+        vue.connect_timeout, vue.read_timeout = self.timeouts
         try:
             ok = fn(vue)
+            auth = getattr(vue, "auth", None)
+            if auth is not None:  # SimulatedAuth ignores the PyEmVue settings
+                auth.connect_timeout, auth.read_timeout = self.timeouts
         except Exception as err:  # pyemvue raises botocore/requests errors of many kinds
             self._count("login", "error")
             raise EmporiaError(f"{how} login failed: {type(err).__name__}: {_short(err)}") from None
