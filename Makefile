@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test test-unit lint demo clean
+.PHONY: help deps venv test test-unit lint demo docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ lint: $(STAMP) ## ruff over sources and tests
 
 demo: $(STAMP) ## bundled simulator in, embedded SQLite store out; prints watts as they arrive
 	$(VPY) -m vuegraf.demo
+
+docker: ## build the Docker image (needs a Docker engine)
+	docker build --build-arg VERSION=$$(sed -n 's/^__version__ = "\(.*\)"/\1/p' src/vuegraf/__init__.py) -t vuegraf .
 
 clean: ## remove the venv, caches and demo data
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo

@@ -1,0 +1,527 @@
+"""The dashboards and alerts shipped for users: influx_dashboard.json and grafana_dashboard.json.
+
+There is no InfluxDB 2 (no Flux) and no Grafana where these tests run. So:
+
+- the InfluxDB 2 template is checked against the rules `influx apply` enforces for the kinds it
+  uses (names, required fields, durations, levels, chart properties, a check's single field and
+  single pipeline), and every Flux query in it is checked against the data model
+  (shared/design/DATA-MODEL.md): only measurement `energy_usage`, field `usage`, the tags
+  `account_name`, `device_name`, `detailed`, `station_name`, the default `detailed` values, and
+  no hard-coded account or circuit names;
+- every InfluxQL query of the Grafana dashboard, with Grafana's macros and variables filled in
+  as Grafana would, is executed against a real InfluxDB 1.x holding two days of points computed
+  from the simulator's deterministic model, and must return data; the hourly and daily energy
+  panels must show exactly the model's kWh.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from vuegraf.config import InfluxV1Config, TagConfig, parse_config
+from vuegraf.model import Scale, point_from_kwh
+from vuegraf.naming import channel_name
+from vuegraf.schedule import floor_time, local_day_start, next_local_day_start, point_time
+from vuegraf.simulator import Scenario, UsageModel
+from vuegraf.sinks.influx import InfluxV1Sink
+
+ROOT = Path(__file__).resolve().parents[2]
+INFLUX_TEMPLATE = ROOT / "influx_dashboard.json"
+GRAFANA = ROOT / "grafana_dashboard.json"
+
+# The data model (DATA-MODEL.md).
+MEASUREMENT = "energy_usage"
+FIELD = "usage"
+TAGS = {"account_name", "device_name", "detailed", "station_name"}
+DETAILED = {"True", "False", "Hour", "Day"}
+NAME_TAGS = {"account_name", "device_name", "station_name"}  # values come from the user's data
+
+API_VERSION = "influxdata.com/v2alpha1"
+KINDS = {"Label", "Variable", "Dashboard", "CheckDeadman", "CheckThreshold"}
+FLUX_BUILTIN_VARS = {"timeRangeStart", "timeRangeStop", "windowPeriod"}
+# Columns a Flux query may touch besides the tags: the record's own, and in a check's message
+# template those monitor.check adds.
+FLUX_COLUMNS = {"_measurement", "_field", "_value", "_time", "_start", "_stop"}
+CHECK_COLUMNS = {"_level", "_check_name", "_check_id", "_message", "_source_measurement", "_type"}
+LEVELS = {"CRIT", "WARN", "INFO", "OK"}
+THRESHOLD_TYPES = {"greater", "lesser", "inside_range", "outside_range"}
+GEOMS = {"line", "step", "stacked", "monotoneX", "bar"}
+CHART_KINDS = {
+    "Gauge", "Geo", "Heatmap", "Histogram", "Markdown", "Mosaic", "Scatter", "Single_Stat",
+    "Single_Stat_Plus_Line", "Table", "Xy", "Band",
+}
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+# ---------------------------------------------------------------------------------------------
+# InfluxDB 2 template
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def template() -> list[dict]:
+    data = json.loads(INFLUX_TEMPLATE.read_text())
+    assert isinstance(data, list) and data
+    return data
+
+
+def of_kind(template, kind: str) -> list[dict]:
+    return [r for r in template if r["kind"] == kind]
+
+
+def flux_duration(text: str) -> timedelta:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w)", text)
+    assert parts and "".join(n + u for n, u in parts) == text, f"not a duration: {text!r}"
+    return timedelta(seconds=sum(int(n) * units[u] for n, u in parts))
+
+
+def all_flux(template) -> list[tuple[str, str]]:
+    """(where, query) of every Flux query in the template."""
+    out = []
+    for res in template:
+        name, spec = res["metadata"]["name"], res["spec"]
+        if res["kind"] == "Variable" and spec["type"] == "query":
+            out.append((name, spec["query"]))
+        elif res["kind"] == "Dashboard":
+            for chart in spec["charts"]:
+                for i, q in enumerate(chart.get("queries", [])):
+                    out.append((f"{name}: {chart['name']} [{i}]", q["query"]))
+        elif res["kind"].startswith("Check"):
+            out.append((name, spec["query"]))
+    return out
+
+
+def test_template_resources_have_the_apply_format(template):
+    names = set()
+    for res in template:
+        assert set(res) == {"apiVersion", "kind", "metadata", "spec"}, res.keys()
+        assert res["apiVersion"] == API_VERSION
+        assert res["kind"] in KINDS
+        name = res["metadata"]["name"]
+        assert DNS1123_LABEL.match(name) and len(name) <= 63, name
+        assert name not in names, f"duplicate metadata.name {name}"
+        names.add(name)
+    kinds = {r["kind"] for r in template}
+    assert {"Dashboard", "Variable", "CheckDeadman", "CheckThreshold"} <= kinds
+    # Every association points at a Label of the template.
+    labels = {r["metadata"]["name"] for r in of_kind(template, "Label")}
+    for res in template:
+        for assoc in res["spec"].get("associations", []):
+            assert assoc["kind"] == "Label" and assoc["name"] in labels, assoc
+
+
+def test_variables_read_accounts_and_devices_from_the_data(template):
+    variables = {v["spec"]["name"]: v["spec"] for v in of_kind(template, "Variable")}
+    assert {"bucket", "account", "device", "price"} <= set(variables)
+    for name, spec in variables.items():
+        assert spec["type"] in ("query", "constant", "map"), name
+        if spec["type"] == "query":
+            assert spec["language"] == "flux" and spec["query"].strip(), name
+        elif spec["type"] == "constant":
+            assert spec["values"], name
+        else:
+            assert spec["values"] and isinstance(spec["values"], dict), name
+    for var, tag in (("account", "account_name"), ("device", "device_name")):
+        query = variables[var]["query"]
+        assert re.search(r"\b(schema|v1)\.tagValues\(", query), var
+        assert re.search(rf'\btag:\s*"{tag}"', query), var
+    # The device list follows the chosen account.
+    assert "r.account_name == v.account" in variables["device"]["query"]
+    price = variables["price"]
+    values = price["values"] if price["type"] == "constant" else list(price["values"].values())
+    for value in values:
+        assert float(value) > 0
+    assert set(price.get("selected", [])) <= set(values)
+
+
+def test_dashboard_charts_are_valid_and_cover_every_panel(template):
+    (dashboard,) = of_kind(template, "Dashboard")
+    spec = dashboard["spec"]
+    assert len(spec["name"]) >= 2
+    cells = set()
+    for chart in spec["charts"]:
+        kind = chart["kind"]
+        assert kind in CHART_KINDS, kind
+        assert chart["width"] > 0 and chart["height"] > 0, chart["name"]
+        assert 0 <= chart["xPos"] and chart["xPos"] + chart["width"] <= 12, chart["name"]
+        for x in range(chart["xPos"], chart["xPos"] + chart["width"]):
+            for y in range(chart["yPos"], chart["yPos"] + chart["height"]):
+                assert (x, y) not in cells, f"{chart['name']} overlaps another chart"
+                cells.add((x, y))
+        for color in chart.get("colors", []):
+            assert color.get("hex"), chart["name"]
+        if kind == "Markdown":
+            continue
+        assert chart["queries"] and all(q["query"].strip() for q in chart["queries"])
+        if kind == "Xy":
+            assert chart["geom"] in GEOMS
+            assert chart.get("position", "overlaid") in ("overlaid", "stacked")
+            assert {a["name"] for a in chart["axes"]} >= {"x", "y"}
+        if kind == "Table":
+            assert chart.get("tableOptions", {}).get("wrapping", "") in (
+                "", "single-line", "truncate", "wrap"
+            )
+    text = "\n".join(q["query"] for c in spec["charts"] for q in c.get("queries", []))
+    # Minute, second, hour and day points all have a panel; energy in kWh; cost with the price.
+    for value in DETAILED:
+        assert f'r.detailed == "{value}"' in text, value
+    assert "r._value / 1000.0" in text  # Wh -> kWh (hour and day points)
+    assert "float(v: v.price)" in text
+    used = set(re.findall(r"\bv\.(\w+)", text))
+    defined = {v["spec"]["name"] for v in of_kind(template, "Variable")}
+    assert used <= defined | FLUX_BUILTIN_VARS, used - defined - FLUX_BUILTIN_VARS
+
+
+def test_checks_have_what_influx_apply_requires(template):
+    deadman = of_kind(template, "CheckDeadman")
+    threshold = of_kind(template, "CheckThreshold")
+    assert len(deadman) == 1 and len(threshold) == 1
+    for check in deadman + threshold:
+        spec = check["spec"]
+        assert spec["name"]
+        assert flux_duration(spec["every"]) >= timedelta(seconds=5)
+        if "offset" in spec:
+            assert flux_duration(spec["offset"]) < flux_duration(spec["every"])
+        assert spec["statusMessageTemplate"].strip()
+        assert spec.get("status", "active") in ("active", "inactive")
+        query = spec["query"]
+        # The check's task is generated from one pipeline that filters exactly one field.
+        assert len(re.findall(r"\br\._field\s*==", query)) == 1, check["metadata"]["name"]
+        body = [ln for ln in query.splitlines() if ln.strip() and not ln.startswith("import ")]
+        assert body[0].startswith("from(") and all(ln.startswith("  |> ") for ln in body[1:])
+        # A check cannot use dashboard variables: a literal bucket, the one the Compose init
+        # script rewrites to the bucket of .env.
+        assert 'from(bucket: "vuegraf")' in query
+        assert not re.search(r"\bv\.(?!timeRangeStart\b|timeRangeStop\b)\w+", query)
+        for tag in ({t.get("key") for t in spec.get("tags", [])}):
+            assert tag
+    dm = deadman[0]["spec"]
+    assert dm["level"].upper() in LEVELS
+    assert flux_duration(dm["timeSince"]) >= timedelta(minutes=5)
+    assert flux_duration(dm["staleTime"]) > flux_duration(dm["timeSince"])
+    th = threshold[0]["spec"]
+    assert th["thresholds"]
+    for t in th["thresholds"]:
+        assert t["type"] in THRESHOLD_TYPES and t["level"].upper() in LEVELS
+        if t["type"] in ("inside_range", "outside_range"):
+            assert t["min"] <= t["max"]
+    # "Power outage": minute points below 1 W over a 5-minute window.
+    assert th["thresholds"] == [{"type": "lesser", "level": "CRIT", "value": 1.0,
+                                 "allValues": False}]
+    assert 'r.detailed == "False"' in th["query"]
+    assert "aggregateWindow(every: 5m, fn: max" in th["query"]
+    assert flux_duration(th["every"]) == timedelta(minutes=5)
+
+
+def flux_problems(where: str, query: str, message: str = "") -> list[str]:
+    """Everything in one Flux query that is not part of the data model."""
+    problems = []
+    if re.match(r"\s*buckets\(\)", query):
+        return problems  # lists bucket names: reads no points
+    reads = "from(" in query or "tagValues(" in query
+    if reads:
+        if f'r._measurement == "{MEASUREMENT}"' not in query:
+            problems.append(f"{where}: does not filter _measurement == {MEASUREMENT!r}")
+        if f'r._field == "{FIELD}"' not in query:
+            problems.append(f"{where}: does not filter _field == {FIELD!r}")
+    allowed = TAGS | FLUX_COLUMNS
+    for text, extra in ((query, set()), (message, CHECK_COLUMNS)):
+        for dotted, indexed in re.findall(r'\br(?:\.([A-Za-z_]\w*)|\["([^"]+)"\])', text):
+            column = dotted or indexed
+            if column not in allowed | extra:
+                problems.append(f"{where}: unknown column r.{column}")
+    for dotted, indexed, _op, value in re.findall(
+        r'\br(?:\.([A-Za-z_]\w*)|\["([^"]+)"\])\s*(==|!=|=~|!~)\s*("[^"]*"|/(?:[^/\\]|\\.)*/)',
+        query,
+    ):
+        column = dotted or indexed
+        literal = value[1:-1]
+        if column == "_measurement" and literal != MEASUREMENT:
+            problems.append(f"{where}: measurement {literal!r}")
+        if column == "_field" and literal != FIELD:
+            problems.append(f"{where}: field {literal!r}")
+        if column == "detailed" and (value.startswith("/") or literal not in DETAILED):
+            problems.append(f"{where}: detailed value {value}")
+        if column in NAME_TAGS and value.startswith('"'):
+            problems.append(f"{where}: hard-coded {column} {value}")
+    for tag in re.findall(r'\btag:\s*"([^"]*)"', query):
+        if tag not in TAGS:
+            problems.append(f"{where}: tagValues over unknown tag {tag!r}")
+    for call, columns in re.findall(r"\b(group|keep|drop)\(columns:\s*\[([^\]]*)\]", query):
+        for column in re.findall(r'"([^"]*)"', columns):
+            if column not in allowed:
+                problems.append(f"{where}: {call}() on unknown column {column!r}")
+    for name in re.findall(r'\bmeasurement:\s*"([^"]*)"', query):
+        if name != MEASUREMENT:
+            problems.append(f"{where}: measurement {name!r}")
+    return problems
+
+
+def test_every_flux_query_stays_inside_the_data_model(template):
+    queries = all_flux(template)
+    assert len(queries) >= 14
+    messages = {
+        r["metadata"]["name"]: r["spec"]["statusMessageTemplate"]
+        for r in template
+        if r["kind"].startswith("Check")
+    }
+    problems = []
+    for where, query in queries:
+        problems += flux_problems(where, query, messages.get(where, ""))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_flux_checker_catches_what_it_should():
+    bad = (
+        'from(bucket: v.bucket) |> filter(fn: (r) => r._measurement == "power" and '
+        'r._field == "watts" and r.detailed == "Minute" and r.device_name == "Kitchen" '
+        'and r.circuit == v.x) |> group(columns: ["host"])'
+    )
+    problems = "\n".join(flux_problems("q", bad))
+    for part in ("measurement 'power'", "field 'watts'", 'detailed value "Minute"',
+                 'hard-coded device_name "Kitchen"', "unknown column r.circuit",
+                 "unknown column 'host'"):
+        assert part in problems, part
+
+
+# ---------------------------------------------------------------------------------------------
+# Grafana dashboard (InfluxDB 1.x, InfluxQL)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grafana() -> dict:
+    return json.loads(GRAFANA.read_text())
+
+
+def grafana_targets(grafana) -> list[tuple[str, str]]:
+    return [
+        (panel["title"], target["query"])
+        for panel in grafana["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+def grafana_variables(grafana) -> dict[str, dict]:
+    return {v["name"]: v for v in grafana["templating"]["list"]}
+
+
+def influxql_problems(where: str, query: str) -> list[str]:
+    problems = []
+    aliases = set(re.findall(r'\bAS\s+"([^"]+)"', query))
+    # Inner columns a subquery names after its function: sum("last") of SELECT last(...).
+    inner = set(re.findall(r"\b(last|mean|sum|max|min)\(", query))
+    for name in re.findall(r'"([^"]+)"', query):
+        if name not in {MEASUREMENT, FIELD} | TAGS | aliases | inner:
+            problems.append(f"{where}: unknown identifier {name!r}")
+    for measurement in re.findall(r'\bFROM\s+"([^"]+)"', query):
+        if measurement != MEASUREMENT:
+            problems.append(f"{where}: measurement {measurement!r}")
+    literals = re.findall(r"'([^']*)'", query)
+    detailed = re.findall(r"\"detailed\"\s*=\s*'([^']*)'", query)
+    if sorted(literals) != sorted(detailed):
+        problems.append(f"{where}: string literal outside a detailed comparison")
+    for value in detailed:
+        if value not in DETAILED:
+            problems.append(f"{where}: detailed value {value!r}")
+    for tag, regex in re.findall(r'"(\w+)"\s*[!=]~\s*(/(?:[^/\\]|\\.)*/)', query):
+        if tag in NAME_TAGS and not re.fullmatch(r"/\^\$\w+\$/", regex):
+            problems.append(f"{where}: hard-coded {tag} {regex}")
+    return problems
+
+
+def test_grafana_dashboard_shape(grafana):
+    assert grafana["title"] and grafana["uid"]
+    assert "id" not in grafana or grafana["id"] is None
+    variables = grafana_variables(grafana)
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "influxdb"
+    for name, key in (("account", "account_name"), ("device", "device_name"),
+                      ("circuit", "device_name")):
+        var = variables[name]
+        assert var["type"] == "query"
+        assert var["datasource"]["uid"] == "${datasource}"
+        assert re.fullmatch(
+            rf'SHOW TAG VALUES FROM "{MEASUREMENT}" WITH KEY = "{key}"'
+            r'( WHERE "account_name" =~ /\^\$account\$/)?',
+            var["query"],
+        ), var["query"]
+    assert variables["device"]["multi"] and variables["circuit"]["includeAll"]
+    assert float(variables["price"]["query"]) > 0
+    cells = set()
+    for panel in grafana["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps another panel"
+                cells.add((x, y))
+        if panel["type"] == "text":
+            continue
+        assert panel["datasource"] == {"type": "influxdb", "uid": "${datasource}"}
+        for target in panel["targets"]:
+            assert target["rawQuery"] is True and target["datasource"] == panel["datasource"]
+            assert "$timeFilter" in target["query"]
+    queries = "\n".join(q for _, q in grafana_targets(grafana))
+    for value in DETAILED:
+        assert f"\"detailed\" = '{value}'" in queries, value
+    assert "$price" in queries and "$__interval" in queries
+    assert len(grafana_targets(grafana)) == len(grafana["panels"]) - 1  # all but the text panel
+
+
+def test_every_influxql_query_stays_inside_the_data_model(grafana):
+    problems = []
+    for where, query in grafana_targets(grafana):
+        problems += influxql_problems(where, query)
+    for name, var in grafana_variables(grafana).items():
+        if var["type"] == "query":
+            problems += influxql_problems(f"variable {name}", var["query"])
+    assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Grafana queries, run against a real InfluxDB 1.x with simulated data
+# ---------------------------------------------------------------------------------------------
+
+ACCOUNT = "Primary Residence"
+SEED = 1
+PRICE = "0.15"
+MAINS = ["Main Panel", "Garage Panel"]
+
+
+def write_simulated_days(server, database: str, now: datetime) -> UsageModel:
+    """Minute, hour and day points of every channel for the last two days (and a few minutes of
+    second points for the channels that have them), as vuegraf writes them."""
+    model = UsageModel(Scenario.default(), seed=SEED)
+    zone = ZoneInfo(model.scenario.timezone)
+    config = parse_config(
+        {"accounts": [{"name": ACCOUNT, "email": "e@example.com", "password": "pw"}]},
+        Path("/nonexistent/vuegraf.json"),
+        environ={},
+    )
+    account = config.accounts[0]
+    names = {}
+    chart = set()
+    for gid, num, device, emporia_name, has_chart in model.channels():
+        names[(gid, num)] = (device, channel_name(account, device, num, emporia_name))
+        if has_chart:
+            chart.add((gid, num))
+    devices = sorted({gid for gid, _ in names})
+
+    def points(scale: Scale, code: str, starts, only_chart: bool = False):
+        for start in starts:
+            for gid in devices:
+                for num, kwh in model.device_values(gid, code, start).items():
+                    if kwh is None or (only_chart and (gid, num) not in chart):
+                        continue
+                    device, channel = names[(gid, num)]
+                    stamp = point_time(scale, start, zone)
+                    yield point_from_kwh(ACCOUNT, device, channel, scale, stamp, kwh)
+
+    minute = floor_time(now, 60)
+    minutes = [minute - timedelta(minutes=m) for m in range(1, 2 * 24 * 60)]
+    hours = [floor_time(now, 3600) - timedelta(hours=h) for h in range(1, 49)]
+    seconds = [floor_time(now, 1) - timedelta(seconds=s) for s in range(1, 301)]
+    days = []
+    day = local_day_start(now - timedelta(days=3), zone)
+    while next_local_day_start(day, zone) <= now:  # only days that are over
+        days.append(day)
+        day = next_local_day_start(day, zone)
+
+    sink = InfluxV1Sink(
+        InfluxV1Config(host=server.host, port=server.port, database=database),
+        TagConfig(),
+        add_station=False,
+    )
+    sink.open()
+    try:
+        for batch in (
+            points(Scale.MINUTE, "1MIN", minutes),
+            points(Scale.HOUR, "1H", hours),
+            points(Scale.DAY, "1D", days),
+            points(Scale.SECOND, "1S", seconds, only_chart=True),
+        ):
+            sink.write(list(batch))
+    finally:
+        sink.close()
+    return model
+
+
+def grafana_regex(values: list[str]) -> str:
+    """A variable's values as Grafana puts them into /^$var$/: escaped, several as (a|b)."""
+    escaped = [re.sub(r"[\\^$.|?*+()\[\]{}/]", lambda m: "\\" + m.group(0), v) for v in values]
+    return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
+
+
+def expand(query: str, variables: dict[str, list[str]]) -> str:
+    query = query.replace("$timeFilter", "time > now() - 2d").replace("$__interval", "1m")
+    for name, values in variables.items():
+        query = query.replace(f"/^${name}$/", f"/^{grafana_regex(values)}$/")
+    query = query.replace("$price", PRICE)
+    assert "$" not in query.replace("/^", "").replace("$/", ""), query
+    return query
+
+
+def tag_values(client, query: str) -> list[str]:
+    return [row["value"] for row in client.query(query).get_points()]
+
+
+@pytest.mark.integration
+def test_grafana_queries_return_the_simulated_data(influxdb_v1_db):
+    server, database = influxdb_v1_db
+    now = datetime.now(UTC)
+    model = write_simulated_days(server, database, now)
+    client = server.client(database)
+    try:
+        # The template variables, as Grafana resolves them.
+        variables = grafana_variables(json.loads(GRAFANA.read_text()))
+        accounts = tag_values(client, variables["account"]["query"])
+        assert accounts == [ACCOUNT]
+        selected = {"account": accounts}
+        circuits = tag_values(client, expand(variables["circuit"]["query"], selected))
+        assert set(MAINS) <= set(circuits) and len(circuits) == len(model.channels())
+        assert tag_values(client, expand(variables["device"]["query"], selected)) == circuits
+        selected |= {"device": MAINS, "circuit": circuits}
+
+        results = {}
+        empty = []
+        for title, query in grafana_targets(json.loads(GRAFANA.read_text())):
+            result = client.query(expand(query, selected), epoch="s")
+            series = {}
+            for (_measurement, tags), rows in result.items():
+                values = [(row["time"], v) for row in rows
+                          for k, v in row.items() if k != "time" and v is not None]
+                series[(tags or {}).get("device_name")] = values
+            if not any(series.values()):
+                empty.append(f"{title}: {expand(query, selected)}")
+            results[title] = series
+        assert not empty, "queries that returned nothing:\n" + "\n".join(empty)
+    finally:
+        client.close()
+
+    # Hourly and daily energy: the model's kWh, stamped as DATA-MODEL.md says.
+    zone = ZoneInfo(model.scenario.timezone)
+    gid = {"Main Panel": 1001, "Garage Panel": 1002}
+    for title, code, scale in (("Hourly energy (device)", "1H", Scale.HOUR),
+                               ("Daily energy (device)", "1D", Scale.DAY)):
+        for device in MAINS:
+            rows = results[title][device]
+            assert rows, (title, device)
+            for epoch, kwh in rows:
+                stamp = datetime.fromtimestamp(epoch, UTC)
+                start = stamp if scale is Scale.HOUR else local_day_start(stamp, zone)
+                assert point_time(scale, start, zone) == stamp
+                assert kwh == pytest.approx(model.kwh(gid[device], "1,2,3", code, start))
+    for epoch, cost in results["Daily cost (device)"]["Main Panel"]:
+        start = local_day_start(datetime.fromtimestamp(epoch, UTC), zone)
+        assert cost == pytest.approx(model.kwh(1001, "1,2,3", "1D", start) * float(PRICE))
+    # The share panel leaves the chosen mains out; the per-circuit panel has every circuit.
+    assert not set(MAINS) & set(results["Share per circuit (kWh)"])
+    assert len(results["Power per circuit (minute data)"]) == len(circuits)
