@@ -105,9 +105,17 @@ def test_minimal_config_gets_upstream_defaults() -> None:
     assert cfg.accounts[0].simulator_url is None
 
 
-def test_upstream_sample_loads(caplog: pytest.LogCaptureFixture) -> None:
+def private_sample(tmp_path: Path) -> Path:
+    """The sample as a user should keep it: mode 600 (a checkout's 644 draws a warning)."""
+    path = tmp_path / SAMPLE.name
+    path.write_bytes(SAMPLE.read_bytes())
+    path.chmod(0o600)
+    return path
+
+
+def test_upstream_sample_loads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="vuegraf.config"):
-        cfg = load_config(SAMPLE)
+        cfg = load_config(private_sample(tmp_path))
 
     assert caplog.records == []  # "reset" is a known upstream key: no warning
     assert cfg.influx == InfluxV1Config(
@@ -129,7 +137,7 @@ def test_upstream_sample_loads(caplog: pytest.LogCaptureFixture) -> None:
     assert right.channels["1"] == "Air Conditioner"
     assert right.channels["8"] == "Office"
     assert account.device("Nope") is None
-    assert cfg.sqlite_path == SAMPLE.parent / "vuegraf.sqlite"
+    assert cfg.sqlite_path == tmp_path / "vuegraf.sqlite"
 
 
 def test_full_v1_and_every_top_level_key(tmp_path: Path) -> None:
@@ -681,8 +689,8 @@ def test_cli_prints_one_line_and_exits_2(
     assert result.stdout == ""
 
 
-def test_cli_stand_in_accepts_the_sample() -> None:
-    result = run_cli(SAMPLE)
+def test_cli_stand_in_accepts_the_sample(tmp_path: Path) -> None:
+    result = run_cli(private_sample(tmp_path))
     assert (result.returncode, result.stderr) == (0, "")
 
 
@@ -751,5 +759,303 @@ def test_new_keys_malformed(tmp_path: Path, key, value, key_path, message) -> No
     data[key] = value
     with pytest.raises(ConfigError) as info:
         parse_config(data, tmp_path / "vuegraf.json", environ={})
+    assert info.value.key_path == key_path
+    assert message in info.value.message
+
+
+# --- secrets from the environment and from files -----------------------------------------
+
+
+def test_env_references_expand_anywhere(tmp_path: Path) -> None:
+    data = valid()
+    data["influxDb"] = dict(V2, token="${INFLUX_TOKEN}", url="http://${INFLUX_HOST}:8086")
+    data["accounts"][0]["password"] = "${EMPORIA_PW}"
+    data["accounts"][0]["devices"][0]["channels"] = ["${OVEN}", "Dryer"]
+    data["mqtt"]["password"] = "pre-${MQTT_PW}-post"
+    env = {
+        "INFLUX_TOKEN": "s3cret-v2-token",
+        "INFLUX_HOST": "influx.lan",
+        "EMPORIA_PW": "s3cret-emporia-pw",
+        "OVEN": "Oven",
+        "MQTT_PW": "s3cret-mqtt-pw",
+    }
+    cfg = parse_config(data, tmp_path / "vuegraf.json", environ=env)
+    assert isinstance(cfg.influx, InfluxV2Config)
+    assert (cfg.influx.token, cfg.influx.url) == ("s3cret-v2-token", "http://influx.lan:8086")
+    assert cfg.accounts[0].password == "s3cret-emporia-pw"
+    assert cfg.accounts[0].devices[0].channels["1"] == "Oven"
+    assert cfg.mqtt is not None and cfg.mqtt.password == "pre-s3cret-mqtt-pw-post"
+    assert data["accounts"][0]["password"] == "${EMPORIA_PW}"  # the caller's data is untouched
+
+
+def test_env_reference_escapes_and_leaves_other_dollars_alone(tmp_path: Path) -> None:
+    data = valid()
+    data["accounts"][0]["password"] = "a$${NOT_A_VAR}b$c$$d${X}"
+    cfg = parse_config(data, tmp_path / "vuegraf.json", environ={"X": "$${Y}"})
+    # $${ → ${ ; a lone $ stays; an expanded value is not expanded again.
+    assert cfg.accounts[0].password == "a${NOT_A_VAR}b$c$$d$${Y}"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key_path", "message"),
+    [
+        (
+            ("influxDb", "pass"),
+            "${INFLUX_PASS}",
+            "influxDb.pass",
+            "environment variable INFLUX_PASS is not set",
+        ),
+        (
+            ("accounts", 0, "password"),
+            "x${EMPORIA_PW}",
+            "accounts[0].password",
+            "environment variable EMPORIA_PW is not set",
+        ),
+        (("mqtt", "host"), "${broken", "mqtt.host", "malformed ${...}"),
+        (("mqtt", "host"), "${BAD-NAME}", "mqtt.host", "malformed ${...}"),
+        (
+            ("accounts", 0, "devices", 0, "channels", 1),
+            "${NOPE}",
+            "accounts[0].devices[0].channels[1]",
+            "environment variable NOPE is not set",
+        ),
+    ],
+)
+def test_env_reference_errors_name_the_key(
+    tmp_path: Path, path: tuple[str | int, ...], value: str, key_path: str, message: str
+) -> None:
+    data = valid()
+    target: Any = data
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, tmp_path / "vuegraf.json", environ={})
+    assert info.value.key_path == key_path
+    assert message in info.value.message
+
+
+def test_unset_variable_error_text(tmp_path: Path) -> None:
+    data = valid()
+    data["influxDb"] = dict(V2, token="${INFLUX_TOKEN}")
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, tmp_path / "vuegraf.json", environ={})
+    assert str(info.value) == "influxDb.token: environment variable INFLUX_TOKEN is not set"
+
+
+def test_secrets_from_files(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "emporia").write_text("s3cret-emporia-pw\n")
+    (secrets / "influx").write_text("s3cret-influx-pw\r\n")
+    (secrets / "mqtt").write_text("s3cret-mqtt-pw  ")  # no newline; spaces are the secret's
+    (secrets / "token").write_text("s3cret-v2-token\n\n")
+    data = valid()
+    data["accounts"][0]["passwordFile"] = str(secrets / "emporia")  # absolute
+    del data["accounts"][0]["password"]
+    data["influxDb"]["passFile"] = "secrets/influx"  # relative to the config file
+    del data["influxDb"]["pass"]
+    data["mqtt"]["passwordFile"] = "${SECRETS}/mqtt"  # and ${...} works in the path too
+    del data["mqtt"]["password"]
+    cfg = parse_config(data, tmp_path / "vuegraf.json", environ={"SECRETS": str(secrets)})
+    assert cfg.accounts[0].password == "s3cret-emporia-pw"
+    assert isinstance(cfg.influx, InfluxV1Config) and cfg.influx.password == "s3cret-influx-pw"
+    assert cfg.mqtt is not None and cfg.mqtt.password == "s3cret-mqtt-pw  "
+
+    data["influxDb"] = dict(V2, tokenFile=str(secrets / "token"))
+    del data["influxDb"]["token"]
+    cfg = parse_config(data, tmp_path / "vuegraf.json", environ={"SECRETS": str(secrets)})
+    assert isinstance(cfg.influx, InfluxV2Config) and cfg.influx.token == "s3cret-v2-token"
+
+
+def test_secret_file_keys_unknown_elsewhere(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = valid()
+    data["accounts"][0]["passwordFile"] = None  # null: not set, and not "unknown" either
+    data["influxDb"]["tokenFile"] = "x"  # a v1 section has no token
+    with caplog.at_level(logging.WARNING, logger="vuegraf.config"):
+        parse_config(data, tmp_path / "vuegraf.json", environ={})
+    assert caplog.messages == ["ignoring unknown config keys: influxDb.tokenFile"]
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "file_key", "content", "message"),
+    [
+        ("accounts", "password", "passwordFile", None, "cannot read"),
+        ("accounts", "password", "passwordFile", "\n", "is empty"),
+        ("accounts", "password", "passwordFile", b"\xff\xfe\x00", "not UTF-8"),
+        ("influxDb", "pass", "passFile", "dir", "cannot read"),
+        ("mqtt", "password", "passwordFile", "", "is empty"),
+    ],
+)
+def test_secret_file_errors_name_the_key(
+    tmp_path: Path,
+    section: str,
+    key: str,
+    file_key: str,
+    content: str | bytes | None,
+    message: str,
+) -> None:
+    data = valid()
+    target = data["accounts"][0] if section == "accounts" else data[section]
+    del target[key]
+    path = tmp_path / "secret"
+    if content == "dir":
+        path.mkdir()  # unreadable as a file, even for root
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    target[file_key] = str(path)
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, tmp_path / "vuegraf.json", environ={})
+    prefix = "accounts[0]" if section == "accounts" else section
+    assert info.value.key_path == f"{prefix}.{file_key}"
+    assert message in info.value.message
+    assert str(path) in info.value.message
+
+
+def test_secret_and_secret_file_together_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("other\n")
+    data = valid()
+    data["mqtt"]["passwordFile"] = "pw"
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, tmp_path / "vuegraf.json", environ={})
+    assert str(info.value) == "mqtt.passwordFile: give either password or passwordFile, not both"
+
+
+def test_secret_errors_never_echo_the_value(tmp_path: Path) -> None:
+    data = valid()
+    data["accounts"][0]["password"] = "s3cret-emporia-pw${"
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, tmp_path / "vuegraf.json", environ={})
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_config_readable_by_others_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int
+) -> None:
+    path = write(tmp_path, valid())
+    path.chmod(mode)
+    with caplog.at_level(logging.WARNING, logger="vuegraf.config"):
+        load_config(path)
+    (message,) = caplog.messages
+    assert str(path) in message and f"chmod 600 {path}" in message
+    for secret in SECRETS:
+        assert secret not in message
+
+
+def test_private_config_or_one_without_literal_secrets_does_not_warn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    private = write(tmp_path, valid(), "private.json")
+    private.chmod(0o600)
+    (tmp_path / "pw").write_text("s3cret-emporia-pw\n")
+    data = valid()
+    data["accounts"][0]["password"] = "${EMPORIA_PW}"
+    data["influxDb"]["pass"] = "${INFLUX_PW}"
+    del data["mqtt"]["password"]
+    data["mqtt"]["passwordFile"] = "pw"
+    shared = write(tmp_path, data, "shared.json")
+    shared.chmod(0o644)  # nothing secret in it: the secrets come from elsewhere
+    monkeypatch.setenv("EMPORIA_PW", "s3cret-emporia-pw")
+    monkeypatch.setenv("INFLUX_PW", "s3cret-influx-pw")
+    with caplog.at_level(logging.WARNING, logger="vuegraf.config"):
+        load_config(private)
+        cfg = load_config(shared)
+    assert caplog.records == []
+    assert cfg.accounts[0].password == "s3cret-emporia-pw"
+
+
+def test_config_secrets_lists_every_secret_once(tmp_path: Path) -> None:
+    data = valid()
+    data["accounts"].append(
+        {"name": "Cabin", "email": "c@example.com", "password": "s3cret-mqtt-pw"}
+    )
+    cfg = parse_config(data, tmp_path / "v.json", environ={})
+    assert cfg.secrets() == ("s3cret-emporia-pw", "s3cret-mqtt-pw", "s3cret-influx-pw")
+    data["influxDb"] = dict(V2)
+    del data["mqtt"]
+    cfg = parse_config(data, tmp_path / "v.json", environ={})
+    assert cfg.secrets() == ("s3cret-emporia-pw", "s3cret-mqtt-pw", "s3cret-v2-token")
+    data["influxDb"] = None
+    assert parse_config(data, tmp_path / "v.json", environ={}).secrets() == (
+        "s3cret-emporia-pw",
+        "s3cret-mqtt-pw",
+    )
+
+
+# --- MQTT keys new in this project --------------------------------------------------------
+
+
+def test_mqtt_new_keys_defaults(tmp_path: Path) -> None:
+    cfg = parse_config(valid(), tmp_path / "v.json", environ={})
+    assert cfg.mqtt == MqttConfig(host="broker.local", username="vue", password="s3cret-mqtt-pw")
+    assert cfg.mqtt is not None
+    assert (cfg.mqtt.port, cfg.mqtt.tls, cfg.mqtt.keepalive, cfg.mqtt.max_pending) == (
+        1883,
+        False,
+        60,
+        10_000,
+    )
+    assert (cfg.mqtt.per_channel_topics, cfg.mqtt.topic_prefix) == (False, "vuegraf")
+
+
+def test_mqtt_new_keys_set(tmp_path: Path) -> None:
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp_path / name).write_text("PEM")
+    data = valid()
+    data["mqtt"].update(
+        tls=True,
+        caFile="ca.pem",
+        certFile=str(tmp_path / "client.pem"),
+        keyFile="client.key",
+        insecure=True,
+        keepalive=30,
+        maxPending=500,
+        perChannelTopics=True,
+        topicPrefix="home/energy/",
+    )
+    cfg = parse_config(data, tmp_path / "v.json", environ={})
+    mqtt = cfg.mqtt
+    assert mqtt is not None
+    assert (mqtt.tls, mqtt.port, mqtt.insecure) == (True, 8883, True)  # TLS port by default
+    assert (mqtt.ca_file, mqtt.cert_file, mqtt.key_file) == (
+        tmp_path / "ca.pem",
+        tmp_path / "client.pem",
+        tmp_path / "client.key",
+    )
+    assert (mqtt.keepalive, mqtt.max_pending) == (30, 500)
+    assert (mqtt.per_channel_topics, mqtt.topic_prefix) == (True, "home/energy")
+    data["mqtt"]["port"] = 1884
+    assert parse_config(data, tmp_path / "v.json", environ={}).mqtt.port == 1884  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("keys", "key_path", "message"),
+    [
+        ({"caFile": "ca.pem"}, "mqtt.caFile", "only applies with tls: true"),
+        ({"insecure": True}, "mqtt.insecure", "only applies with tls: true"),
+        ({"tls": True, "caFile": "missing.pem"}, "mqtt.caFile", "no such file"),
+        ({"tls": True, "certFile": "ca.pem"}, "mqtt.keyFile", "required when certFile is set"),
+        ({"tls": True, "keyFile": "ca.pem"}, "mqtt.certFile", "required when keyFile is set"),
+        ({"tls": "yes"}, "mqtt.tls", "true or false"),
+        ({"keepalive": 0}, "mqtt.keepalive", "between 5 and 65535"),
+        ({"maxPending": 0}, "mqtt.maxPending", "between 1 and"),
+        ({"topicPrefix": "a/+/b"}, "mqtt.topicPrefix", "wildcards"),
+        ({"topicPrefix": "//"}, "mqtt.topicPrefix", "wildcards"),
+        ({"perChannelTopics": 1}, "mqtt.perChannelTopics", "true or false"),
+    ],
+)
+def test_mqtt_new_keys_malformed(
+    tmp_path: Path, keys: dict[str, object], key_path: str, message: str
+) -> None:
+    (tmp_path / "ca.pem").write_text("PEM")
+    data = valid()
+    data["mqtt"].update(keys)
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, tmp_path / "v.json", environ={})
     assert info.value.key_path == key_path
     assert message in info.value.message

@@ -10,15 +10,16 @@ import time
 from collections.abc import Sequence
 
 from vuegraf import __version__
-from vuegraf.clock import SystemClock
+from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import Config, ConfigError, load_config
-from vuegraf.daemon import Daemon, find_store
+from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount
 from vuegraf.exporter import ExporterServer, LatestValues, PrometheusSink, VuegrafCollector
 from vuegraf.health import HealthFile
 from vuegraf.history import make_progress, run_history
-from vuegraf.sinks.base import Sink, SinkError
-from vuegraf.sinks.factory import build_sinks
+from vuegraf.redact import install_redaction
+from vuegraf.sinks.base import SinkError
+from vuegraf.sinks.factory import build_sinks, build_store, queue_path
 from vuegraf.stats import Stats
 
 logger = logging.getLogger("vuegraf")
@@ -76,11 +77,10 @@ def setup_logging(verbose: bool, debug: bool) -> None:
     logging.getLogger("vuegraf").setLevel(logging.DEBUG if (verbose or debug) else logging.INFO)
 
 
-def reset_database(sinks: Sequence[Sink], clock: SystemClock) -> None:
-    """--resetdatabase: delete every vuegraf point from the store, saying what went."""
-    store = find_store(sinks)
-    if store is None:
-        raise SinkError("no store to reset", retryable=False)
+def reset_database(config: Config, clock: Clock) -> None:
+    """--resetdatabase: delete every vuegraf point from the store, and the retry queue
+    (or queued points would come back), saying what went."""
+    store = build_store(config)
     store.open()
     try:
         deleted = store.delete_all(clock.now())
@@ -94,6 +94,13 @@ def reset_database(sinks: Sequence[Sink], clock: SystemClock) -> None:
             deleted,
             store.name,
         )
+    if config.state_dir is not None:
+        path = queue_path(config, store)
+        for suffix in ("", "-wal", "-shm"):
+            leftover = path.with_name(path.name + suffix)
+            if leftover.exists():
+                leftover.unlink()
+                logger.warning("--resetdatabase: deleted the retry queue %s", leftover)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(str(err), file=sys.stderr)
         return EXIT_USAGE
+    install_redaction(config.secrets())
     if args.resetdatabase and args.dryrun:
         print("--resetdatabase: refused together with --dryrun (a dry run deletes nothing)",
               file=sys.stderr)
@@ -139,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state["reload"] = False
         try:
             config = load_config(args.configFilename)
+            install_redaction(config.secrets())
             logger.info("Config reloaded")
         except ConfigError as err:
             logger.error("New config rejected, keeping the running one: %s", err)
@@ -157,7 +166,7 @@ def run(
     accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
     if reset:
         try:
-            reset_database(build_sinks(config), clock)
+            reset_database(config, clock)
         except SinkError as err:
             logger.error("--resetdatabase failed: %s", err)
             return EXIT_FATAL
@@ -167,7 +176,7 @@ def run(
         if clock.stopped:
             return EXIT_OK
 
-    sinks = build_sinks(config, dryrun=args.dryrun)
+    sinks = build_sinks(config, dryrun=args.dryrun, stats=stats, clock=clock)
     health = HealthFile(
         config.state_dir or config.config_path.parent,
         stats,
@@ -222,7 +231,7 @@ def import_history(
 
     MQTT is left out: old windows are not news for subscribers.
     """
-    sinks = [s for s in build_sinks(config, dryrun=dryrun) if s.name != "mqtt"]
+    sinks = build_sinks(config, dryrun=dryrun, stats=stats, clock=clock, queued=False, mqtt=False)
     for sink in sinks:
         sink.open()
     progress = make_progress(sys.stderr, clock)

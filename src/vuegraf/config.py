@@ -7,6 +7,10 @@ a few optional keys are new (`simulatorUrl`, `sqlitePath`,
 instead of a traceback. Unknown keys are not errors (upstream ignored them);
 they are named in one warning. A JSON `null` means "not set", exactly like an
 absent key. Secrets are `repr=False` and never echoed in messages.
+
+Secrets need not sit in the file: any string may be or contain `${ENV_VAR}`
+(`$${` is a literal `${`), and `password`, `token` and `pass` may be given as
+`passwordFile`, `tokenFile`, `passFile` (e.g. Docker secrets) instead.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import logging
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -32,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SQLITE_NAME = "vuegraf.sqlite"
 DEFAULT_MQTT_TOPIC = "vuegraf/energy_usage"
+DEFAULT_MQTT_TOPIC_PREFIX = "vuegraf"
+DEFAULT_MQTT_MAX_PENDING = 10_000
 
 
 class ConfigError(Exception):
@@ -133,6 +140,16 @@ class MqttConfig:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     topic: str = DEFAULT_MQTT_TOPIC
+    # New keys (none of them upstream's):
+    tls: bool = False  # "tls"; the port defaults to 8883 then
+    ca_file: Path | None = None  # "caFile"; None: the system's CAs
+    cert_file: Path | None = None  # "certFile" + "keyFile": client certificate
+    key_file: Path | None = None
+    insecure: bool = False  # "insecure": skip the server host name check (as mosquitto_pub)
+    keepalive: int = 60  # "keepalive", seconds
+    max_pending: int = DEFAULT_MQTT_MAX_PENDING  # "maxPending": kept while the broker is away
+    per_channel_topics: bool = False  # "perChannelTopics": retained <prefix>/<acct>/<dev>/<ch>
+    topic_prefix: str = DEFAULT_MQTT_TOPIC_PREFIX  # "topicPrefix"
 
 
 @dataclass(frozen=True)
@@ -173,6 +190,17 @@ class Config:
     daily_request_budget: int = 2000  # "dailyRequestBudget": warn above this per account
     health_failure_threshold: int = 3  # "healthFailureThreshold": failed cycles → unhealthy
     prometheus: PrometheusConfig | None = None
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every password and token, for the log redaction filter (never for display)."""
+        values = [a.password for a in self.accounts]
+        if isinstance(self.influx, InfluxV1Config):
+            values.append(self.influx.password)
+        elif isinstance(self.influx, InfluxV2Config):
+            values.append(self.influx.token)
+        if self.mqtt is not None:
+            values.append(self.mqtt.password)
+        return tuple(dict.fromkeys(v for v in values if v))
 
     @property
     def zone(self) -> tzinfo:
@@ -373,7 +401,24 @@ _V2_KEYS = _TAG_KEYS | {
 }
 _ACCOUNT_KEYS = frozenset({"name", "email", "password", "devices", "simulatorUrl"})
 _DEVICE_KEYS = frozenset({"name", "channels"})
-_MQTT_KEYS = frozenset({"host", "port", "username", "password", "topic"})
+_MQTT_KEYS = frozenset(
+    {
+        "host",
+        "port",
+        "username",
+        "password",
+        "topic",
+        "tls",
+        "caFile",
+        "certFile",
+        "keyFile",
+        "insecure",
+        "keepalive",
+        "maxPending",
+        "perChannelTopics",
+        "topicPrefix",
+    }
+)
 _PROMETHEUS_KEYS = frozenset({"port", "address"})
 STATE_DIR_ENV = "VUEGRAF_STATE_DIR"
 DEFAULT_STATE_DIR_NAME = "vuegraf-state"
@@ -537,18 +582,58 @@ def _accounts(data: object, unknown: list[str]) -> tuple[AccountConfig, ...]:
     return tuple(accounts)
 
 
-def _mqtt(data: object, unknown: list[str]) -> MqttConfig | None:
+def _mqtt(data: object, unknown: list[str], config_dir: Path) -> MqttConfig | None:
     if data is None:
         return None
     sec = _Section(data, "mqtt", _MQTT_KEYS)
     host = sec.string("host")
-    port = sec.port("port", 1883)
+    tls = sec.boolean("tls", False)
+    port = sec.port("port", 8883 if tls else 1883)
     username, password = _credentials(sec, "username", "password")
     topic = sec.opt_string("topic") or DEFAULT_MQTT_TOPIC
     if "+" in topic or "#" in topic:
         raise ConfigError(sec.key("topic"), "must not contain the wildcards + or #")
+    files = {key: _tls_file(sec, key, tls, config_dir) for key in ("caFile", "certFile", "keyFile")}
+    if (files["certFile"] is None) != (files["keyFile"] is None):
+        missing = "keyFile" if files["keyFile"] is None else "certFile"
+        other = "certFile" if missing == "keyFile" else "keyFile"
+        raise ConfigError(sec.key(missing), f"required when {other} is set")
+    insecure = sec.boolean("insecure", False)
+    if insecure and not tls:
+        raise ConfigError(sec.key("insecure"), "only applies with tls: true")
+    prefix = (sec.opt_string("topicPrefix") or DEFAULT_MQTT_TOPIC_PREFIX).strip("/")
+    if not prefix or "+" in prefix or "#" in prefix:
+        raise ConfigError(sec.key("topicPrefix"), "must be a topic without the wildcards + or #")
     unknown.extend(sec.unknown())
-    return MqttConfig(host=host, port=port, username=username, password=password, topic=topic)
+    return MqttConfig(
+        host=host,
+        port=port,
+        username=username,
+        password=password,
+        topic=topic,
+        tls=tls,
+        ca_file=files["caFile"],
+        cert_file=files["certFile"],
+        key_file=files["keyFile"],
+        insecure=insecure,
+        keepalive=sec.integer("keepalive", 60, 5, 65535),
+        max_pending=sec.integer("maxPending", DEFAULT_MQTT_MAX_PENDING, 1, 10_000_000),
+        per_channel_topics=sec.boolean("perChannelTopics", False),
+        topic_prefix=prefix,
+    )
+
+
+def _tls_file(sec: _Section, key: str, tls: bool, config_dir: Path) -> Path | None:
+    """A PEM file for MQTT TLS, relative to the config file; it must exist now, not at 3 a.m."""
+    value = sec.opt_string(key)
+    if value is None:
+        return None
+    if not tls:
+        raise ConfigError(sec.key(key), "only applies with tls: true")
+    path = config_dir / Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(sec.key(key), f"no such file: {path}")
+    return path
 
 
 def _timezone(top: _Section) -> str | None:
@@ -600,11 +685,12 @@ def parse_config(
     """Validate an already-parsed JSON value; `config_path` anchors relative paths."""
     environ = os.environ if environ is None else environ
     config_path = Path(config_path).absolute()
+    data = _read_secret_files(_expand_env(data, "", environ), config_path.parent)
     top = _Section(data, "", _TOP_KEYS)
     unknown: list[str] = top.unknown()
     influx, tags = _influx(top.get("influxDb"), unknown)
     accounts = _accounts(top.get("accounts"), unknown)
-    mqtt = _mqtt(top.get("mqtt"), unknown)
+    mqtt = _mqtt(top.get("mqtt"), unknown, config_path.parent)
     config = Config(
         accounts=accounts,
         influx=influx,
@@ -658,4 +744,120 @@ def load_config(path: str | Path) -> Config:
         ) from None
     except RecursionError:
         raise ConfigError(where, "invalid JSON: nested too deeply") from None
-    return parse_config(data, path)
+    config = parse_config(data, path)
+    _warn_if_readable_by_others(path, data)
+    return config
+
+
+# --- secrets from the environment and from files --------------------------------------------
+
+# `$${` first, so that an escaped reference is never read as a real one.
+_ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
+# Which secret may come from which file key, per section.
+_SECRET_FILE_KEYS = {"password": "passwordFile", "token": "tokenFile", "pass": "passFile"}
+
+
+def _expand_string(value: str, key_path: str, environ: Mapping[str, str]) -> str:
+    """`${NAME}` → the variable's value, `$${` → `${`; the value itself is never echoed."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        name = match.group(1)
+        if name is None:
+            raise ConfigError(
+                key_path,
+                "malformed ${...}: use ${NAME} with letters, digits and _, or $${ for a literal ${",
+            )
+        if name not in environ:
+            raise ConfigError(key_path, f"environment variable {name} is not set")
+        return environ[name]
+
+    return _ENV_REFERENCE.sub(replace, value)
+
+
+def _expand_env(data: object, path: str, environ: Mapping[str, str]) -> object:
+    """A copy of the JSON value with `${...}` expanded in every string (keys stay as written)."""
+    if isinstance(data, str):
+        return _expand_string(data, path, environ) if "${" in data else data
+    if isinstance(data, dict):
+        return {k: _expand_env(v, _child(path, k), environ) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_expand_env(v, _index(path, i), environ) for i, v in enumerate(data)]
+    return data
+
+
+def _secret_sections(data: object) -> list[tuple[dict[str, object], str, tuple[str, ...]]]:
+    """(section, key path, secret keys) of every section that holds a password or token."""
+    if not isinstance(data, dict):
+        return []
+    found: list[tuple[dict[str, object], str, tuple[str, ...]]] = []
+    influx = data.get("influxDb")
+    if isinstance(influx, dict):
+        found.append((influx, "influxDb", ("token",) if influx.get("version") == 2 else ("pass",)))
+    mqtt = data.get("mqtt")
+    if isinstance(mqtt, dict):
+        found.append((mqtt, "mqtt", ("password",)))
+    accounts = data.get("accounts")
+    if isinstance(accounts, list):
+        for i, account in enumerate(accounts):
+            if isinstance(account, dict):
+                found.append((account, _index("accounts", i), ("password",)))
+    return found
+
+
+def _read_secret_files(data: object, config_dir: Path) -> object:
+    """Replace `passwordFile` & co. by the file's content under `password` & co.
+
+    Works on the fresh copy `_expand_env` made, so the caller's data is untouched.
+    """
+    for section, path, secret_keys in _secret_sections(data):
+        for key in secret_keys:
+            file_key = _SECRET_FILE_KEYS[key]
+            if section.get(file_key) is None:
+                section.pop(file_key, None)  # null means not set
+                continue
+            key_path = _child(path, file_key)
+            if section.get(key) is not None:
+                raise ConfigError(key_path, f"give either {key} or {file_key}, not both")
+            name = _non_empty(section.pop(file_key), key_path)
+            file = config_dir / Path(name).expanduser()
+            try:
+                text = file.read_text(encoding="utf-8-sig")
+            except UnicodeDecodeError:
+                raise ConfigError(key_path, f"{file} is not UTF-8 text") from None
+            except OSError as err:
+                raise ConfigError(key_path, f"cannot read {file}: {err.strerror or err}") from None
+            secret = text.rstrip("\r\n")
+            if not secret:
+                raise ConfigError(key_path, f"{file} is empty")
+            section[key] = secret
+    return data
+
+
+def _holds_literal_secret(data: object) -> bool:
+    """Whether the file itself holds a password or token (not only ${...} or *File keys)."""
+    for section, _path, secret_keys in _secret_sections(data):
+        for key in secret_keys:
+            value = section.get(key)
+            if isinstance(value, str) and _ENV_REFERENCE.sub("", value):
+                return True
+    return False
+
+
+def _warn_if_readable_by_others(path: Path, data: object) -> None:
+    """A config holding passwords should be private to its owner; say how to fix it."""
+    if os.name != "posix" or not _holds_literal_secret(data):
+        return
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        logger.warning(
+            "config file %s holds passwords but other users may read it (mode %04o); "
+            "run: chmod 600 %s",
+            path,
+            mode,
+            path,
+        )

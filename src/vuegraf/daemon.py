@@ -152,6 +152,13 @@ class Daemon:
                 self.run_cycle(tick)
         finally:
             for sink in self.sinks:
+                flush = getattr(sink, "flush", None)
+                if flush is not None:
+                    try:
+                        flush(max_seconds=5)  # SIGTERM: replay what can be; the rest stays queued
+                    except Exception:
+                        logger.exception("flushing sink %s failed", sink.name)
+            for sink in self.sinks:
                 try:
                     sink.close()
                 except Exception:
@@ -184,6 +191,13 @@ class Daemon:
                 result.failed_accounts.append(collector.name)
                 self._retry_at[collector.name] = self.clock.now() + self._backoff(state.failures)
         self._cycle = None
+        for sink in self.sinks:
+            flush = getattr(sink, "flush", None)
+            if flush is not None and not self.clock.stopped:
+                try:
+                    flush()  # replay a backlog even when this cycle wrote nothing
+                except SinkError as err:
+                    self._sink_state[sink.name].failed(f"replaying its queue failed: {err}")
         finished = self.clock.now()
         self.stats.count_cycle(result.ok, (finished - started).total_seconds(), finished)
         for hook in self.on_cycle:
@@ -192,11 +206,11 @@ class Daemon:
             except Exception:
                 logger.exception("after-cycle hook failed")
         logger.info(
-            "Cycle at %s: %d points from %d account(s) written to %s",
+            "Cycle at %s: %d points from %d account(s) to %s",
             started.strftime("%Y-%m-%d %H:%M:%S"),
             result.points,
             len(self.collectors) - len(result.failed_accounts),
-            ", ".join(s.name for s in self.sinks if s.name not in result.failed_sinks) or "nothing",
+            ", ".join(self._sink_status(s, result) for s in self.sinks) or "nothing",
         )
         if tick is not None:
             late = (finished - tick).total_seconds()
@@ -207,6 +221,13 @@ class Daemon:
                     self.config.update_interval_secs,
                 )
         return result
+
+    @staticmethod
+    def _sink_status(sink: Sink, result: CycleResult) -> str:
+        if sink.name in result.failed_sinks:
+            return f"{sink.name} (failed)"
+        backlog = getattr(sink, "backlog", 0)
+        return f"{sink.name} ({backlog} queued)" if backlog else sink.name
 
     def _backoff(self, failures: int) -> timedelta:
         """Wait before asking a failing account again: next tick, then 2, 4 ... 16 intervals,
@@ -235,5 +256,6 @@ class Daemon:
                 if self._cycle is not None and sink.name not in self._cycle.failed_sinks:
                     self._cycle.failed_sinks.append(sink.name)
                 continue
-            self.stats.count_points(sink.name, "written", len(points))
+            if not getattr(sink, "counts_points", False):
+                self.stats.count_points(sink.name, "written", len(points))
             state.succeeded()

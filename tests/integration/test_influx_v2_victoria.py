@@ -17,7 +17,7 @@ from vuegraf.emporia import EmporiaAccount
 from vuegraf.model import Point, Scale
 from vuegraf.simulator import SimulatorServer
 from vuegraf.sinks.base import SinkError
-from vuegraf.sinks.factory import build_sinks
+from vuegraf.sinks.factory import build_sinks, build_store
 from vuegraf.sinks.influx import InfluxV2Sink
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ def test_v2_sink_writes_points_victoria_metrics_exports(victoria_metrics, tmp_pa
         Point("v2-direct", "Main Panel", "Kitchen", Scale.HOUR, t, 1234.5),
         Point("v2-direct", "Main Panel", "Main Panel", Scale.MINUTE, t + timedelta(minutes=1), 0.0),
     ]
-    (sink,) = build_sinks(config)
+    sink = build_store(config)
     assert isinstance(sink, InfluxV2Sink)
     sink.open()
     sink.write(points)
@@ -110,7 +110,7 @@ def test_daemon_into_victoria_metrics_through_v2_sink(victoria_metrics, tmp_path
 
 def test_v2_unreachable_is_a_retryable_sink_error(tmp_path):
     config = v2_config("http://127.0.0.1:9", tmp_path, "nowhere", timeout=2000)
-    (sink,) = build_sinks(config)
+    sink = build_store(config)
     sink.open()
     with pytest.raises(SinkError) as info:
         sink.write([Point("a", "d", "c", Scale.MINUTE, datetime(2026, 1, 1, tzinfo=UTC), 1.0)])

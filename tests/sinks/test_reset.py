@@ -15,7 +15,7 @@ from vuegraf.cli import reset_database
 from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
 from vuegraf.model import Point, Scale
-from vuegraf.sinks.factory import build_sinks
+from vuegraf.sinks.factory import build_sinks, build_store
 
 T = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
 ACCOUNTS = [{"name": "Home", "email": "e@x", "password": "pw"}]
@@ -27,12 +27,12 @@ def points(n):
 
 def test_reset_sqlite_deletes_rows_and_logs_count(tmp_path, caplog):
     config = parse_config({"accounts": ACCOUNTS}, tmp_path / "vuegraf.json")
-    (sink,) = build_sinks(config)
+    sink = build_store(config)
     sink.open()
     sink.write(points(7))
     sink.close()
     with caplog.at_level(logging.WARNING, logger="vuegraf"):
-        reset_database(build_sinks(config), FakeClock(T))
+        reset_database(config, FakeClock(T))
     assert "deleted 7 points of measurement energy_usage from sqlite" in caplog.text
     sink.open()
     assert sink.last_times("Home", Scale.MINUTE, T - timedelta(days=1), T + timedelta(days=1)) == {}
@@ -47,12 +47,12 @@ def test_reset_influxdb_v1_drops_the_series(influxdb_v1_db, tmp_path, caplog):
          "accounts": ACCOUNTS},
         tmp_path / "vuegraf.json",
     )
-    (sink,) = build_sinks(config)
+    sink = build_store(config)
     sink.open()
     sink.write(points(5))
     sink.close()
     with caplog.at_level(logging.WARNING, logger="vuegraf"):
-        reset_database(build_sinks(config), FakeClock(T))
+        reset_database(config, FakeClock(T))
     assert "deleted 5 points" in caplog.text
     assert list(server.client(database).query("SELECT * FROM energy_usage").get_points()) == []
 
@@ -115,7 +115,7 @@ def v2_config(url, tmp_path):
 
 def test_reset_influxdb_v2_calls_the_delete_api(fake_influx2, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="vuegraf"):
-        reset_database(build_sinks(v2_config(fake_influx2, tmp_path)), FakeClock(T))
+        reset_database(v2_config(fake_influx2, tmp_path), FakeClock(T))
     (req,) = FakeInflux2.requests
     assert req["path"] == "/api/v2/delete"
     assert req["query"]["bucket"] == ["energy"] and req["query"]["org"] == ["home"]
@@ -129,7 +129,7 @@ def test_reset_influxdb_v2_calls_the_delete_api(fake_influx2, tmp_path, caplog):
 
 
 def test_v2_last_times_is_one_flux_query(fake_influx2, tmp_path):
-    (sink,) = build_sinks(v2_config(fake_influx2, tmp_path))
+    sink = build_store(v2_config(fake_influx2, tmp_path))
     sink.open()
     got = sink.last_times("Home", Scale.MINUTE, T - timedelta(days=7), T)
     sink.close()
@@ -143,3 +143,17 @@ def test_v2_last_times_is_one_flux_query(fake_influx2, tmp_path):
     assert "range(start: 2026-11-16T20:00:00Z, stop: 2026-11-23T20:00:00Z)" in flux
     assert 'r.account_name == "Home"' in flux and 'r["detailed"] == "False"' in flux
     assert "last()" in flux
+
+
+def test_reset_also_deletes_the_retry_queue(tmp_path, caplog):
+    config = parse_config({"accounts": ACCOUNTS}, tmp_path / "vuegraf.json")
+    queued = build_sinks(config)[0]
+    queued.open()
+    queued.queue.push(points(3))  # as if the store had been down
+    queued.close()
+    queue_file = config.state_dir / "queue-sqlite.sqlite"
+    assert queue_file.exists()
+    with caplog.at_level(logging.WARNING, logger="vuegraf"):
+        reset_database(config, FakeClock(T))
+    assert not queue_file.exists()
+    assert "deleted the retry queue" in caplog.text

@@ -2,31 +2,58 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TextIO
 
+from vuegraf.clock import Clock
 from vuegraf.config import Config, InfluxV1Config, InfluxV2Config
-from vuegraf.sinks.base import Sink
+from vuegraf.sinks.base import SeriesStore, Sink
 from vuegraf.sinks.dryrun import DryRunSink
 from vuegraf.sinks.influx import InfluxV1Sink, InfluxV2Sink
 from vuegraf.sinks.mqtt import MqttSink
+from vuegraf.sinks.queue import DEFAULT_MAX_POINTS, DurableQueue, QueuedSink
 from vuegraf.sinks.sqlite import SqliteSink
+from vuegraf.stats import Stats
 
 
-def build_sinks(config: Config, dryrun: bool = False, out: TextIO | None = None) -> list[Sink]:
-    """InfluxDB v1 or v2 when configured, else the embedded SQLite store, plus MQTT if set.
+def build_store(config: Config) -> SeriesStore:
+    """InfluxDB v1 or v2 when configured, else the embedded SQLite store."""
+    station = config.add_station_field
+    if isinstance(config.influx, InfluxV2Config):
+        return InfluxV2Sink(config.influx, config.tags, station)
+    if isinstance(config.influx, InfluxV1Config):
+        return InfluxV1Sink(config.influx, config.tags, station)
+    return SqliteSink(config.sqlite_path, config.tags, station)
 
-    A dry run replaces them all: nothing is written or published.
+
+def queue_path(config: Config, store: Sink) -> Path:
+    """The durable retry queue's file for `store`, in the state directory."""
+    assert config.state_dir is not None
+    return config.state_dir / f"queue-{store.name}.sqlite"
+
+
+def build_sinks(
+    config: Config,
+    dryrun: bool = False,
+    out: TextIO | None = None,
+    stats: Stats | None = None,
+    clock: Clock | None = None,
+    queued: bool = True,
+    mqtt: bool = True,
+) -> list[Sink]:
+    """The store (behind a durable retry queue in the state directory), plus MQTT if set.
+
+    A dry run replaces them all: nothing is written or published. `queued=False`
+    for one-shot writers (history import, reset), which retry on their own.
     """
     station = config.add_station_field
     if dryrun:
         return [DryRunSink(config.tags, station, out)]
-    sinks: list[Sink]
-    if isinstance(config.influx, InfluxV2Config):
-        sinks = [InfluxV2Sink(config.influx, config.tags, station)]
-    elif isinstance(config.influx, InfluxV1Config):
-        sinks = [InfluxV1Sink(config.influx, config.tags, station)]
-    else:
-        sinks = [SqliteSink(config.sqlite_path, config.tags, station)]
-    if config.mqtt is not None:
-        sinks.append(MqttSink(config.mqtt, config.tags, station))
+    store: Sink = build_store(config)
+    if queued and config.state_dir is not None:
+        queue = DurableQueue(queue_path(config, store), DEFAULT_MAX_POINTS, stats, store.name)
+        store = QueuedSink(store, queue, stats, clock)
+    sinks = [store]
+    if mqtt and config.mqtt is not None:
+        sinks.append(MqttSink(config.mqtt, config.tags, station, stats))
     return sinks

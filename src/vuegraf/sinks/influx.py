@@ -20,6 +20,7 @@ from vuegraf.sinks.lineproto import encode_all
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 5000
+DEFAULT_TIMEOUT_SECS = 30.0
 
 
 def _chunks(lines: list[str], size: int) -> Iterator[list[str]]:
@@ -42,7 +43,8 @@ class InfluxV1Sink:
     def open(self) -> None:
         import influxdb
 
-        timeout = self.cfg.timeout_ms / 1000.0 if self.cfg.timeout_ms else None
+        # Without a timeout a host that never answers would hang the loop for ever.
+        timeout = self.cfg.timeout_ms / 1000.0 if self.cfg.timeout_ms else DEFAULT_TIMEOUT_SECS
         self._client = influxdb.InfluxDBClient(
             host=self.cfg.host,
             port=self.cfg.port,

@@ -1,26 +1,47 @@
 """MQTT: the newest minute value of each channel, in upstream vuegraf's message format.
 
-Publishing never blocks collection: paho's network loop runs in its own thread,
-connects (and reconnects) in the background, and `write` only queues messages.
+Publishing never blocks collection. paho's network thread connects, reconnects
+with backoff and does all socket work; `write` only puts messages in a bounded
+in-memory queue and hands them to paho while connected. While the broker is
+away the queue keeps the newest `maxPending` messages (the oldest are dropped
+and counted); on reconnect they go out in order. QoS 1, so a message handed to
+paho just before a connection drops is resent rather than lost.
+
+With `perChannelTopics`, each channel's latest watts is also published,
+retained, on `<topicPrefix>/<account>/<device>/<channel>`, so a dashboard that
+subscribes late still sees every value at once. Only the newest value per topic
+is kept while disconnected: an older retained value is of no use to anyone.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import ssl
+import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 from vuegraf.config import MqttConfig, TagConfig
 from vuegraf.model import Point, Scale
+from vuegraf.sinks.base import SinkError
+from vuegraf.stats import Stats
 
 logger = logging.getLogger(__name__)
 
+QOS = 1
+CLOSE_TIMEOUT = 3.0  # seconds close() may wait to deliver what is pending
+STOP_WAIT = 0.5  # seconds close() then waits for paho's network thread to end
+# Characters with a meaning in topics: a name containing them would create extra levels or
+# wildcards (and a wildcard in a published topic makes the broker drop the connection).
+_TOPIC_UNSAFE = str.maketrans({"/": "_", "+": "_", "#": "_", "\0": "_"})
 
-def latest_minute_messages(
-    points: Sequence[Point], tags: TagConfig, add_station: bool
-) -> list[dict[str, object]]:
-    """One message per channel: its newest minute point in the batch."""
+
+def latest_minute_points(points: Sequence[Point]) -> list[Point]:
+    """Each channel's newest minute point in the batch, in order of first appearance."""
     newest: dict[tuple[str, str, str], Point] = {}
     for p in points:
         if p.scale is not Scale.MINUTE:
@@ -28,8 +49,15 @@ def latest_minute_messages(
         key = (p.account, p.device, p.channel)
         if key not in newest or p.time > newest[key].time:
             newest[key] = p
+    return list(newest.values())
+
+
+def latest_minute_messages(
+    points: Sequence[Point], tags: TagConfig, add_station: bool
+) -> list[dict[str, object]]:
+    """One message per channel: its newest minute point in the batch (DATA-MODEL.md)."""
     messages = []
-    for p in newest.values():
+    for p in latest_minute_points(points):
         msg: dict[str, object] = {
             "account": p.account,
             "device_name": p.channel,
@@ -43,49 +71,295 @@ def latest_minute_messages(
     return messages
 
 
-class MqttSink:
-    name = "mqtt"
+def topic_part(name: str) -> str:
+    """A name made safe as one topic level."""
+    return name.translate(_TOPIC_UNSAFE)
 
-    def __init__(self, cfg: MqttConfig, tags: TagConfig, add_station: bool) -> None:
+
+def channel_topic(prefix: str, point: Point) -> str:
+    """`<prefix>/<account>/<device>/<channel>` for the retained per-channel value."""
+    parts = (point.account, point.device, point.channel)
+    return "/".join([prefix, *(topic_part(p) for p in parts)])
+
+
+class MqttSink:
+    """Publishes to one broker; see the module docstring for the delivery rules.
+
+    `reconnect_delays` (min, max seconds, doubling in between) and `close_timeout`
+    are arguments so tests can shorten them. It counts its own outcomes in
+    `stats` (messages written and dropped), hence `counts_points`: callers must
+    not count its writes as "written" again.
+    """
+
+    name = "mqtt"
+    counts_points = True
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        tags: TagConfig,
+        add_station: bool,
+        stats: Stats | None = None,
+        *,
+        reconnect_delays: tuple[float, float] = (1.0, 60.0),
+        close_timeout: float = CLOSE_TIMEOUT,
+    ) -> None:
         self.cfg = cfg
         self.tags = tags
         self.add_station = add_station
-        self._client = None
+        self.stats = stats
+        self.reconnect_delays = reconnect_delays
+        self.close_timeout = close_timeout
+        self.client_id = f"vuegraf-{uuid.uuid4().hex[:12]}"  # unique: brokers kick duplicates
+        self._client: Any = None
+        # _state guards the fields below it; paho is never called while holding it.
+        self._state = threading.Condition()
+        self._connected = False
+        self._closing = False
+        self._pending: deque[tuple[str, str]] = deque()  # (topic, JSON payload), oldest first
+        self._retained: dict[str, str] = {}  # topic -> newest value, per-channel topics
+        self._dropping = False  # an overflow was logged in this outage
+        self._trouble: str | None = None  # what was last logged about the connection
+        # Held while handing messages to paho, so the network thread (on reconnect) and
+        # the collector (write) never interleave and the order is kept.
+        self._publishing = threading.Lock()
+        # MQTTMessageInfo of messages handed to paho, for close() to wait on; bounded like
+        # paho's own queue, so tracking never grows without limit.
+        self._in_flight: deque[Any] = deque(maxlen=cfg.max_pending)
+        self._ever_connected = False
+        self._queue_full: int | None = None  # paho's MQTT_ERR_QUEUE_SIZE, set in open()
+
+    @property
+    def where(self) -> str:
+        return f"{self.cfg.host}:{self.cfg.port}"
+
+    @property
+    def connected(self) -> bool:
+        with self._state:
+            return self._connected
+
+    @property
+    def pending(self) -> int:
+        """Messages waiting for the broker (retained per-channel values included)."""
+        with self._state:
+            return len(self._pending) + len(self._retained)
 
     def open(self) -> None:
+        """Start paho's network thread; connecting happens there, in the background."""
         import paho.mqtt.client as mqtt
 
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"vuegraf-{uuid.uuid4().hex[:12]}"
-        )
+        self._queue_full = mqtt.MQTT_ERR_QUEUE_SIZE
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
         if self.cfg.username is not None:
             client.username_pw_set(self.cfg.username, self.cfg.password)
-        client.reconnect_delay_set(min_delay=1, max_delay=60)
+        if self.cfg.tls:
+            try:
+                client.tls_set(
+                    ca_certs=str(self.cfg.ca_file) if self.cfg.ca_file else None,
+                    certfile=str(self.cfg.cert_file) if self.cfg.cert_file else None,
+                    keyfile=str(self.cfg.key_file) if self.cfg.key_file else None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
+            except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+                raise SinkError(f"MQTT TLS setup failed: {err}", retryable=False) from None
+            if self.cfg.insecure:
+                client.tls_insecure_set(True)
+        low, high = self.reconnect_delays
+        client.reconnect_delay_set(min_delay=low, max_delay=high)  # type: ignore[arg-type]
+        # paho's own queue (QoS 1 messages awaiting an ack) gets the same bound as ours.
+        client.max_queued_messages_set(self.cfg.max_pending)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.connect_async(self.cfg.host, self.cfg.port, keepalive=60)
-        client.loop_start()
+        client.on_connect_fail = self._on_connect_fail
+        self._set_connected(False)
+        client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
         self._client = client
-        logger.info("MQTT broker %s:%d, topic %s", self.cfg.host, self.cfg.port, self.cfg.topic)
-
-    def _on_connect(self, _client, _userdata, _flags, reason_code, _props) -> None:  # type: ignore[no-untyped-def]
-        if reason_code.is_failure:
-            logger.error("MQTT connection refused: %s", reason_code)
-        else:
-            logger.info("MQTT connected")
-
-    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:  # type: ignore[no-untyped-def]
-        if reason_code != 0:
-            logger.warning("MQTT disconnected (%s); reconnecting in the background", reason_code)
+        client.loop_start()
+        logger.info(
+            "MQTT broker %s%s, topic %s%s",
+            self.where,
+            " (TLS)" if self.cfg.tls else "",
+            self.cfg.topic,
+            f", retained per-channel topics under {self.cfg.topic_prefix}/"
+            if self.cfg.per_channel_topics
+            else "",
+        )
 
     def write(self, points: Sequence[Point]) -> None:
+        """Queue this batch's messages and publish what can be published now; never waits."""
         if self._client is None:
             raise RuntimeError("sink is not open")
-        for msg in latest_minute_messages(points, self.tags, self.add_station):
-            self._client.publish(self.cfg.topic, json.dumps(msg), qos=0)
+        newest = latest_minute_points(points)
+        if not newest:
+            return
+        messages = [
+            (self.cfg.topic, json.dumps(msg))
+            for msg in latest_minute_messages(newest, self.tags, self.add_station)
+        ]
+        with self._state:
+            self._pending.extend(messages)
+            overflow = len(self._pending) - self.cfg.max_pending
+            for _ in range(max(0, overflow)):
+                self._pending.popleft()
+            if self.cfg.per_channel_topics:
+                for p in newest:
+                    self._retained[channel_topic(self.cfg.topic_prefix, p)] = repr(p.watts)
+        if overflow > 0:
+            self._dropped(overflow)
+        self._publish_pending()
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.loop_stop()
-            self._client.disconnect()
-            self._client = None
+        """Deliver what is pending (waiting at most `close_timeout` s), then disconnect."""
+        client = self._client
+        if client is None:
+            return
+        deadline = time.monotonic() + self.close_timeout
+        with self._state:
+            if self._pending or self._retained:
+                self._state.wait_for(lambda: self._connected, self.close_timeout)
+        self._publish_pending()
+        for info in list(self._in_flight):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                info.wait_for_publish(remaining)
+            except (RuntimeError, ValueError):
+                pass  # not queued or connection gone: counted below
+        with self._state:
+            self._closing = True
+            lost = len(self._pending) + len(self._retained)
+        lost += sum(not _published(info) for info in self._in_flight)
+        if lost:
+            logger.warning("MQTT: %d messages not delivered before shutdown", lost)
+            self._count("dropped", lost)
+        client.disconnect()
+        # paho's thread may sit in a reconnect back-off (up to 1 s) or a connect attempt
+        # (up to its 5 s timeout): give it a moment, then leave the daemon thread to finish.
+        stopper = threading.Thread(target=client.loop_stop, name="mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(STOP_WAIT)
+        self._client = None
+        self._set_connected(False)
+
+    # -- paho callbacks (network thread) -----------------------------------------------
+
+    def _on_connect(self, _client, _userdata, _flags, reason_code, _props) -> None:  # type: ignore[no-untyped-def]
+        if self._closing:
+            return  # a connect that finished after close(): the thread is ending anyway
+        if reason_code.is_failure:
+            self._trouble_once(
+                f"refused: {reason_code}",
+                logging.ERROR,
+                "MQTT broker %s refused the connection: %s; retrying in the background",
+                self.where,
+                reason_code,
+            )
+            return
+        with self._state:
+            self._connected = True
+            self._set_connected(True)  # under the lock: stats never disagree with .connected
+            waiting = len(self._pending) + len(self._retained)
+            again = self._ever_connected
+            self._ever_connected = True
+            self._trouble = None
+            self._dropping = False
+            self._state.notify_all()
+        logger.info(
+            "MQTT connected to %s%s%s",
+            self.where,
+            " again" if again else "",
+            f"; sending {waiting} pending messages" if waiting else "",
+        )
+        self._publish_pending()
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:  # type: ignore[no-untyped-def]
+        with self._state:
+            was_connected = self._connected
+            self._connected = False
+            self._set_connected(False)
+            closing = self._closing
+        if was_connected and not closing:
+            self._trouble_once(
+                "lost",
+                logging.WARNING,
+                "MQTT connection to %s lost (%s); reconnecting in the background, keeping up "
+                "to %d messages meanwhile",
+                self.where,
+                reason_code,
+                self.cfg.max_pending,
+            )
+
+    def _on_connect_fail(self, _client, _userdata) -> None:  # type: ignore[no-untyped-def]
+        self._trouble_once(
+            "unreachable",
+            logging.WARNING,
+            "MQTT broker %s: cannot connect%s; retrying in the background, keeping up to %d "
+            "messages meanwhile",
+            self.where,
+            " (connection or TLS handshake failed)" if self.cfg.tls else "",
+            self.cfg.max_pending,
+        )
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _publish_pending(self) -> None:
+        """Hand every pending message to paho, in order, if connected."""
+        client = self._client
+        if client is None:
+            return
+        with self._publishing:
+            with self._state:
+                if not self._connected:
+                    return
+                batch = [(t, p, False) for t, p in self._pending]
+                batch += [(t, p, True) for t, p in self._retained.items()]
+                self._pending.clear()
+                self._retained.clear()
+            sent = refused = 0
+            for topic, payload, retain in batch:
+                info = client.publish(topic, payload, qos=QOS, retain=retain)
+                if info.rc == self._queue_full:
+                    refused += 1
+                    continue
+                sent += 1
+                self._in_flight.append(info)
+            while self._in_flight and _published(self._in_flight[0]):
+                self._in_flight.popleft()
+        self._count("written", sent)
+        if refused:
+            self._dropped(refused)
+
+    def _dropped(self, n: int) -> None:
+        self._count("dropped", n)
+        with self._state:
+            first = not self._dropping
+            self._dropping = True
+        if first:
+            logger.warning(
+                "MQTT broker %s away and %d messages pending: dropping the oldest",
+                self.where,
+                self.cfg.max_pending,
+            )
+
+    def _trouble_once(self, what: str, level: int, msg: str, *args: object) -> None:
+        """Log a connection problem when it starts or changes, not at every retry."""
+        with self._state:
+            repeated = self._trouble == what
+            self._trouble = what
+        logger.log(logging.DEBUG if repeated else level, msg, *args)
+
+    def _set_connected(self, connected: bool) -> None:
+        if self.stats is not None:
+            self.stats.set_mqtt_connected(connected)
+
+    def _count(self, outcome: str, n: int) -> None:
+        if self.stats is not None:
+            self.stats.count_points(self.name, outcome, n)
+
+
+def _published(info: Any) -> bool:
+    try:
+        return bool(info.is_published())
+    except (RuntimeError, ValueError):  # paho raises for messages it did not queue
+        return False

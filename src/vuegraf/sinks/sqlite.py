@@ -80,7 +80,10 @@ class SqliteSink:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO energy_usage VALUES (?, ?, ?, ?, ?, ?)", rows
                 )
-        except sqlite3.Error as err:
+        except (sqlite3.IntegrityError, sqlite3.DataError) as err:
+            # Bad data stays bad: retrying it would block the queue behind it forever.
+            raise SinkError(f"SQLite rejected the write: {err}", retryable=False) from None
+        except sqlite3.Error as err:  # locked, disk full, I/O: may pass later
             raise SinkError(f"SQLite write failed: {err}", retryable=True) from None
 
     def last_times(

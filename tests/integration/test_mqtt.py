@@ -1,0 +1,513 @@
+"""MqttSink against a real Mosquitto: exact messages, auth, outages, overflow, TLS, retained.
+
+A subscriber (paho) records what the broker really delivered; payloads are compared as JSON.
+Tests that stop a broker or need special settings start their own; the session broker is
+only used with a topic of the test's own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from servers import MosquittoServer, MosquittoTlsServer, free_ports, require_binary
+from vuegraf.config import MqttConfig, TagConfig
+from vuegraf.model import Point, Scale
+from vuegraf.sinks.mqtt import MqttSink
+from vuegraf.stats import Stats
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
+FAST = (0.2, 1.0)  # reconnect delays for tests where the broker stays up
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(0.02)
+
+
+def minute(i: int, channels: dict[str, float], account: str = "Home") -> list[Point]:
+    t = T0 + timedelta(minutes=i)
+    return [Point(account, "Main Panel", ch, Scale.MINUTE, t, w) for ch, w in channels.items()]
+
+
+def message(i: int, channel: str, watts: float, **extra: object) -> dict[str, object]:
+    """The upstream message for minute `i` (DATA-MODEL.md "MQTT message")."""
+    epoch = int((T0 + timedelta(minutes=i)).timestamp())
+    msg: dict[str, object] = {
+        "account": "Home",
+        "device_name": channel,
+        "usage_watts": watts,
+        "epoch_s": epoch,
+        "detailed": "False",
+    }
+    msg.update(extra)
+    return msg
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: str
+    retain: bool
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Subscriber:
+    """Subscribes to `topic` and records every message the broker delivers."""
+
+    def __init__(
+        self,
+        port: int,
+        topic: str,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.inbox: queue.Queue[Received] = queue.Queue()
+        subscribed = queue.Queue[bool]()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex}")
+        if username is not None:
+            client.username_pw_set(username, password)
+        client.on_message = lambda _c, _u, m: self.inbox.put(
+            Received(m.topic, m.payload.decode(), bool(m.retain))
+        )
+        client.on_subscribe = lambda *_args: subscribed.put(True)
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        client.subscribe(topic, qos=1)
+        subscribed.get(timeout=10)
+        self.client = client
+
+    def take(self, n: int, timeout: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        got: list[Received] = []
+        while len(got) < n:
+            remaining = deadline - time.monotonic()
+            try:
+                got.append(self.inbox.get(timeout=max(0.01, remaining)))
+            except queue.Empty:
+                raise AssertionError(f"received {len(got)} of {n} messages: {got}") from None
+        return got
+
+    def nothing_more(self, wait: float = 0.5) -> None:
+        time.sleep(wait)
+        leftovers = []
+        while not self.inbox.empty():
+            leftovers.append(self.inbox.get())
+        assert leftovers == []
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def subscribers() -> Iterator[list[Subscriber]]:
+    made: list[Subscriber] = []
+    yield made
+    for sub in made:
+        sub.close()
+
+
+@pytest.fixture
+def sinks() -> Iterator[list[MqttSink]]:
+    made: list[MqttSink] = []
+    yield made
+    for sink in made:
+        sink.close()
+
+
+def open_sink(
+    sinks: list[MqttSink],
+    cfg: MqttConfig,
+    stats: Stats | None = None,
+    add_station: bool = False,
+    tags: TagConfig | None = None,
+    reconnect_delays: tuple[float, float] = FAST,
+    close_timeout: float = 3.0,
+) -> MqttSink:
+    """An open sink, closed by the fixture; sinks meant to fail get a short close_timeout."""
+    sink = MqttSink(
+        cfg,
+        tags or TagConfig(),
+        add_station,
+        stats,
+        reconnect_delays=reconnect_delays,
+        close_timeout=close_timeout,
+    )
+    sink.open()
+    sinks.append(sink)
+    return sink
+
+
+def unique_topic() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}/energy_usage"
+
+
+# --- plain, anonymous and with a password -------------------------------------------------
+
+
+def test_messages_exactly_as_upstream(
+    mosquitto: MosquittoServer, sinks: list[MqttSink], subscribers: list[Subscriber]
+) -> None:
+    topic = unique_topic()
+    sub = Subscriber(mosquitto.port, topic)
+    subscribers.append(sub)
+    stats = Stats()
+    sink = open_sink(sinks, MqttConfig(mosquitto.host, mosquitto.port, topic=topic), stats, True)
+    wait_until(lambda: sink.connected, what="connection")
+    assert stats.snapshot().mqtt_connected is True
+
+    hour = Point("Home", "Main Panel", "Kitchen", Scale.HOUR, T0, 999.0)
+    second = Point("Home", "Main Panel", "Kitchen", Scale.SECOND, T0, 5.0)
+    sink.write(
+        minute(1, {"Kitchen": 120.5, "Dryer": 0.0})
+        + minute(0, {"Kitchen": 100.0, "Dryer": 3000.0})  # older: not published
+        + [hour, second]
+    )
+    sink.write([hour])  # no minute point: nothing to publish
+    sink.write(minute(2, {"Kitchen": 7.25}))
+    got = sub.take(3)
+    assert [(r.topic, r.retain) for r in got] == [(topic, False)] * 3
+    assert [r.json() for r in got] == [
+        message(1, "Kitchen", 120.5, station="Main Panel"),
+        message(1, "Dryer", 0.0, station="Main Panel"),
+        message(2, "Kitchen", 7.25, station="Main Panel"),
+    ]
+    assert isinstance(got[1].json()["usage_watts"], float)
+    sub.nothing_more()
+    assert stats.snapshot().sink_points == {("mqtt", "written"): 3}
+
+
+def test_renamed_tag_value_and_no_station(
+    mosquitto: MosquittoServer, sinks: list[MqttSink], subscribers: list[Subscriber]
+) -> None:
+    topic = unique_topic()
+    sub = Subscriber(mosquitto.port, topic)
+    subscribers.append(sub)
+    tags = TagConfig(name="scale", minute="Minute")
+    sink = open_sink(sinks, MqttConfig(mosquitto.host, mosquitto.port, topic=topic), tags=tags)
+    sink.write(minute(0, {"Oven": 42.0}))  # before the connection is up: kept, then sent
+    (got,) = sub.take(1)
+    assert got.json() == {**message(0, "Oven", 42.0), "detailed": "Minute"}
+
+
+def test_password_protected_broker(
+    sinks: list[MqttSink], subscribers: list[Subscriber], caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = MosquittoServer(
+        require_binary("mosquitto"),
+        users={"vue": "mqtt-pw", "reader": "reader-pw"},
+        passwd_binary=require_binary("mosquitto_passwd"),
+    )
+    with broker:
+        topic = unique_topic()
+        sub = Subscriber(broker.port, topic, "reader", "reader-pw")
+        subscribers.append(sub)
+        good = MqttConfig(broker.host, broker.port, "vue", "mqtt-pw", topic=topic)
+        bad = MqttConfig(broker.host, broker.port, "vue", "wrong-pw", topic=topic)
+        with caplog.at_level(logging.DEBUG, logger="vuegraf.sinks.mqtt"):
+            ok_sink = open_sink(sinks, good)
+            bad_sink = open_sink(sinks, bad, close_timeout=0.1)
+            ok_sink.write(minute(0, {"Oven": 1.5}))
+            started = time.monotonic()
+            bad_sink.write(minute(0, {"Oven": 666.0}))
+            assert time.monotonic() - started < 0.2
+            (got,) = sub.take(1)
+            assert got.json() == message(0, "Oven", 1.5)
+            time.sleep(1.0)  # several refused attempts
+        assert not bad_sink.connected and bad_sink.pending == 1
+        sub.nothing_more()
+        refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert [r.levelno for r in refusals if r.levelno > logging.DEBUG] == [logging.ERROR]
+        assert "wrong-pw" not in caplog.text
+
+
+def test_unreachable_broker_never_blocks(
+    sinks: list[MqttSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    (port,) = free_ports(1)  # nobody listens there
+    stats = Stats()
+    with caplog.at_level(logging.INFO, logger="vuegraf.sinks.mqtt"):
+        sink = MqttSink(
+            MqttConfig("127.0.0.1", port, max_pending=50),
+            TagConfig(),
+            False,
+            stats,
+            reconnect_delays=(0.1, 0.2),
+        )
+        started = time.monotonic()
+        sink.open()
+        for i in range(200):
+            sink.write(minute(i, {"Oven": float(i)}))
+        assert time.monotonic() - started < 1.0
+        assert sink.pending == 50
+        time.sleep(1.0)  # several failed attempts
+        started = time.monotonic()
+        sink.close()
+        assert time.monotonic() - started < 3.0 + 1.5  # the bounded wait, then stop
+    points = stats.snapshot().sink_points
+    assert points[("mqtt", "dropped")] == 150 + 50  # overflow, then undelivered at shutdown
+    assert stats.snapshot().mqtt_connected is False
+    cannot = [r for r in caplog.records if "cannot connect" in r.getMessage()]
+    assert len(cannot) == 1
+    assert sum("dropping the oldest" in m for m in caplog.messages) == 1
+    assert "50 messages not delivered before shutdown" in caplog.text
+
+
+# --- the broker goes away and comes back ----------------------------------------------------
+
+
+@pytest.fixture
+def broker() -> Iterator[MosquittoServer]:
+    with MosquittoServer(require_binary("mosquitto")) as server:
+        yield server
+
+
+def outage(
+    broker: MosquittoServer,
+    sink: MqttSink,
+    subscribers: list[Subscriber],
+    topic: str,
+    minutes: range,
+) -> Subscriber:
+    """Kill the broker, write `minutes` while it is away, bring it back with a subscriber
+    listening before the sink's first reconnect attempt (reconnect delay 2 s)."""
+    broker.kill()
+    wait_until(lambda: not sink.connected, 5, "the sink to notice")
+    started = time.monotonic()
+    for i in minutes:
+        sink.write(minute(i, {"Oven": 10.0 * i}))
+    assert time.monotonic() - started < 0.3  # publishing never blocks collection
+    broker.start()  # same port
+    sub = Subscriber(broker.port, topic)
+    subscribers.append(sub)
+    assert not sink.connected, "sink reconnected before the subscriber was ready"
+    return sub
+
+
+def test_broker_restart_delivers_what_was_pending_in_order(
+    broker: MosquittoServer,
+    sinks: list[MqttSink],
+    subscribers: list[Subscriber],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    topic = unique_topic()
+    stats = Stats()
+    first = Subscriber(broker.port, topic)
+    subscribers.append(first)
+    with caplog.at_level(logging.INFO, logger="vuegraf.sinks.mqtt"):
+        sink = open_sink(
+            sinks,
+            MqttConfig(broker.host, broker.port, topic=topic),
+            stats,
+            reconnect_delays=(2.0, 4.0),
+        )
+        sink.write(minute(0, {"Oven": 0.0}))
+        assert [r.json() for r in first.take(1)] == [message(0, "Oven", 0.0)]
+
+        sub = outage(broker, sink, subscribers, topic, range(1, 6))
+        assert sink.pending == 5
+        assert stats.snapshot().mqtt_connected is False
+        got = sub.take(5)
+        assert [r.json() for r in got] == [message(i, "Oven", 10.0 * i) for i in range(1, 6)]
+        assert stats.snapshot().mqtt_connected is True
+        sink.write(minute(6, {"Oven": 60.0}))
+        assert [r.json() for r in sub.take(1)] == [message(6, "Oven", 60.0)]
+    sub.nothing_more()
+    assert stats.snapshot().sink_points == {("mqtt", "written"): 7}
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    lost = [m for level, m in lines if "lost" in m]
+    assert len(lost) == 1 and lines[[m for _, m in lines].index(lost[0])][0] == "WARNING"
+    assert (
+        "INFO",
+        f"MQTT connected to {broker.host}:{broker.port} again; sending 5 pending messages",
+    ) in lines
+
+
+def test_overflow_while_away_drops_the_oldest_and_counts(
+    broker: MosquittoServer,
+    sinks: list[MqttSink],
+    subscribers: list[Subscriber],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    topic = unique_topic()
+    stats = Stats()
+    with caplog.at_level(logging.INFO, logger="vuegraf.sinks.mqtt"):
+        sink = open_sink(
+            sinks,
+            MqttConfig(broker.host, broker.port, topic=topic, max_pending=3),
+            stats,
+            reconnect_delays=(2.0, 4.0),
+        )
+        wait_until(lambda: sink.connected, what="connection")
+        sub = outage(broker, sink, subscribers, topic, range(1, 9))  # 8 minutes, room for 3
+        assert sink.pending == 3
+        got = sub.take(3)
+    assert [r.json() for r in got] == [message(i, "Oven", 10.0 * i) for i in (6, 7, 8)]
+    sub.nothing_more()
+    assert stats.snapshot().sink_points == {("mqtt", "dropped"): 5, ("mqtt", "written"): 3}
+    assert sum("dropping the oldest" in m for m in caplog.messages) == 1
+
+
+# --- retained per-channel topics ------------------------------------------------------------
+
+
+def test_per_channel_retained_topics_for_a_late_subscriber(
+    mosquitto: MosquittoServer, sinks: list[MqttSink], subscribers: list[Subscriber]
+) -> None:
+    prefix = f"test-{uuid.uuid4().hex[:8]}/power"
+    topic = unique_topic()
+    cfg = MqttConfig(
+        mosquitto.host, mosquitto.port, topic=topic, per_channel_topics=True, topic_prefix=prefix
+    )
+    sink = MqttSink(cfg, TagConfig(), False)
+    sink.open()
+    sink.write(minute(0, {"Kitchen": 1.0, "Pool/Spa #2": 2.0}))
+    sink.write(minute(1, {"Kitchen": 11.5, "Pool/Spa #2": 0.0}))
+    sink.write(minute(1, {"Heat+Pump": 700.0}, account="A/B"))
+    sink.close()  # delivered before close returns
+
+    late = Subscriber(mosquitto.port, f"{prefix}/#")
+    subscribers.append(late)
+    got = {r.topic: (r.payload, r.retain) for r in late.take(3)}
+    assert got == {
+        f"{prefix}/Home/Main Panel/Kitchen": ("11.5", True),
+        f"{prefix}/Home/Main Panel/Pool_Spa _2": ("0.0", True),
+        f"{prefix}/A_B/Main Panel/Heat_Pump": ("700.0", True),
+    }
+    late.nothing_more()
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+
+def openssl(cwd: Path, *args: str) -> None:
+    subprocess.run(
+        [require_binary("openssl"), *args], cwd=cwd, check=True, capture_output=True, timeout=60
+    )
+
+
+def issue(cwd: Path, name: str, subject: str, extensions: str) -> None:
+    """A P-256 key and a certificate for it signed by the test CA."""
+    (cwd / f"{name}.ext").write_text(extensions)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl(cwd, "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)
+    openssl(
+        cwd,
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        f"{name}.crt",
+        "-extfile",
+        f"{name}.ext",
+    )
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A self-signed CA, a server certificate for "localhost" only, a client certificate."""
+    d = tmp_path_factory.mktemp("pki")
+    openssl(
+        d, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=vuegraf test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    common = "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
+    issue(
+        d, "server", "/CN=localhost",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost\n{common}",
+    )  # fmt: skip
+    issue(
+        d, "client", "/CN=vuegraf",
+        f"basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        f"extendedKeyUsage=clientAuth\n{common}",
+    )  # fmt: skip
+    return d
+
+
+def tls_broker(pki: Path, require_certificate: bool = False) -> MosquittoTlsServer:
+    return MosquittoTlsServer(
+        require_binary("mosquitto"),
+        cafile=pki / "ca.crt",
+        certfile=pki / "server.crt",
+        keyfile=pki / "server.key",
+        require_certificate=require_certificate,
+    )
+
+
+def test_tls_with_own_ca(pki: Path, sinks: list[MqttSink], subscribers: list[Subscriber]) -> None:
+    with tls_broker(pki) as broker:
+        topic = unique_topic()
+        sub = Subscriber(broker.port, topic)  # listens on the plain listener
+        subscribers.append(sub)
+
+        def tls(host: str, **kwargs: Any) -> MqttConfig:
+            return MqttConfig(host, broker.tls_port, topic=topic, tls=True, **kwargs)
+
+        verified = open_sink(sinks, tls("localhost", ca_file=pki / "ca.crt"))
+        system_cas = open_sink(sinks, tls("localhost"), close_timeout=0.1)  # does not know our CA
+        wrong_name = open_sink(sinks, tls("127.0.0.1", ca_file=pki / "ca.crt"), close_timeout=0.1)
+        insecure = open_sink(sinks, tls("127.0.0.1", ca_file=pki / "ca.crt", insecure=True))
+        for n, sink in enumerate((verified, system_cas, wrong_name, insecure)):
+            sink.write(minute(n, {"Oven": float(n)}))
+        got = sorted((r.json() for r in sub.take(2)), key=lambda m: m["epoch_s"])
+        assert got == [message(0, "Oven", 0.0), message(3, "Oven", 3.0)]
+        time.sleep(0.5)
+        assert (system_cas.connected, wrong_name.connected) == (False, False)
+        sub.nothing_more()
+
+
+def test_tls_client_certificate(
+    pki: Path, sinks: list[MqttSink], subscribers: list[Subscriber]
+) -> None:
+    with tls_broker(pki, require_certificate=True) as broker:
+        topic = unique_topic()
+        sub = Subscriber(broker.port, topic)
+        subscribers.append(sub)
+        base = MqttConfig(
+            "localhost", broker.tls_port, topic=topic, tls=True, ca_file=pki / "ca.crt"
+        )
+        with_cert = open_sink(
+            sinks,
+            MqttConfig(
+                **{**base.__dict__, "cert_file": pki / "client.crt", "key_file": pki / "client.key"}
+            ),
+        )
+        without = open_sink(sinks, base, close_timeout=0.1)
+        with_cert.write(minute(0, {"Oven": 1.0}))
+        without.write(minute(1, {"Oven": 2.0}))
+        assert [r.json() for r in sub.take(1)] == [message(0, "Oven", 1.0)]
+        time.sleep(0.5)
+        assert not without.connected
+        sub.nothing_more()
