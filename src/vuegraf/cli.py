@@ -187,7 +187,12 @@ def run(
     if config.prometheus is not None:
         latest = LatestValues(clock)
         sinks.append(PrometheusSink(latest))
-        collector = VuegrafCollector(latest, stats, health=health.healthy)
+        collector = VuegrafCollector(
+            latest,
+            stats,
+            devices=lambda: [state for a in accounts for state in a.device_states()],
+            health=health.healthy,
+        )
         exporter = ExporterServer(config.prometheus, collector, health.healthy)
         try:
             exporter.start()

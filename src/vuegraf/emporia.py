@@ -47,6 +47,7 @@ class DeviceInfo:
     channels: dict[str, str] = field(default_factory=dict)  # channel number -> Emporia name
     parent_gid: int | None = None
     parent_channel: str | None = None
+    connected: bool | None = None  # as Emporia last said (deviceConnected), None: not told
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ def merge_devices(vue_devices: Iterable[Any]) -> dict[int, DeviceInfo]:
             info.name = name
         for chan in getattr(dev, "channels", None) or []:
             info.channels.setdefault(str(chan.channel_num), chan.name or "")
+        if isinstance(getattr(dev, "connected", None), bool) and (info.connected is None or name):
+            info.connected = dev.connected
         if getattr(dev, "parent_device_gid", None):
             info.parent_gid = int(dev.parent_device_gid)
             info.parent_channel = str(dev.parent_channel_num or "") or None
@@ -284,6 +287,14 @@ class EmporiaAccount:
         if self._refresh_wanted:
             logger.info("Account %s: unknown device in usage answer; re-reading devices", self.name)
         return points
+
+    def device_states(self) -> list[tuple[str, str, bool]]:
+        """(account, device, connected) from the metadata already read: never a request."""
+        return [
+            (self.name, dev.name, dev.connected)
+            for dev in self.devices.values()
+            if dev.connected is not None
+        ]
 
     def chart_channels(self) -> list[tuple[int, str]]:
         """(device gid, channel number) of every channel Emporia serves chart history for."""
