@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -84,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vuegraf-demo", description=__doc__)
     parser.add_argument("--dir", default="demo", help="where the config, log and SQLite go")
     parser.add_argument(
-        "--seconds", type=float, default=0, help="stop after this long (default: until Ctrl-C)"
+        "--seconds",
+        type=float,
+        default=float(os.environ.get("VUEGRAF_DEMO_SECONDS", "0") or 0),
+        help="stop after this long (default: $VUEGRAF_DEMO_SECONDS, else until Ctrl-C)",
     )
     args = parser.parse_args(argv)
     directory = Path(args.dir).resolve()
