@@ -155,7 +155,7 @@ class Daemon:
                 flush = getattr(sink, "flush", None)
                 if flush is not None:
                     try:
-                        flush(max_seconds=5)  # SIGTERM: replay what can be; the rest stays queued
+                        flush(max_seconds=3)  # SIGTERM: replay what can be; the rest stays queued
                     except Exception:
                         logger.exception("flushing sink %s failed", sink.name)
             for sink in self.sinks:
