@@ -15,7 +15,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from dateutil import tz
 
 from vuegraf.config import (
     AccountConfig,
@@ -263,12 +262,14 @@ def test_config_is_immutable() -> None:
 
 
 @pytest.mark.parametrize("value", [None, "TZ", "tz", "Tz", "tZ"])
-def test_timezone_system_zone(value: str | None) -> None:
+def test_timezone_system_zone(value: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
     data = valid()
     data["timezone"] = value
     cfg = parse(data)
     assert cfg.timezone_name is None
-    assert isinstance(cfg.zone, tz.tzlocal)
+    # The system zone as a full IANA zone (DST history, midnight changes), not tzlocal().
+    monkeypatch.setenv("TZ", "Australia/Adelaide")
+    assert isinstance(cfg.zone, ZoneInfo) and cfg.zone.key == "Australia/Adelaide"
 
 
 def test_timezone_valid_iana_zone() -> None:

@@ -37,14 +37,16 @@ RETENTION = {
 # Largest chart window per request, in buckets (1S: 1 h, 1MIN: 12 h as upstream).
 MAX_BUCKETS = {Scale.SECOND: 3600, Scale.MINUTE: 720, Scale.HOUR: 480, Scale.DAY: 480}
 BACKOFF_START = timedelta(minutes=5)
+ERROR_BACKOFF_START = timedelta(minutes=1)
 BACKOFF_MAX = timedelta(hours=1)
 
 
 @dataclass
 class SeriesState:
     filled: datetime  # first bucket start not yet known
-    retry_at: datetime | None = None  # back-off after an empty answer
+    retry_at: datetime | None = None  # back-off after an empty answer or a failure
     backoff: timedelta = BACKOFF_START
+    error_backoff: timedelta = ERROR_BACKOFF_START
 
 
 @dataclass(frozen=True)
@@ -81,24 +83,28 @@ class Tracker:
         now: datetime,
         lookback: timedelta | None = None,
         saved_marks: dict[SeriesKey, datetime] | None = None,
+        stored_lookback: timedelta | None = None,
     ) -> None:
         """Start-up: marks after the last stored bucket, or the lookback for new series.
 
         The store only knows each series' newest point, not a hole behind it that the
         previous run had not filled yet; `saved_marks` (the marks that run saved) keep
-        such holes: the older of the two wins.
+        such holes: the older of the two wins. A series with stored points is filled
+        from them back to `stored_lookback` (hours and days after a long outage: Emporia
+        keeps those for years), a new one from `lookback`.
         """
         floor = self.earliest(now, lookback)
+        stored_floor = self.earliest(now, stored_lookback) if stored_lookback else floor
         saved_marks = saved_marks or {}
         for key in keys:
             stored = last_stored.get(key)
             if stored is None:
-                mark = floor
-            else:
-                stored_start = bucket_start(self.scale, stored, self.zone)
-                after = next_bucket(self.scale, stored_start, self.zone)
-                mark = min(after, saved_marks.get(key, after))
-            self.series[key] = SeriesState(filled=max(mark, floor))
+                self.series[key] = SeriesState(filled=floor)
+                continue
+            stored_start = bucket_start(self.scale, stored, self.zone)
+            after = next_bucket(self.scale, stored_start, self.zone)
+            mark = max(min(after, saved_marks.get(key, after)), stored_floor)
+            self.series[key] = SeriesState(filled=mark)
 
     def marks(self) -> dict[SeriesKey, datetime]:
         return {key: state.filled for key, state in self.series.items()}
@@ -150,12 +156,21 @@ class Tracker:
             if value is None and next_bucket(self.scale, start, self.zone) + self.settle > now:
                 mark = min(mark, start)  # too young to give up on
         state.filled = max(state.filled, mark)
+        state.error_backoff = ERROR_BACKOFF_START
         if got_any:
             state.retry_at = None
             state.backoff = BACKOFF_START
         else:
             state.retry_at = now + state.backoff
             state.backoff = min(state.backoff * 2, BACKOFF_MAX)
+
+    def failed(self, request: FillRequest, now: datetime) -> None:
+        """The request itself failed (Emporia error): ask this series again later, not at
+        every tick, backing off like an empty answer but starting sooner."""
+        state = self.series[request.series]
+        wait = state.error_backoff
+        state.retry_at = now + wait
+        state.error_backoff = min(wait * 2, BACKOFF_MAX)
 
     def behind(self, newest: datetime) -> int:
         """How many series still have holes up to `newest` (for logs and tests)."""

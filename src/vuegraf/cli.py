@@ -125,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def request_stop(signum: int, _frame: object) -> None:
         logger.info("Received %s; stopping", signal.Signals(signum).name)
+        state["reload"] = False  # a stop wins over a reload asked for just before
         state["clock"].stop()
 
     def request_reload(_signum: int, _frame: object) -> None:

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 # Chart requests for holes per tick and account; the rest waits for the next tick.
 MAX_FILL_REQUESTS_PER_TICK = 60
 
-Emit = Callable[[Sequence[Point]], None]
+Emit = Callable[[Sequence[Point], bool], None]  # (points, live)
 
 
 @dataclass
@@ -112,7 +112,9 @@ class AccountCollector:
             last = self._stored.get(scale, {})
             if self.store is not None:
                 saved = self._saved_marks.get(scale.value, {})
-                tracker.seed(keys, last, now, self._lookback(scale), saved)
+                tracker.seed(
+                    keys, last, now, self._lookback(scale), saved, self._stored_lookback(scale)
+                )
             else:
                 # No store to compare with (--dryrun): collect from now on, fill nothing old.
                 tracker.seed(keys, {}, now, timedelta(0))
@@ -124,6 +126,9 @@ class AccountCollector:
                 len(keys),
             )
         self._seeded = True
+        # Saved at once: a kill -9 inside this first tick must not leave only the store's
+        # newest point (the live minute written next) to go by at the next start.
+        self.save_marks()
         self._log_budget()
 
     def _log_budget(self) -> None:
@@ -213,10 +218,27 @@ class AccountCollector:
         self._stored = {}
         for scale, tracker in self.trackers.items():
             keys = self._series_for(scale)
-            since = tracker.earliest(now, self._lookback(scale))
-            stored = self.store.last_times(self.name, scale, since, self.started_at or now)
+            since = tracker.earliest(now, self._stored_lookback(scale))
+            stored = self.store.last_times(self.name, scale, since, self._first_live(scale, now))
             by_name = self._names_to_keys(keys)
             self._stored[scale] = {by_name[k]: t for k, t in stored.items() if k in by_name}
+
+    def _first_live(self, scale: Scale, now: datetime) -> datetime:
+        """Stamp of the first live point this process writes for `scale`: the store is read
+        only before it, so values this process wrote (or queued and replayed) while the store
+        could not be read yet never hide the hole behind them."""
+        started = self.started_at or now
+        if scale is Scale.SECOND:
+            return started - timedelta(seconds=self.config.lag_secs + 1)
+        first = last_complete_bucket(scale, started, self.config.lag_secs, self.config.zone)
+        return point_time(scale, first, self.config.zone)
+
+    def _stored_lookback(self, scale: Scale) -> timedelta:
+        """How far back a series with stored points is followed: hours and days as far as
+        maxHistoryDays (Emporia keeps them for years), seconds and minutes their retention."""
+        if scale in (Scale.HOUR, Scale.DAY):
+            return timedelta(days=self.config.max_history_days)
+        return DEFAULT_LOOKBACK[scale]
 
     def _lookback(self, scale: Scale) -> timedelta:
         if scale in (Scale.HOUR, Scale.DAY):
@@ -256,6 +278,10 @@ class AccountCollector:
         for scale in self.scales:
             if not self.should_stop():
                 self._live(scale, now, result)
+        if result.errors:
+            # Live collection failed: Emporia is likely down; holes wait for a good tick.
+            self.save_marks()
+            return result
         if self.seconds_enabled and (self._seconds_due is None or now >= self._seconds_due):
             self._seconds_due = now + timedelta(seconds=self.config.detailed_interval_secs)
             self._fill(Scale.SECOND, now, result, budget=None)
@@ -279,7 +305,7 @@ class AccountCollector:
             result.errors.append(f"{scale.value}: {err}")
             return
         self._live_done[scale] = newest
-        self.emit(points)
+        self.emit(points, True)
         result.points += len(points)
         tracker = self.trackers[scale]
         known = self._names_to_keys(list(tracker.series))
@@ -333,6 +359,7 @@ class AccountCollector:
             values = self.account.chart(gid, num, request.scale, request.first, request.last)
         except EmporiaError as err:
             result.fill_errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
+            self.trackers[request.scale].failed(request, now)
             return False
         device, channel = self.account.series_name(gid, num)
         points = [
@@ -348,7 +375,7 @@ class AccountCollector:
             if kwh is not None and request.first <= start <= request.last
         ]
         if points:
-            self.emit(points)
+            self.emit(points, False)  # filled holes: stored, but not news for MQTT
             result.points += len(points)
         before = self.trackers[request.scale].series[request.series].filled
         self.trackers[request.scale].answered(request, values, now)

@@ -206,8 +206,26 @@ class Config:
     def zone(self) -> tzinfo:
         """The zone whose midnight ends a day point: the configured one, else the system's."""
         if self.timezone_name is None:
-            return tz.tzlocal()
+            return system_zone()
         return ZoneInfo(self.timezone_name)
+
+
+def system_zone() -> tzinfo:
+    """The machine's zone as a real IANA zone (full DST history, midnight changes), from $TZ
+    or /etc/localtime; dateutil's tzlocal() only as a last resort."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name and not name.startswith("/"):
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    for path in ([name] if name.startswith("/") else []) + ["/etc/localtime"]:
+        try:
+            with open(path, "rb") as f:
+                return ZoneInfo.from_file(f, key="localtime")
+        except (OSError, ValueError):
+            continue
+    return tz.tzlocal()
 
 
 # --- reading JSON objects with key paths --------------------------------------------------

@@ -238,8 +238,12 @@ class Daemon:
         seconds = intervals * self.config.update_interval_secs * self._rng.uniform(0.8, 1.2)
         return timedelta(seconds=seconds)
 
-    def _emit(self, points: Sequence[Point]) -> None:
-        """Write one batch to every sink (called by the collectors as data arrives)."""
+    def _emit(self, points: Sequence[Point], live: bool = True) -> None:
+        """Write one batch to every sink (called by the collectors as data arrives).
+
+        Filled holes (`live=False`) skip sinks marked `live_only` (MQTT): subscribers
+        want the newest value, not an hour-old one after it.
+        """
         if not points:
             return
         if self._cycle is not None:
@@ -248,6 +252,8 @@ class Daemon:
             for p in points:
                 logger.debug("point %s", p)
         for sink in self.sinks:
+            if not live and getattr(sink, "live_only", False):
+                continue
             state = self._sink_state[sink.name]
             try:
                 sink.write(points)

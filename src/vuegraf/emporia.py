@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 # null; an offline plug would stall every cycle for a minute. One attempt: a
 # missing value is logged, counted and filled later from chart data.
 USAGE_ATTEMPTS = 1
+# Requests failing in a row before the session is thrown away and a new login made.
+RELOGIN_AFTER_FAILURES = 5
 
 
 class EmporiaError(Exception):
@@ -126,6 +128,7 @@ class EmporiaAccount:
         self._devices_read_at: datetime | None = None
         self._refresh_wanted = True
         self.missing_values = 0
+        self._failures_in_a_row = 0
 
     @property
     def name(self) -> str:
@@ -209,7 +212,13 @@ class EmporiaAccount:
             result = fn(vue)
         except Exception as err:
             self._count(what, "error")
+            self._failures_in_a_row += 1
+            if _looks_like_auth(err) or self._failures_in_a_row >= RELOGIN_AFTER_FAILURES:
+                # A revoked or expired session never heals by itself: log in afresh next time.
+                self._vue = None
+                self._failures_in_a_row = 0
             raise EmporiaError(f"{what} failed: {type(err).__name__}: {_short(err)}") from None
+        self._failures_in_a_row = 0
         self._count(what, "ok")
         return result
 
@@ -251,6 +260,10 @@ class EmporiaAccount:
                 max_retry_attempts=USAGE_ATTEMPTS,
             ),
         )
+        if not answer:
+            # pyemvue answers {} instead of raising when Emporia returns an error status.
+            self._count("getDeviceListUsages", "empty")
+            raise EmporiaError("getDeviceListUsages failed: Emporia sent no usage data")
         return flatten_usage(answer.values())
 
     def points(self, scale: Scale, bucket_start: datetime, stamp: datetime) -> list[Point]:
@@ -297,8 +310,8 @@ class EmporiaAccount:
         ]
 
     def chart_channels(self) -> list[tuple[int, str]]:
-        """(device gid, channel number) of every channel Emporia serves chart history for."""
-        self.refresh_devices_if_due()
+        """(device gid, channel number) of every channel Emporia serves chart history for,
+        from the metadata already read (never a request: callers refresh first)."""
         return [
             (dev.gid, num)
             for dev in self.devices.values()
@@ -351,6 +364,11 @@ class EmporiaAccount:
             stamp = point_time(scale, start, self.config.zone)
             points.append(point_from_kwh(self.name, dev_name, chan, scale, stamp, kwh))
         return points, missing
+
+
+def _looks_like_auth(err: Exception) -> bool:
+    text = f"{type(err).__name__} {err}"
+    return any(word in text for word in ("NotAuthorized", "401", "Unauthorized", "expired"))
 
 
 def _private_file(path: Path) -> None:

@@ -44,10 +44,17 @@ def local_day_start(t: datetime, zone: tzinfo) -> datetime:
 
 
 def next_local_day_start(day_start: datetime, zone: tzinfo) -> datetime:
-    """UTC instant of the local midnight after the local day starting at `day_start`."""
-    local_date = day_start.astimezone(zone).date() + timedelta(days=1)
-    midnight = datetime.combine(local_date, time(0), tzinfo=zone)
-    return _normalize_local(midnight, zone).astimezone(UTC)
+    """UTC instant of the local midnight after the local day starting at `day_start`.
+
+    Always later than `day_start`: noon of the day exists in every zone, so the date is
+    taken from there, never from a midnight a DST change skipped or repeated.
+    """
+    noon = (day_start + timedelta(hours=12)).astimezone(zone)
+    midnight = datetime.combine(noon.date() + timedelta(days=1), time(0), tzinfo=zone)
+    result = _normalize_local(midnight, zone).astimezone(UTC)
+    if result <= day_start:  # a tzinfo that cannot express the gap: never loop in place
+        result = day_start + timedelta(hours=24)
+    return result
 
 
 def _normalize_local(local: datetime, zone: tzinfo) -> datetime:

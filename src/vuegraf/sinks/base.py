@@ -55,7 +55,11 @@ class SeriesStore(Sink, Protocol):
 
 
 def classify_status(status: int | None) -> bool:
-    """Whether an HTTP status means "try again later" (True) or "bad data, drop" (False)."""
+    """Whether an HTTP status means "try again later" (True) or "bad data, drop" (False).
+
+    401/403/404 are kept and retried: a rotated token, a changed password or a missing
+    bucket is fixed by the user, and the points must still be there when it is.
+    """
     if status is None:
         return True
-    return status == 429 or status == 408 or status >= 500
+    return status in (401, 403, 404, 408, 429) or status >= 500

@@ -54,6 +54,7 @@ class InfluxV1Sink:
             ssl=self.cfg.ssl_enable,
             verify_ssl=self.cfg.ssl_verify,
             timeout=timeout,
+            retries=1,  # the durable queue retries; the client's own 3 would stall a stop
         )
         logger.info(
             "InfluxDB v1 at %s:%s, database %s", self.cfg.host, self.cfg.port, self.cfg.database
@@ -69,12 +70,27 @@ class InfluxV1Sink:
         if not points:
             return
         lines = encode_all(points, self.tags, self.add_station)
+        if not self._database_ready:
+            self._create_database()
         with _v1_errors():
-            if not self._database_ready:
-                self.client.create_database(self.cfg.database)
-                self._database_ready = True
             for chunk in _chunks(lines, BATCH_SIZE):
                 self.client.write_points(chunk, time_precision="s", protocol="line")
+
+    def _create_database(self) -> None:
+        """CREATE DATABASE once, as upstream did; a user without admin rights may not, and
+        need not when the database exists: then it is a warning, not a failed write."""
+        import influxdb.exceptions
+
+        with _v1_errors():  # unreachable or 5xx: a retryable failure of this write
+            try:
+                self.client.create_database(self.cfg.database)
+            except influxdb.exceptions.InfluxDBClientError as err:
+                logger.warning(
+                    "InfluxDB: cannot create database %s (%s); writing to it anyway",
+                    self.cfg.database,
+                    _short(err),
+                )
+        self._database_ready = True
 
     def last_times(
         self, account: str, scale: Scale, since: datetime, until: datetime

@@ -91,6 +91,8 @@ class MqttSink:
     not count its writes as "written" again.
     """
 
+    live_only = True  # filled holes are not published: they would follow the newest value
+
     name = "mqtt"
     counts_points = True
 

@@ -91,13 +91,22 @@ class SqliteSink:
     ) -> dict[tuple[str, str], datetime]:
         if self._db is None:
             raise RuntimeError("sink is not open")
-        rows = self._db.execute(
+        try:
+            rows = self._read_last(account, scale, since, until)
+        except sqlite3.Error as err:  # e.g. locked by another process for too long
+            raise SinkError(f"SQLite read failed: {err}", retryable=True) from None
+        return {(st, ch): datetime.fromtimestamp(t, UTC) for st, ch, t in rows}
+
+    def _read_last(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> list[tuple[str, str, int]]:
+        assert self._db is not None
+        return self._db.execute(
             "SELECT station_name, device_name, MAX(time) FROM energy_usage "
             "WHERE account_name = ? AND detailed = ? AND time >= ? AND time < ? "
             "GROUP BY station_name, device_name",
             (account, self.tags.value(scale), int(since.timestamp()), int(until.timestamp())),
         ).fetchall()
-        return {(st, ch): datetime.fromtimestamp(t, UTC) for st, ch, t in rows}
 
     def delete_all(self, now: datetime) -> int:
         """--resetdatabase: remove every vuegraf row; returns how many."""

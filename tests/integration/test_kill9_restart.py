@@ -1,0 +1,293 @@
+"""kill -9 at random moments loses nothing: vuegraf (as a child process, in virtual time)
+is SIGKILLed five times and restarted each time; after a last clean run every minute, hour
+and day point inside Emporia's retention is in InfluxDB exactly once, with the simulator's
+value.
+
+The child is tests/harness/virtual_vuegraf.py: the production wiring (`vuegraf.cli.run`: the
+InfluxDB store behind the durable retry queue, marks in the state dir, the health file) with
+a clock whose minutes pass in 30 ms of real time and which it shares with this process
+through a file: the Emporia simulator here answers as of that virtual time. The kill moments
+are random real-time delays from a seeded generator, so a failure reproduces.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from harness.completeness import chart_channels, compare, expected_points, stored_points
+from vuegraf.config import load_config
+from vuegraf.model import Scale
+from vuegraf.schedule import bucket_start, next_bucket
+from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
+
+pytestmark = pytest.mark.integration
+
+HARNESS = Path(__file__).resolve().parents[1] / "harness" / "virtual_vuegraf.py"
+SIM_SEED = 44
+KILL_SEED = 20261124
+# 23:35 in New York: local midnight (a day point) and hour rollovers fall inside the runs.
+T0 = datetime(2026, 11, 24, 4, 35, 20, tzinfo=UTC)
+MS_PER_MINUTE = 30
+KILLS = 5
+# The last run is long enough (in virtual minutes) for every hole's settle time and the
+# 60-requests-per-tick cap on filling, even if all seven days are still to do.
+FINAL_RUN_MINUTES = 40
+# Minutes younger than this at the end may still be settling (a null from the gappy plug).
+SETTLE_MARGIN = timedelta(minutes=5)
+# Emporia keeps minutes 7 days; vuegraf stays 10 minutes inside that edge.
+RETENTION_MARGIN = timedelta(minutes=15)
+
+
+class VirtualTime:
+    """This process's side of the shared clock file."""
+
+    def __init__(self, path: Path, start: datetime) -> None:
+        self.path = path
+        self.set(start)
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(float(self.path.read_text()), UTC)
+
+    def set(self, t: datetime) -> None:
+        tmp = self.path.with_suffix(".parent.tmp")
+        tmp.write_text(repr(t.timestamp()))
+        tmp.replace(self.path)
+
+    def advance(self, minutes: float) -> None:
+        self.set(self.now() + timedelta(minutes=minutes))
+
+
+def write_config(tmp_path: Path, server, database: str, sim_url: str) -> Path:
+    path = tmp_path / "vuegraf.json"
+    path.write_text(
+        json.dumps(
+            {
+                "influxDb": {"host": server.host, "port": server.port, "database": database},
+                "accounts": [
+                    {
+                        "name": "Home",
+                        "email": "me@example.com",
+                        "password": "pw",
+                        "simulatorUrl": sim_url,
+                    }
+                ],
+                "timezone": "America/New_York",
+                "stateDir": "state",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def start_child(config: Path, clock: Path, log: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(HARNESS),
+            str(config),
+            str(clock),
+            "--ms-per-minute",
+            str(MS_PER_MINUTE),
+            *extra,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
+
+
+def tail(log: Path, lines: int = 25) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def clean_run(config: Path, clock: Path, log: Path, minutes: int = FINAL_RUN_MINUTES) -> None:
+    """A run that ends by itself after `minutes` virtual minutes, exit code 0."""
+    proc = start_child(config, clock, log, "--stop-after-minutes", str(minutes))
+    try:
+        code = proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, tail(log)
+
+
+def queue_depth(state_dir: Path) -> int:
+    total = 0
+    for path in state_dir.glob("queue-*.sqlite"):
+        with sqlite3.connect(path) as db:
+            total += db.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+    return total
+
+
+def check_complete(client, config_path: Path, end: datetime) -> list:
+    """Compare minutes, hours and days inside the lookback that ends at `end`."""
+    config = load_config(config_path)
+    model = UsageModel(Scenario.default(), seed=SIM_SEED)
+    zone = config.zone
+    settled = end - SETTLE_MARGIN
+    minute_since = end - timedelta(days=7) + RETENTION_MARGIN
+    hour_since = bucket_start(Scale.HOUR, end - timedelta(days=7), zone) + timedelta(hours=1)
+    hour_until = bucket_start(Scale.HOUR, settled, zone)
+    day_since = next_bucket(Scale.DAY, bucket_start(Scale.DAY, end - timedelta(days=7), zone), zone)
+    day_until = bucket_start(Scale.DAY, settled, zone)
+    results = []
+    for scale, tag, since, until in (
+        (Scale.MINUTE, "False", minute_since, settled),
+        (Scale.HOUR, "Hour", hour_since, hour_until),
+        (Scale.DAY, "Day", day_since, day_until),
+    ):
+        want = expected_points(config, model, scale, since, until)
+        # Day points are stamped 23:59:59 local: read a day further to see them all.
+        got = stored_points(client, "Home", tag, since, until + timedelta(days=1))
+        results.append(compare(f"{scale.name.lower()} points", got, want))
+    return results
+
+
+def minute_count(client, names: list[str], since: datetime, until: datetime) -> int:
+    pattern = "|".join(n.replace("/", r"\/") for n in names)
+    result = client.query(
+        f"SELECT count(usage) FROM energy_usage WHERE account_name = 'Home' "
+        f"AND detailed = 'False' AND device_name =~ /^({pattern})$/ "
+        f"AND time >= {int(since.timestamp())}s AND time < {int(until.timestamp())}s"
+    )
+    return sum(int(row["count"]) for row in result.get_points())
+
+
+def test_five_kill9_at_random_moments_then_nothing_missing(influxdb_v1_db, tmp_path):
+    server, database = influxdb_v1_db
+    client = server.client(database)
+    rng = random.Random(KILL_SEED)
+    virtual = VirtualTime(tmp_path / "clock", T0)
+    kills = []  # (real seconds alive, virtual time reached, gap after, minute points stored)
+    with SimulatorServer(seed=SIM_SEED, now=virtual.now) as sim:
+        config = write_config(tmp_path, server, database, sim.url)
+        names = [
+            name
+            for _g, _n, name in chart_channels(
+                load_config(config), UsageModel(Scenario.default(), SIM_SEED)
+            )
+        ]
+        for run in range(1, KILLS + 1):
+            log = tmp_path / f"run{run}.log"
+            delay = rng.uniform(0.5, 4.0)
+            started = time.monotonic()
+            proc = start_child(config, virtual.path, log)
+            try:
+                while time.monotonic() - started < delay:
+                    assert proc.poll() is None, f"run {run} ended on its own:\n{tail(log)}"
+                    time.sleep(0.01)
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            assert proc.returncode == -signal.SIGKILL
+            reached = virtual.now()
+            gap = rng.choice([0, rng.randint(2, 90)])  # virtual minutes spent down
+            stored = minute_count(
+                client,
+                names,
+                reached - timedelta(days=7) + RETENTION_MARGIN,
+                reached - SETTLE_MARGIN,
+            )
+            kills.append((delay, reached, gap, stored))
+            virtual.advance(gap)
+        clean_run(config, virtual.path, tmp_path / "final.log")
+        end = virtual.now()
+        results = check_complete(client, config, end)
+        # What each killed run had left behind, against what was due by then.
+        model = UsageModel(Scenario.default(), seed=SIM_SEED)
+        report = []
+        for run, (delay, reached, gap, stored) in enumerate(kills, 1):
+            since = reached - timedelta(days=7) + RETENTION_MARGIN
+            due = len(
+                expected_points(
+                    load_config(config), model, Scale.MINUTE, since, reached - SETTLE_MARGIN
+                )
+            )
+            report.append(
+                f"kill {run} after {delay:.2f} s real, virtual {reached:%H:%M}, "
+                f"down {gap} min: {stored} minute points stored of {due} due"
+            )
+        report += [str(r) for r in results]
+    client.close()
+    print("\n".join(report))
+    assert queue_depth(tmp_path / "state") == 0
+    for result in results:
+        assert result.ok, "\n".join(report)
+        assert result.expected > 0
+
+
+def test_kill9_inside_the_first_startup_fill_then_restart_fills_everything(
+    influxdb_v1_db, tmp_path
+):
+    """SIGKILL while the very first tick is filling the empty store's 7 days (before the
+    first marks were saved): the restart must still know the hole is there."""
+    server, database = influxdb_v1_db
+    client = server.client(database)
+    virtual = VirtualTime(tmp_path / "clock", T0)
+    # 30 ms per chart request: the first tick's 60 requests take about 2 s to kill into.
+    with SimulatorServer(seed=SIM_SEED, now=virtual.now, latency_s=0.03) as sim:
+        config = write_config(tmp_path, server, database, sim.url)
+        log = tmp_path / "run1.log"
+        proc = start_child(config, virtual.path, log)
+        deadline = time.monotonic() + 20
+        try:
+            old = (T0 - timedelta(days=6)).timestamp()
+            while True:  # until the fill of the oldest day has reached InfluxDB
+                assert proc.poll() is None, tail(log)
+                assert time.monotonic() < deadline, tail(log)
+                rows = client.query(
+                    "SELECT count(usage) FROM energy_usage WHERE detailed = 'False' "
+                    f"AND time < {int(old)}s"
+                )
+                if any(row["count"] for row in rows.get_points()):
+                    break
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert "Cycle at" not in log.read_text(), "killed too late: the first tick had ended"
+        sim.latency_s = 0.0
+        clean_run(config, virtual.path, tmp_path / "final.log", minutes=20)
+        results = check_complete(client, config, virtual.now())
+    client.close()
+    print("\n".join(map(str, results)))
+    for result in results:
+        assert result.ok, str(result)
+
+
+def test_first_start_on_a_server_without_the_database_fills_seven_days(influxdb_v1, tmp_path):
+    """A fresh InfluxDB 1.x where vuegraf creates the database itself (on its first write):
+    the start-up fill must still cover the whole lookback."""
+    database = f"fresh_{uuid.uuid4().hex[:12]}"
+    client = influxdb_v1.client(database)
+    virtual = VirtualTime(tmp_path / "clock", T0)
+    try:
+        with SimulatorServer(seed=SIM_SEED, now=virtual.now) as sim:
+            config = write_config(tmp_path, influxdb_v1, database, sim.url)
+            clean_run(config, virtual.path, tmp_path / "run.log", minutes=20)
+            results = check_complete(client, config, virtual.now())
+    finally:
+        client.drop_database(database)
+        client.close()
+    print("\n".join(map(str, results)))
+    for result in results:
+        assert result.ok, str(result)
