@@ -85,6 +85,24 @@ def require_binary(name: str) -> str:
     pytest.skip(reason)
 
 
+def poll_until(
+    fetch: Callable[[], Any],
+    predicate: Callable[[Any], bool],
+    timeout: float,
+    interval: float,
+    describe: Callable[[Any], str],
+) -> Any:
+    """Call ``fetch`` until ``predicate`` holds on its answer; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = fetch()
+        if predicate(answer):
+            return answer
+        if time.monotonic() > deadline:
+            raise AssertionError(describe(answer))
+        time.sleep(interval)
+
+
 def free_ports(count: int = 1) -> list[int]:
     """Return ``count`` distinct TCP ports on 127.0.0.1 that were free a moment ago.
 
@@ -531,17 +549,14 @@ class VictoriaMetricsServer(_ServerProcess):
 
         Raises ``AssertionError`` with the last rows seen when ``timeout`` passes.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = self.export_now(match)
-            if predicate(rows):
-                return rows
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"VictoriaMetrics export of {match} did not satisfy the condition within "
-                    f"{timeout}s; last answer: {rows!r}"
-                )
-            time.sleep(0.1)
+        return poll_until(
+            lambda: self.export_now(match),
+            predicate,
+            timeout,
+            0.1,
+            lambda rows: f"VictoriaMetrics export of {match} did not satisfy the condition "
+            f"within {timeout}s; last answer: {rows!r}",
+        )
 
     def export(self, match: str = DEFAULT_MATCH, timeout: float = 10.0) -> list[dict[str, Any]]:
         """The series matching ``match``, waiting until there is at least one."""
@@ -742,17 +757,14 @@ class PrometheusServer(_ServerProcess):
         The first scrape is queryable about 5 s after start. Raises ``AssertionError`` with the
         last result (and the log tail) when ``timeout`` passes.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            result = self.query(promql)
-            if predicate(result):
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"Prometheus query {promql!r} did not satisfy the condition within "
-                    f"{timeout}s; last answer: {result!r}\n--- log tail ---\n{self.log_tail()}"
-                )
-            time.sleep(0.2)
+        return poll_until(
+            lambda: self.query(promql),
+            predicate,
+            timeout,
+            0.2,
+            lambda result: f"Prometheus query {promql!r} did not satisfy the condition within "
+            f"{timeout}s; last answer: {result!r}\n--- log tail ---\n{self.log_tail()}",
+        )
 
 
 class MosquittoTlsServer(MosquittoServer):
