@@ -24,7 +24,7 @@ from vuegraf.daemon import Daemon, find_store
 from vuegraf.emporia import EmporiaAccount
 from vuegraf.schedule import next_tick
 from vuegraf.simulator import SimulatorServer
-from vuegraf.sinks.factory import build_sinks
+from vuegraf.sinks.factory import build_store
 from vuegraf.stats import Stats
 
 START = datetime(2026, 11, 20, 0, 0, 30, tzinfo=UTC)
@@ -84,8 +84,7 @@ def main() -> int:
             },
             work / "vuegraf.json",
         )
-        (sink,) = build_sinks(config)
-        store = CountingStore(sink)
+        store = CountingStore(build_store(config))
         store.clock = clock
         accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
         daemon = Daemon(config, accounts, [store], clock, stats=stats)

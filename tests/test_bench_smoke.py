@@ -1,0 +1,29 @@
+"""The benchmarks must keep running (they print figures; they are not timed here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_steady_bench_runs_and_reports_the_targets():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "steady.py"), "--hours", "0.5"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "minute getDeviceListUsages per day: 1440 (target exactly 1440)" in out.stdout
+    assert "0 after (target 0 per cycle)" in out.stdout
+
+
+def test_history_bench_runs_for_a_short_import():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "history.py"), "--days", "2", "--latency", "0.1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "PASS  N=2: hour/day requests 56 <= 28 x (1 + 1) = 56" in out.stdout
+    assert "MISS" not in out.stdout
