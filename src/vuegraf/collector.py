@@ -361,19 +361,12 @@ class AccountCollector:
             result.fill_errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
             self.trackers[request.scale].failed(request, now)
             return False
-        device, channel = self.account.series_name(gid, num)
-        points = [
-            Point(
-                self.name,
-                device,
-                channel,
-                request.scale,
-                point_time(request.scale, start, self.config.zone),
-                kwh * request.scale.watts_per_kwh,
-            )
-            for start, kwh in values
-            if kwh is not None and request.first <= start <= request.last
-        ]
+        points = self.account.chart_values_to_points(
+            gid,
+            num,
+            request.scale,
+            [(start, kwh) for start, kwh in values if request.first <= start <= request.last],
+        )
         if points:
             self.emit(points, False)  # filled holes: stored, but not news for MQTT
             result.points += len(points)
@@ -382,11 +375,11 @@ class AccountCollector:
         after = self.trackers[request.scale].series[request.series].filled
         if len(points) or after > before:
             logger.debug(
-                "Account %s: filled %s %s/%s %s..%s: %d points",
+                "Account %s: filled %s of device %s channel %s, %s..%s: %d points",
                 self.name,
                 request.scale.value,
-                device,
-                channel,
+                gid,
+                num,
                 request.first.isoformat(),
                 request.last.isoformat(),
                 len(points),

@@ -354,16 +354,25 @@ class EmporiaAccount:
         self, device_gid: int, channel_num: str, scale: Scale, first: datetime, last: datetime
     ) -> tuple[list[Point], list[datetime]]:
         """Chart data as points, plus the bucket starts that had no value."""
+        values = self.chart(device_gid, channel_num, scale, first, last)
+        missing = [start for start, kwh in values if kwh is None]
+        return self.chart_values_to_points(device_gid, channel_num, scale, values), missing
+
+    def chart_values_to_points(
+        self,
+        device_gid: int,
+        channel_num: str,
+        scale: Scale,
+        values: Iterable[tuple[datetime, float | None]],
+    ) -> list[Point]:
+        """Named, stamped points for the buckets of a chart answer that have a value."""
         dev_name, chan = self.series_name(device_gid, channel_num)
-        points: list[Point] = []
-        missing: list[datetime] = []
-        for start, kwh in self.chart(device_gid, channel_num, scale, first, last):
-            if kwh is None:
-                missing.append(start)
-                continue
-            stamp = point_time(scale, start, self.config.zone)
-            points.append(point_from_kwh(self.name, dev_name, chan, scale, stamp, kwh))
-        return points, missing
+        zone = self.config.zone
+        return [
+            point_from_kwh(self.name, dev_name, chan, scale, point_time(scale, start, zone), kwh)
+            for start, kwh in values
+            if kwh is not None
+        ]
 
 
 def _looks_like_auth(err: Exception) -> bool:
