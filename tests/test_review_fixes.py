@@ -44,7 +44,7 @@ def test_an_error_status_is_an_error_not_an_empty_success(tmp_path):
         account = sim_account(tmp_path, sim.url, clock)
         account.refresh_devices()
         sim.error_rate = 1.0
-        with pytest.raises(EmporiaError, match="no usage data"):
+        with pytest.raises(EmporiaError, match="HTTP 500"):
             account.points(Scale.MINUTE, NOW.replace(second=0) - timedelta(minutes=1), NOW)
 
 

@@ -65,6 +65,7 @@ class Tracker:
         self.zone = zone
         self.settle = timedelta(seconds=settle_secs)
         self.series: dict[SeriesKey, SeriesState] = {}
+        self.retired: dict[SeriesKey, SeriesState] = {}  # gone from the account, marks kept
 
     def earliest(self, now: datetime, lookback: timedelta | None = None) -> datetime:
         """Oldest bucket worth asking for: the lookback, clipped to Emporia's retention."""
@@ -110,9 +111,21 @@ class Tracker:
         return {key: state.filled for key, state in self.series.items()}
 
     def add_series(self, key: SeriesKey, now: datetime) -> None:
-        """A channel that appeared while running: fill it from the lookback like an empty store."""
+        """A channel that appeared while running: fill it from the lookback like an empty store
+        (or, if it was retired earlier in this run, from where it was)."""
         if key not in self.series:
-            self.series[key] = SeriesState(filled=self.earliest(now))
+            state = self.retired.pop(key, None)
+            self.series[key] = state if state is not None else SeriesState(
+                filled=self.earliest(now)
+            )
+
+    def retire(self, key: SeriesKey) -> bool:
+        """A channel gone from the account: no more chart requests for it (Emporia would
+        answer nothing, for ever). Its mark is kept in case it comes back. True if known."""
+        state = self.series.pop(key, None)
+        if state is not None:
+            self.retired[key] = state
+        return state is not None
 
     def stored(self, key: SeriesKey, bucket: datetime) -> None:
         """A live value for `bucket` was written: the mark moves if it was the next one due."""

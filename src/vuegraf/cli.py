@@ -114,18 +114,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(str(err), file=sys.stderr)
         return EXIT_USAGE
-    install_redaction(config.secrets())
+    masked = set(config.secrets())
+    install_redaction(masked)
     if args.resetdatabase and args.dryrun:
         print("--resetdatabase: refused together with --dryrun (a dry run deletes nothing)",
               file=sys.stderr)
         return EXIT_USAGE
 
     logger.info("vuegraf %s starting with %s", __version__, config.config_path)
-    state = {"clock": SystemClock(), "reload": False}
+    state = {"clock": SystemClock(), "reload": False, "stop": False}
 
     def request_stop(signum: int, _frame: object) -> None:
         logger.info("Received %s; stopping", signal.Signals(signum).name)
         state["reload"] = False  # a stop wins over a reload asked for just before
+        state["stop"] = True  # ... and over one under way (reading the new config)
         state["clock"].stop()
 
     def request_reload(_signum: int, _frame: object) -> None:
@@ -147,12 +149,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         state["reload"] = False
         try:
-            config = load_config(args.configFilename)
-            install_redaction(config.secrets())
+            new_config = load_config(args.configFilename)
+            # Before anything is logged with it; the old secrets stay masked too.
+            masked |= set(new_config.secrets())
+            install_redaction(masked)
+            config = new_config
             logger.info("Config reloaded")
         except ConfigError as err:
             logger.error("New config rejected, keeping the running one: %s", err)
-        state["clock"] = SystemClock()
+        clock = SystemClock()
+        state["clock"] = clock  # from here a stop signal stops the new clock
+        if state["stop"]:  # it came while the config was being read
+            logger.info("Stopped during the reload")
+            return EXIT_OK
 
 
 def run(
@@ -164,6 +173,8 @@ def run(
     reset: bool,
 ) -> int:
     """Build everything from `config` and collect until the clock is stopped."""
+    if clock.stopped:  # a stop that came during a reload: start nothing
+        return EXIT_OK
     accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
     if reset:
         try:

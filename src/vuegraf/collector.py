@@ -21,7 +21,7 @@ from pathlib import Path
 
 from vuegraf.backfill import DEFAULT_LOOKBACK, FillRequest, SeriesKey, Tracker
 from vuegraf.config import Config
-from vuegraf.emporia import EmporiaAccount, EmporiaError
+from vuegraf.emporia import EmporiaAccount, EmporiaError, EmporiaRateLimited
 from vuegraf.model import Point, Scale
 from vuegraf.naming import NO_CHART_CHANNELS
 from vuegraf.schedule import daily_request_estimate, last_complete_bucket, point_time
@@ -40,6 +40,12 @@ class TickResult:
     points: int = 0
     errors: list[str] = field(default_factory=list)  # live values or start-up failed
     fill_errors: list[str] = field(default_factory=list)  # chart requests for holes failed
+    not_before: datetime | None = None  # Emporia answered 429: ask nothing before this
+
+    def rate_limited(self, err: EmporiaError) -> None:
+        """Keep a 429's Retry-After, so the loop does not ask before it."""
+        if isinstance(err, EmporiaRateLimited):
+            self.not_before = max(self.not_before or err.not_before, err.not_before)
 
     @property
     def ok(self) -> bool:
@@ -303,6 +309,7 @@ class AccountCollector:
             points = self.account.points(scale, instant, stamp)
         except EmporiaError as err:
             result.errors.append(f"{scale.value}: {err}")
+            result.rate_limited(err)
             return
         self._live_done[scale] = newest
         self.emit(points, True)
@@ -317,11 +324,29 @@ class AccountCollector:
         self._adopt_new_series(now)
 
     def _adopt_new_series(self, now: datetime) -> None:
-        """Channels that appeared after a device refresh get trackers of their own."""
+        """Channels that appeared after a device refresh get trackers of their own (filled
+        from the lookback); those gone from the account are no longer asked for."""
+        added: set[SeriesKey] = set()
+        gone: set[SeriesKey] = set()
         for scale, tracker in self.trackers.items():
-            for key in self._series_for(scale):
+            current = self._series_for(scale)
+            for key in current:
                 if key not in tracker.series and key[1] not in NO_CHART_CHANNELS:
                     tracker.add_series(key, now)
+                    added.add(key)
+            for key in set(tracker.series) - set(current):
+                tracker.retire(key)
+                gone.add(key)
+        for gid, num in sorted(added):
+            logger.info(
+                "Account %s: new channel %s of device %s: collecting it and filling its past",
+                self.name, num, gid,
+            )
+        for gid, num in sorted(gone):
+            logger.info(
+                "Account %s: channel %s of device %s is gone; no more requests for it",
+                self.name, num, gid,
+            )
 
     def _fill(self, scale: Scale, now: datetime, result: TickResult, budget: int | None) -> int:
         """Chart requests for the holes of one scale; returns how many were made."""
@@ -359,6 +384,7 @@ class AccountCollector:
             values = self.account.chart(gid, num, request.scale, request.first, request.last)
         except EmporiaError as err:
             result.fill_errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
+            result.rate_limited(err)
             self.trackers[request.scale].failed(request, now)
             return False
         points = self.account.chart_values_to_points(

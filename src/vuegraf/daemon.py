@@ -190,6 +190,10 @@ class Daemon:
                 state.failed(_summary(outcome.errors))
                 result.failed_accounts.append(collector.name)
                 self._retry_at[collector.name] = self.clock.now() + self._backoff(state.failures)
+            if outcome.not_before is not None:
+                # Emporia answered 429: its Retry-After wins over the usual back-off.
+                retry_at = self._retry_at.get(collector.name, outcome.not_before)
+                self._retry_at[collector.name] = max(retry_at, outcome.not_before)
         self._cycle = None
         for sink in self.sinks:
             flush = getattr(sink, "flush", None)

@@ -22,7 +22,7 @@ from typing import Protocol, TextIO
 
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import Config
-from vuegraf.emporia import EmporiaError
+from vuegraf.emporia import EmporiaError, EmporiaRateLimited
 from vuegraf.model import Point, Scale
 from vuegraf.schedule import (
     bucket_start,
@@ -278,7 +278,10 @@ class _Importer:
             except EmporiaError as err:
                 error = err
                 logger.debug("History %s try %d failed: %s", _describe(job), attempt + 1, err)
-                if attempt + 1 < ATTEMPTS and self.clock.wait(self._delay(attempt)):
+                delay = self._delay(attempt)
+                if isinstance(err, EmporiaRateLimited):  # 429: not before its Retry-After
+                    delay = max(delay, (err.not_before - self.clock.now()).total_seconds())
+                if attempt + 1 < ATTEMPTS and self.clock.wait(delay):
                     return _Outcome(job, requests, stopped=True)
                 continue
             written = self._write(points)

@@ -49,15 +49,22 @@ class Stats:
     _queue_depth: dict[str, int] = field(default_factory=dict)
     mqtt_connected: bool | None = None
 
-    def count_request(self, account: str, endpoint: str, outcome: str, when: datetime) -> int:
-        """Count one Emporia request; returns the account's count for `when`'s UTC day."""
+    def count_request(
+        self, account: str, endpoint: str, outcome: str, when: datetime, budgeted: bool = True
+    ) -> int:
+        """Count one Emporia request; returns the account's count for `when`'s UTC day.
+
+        `budgeted=False` for what Emporia's API never sees (a Cognito login): counted by
+        endpoint and outcome, but not in the day's count that the budget compares with.
+        """
         with self._lock:
             self._requests[(account, endpoint, outcome)] += 1
             day = when.date()
             if day != self._day:
                 self._day = day
                 self._today.clear()
-            self._today[account] += 1
+            if budgeted:
+                self._today[account] += 1
             return self._today[account]
 
     def requests_today(self, account: str) -> int:

@@ -13,6 +13,13 @@ Choices where Emporia's behaviour is unknown or out of scope:
   13 h 20 min from a minute boundary to a minute boundary is one bucket too many).
 - Every API request is counted in the stats, including those answered 401, 500 or delayed.
 - Write calls (PUT channels, outlet, charger) are not simulated: 404.
+
+Test knobs (see "faults, auth and scenario changes" below), all switchable while serving:
+`token_check` (an id token it refuses answers 401, as Emporia's gateway does for an expired or
+revoked Cognito token), `set_fault` (every request, or those of some endpoints, answers e.g.
+429 with or without `Retry-After`, or 503), `add_device` & co. (the account's devices and
+circuits change, as when a user installs a plug) and `log_requests` (a record of every request:
+when by the simulator's clock, endpoint, status).
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import logging
 import random
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +41,7 @@ from vuegraf.simulator.model import (
     FIXED_SECONDS,
     MAINS,
     SCALES,
+    ChannelSpec,
     DeviceSpec,
     Scenario,
     UsageModel,
@@ -118,6 +127,27 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class Fault:
+    """What `set_fault` makes the server answer instead of the data."""
+
+    status: int
+    endpoints: frozenset[str] | None  # None: every endpoint
+    retry_after: str | int | None = None
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One API request as the server saw it (with `log_requests`)."""
+
+    at: datetime  # the simulator's clock
+    endpoint: str
+    scale: str
+    status: int
+    query: dict[str, str]
+    token: str | None  # the authtoken header
+
+
 class SimulatorServer:
     """A threaded HTTP server answering pyemvue's Emporia calls; start(), stop(), or `with`."""
 
@@ -144,6 +174,8 @@ class SimulatorServer:
         self.timeout_s = timeout_s
         self.data_delay_s = data_delay_s
         self.now: Callable[[], datetime] = now if now is not None else _utc_now
+        self.seed = seed
+        self._init_knobs()
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -256,6 +288,87 @@ class SimulatorServer:
         if not self._available(scale, start, now):
             return dict.fromkeys(n for n, _, _ in self.model.device_channels(device_gid))
         return self.model.device_values(device_gid, scale, start)
+
+    # -- faults, auth and scenario changes (test knobs) --------------------------------------
+
+    def _init_knobs(self) -> None:
+        # token_check(id_token) -> False answers 401; None: any authtoken header is accepted.
+        self.token_check: Callable[[str], bool] | None = None
+        self.log_requests = False  # record every API request in `request_log`
+        self.request_log: list[RequestRecord] = []
+        self._fault: Fault | None = None
+        self._scenario_lock = threading.Lock()
+
+    def set_fault(
+        self,
+        status: int = 429,
+        endpoints: Iterable[str] | None = None,
+        retry_after: str | int | None = None,
+    ) -> None:
+        """From now on answer `status` (with `Retry-After` when given) to every request, or
+        to those of `endpoints` (names as in `stats()`), until `clear_fault()`."""
+        self._fault = Fault(
+            status, frozenset(endpoints) if endpoints is not None else None, retry_after
+        )
+
+    def clear_fault(self) -> None:
+        self._fault = None
+
+    def _faulted(self, endpoint: str) -> Fault | None:
+        fault = self._fault
+        if fault is None or (fault.endpoints is not None and endpoint not in fault.endpoints):
+            return None
+        return fault
+
+    def _record(self, endpoint: str, scale: str, status: int, query: dict[str, str],
+                token: str | None) -> None:
+        if self.log_requests:
+            record = RequestRecord(self.current_time(), endpoint, scale, status, query, token)
+            with self._stats_lock:
+                self.request_log.append(record)
+
+    def requests_seen(self) -> list[RequestRecord]:
+        """A copy of `request_log` (thread-safe)."""
+        with self._stats_lock:
+            return list(self.request_log)
+
+    def set_scenario(self, scenario: Scenario) -> None:
+        """Serve another scenario from now on (same seed: unchanged channels keep their values)."""
+        model = UsageModel(scenario, seed=self.seed)
+        with self._scenario_lock:
+            self.scenario, self.model = scenario, model
+
+    def add_device(self, device: DeviceSpec) -> None:
+        """A device appears on the account (a new plug, a second panel)."""
+        self.set_scenario(replace(self.scenario, devices=(*self.scenario.devices, device)))
+
+    def remove_device(self, device_gid: int) -> None:
+        """A device leaves the account, with the devices nested on it."""
+        gone = {device_gid}
+        for dev in self.scenario.devices:  # parents come before children in a scenario
+            if dev.parent_gid in gone:
+                gone.add(dev.device_gid)
+        devices = tuple(d for d in self.scenario.devices if d.device_gid not in gone)
+        self.set_scenario(replace(self.scenario, devices=devices))
+
+    def add_circuit(self, device_gid: int, channel: ChannelSpec) -> None:
+        """A circuit is added to a panel (after its others, so theirs keep their values)."""
+        self._change_device(device_gid, lambda d: replace(d, channels=(*d.channels, channel)))
+
+    def remove_circuit(self, device_gid: int, channel_num: str) -> None:
+        """A circuit is removed from a panel."""
+        self._change_device(
+            device_gid,
+            lambda d: replace(d, channels=tuple(
+                c for c in d.channels if c.channel_num != channel_num)),
+        )
+
+    def _change_device(self, device_gid: int, change: Callable[[DeviceSpec], DeviceSpec]) -> None:
+        self.scenario.device(device_gid)  # KeyError for an unknown device
+        devices = tuple(
+            change(d) if d.device_gid == device_gid else d for d in self.scenario.devices
+        )
+        self.set_scenario(replace(self.scenario, devices=devices))
 
     # -- JSON bodies ----------------------------------------------------------------------
 
@@ -521,6 +634,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     server_version = "vuegraf-simulator"
     protocol_version = "HTTP/1.0"
+    # (endpoint, scale, query, authtoken) of the API request being answered, for request_log
+    _request: tuple[str, str, dict[str, str], str | None] | None = None
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: access lines go to debug logging, never to stderr."""
@@ -535,10 +650,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._dispatch("PUT")
 
-    def _send(self, status: int, body: Any) -> None:
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body, separators=(",", ":")).encode()
+        request = self._request
+        if request is not None:
+            endpoint, scale, query, token = request
+            self.server.app._record(endpoint, scale, int(status), query, token)
         try:
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -546,8 +667,26 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             logger.debug("client went away before the answer to %s", self.path)
 
-    def _error(self, status: HTTPStatus, message: str) -> None:
-        self._send(status, {"error": status.phrase, "message": message, "status": int(status)})
+    def _error(
+        self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        body = {"error": status.phrase, "message": message, "status": int(status)}
+        self._send(status, body, headers)
+
+    def _refused(self, token: str, endpoint: str) -> bool:
+        """Answer a refused token (401) or a set fault; True when answered."""
+        app = self.server.app
+        check = app.token_check
+        if check is not None and not check(token):
+            self._error(HTTPStatus.UNAUTHORIZED, "Unauthorized")
+            return True
+        fault = app._faulted(endpoint)
+        if fault is None:
+            return False
+        status = HTTPStatus(fault.status)
+        headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+        self._error(status, f"Simulated {status.phrase}", headers)
+        return True
 
     def _dispatch(self, method: str) -> None:
         app = self.server.app
@@ -562,8 +701,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, f"No handler for {method} {parts.path}")
             return
         app._count(endpoint, scale)
-        if "authtoken" not in self.headers:
+        token = self.headers.get("authtoken")
+        self._request = (endpoint, scale, query, token)  # recorded by _send with its status
+        if token is None:
             self._error(HTTPStatus.UNAUTHORIZED, "Missing authtoken header")
+            return
+        if self._refused(token, endpoint):
             return
         error, stall = app._roll()
         app._wait(app.latency_s)
