@@ -40,6 +40,7 @@ class TickResult:
     points: int = 0
     errors: list[str] = field(default_factory=list)  # live values or start-up failed
     fill_errors: list[str] = field(default_factory=list)  # chart requests for holes failed
+    fill_requests: int = 0  # chart requests made for holes (failed ones included)
     not_before: datetime | None = None  # Emporia answered 429: ask nothing before this
 
     def rate_limited(self, err: EmporiaError) -> None:
@@ -370,6 +371,7 @@ class AccountCollector:
                 if self.should_stop():
                     break
                 made += 1
+                result.fill_requests += 1
                 if self._fill_one(request, now, result):
                     progressed = True
                 else:

@@ -181,7 +181,9 @@ class Daemon:
             outcome = collector.tick(self.clock.now())
             if outcome.fill_errors:
                 self._fill_state[collector.name].failed(_summary(outcome.fill_errors))
-            elif outcome.ok:
+            elif outcome.ok and outcome.fill_requests:
+                # Only fills that were tried and worked end a fill outage: a tick whose
+                # holes are all waiting out a back-off proves nothing.
                 self._fill_state[collector.name].succeeded()
             if outcome.ok:
                 state.succeeded()

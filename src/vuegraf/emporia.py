@@ -366,7 +366,7 @@ class EmporiaAccount:
         and, after a 5xx, the wait before pyemvue's next attempt (or the end of them)."""
         endpoint = _endpoint(path)
         if self.clock.stopped:
-            raise EmporiaStopped(f"{endpoint}: not sent, vuegraf is stopping")
+            raise EmporiaStopped(f"{endpoint} not sent: vuegraf is stopping")
         self._check_rate_limit(endpoint)
         try:
             response = send(method, path, **kwargs)
@@ -376,7 +376,7 @@ class EmporiaAccount:
         status = response.status_code
         self._count(endpoint, "ok" if status < 400 else f"http_{status}")
         if status == 429:
-            raise self._rate_limited(endpoint, response.headers.get("Retry-After"))
+            raise self._rate_limited(response.headers.get("Retry-After"))
         if status < 400:
             with self._limit_lock:
                 self._rate_wait = RATE_LIMIT_WAIT
@@ -385,14 +385,13 @@ class EmporiaAccount:
             self._server_errors.count = failed
             if failed >= attempts:
                 raise EmporiaServerError(
-                    f"{endpoint}: Emporia answered HTTP {status} "
-                    f"({failed} attempt{'s' if failed > 1 else ''})"
+                    f"Emporia answered HTTP {status} ({failed} attempt{'s' if failed > 1 else ''})"
                 )
             if self.clock.wait(self.retry.delay(failed)):
-                raise EmporiaStopped(f"{endpoint}: HTTP {status}, retry cut short by a stop")
+                raise EmporiaStopped(f"Emporia answered HTTP {status}; retry cut short by a stop")
         return response
 
-    def _rate_limited(self, endpoint: str, retry_after: str | None) -> EmporiaRateLimited:
+    def _rate_limited(self, retry_after: str | None) -> EmporiaRateLimited:
         """Note a 429: no request before its Retry-After, or an own doubling back-off."""
         now = self.clock.now()
         given = _retry_after(retry_after, now)
@@ -408,7 +407,7 @@ class EmporiaAccount:
             self._not_before = max(self._not_before or until, until)
             not_before = self._not_before
         return EmporiaRateLimited(
-            f"{endpoint}: Emporia answered HTTP 429 (too many requests); next request after "
+            "Emporia answered HTTP 429 (too many requests); next request after "
             f"{not_before.strftime('%Y-%m-%d %H:%M:%S')} UTC ({why})",
             not_before,
         )
@@ -418,7 +417,7 @@ class EmporiaAccount:
             not_before = self._not_before
         if not_before is not None and self.clock.now() < not_before:
             raise EmporiaRateLimited(
-                f"{what}: not sent, Emporia asked to wait until "
+                f"{what} not sent: Emporia asked to wait until "
                 f"{not_before.strftime('%Y-%m-%d %H:%M:%S')} UTC (HTTP 429)",
                 not_before,
             )

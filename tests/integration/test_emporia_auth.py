@@ -169,7 +169,8 @@ def test_pyemvue_defaults_would_make_five_attempts_each_counted(tmp_path):
 def test_a_stop_during_the_retry_wait_sends_nothing_more(tmp_path):
     clock = FakeClock(NOW)
     with cognito_cloud(now=lambda: NOW) as (_cognito, sim):
-        account = account_for(tmp_path, clock, retry=RetryPolicy(attempts=5, first_delay_s=8, max_delay_s=8))
+        policy = RetryPolicy(attempts=5, first_delay_s=8, max_delay_s=8)
+        account = account_for(tmp_path, clock, retry=policy)
         account.refresh_devices()
         sim.set_fault(503)
         clock.stop_after = clock.now() + timedelta(seconds=1)  # SIGTERM during the first wait

@@ -1,0 +1,166 @@
+"""Devices and circuits that come and go while vuegraf runs.
+
+The real daemon in virtual time against the simulator (sharing the clock, recording every
+request), the embedded SQLite store. Five minutes in, the account changes while being served:
+a plug is installed, a circuit is added to the garage panel, the EV charger and one circuit of
+the main panel are removed. At the next device refresh (every 10 minutes here) vuegraf must
+collect the new series and fill their past (compared with the simulator's model, minute by
+minute), stop asking for the removed ones, and do all of it without errors or warnings.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from vuegraf.clock import FakeClock
+from vuegraf.config import parse_config
+from vuegraf.daemon import Daemon
+from vuegraf.emporia import EmporiaAccount
+from vuegraf.model import Point, Scale
+from vuegraf.simulator import SimulatorServer
+from vuegraf.simulator.model import ChannelSpec, DeviceSpec
+from vuegraf.simulator.server import RequestRecord
+from vuegraf.sinks.factory import build_sinks, build_store
+from vuegraf.stats import Stats
+
+pytestmark = pytest.mark.integration
+
+SEED = 47
+T0 = datetime(2026, 11, 23, 14, 0, 20, tzinfo=UTC)
+CHANGE_AT = T0 + timedelta(minutes=5)
+END = T0 + timedelta(minutes=40)
+NEW_PLUG = DeviceSpec(
+    device_gid=4001,
+    name="Shed Plug",
+    kind="outlet",
+    model="SSO001",
+    firmware="sim-1.0",
+    manufacturer_id="SIM00004001",
+    channels=(ChannelSpec("1,2,3", None, "daytime", 180.0),),
+)
+NEW_CIRCUIT = ChannelSpec("9", "Workshop", "daytime", 420.0)
+REMOVED_DEVICE = 3001  # the EV charger, nested on the garage panel
+REMOVED_CIRCUIT = (1001, "16")
+# Stored names, by upstream's rule: a plug carries its device's name, a circuit `<panel>-<n>`.
+NEW_SERIES = {"Shed Plug": (4001, "1,2,3"), "Garage Panel-9": (1002, "9")}
+
+
+def gids_asked(record: RequestRecord) -> set[tuple[int, str | None]]:
+    """(gid, channel or None for all) a usage or chart request asked for."""
+    if record.endpoint == "getDeviceListUsages":
+        text = record.query.get("deviceGids", "")  # "1+2", decoded by the server as "1 2"
+        return {(int(g), None) for g in re.split(r"[ +,]+", text) if g}
+    if record.endpoint == "getChartUsage":
+        return {(int(record.query["deviceGid"]), record.query["channel"])}
+    return set()
+
+
+def test_added_and_removed_devices_and_circuits_are_picked_up_at_the_refresh(tmp_path, caplog):
+    clock = FakeClock(T0, stop_after=END)
+    with SimulatorServer(seed=SEED, now=clock.now) as sim:
+        sim.log_requests = True
+        config = parse_config(
+            {
+                "accounts": [{"name": "Home", "email": "me@example.com", "password": "pw",
+                              "simulatorUrl": sim.url}],
+                "stateDir": "state",
+                "timezone": "America/New_York",
+                "deviceRefreshSecs": 600,
+                "detailedDataHoursEnabled": False,
+                "detailedDataDaysEnabled": False,
+            },
+            tmp_path / "vuegraf.json",
+            environ={},
+        )
+        # The series known at start have their minutes stored up to just before T0.
+        old_names = [dev if num == "1,2,3" else f"{dev}-{num}"
+                     for _g, num, dev, _n, chart in sim.model.channels() if chart]
+        store = build_store(config)
+        store.open()
+        store.write([Point("Home", "", name, Scale.MINUTE,
+                           T0.replace(second=0) - timedelta(minutes=2), 1.0)
+                     for name in old_names])
+        store.close()
+
+        def change(now: datetime) -> None:
+            if now >= CHANGE_AT and not changed:
+                sim.add_device(NEW_PLUG)
+                sim.add_circuit(1002, NEW_CIRCUIT)
+                sim.remove_device(REMOVED_DEVICE)
+                sim.remove_circuit(*REMOVED_CIRCUIT)
+                changed.append(now)
+
+        changed: list[datetime] = []
+        stats = Stats()
+        account = EmporiaAccount(config.accounts[0], config, clock, stats)
+        daemon = Daemon(config, [account], build_sinks(config, stats=stats, clock=clock), clock,
+                        stats=stats, on_cycle=[change])
+        with caplog.at_level(logging.INFO, logger="vuegraf"):
+            daemon.run()
+        log = sim.requests_seen()
+        model = sim.model  # the changed account's model
+
+    assert changed
+    refreshes = [r.at for r in log if r.endpoint == "devices" and r.at > changed[0]]
+    assert refreshes, "no device refresh after the change"
+    refreshed = refreshes[0]
+    assert refreshed <= changed[0] + timedelta(minutes=11)
+
+    # The removed device and circuit are not asked for after the refresh.
+    after = [r for r in log if r.at >= refreshed]
+    asked = set().union(*(gids_asked(r) for r in after))
+    assert (REMOVED_DEVICE, None) not in asked
+    assert not {k for k in asked if k[0] == REMOVED_DEVICE}
+    assert REMOVED_CIRCUIT not in asked
+    before = [r for r in log if changed[0] < r.at < refreshed]
+    gone_before = [r for r in before if (REMOVED_DEVICE, "1,2,3") in gids_asked(r)]
+    assert len(gone_before) <= 2  # at most a fill or two, answered empty, then backed off
+    # The new device is in every usage request after the refresh.
+    usage_after = [r for r in after if r.endpoint == "getDeviceListUsages"]
+    assert usage_after and all((4001, None) in gids_asked(r) for r in usage_after)
+
+    # No error storm: not one warning or error, every cycle good.
+    loud = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == []
+    snap = stats.snapshot()
+    assert snap.failed_cycles == 0 and snap.cycles >= 40
+    assert all(r.status == 200 for r in log)
+
+    # The new series: live minutes since the refresh and their past filled, equal to the model.
+    with sqlite3.connect(tmp_path / "vuegraf.sqlite") as db:
+        rows = db.execute(
+            "SELECT device_name, time, usage FROM energy_usage WHERE detailed = 'False' "
+            f"AND device_name IN ({', '.join('?' * len(NEW_SERIES))})",
+            list(NEW_SERIES),
+        ).fetchall()
+    got = {(name, int(t)): usage for name, t, usage in rows}
+    first = (T0 - timedelta(days=6, hours=23)).replace(second=0)  # inside Emporia's 7 days
+    last = END.replace(second=0) - timedelta(minutes=5)
+    missing, wrong, t, checked = [], [], first, 0
+    while t <= last:
+        for name, (gid, num) in NEW_SERIES.items():
+            kwh = model.kwh(gid, num, "1MIN", t)
+            if kwh is None:
+                continue
+            checked += 1
+            value = got.get((name, int(t.timestamp())))
+            if value is None:
+                missing.append((name, t.isoformat()))
+            elif value != pytest.approx(kwh * 60_000, rel=1e-9, abs=1e-9):
+                wrong.append((name, t.isoformat(), value, kwh * 60_000))
+        t += timedelta(minutes=1)
+    print(f"changed at {changed[0]:%H:%M:%S}, refreshed at {refreshed:%H:%M:%S}; "
+          f"{len(gone_before)} requests for the removed device in between; {checked} minutes "
+          f"of the new series checked; {len(log)} requests in all")
+    assert checked > 2 * 9000
+    assert not missing, f"{len(missing)} minutes missing, first {missing[:5]}"
+    assert not wrong, wrong[:5]
+    logged = " ".join(r.message for r in caplog.records)
+    for text in ("new channel 1,2,3 of device 4001", "new channel 9 of device 1002",
+                 "channel 1,2,3 of device 3001 is gone", "channel 16 of device 1001 is gone"):
+        assert text in logged

@@ -1,0 +1,198 @@
+"""Emporia answering 429 Too Many Requests for ten minutes, with and without `Retry-After`.
+
+The real daemon in virtual time, real pyemvue over HTTP to the simulator (which shares the
+virtual clock and records every request), the embedded SQLite store. While Emporia says 429,
+vuegraf must not ask again before the Retry-After (or, without one, before a back-off that
+grows), log the episode once and its end once, count every request it made exactly as the
+simulator saw them, and afterwards fill every minute it missed: the store is compared with
+the simulator's model for each minute and channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from vuegraf.clock import FakeClock
+from vuegraf.config import Config, parse_config
+from vuegraf.daemon import Daemon
+from vuegraf.emporia import EmporiaAccount
+from vuegraf.model import Point, Scale
+from vuegraf.simulator import SimulatorServer, UsageModel
+from vuegraf.simulator.server import RequestRecord
+from vuegraf.sinks.factory import build_sinks, build_store
+from vuegraf.stats import Stats
+
+pytestmark = pytest.mark.integration
+
+SEED = 29
+T0 = datetime(2026, 11, 22, 9, 0, 20, tzinfo=UTC)
+OUTAGE_FROM = T0 + timedelta(minutes=4)
+LIMITED_FROM = T0 + timedelta(minutes=10)
+LIMITED_UNTIL = T0 + timedelta(minutes=20)
+END = T0 + timedelta(minutes=45)
+
+
+def chart_series(model: UsageModel) -> dict[str, tuple[int, str]]:
+    """Stored channel name -> (gid, channel), by upstream's naming rule written out here:
+    the mains and single-channel devices carry the device's name, circuits `<device>-<n>`."""
+    return {
+        (dev if num == "1,2,3" else f"{dev}-{num}"): (gid, num)
+        for gid, num, dev, _name, chart in model.channels()
+        if chart
+    }
+
+
+def minute_config(tmp_path: Path, url: str) -> Config:
+    return parse_config(
+        {
+            "accounts": [{"name": "Home", "email": "me@example.com", "password": "pw",
+                          "simulatorUrl": url}],
+            "stateDir": "state",
+            "timezone": "America/New_York",
+            "detailedDataHoursEnabled": False,
+            "detailedDataDaysEnabled": False,
+        },
+        tmp_path / "vuegraf.json",
+        environ={},
+    )
+
+
+def stored_minutes(path: Path) -> dict[tuple[str, int], float]:
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT device_name, time, usage FROM energy_usage WHERE detailed = 'False'"
+        ).fetchall()
+    return {(name, int(t)): usage for name, t, usage in rows}
+
+
+@dataclass(frozen=True)
+class Case:
+    retry_after: str | None
+    endpoints: frozenset[str] | None = None  # None: every request is answered 429
+    outage_first: bool = False  # 503s for 6 minutes just before, so holes wait to be filled
+
+
+CASES = {
+    "retry-after-300": Case("300"),
+    "no-retry-after": Case(None),
+    "charts-only-while-filling": Case("120", frozenset({"getChartUsage"}), outage_first=True),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_429_backs_off_logs_once_counts_and_loses_nothing(tmp_path, caplog, case):
+    clock = FakeClock(T0, stop_after=END)
+    with SimulatorServer(seed=SEED, now=clock.now) as sim:
+        sim.log_requests = True
+        config = minute_config(tmp_path, sim.url)
+        series = chart_series(sim.model)
+        # Minutes stored up to just before T0, so the test is about what follows.
+        store = build_store(config)
+        store.open()
+        store.write([Point("Home", "", name, Scale.MINUTE, T0.replace(second=0)
+                           - timedelta(minutes=2), 1.0) for name in series])
+        store.close()
+
+        def switch(now: datetime) -> None:
+            """Emporia's mood, by the shared virtual clock (checked after every cycle)."""
+            if case.outage_first and OUTAGE_FROM <= now < LIMITED_FROM:
+                sim.set_fault(503)
+            elif LIMITED_FROM <= now < LIMITED_UNTIL:
+                sim.set_fault(429, endpoints=case.endpoints, retry_after=case.retry_after)
+            else:
+                sim.clear_fault()
+
+        stats = Stats()
+        account = EmporiaAccount(config.accounts[0], config, clock, stats)
+        daemon = Daemon(config, [account], build_sinks(config, stats=stats, clock=clock), clock,
+                        stats=stats, on_cycle=[switch])
+        with caplog.at_level(logging.INFO, logger="vuegraf"):
+            daemon.run()
+        log = sim.requests_seen()
+
+    limited = [r for r in log if r.status == 429]
+    assert limited, "the simulator never answered 429"
+    assert all(LIMITED_FROM <= r.at < LIMITED_UNTIL + timedelta(minutes=1) for r in limited)
+    if case.endpoints is not None:
+        assert {r.endpoint for r in limited} <= case.endpoints
+    # After each 429, nothing until the wait is over.
+    waits = []
+    for r in limited:
+        after = [n for n in log if n.at > r.at]
+        assert after, "no request after the 429 episode"
+        waits.append((after[0].at - r.at).total_seconds())
+    print(f"{case}: {len(limited)} requests answered 429, then waits of {waits} s; "
+          f"{len(log)} requests in all")
+    if case.retry_after is not None:
+        wait = int(case.retry_after)
+        assert all(w >= wait for w in waits), waits
+        assert len(limited) <= 600 // wait + 1
+    else:
+        assert all(w >= 60 for w in waits), waits  # own back-off: 1 min, then doubling
+        assert waits == sorted(waits), waits
+        assert len(limited) <= 4
+    # The tick that got a 429 sent nothing more: its other requests (fills) were held back.
+    for r in limited:
+        assert [n for n in log if n.at == r.at and n.status == 429] == [r]
+        assert not [n for n in log if n.at == r.at and n.status != 429
+                    and log.index(n) > log.index(r)]
+    if case.outage_first:  # the 429 came while filling, after the tick's live value
+        first = limited[0]
+        assert first.endpoint == "getChartUsage"
+        assert [(n.endpoint, n.status) for n in log if n.at == first.at][0] == (
+            "getDeviceListUsages", 200)
+
+    # Logged once as it began and once as it ended, not every cycle.
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING and "429" in r.message]
+    assert len(noisy) == 1, [r.message for r in noisy]
+    print(noisy[0].levelname, noisy[0].message)
+    recoveries = 2 if case.outage_first else 1  # the 503 outage ends too
+    assert sum("recovered after" in r.message for r in caplog.records) == recoveries
+
+    # Every request counted, as the simulator saw it, 429s included.
+    counted: Counter[str] = Counter()
+    for (_a, endpoint, _outcome), n in stats.snapshot().requests.items():
+        if endpoint != "login":
+            counted[endpoint] += n
+    seen = Counter(r.endpoint for r in log)
+    assert counted == seen
+    assert sum(n for (_a, _e, o), n in stats.snapshot().requests.items()
+               if o == "http_429") == len(limited)
+
+    # Nothing lost: every minute of the window is stored, equal to the model.
+    assert_minutes_complete(tmp_path / "vuegraf.sqlite", sim.model, series, log)
+
+
+def assert_minutes_complete(db: Path, model: UsageModel, series: dict[str, tuple[int, str]],
+                            log: list[RequestRecord]) -> None:
+    got = stored_minutes(db)
+    first = T0.replace(second=0) - timedelta(minutes=1)
+    last = END.replace(second=0) - timedelta(minutes=5)
+    missing, wrong, t = [], [], first
+    checked = 0
+    while t <= last:
+        for name, (gid, num) in series.items():
+            kwh = model.kwh(gid, num, "1MIN", t)
+            if kwh is None:
+                continue  # the model's own gap (the Office Plug): nothing to store
+            checked += 1
+            value = got.get((name, int(t.timestamp())))
+            if value is None:
+                missing.append((name, t.isoformat()))
+            elif value != pytest.approx(kwh * 60_000, rel=1e-9, abs=1e-9):
+                wrong.append((name, t.isoformat(), value, kwh * 60_000))
+        t += timedelta(minutes=1)
+    assert checked > 28 * 30
+    assert not missing, f"{len(missing)} minutes missing, first {missing[:5]}"
+    assert not wrong, wrong[:5]
+    # ... and the hole was filled from chart data after the episode, not by luck.
+    fills = [r for r in log if r.endpoint == "getChartUsage" and r.status == 200
+             and r.at >= LIMITED_UNTIL]
+    assert fills
