@@ -27,3 +27,15 @@ def test_history_bench_runs_for_a_short_import():
     assert out.returncode == 0, out.stderr[-3000:]
     assert "PASS  N=2: hour/day requests 56 <= 28 x (1 + 1) = 56" in out.stdout
     assert "MISS" not in out.stdout
+
+
+def test_retries_bench_runs_and_its_counts_agree():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "emporia_retries.py"), "--skip-real-time",
+         "--hours", "1", "--outage-hours", "0.5"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    row = next(line for line in out.stdout.splitlines() if "vuegraf default" in line)
+    seen, counted, _per_call = (int(n) for n in row.split()[-3:])
+    assert seen == counted > 0, out.stdout
