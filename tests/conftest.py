@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.testtime import TestTime
 from servers import InfluxV1Server, MosquittoServer, VictoriaMetricsServer, require_binary
 
 # ---------------------------------------------------------------------------------------------
@@ -58,3 +59,24 @@ def mosquitto() -> Iterator[MosquittoServer]:
     """A running Mosquitto broker that allows anonymous clients, shared by the session."""
     with MosquittoServer(require_binary("mosquitto")) as server:
         yield server
+
+
+# ---------------------------------------------------------------------------------------------
+# Wall-clock runs at any date (see harness/testtime.py).
+#
+# A test that runs vuegraf on the wall clock against the simulator takes `test_time`: the
+# simulator gets `test_time.now`, the vuegraf child `test_time.vuegraf(...)`. With
+# VUEGRAF_TEST_START set, every such test starts at that instant; `-m realclock` selects them.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def test_time() -> TestTime:
+    """Now, or VUEGRAF_TEST_START: taken when the test starts, then running at normal speed."""
+    return TestTime.from_env()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "test_time" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realclock)

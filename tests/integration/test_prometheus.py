@@ -20,7 +20,6 @@ import pytest
 
 from servers import PrometheusServer, require_binary
 from vuegraf import __version__
-from vuegraf.clock import SystemClock
 from vuegraf.config import parse_config
 from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount
@@ -53,12 +52,12 @@ def served_minute_watts(device: str, channel_num: str, bucket: datetime) -> floa
     return None if kwh is None else kwh * 60_000
 
 
-def test_prometheus_reads_the_watts_the_simulator_served(tmp_path):
+def test_prometheus_reads_the_watts_the_simulator_served(tmp_path, test_time):
     prometheus_binary = require_binary("prometheus")
-    clock = SystemClock()
+    clock = test_time.clock()
     stats = Stats()
     latest = LatestValues(clock)
-    with SimulatorServer(seed=SEED) as sim:
+    with SimulatorServer(seed=SEED, now=test_time.now) as sim:
         config = parse_config(
             {
                 "prometheus": {"port": SUGGESTED_PORT},
