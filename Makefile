@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test test-unit lint demo docker clean
+.PHONY: help deps venv test test-unit test-dates lint demo docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,17 @@ test: deps $(STAMP) ## set up and run every test (integration tests start their 
 
 test-unit: $(STAMP) ## only the tests that need no server
 	$(VPY) -m pytest -q -m "not integration"
+
+# Instants the wall-clock tests are moved to by `make test-dates`: both DST changes of the
+# simulated house (America/New_York) and of Europe, a local New Year, a leap day.
+TEST_DATES ?= 2027-03-14T06:58:30Z 2027-11-07T05:58:30Z 2027-03-28T00:58:30Z \
+	2027-10-31T00:58:30Z 2028-01-01T04:59:00Z 2028-02-29T23:59:00Z
+
+test-dates: deps $(STAMP) ## the wall-clock tests (-m realclock) once at each of TEST_DATES
+	@set -e; for start in $(TEST_DATES); do \
+		echo "== VUEGRAF_TEST_START=$$start"; \
+		VUEGRAF_TEST_START=$$start $(VPY) -m pytest -q -m realclock; \
+	done
 
 lint: $(STAMP) ## ruff over sources and tests
 	$(VPY) -m ruff check src tests bench

@@ -188,7 +188,7 @@ def _run_until(cmd, predicate, timeout=30):
                 break
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -107,7 +107,7 @@ def test_prometheus_reads_the_watts_the_simulator_served(tmp_path, test_time):
                 )
         finally:
             clock.stop()
-            runner.join(timeout=10)
+            runner.join(timeout=60)
     assert not runner.is_alive()
 
     assert power["metric"]["device"] == MAINS_NAME
