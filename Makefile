@@ -27,8 +27,9 @@ test: deps $(STAMP) ## set up and run every test (integration tests start their 
 test-unit: $(STAMP) ## only the tests that need no server
 	$(VPY) -m pytest -q -m "not integration"
 
-lint: $(STAMP) ## ruff over sources and tests
+lint: $(STAMP) ## ruff and mypy over sources, tests and benchmarks (mypy settings: pyproject.toml)
 	$(VPY) -m ruff check src tests bench
+	$(VPY) -m mypy
 
 demo: $(STAMP) ## bundled simulator in, embedded SQLite store out; prints watts as they arrive
 	$(VPY) -m vuegraf.demo
@@ -37,5 +38,5 @@ docker: ## build the Docker image (needs a Docker engine)
 	docker build --build-arg VERSION=$$(sed -n 's/^__version__ = "\(.*\)"/\1/p' src/vuegraf/__init__.py) -t vuegraf .
 
 clean: ## remove the venv, caches and demo data
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache demo
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -120,12 +120,14 @@ def test_reset_refused_with_dryrun(tmp_path):
 def _run_until(cmd, predicate, timeout=30):
     """Start `cmd`, wait until predicate(stdout lines so far) holds, then SIGTERM."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None and stderr is not None
     out_lines: list[str] = []
     reader = threading.Thread(
-        target=lambda: out_lines.extend(line.rstrip("\n") for line in proc.stdout), daemon=True
+        target=lambda: out_lines.extend(line.rstrip("\n") for line in stdout), daemon=True
     )
     err_chunks: list[str] = []
-    err_reader = threading.Thread(target=lambda: err_chunks.extend(proc.stderr), daemon=True)
+    err_reader = threading.Thread(target=lambda: err_chunks.extend(stderr), daemon=True)
     reader.start()
     err_reader.start()
     deadline = time.monotonic() + timeout

@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from vuegraf import __version__
 from vuegraf.clock import Clock, SystemClock
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _UTCFormatter(logging.Formatter):
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
 
 def setup_logging(verbose: bool, debug: bool) -> None:
@@ -103,6 +104,14 @@ def reset_database(config: Config, clock: Clock) -> None:
                 logger.warning("--resetdatabase: deleted the retry queue %s", leftover)
 
 
+@dataclass
+class _Control:
+    """What the signal handlers change: the clock of the current run, and whether to reload."""
+
+    clock: SystemClock
+    reload: bool = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.debug)
@@ -121,17 +130,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
     logger.info("vuegraf %s starting with %s", __version__, config.config_path)
-    state = {"clock": SystemClock(), "reload": False}
+    control = _Control(SystemClock())
 
     def request_stop(signum: int, _frame: object) -> None:
         logger.info("Received %s; stopping", signal.Signals(signum).name)
-        state["reload"] = False  # a stop wins over a reload asked for just before
-        state["clock"].stop()
+        control.reload = False  # a stop wins over a reload asked for just before
+        control.clock.stop()
 
     def request_reload(_signum: int, _frame: object) -> None:
         logger.info("Received SIGHUP; reloading %s", config.config_path)
-        state["reload"] = True
-        state["clock"].stop()
+        control.reload = True
+        control.clock.stop()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
@@ -141,24 +150,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     history_days = args.historydays
     reset = args.resetdatabase
     while True:
-        code = run(config, args, state["clock"], stats, history_days, reset)
+        code = run(config, args, control.clock, stats, history_days, reset)
         history_days, reset = 0, False  # once per process, not per reload
-        if not state["reload"] or code != EXIT_OK:
+        if not control.reload or code != EXIT_OK:
             return code
-        state["reload"] = False
+        control.reload = False
         try:
             config = load_config(args.configFilename)
             install_redaction(config.secrets())
             logger.info("Config reloaded")
         except ConfigError as err:
             logger.error("New config rejected, keeping the running one: %s", err)
-        state["clock"] = SystemClock()
+        control.clock = SystemClock()
 
 
 def run(
     config: Config,
     args: argparse.Namespace,
-    clock: SystemClock,
+    clock: Clock,
     stats: Stats,
     history_days: int,
     reset: bool,
@@ -230,7 +239,7 @@ def import_history(
     accounts: Sequence[EmporiaAccount],
     days: int,
     dryrun: bool,
-    clock: SystemClock,
+    clock: Clock,
     stats: Stats,
 ) -> bool:
     """--historydays: hour and day points for N days (minutes inside retention), streamed.

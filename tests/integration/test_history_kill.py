@@ -71,6 +71,7 @@ def test_history_killed_half_way_then_rerun_is_complete(influxdb_v1_db, tmp_path
 
         second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   text=True)
+        assert second.stderr is not None
         log = []
         deadline = time.monotonic() + 120
         for line in second.stderr:
