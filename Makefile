@@ -38,8 +38,9 @@ test-dates: deps $(STAMP) ## the wall-clock tests (-m realclock) once at each of
 		VUEGRAF_TEST_START=$$start $(VPY) -m pytest -q -m realclock; \
 	done
 
-lint: $(STAMP) ## ruff over sources and tests
+lint: $(STAMP) ## ruff and mypy over sources, tests and benchmarks (mypy settings: pyproject.toml)
 	$(VPY) -m ruff check src tests bench
+	$(VPY) -m mypy
 
 demo: $(STAMP) ## bundled simulator in, embedded SQLite store out; prints watts as they arrive
 	$(VPY) -m vuegraf.demo
@@ -48,5 +49,5 @@ docker: ## build the Docker image (needs a Docker engine)
 	docker build --build-arg VERSION=$$(sed -n 's/^__version__ = "\(.*\)"/\1/p' src/vuegraf/__init__.py) -t vuegraf .
 
 clean: ## remove the venv, caches and demo data
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache demo
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

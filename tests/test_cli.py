@@ -47,7 +47,7 @@ def model_points(
 def whole_local_days(since: datetime, until: datetime, zone: ZoneInfo) -> list[datetime]:
     """Local midnights (as UTC) of the days that start at or after `since` and end by `until`."""
     day = since.astimezone(zone).date()
-    days = []
+    days: list[datetime] = []
     while True:
         start = datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
         nxt = day + timedelta(days=1)
@@ -173,12 +173,14 @@ def test_reset_refused_with_dryrun(tmp_path):
 def _run_until(cmd, predicate, timeout=30):
     """Start `cmd`, wait until predicate(stdout lines so far) holds, then SIGTERM."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None and stderr is not None
     out_lines: list[str] = []
     reader = threading.Thread(
-        target=lambda: out_lines.extend(line.rstrip("\n") for line in proc.stdout), daemon=True
+        target=lambda: out_lines.extend(line.rstrip("\n") for line in stdout), daemon=True
     )
     err_chunks: list[str] = []
-    err_reader = threading.Thread(target=lambda: err_chunks.extend(proc.stderr), daemon=True)
+    err_reader = threading.Thread(target=lambda: err_chunks.extend(stderr), daemon=True)
     reader.start()
     err_reader.start()
     deadline = time.monotonic() + timeout

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _UTCFormatter(logging.Formatter):
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
 
 def setup_logging(verbose: bool, debug: bool) -> None:

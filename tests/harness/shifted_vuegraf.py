@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import timedelta
-
-from testtime import ShiftedClock
+from pathlib import Path
 
 from vuegraf.cli import main as vuegraf_main
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, run as a script
+from harness.testtime import ShiftedClock  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

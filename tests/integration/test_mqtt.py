@@ -550,7 +550,11 @@ def test_tls_with_own_ca(
         assert got == [message(0, "Oven", 0.0), message(3, "Oven", 3.0)]
         for host in ("localhost", "127.0.0.1"):
             where = f"MQTT broker {host}:{broker.tls_port}: cannot connect"
-            wait_until(lambda w=where: count_logged(caplog, w) >= 1, what=where)
+
+            def failed(where: str = where) -> bool:
+                return count_logged(caplog, where) >= 1
+
+            wait_until(failed, what=where)
         assert (system_cas.connected, wrong_name.connected) == (False, False)
         sub.nothing_more()
 

@@ -263,7 +263,11 @@ def test_no_secret_in_any_output(
             good.write_text(text)
             cycles = run.cycles()
             run.proc.send_signal(signal.SIGHUP)
-            run.wait_for(lambda c=cycles: run.cycles() > c, 30, "a cycle after the reload")
+
+            def next_cycle(before: int = cycles) -> bool:
+                return run.cycles() > before
+
+            run.wait_for(next_cycle, 30, "a cycle after the reload")
             assert run.stderr.count("New config rejected") == n
         assert "mqtt.port: must be an integer" in run.stderr
         good.write_text(good_text)

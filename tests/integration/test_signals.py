@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -191,7 +192,7 @@ def test_sighup_bad_config_keeps_running_and_good_config_is_picked_up(tmp_path, 
     db = tmp_path / "vuegraf.sqlite"
     log = tmp_path / "vuegraf.log"
     with SimulatorServer(seed=SEED, now=test_time.now) as sim:
-        good = {
+        good: dict[str, Any] = {
             "accounts": [
                 {
                     "name": "Home",
@@ -229,15 +230,13 @@ def test_sighup_bad_config_keeps_running_and_good_config_is_picked_up(tmp_path, 
                     write_json(path, broken)
                 cycles = count(log, "Cycle at")
                 proc.send_signal(signal.SIGHUP)
+
+                def next_cycle(before: int = cycles) -> bool:
+                    return count(log, "Cycle at") > before
+
                 # The old config goes on: collection restarts at once (an immediate cycle,
                 # which also continues the start-up fill, so rows keep growing).
-                wait_until(
-                    proc,
-                    log,
-                    lambda c=cycles: count(log, "Cycle at") > c,
-                    120,
-                    "cycle after the rejected reload",
-                )
+                wait_until(proc, log, next_cycle, 120, "cycle after the rejected reload")
                 rejected = [line for line in log_lines(log) if "New config rejected" in line]
                 assert len(rejected) == n
                 assert "| ERROR |" in rejected[-1]

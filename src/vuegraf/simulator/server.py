@@ -436,7 +436,9 @@ class SimulatorServer:
             for t in self.scenario.channel_types
         ]
 
-    def device_list_usages(self, gids_text: str, instant_text: str, scale: str) -> dict:
+    def device_list_usages(
+        self, gids_text: str, instant_text: str, scale: str
+    ) -> dict[str, Any]:
         """getDeviceListUsages: a requested child of a requested panel comes nested in it."""
         instant = parse_instant(instant_text)
         requested: list[int] = []
