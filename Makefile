@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test test-unit lint demo docker clean
+.PHONY: help deps venv test test-unit test-dates lint demo docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,8 +27,20 @@ test: deps $(STAMP) ## set up and run every test (integration tests start their 
 test-unit: $(STAMP) ## only the tests that need no server
 	$(VPY) -m pytest -q -m "not integration"
 
-lint: $(STAMP) ## ruff over sources and tests
+# Instants the wall-clock tests are moved to by `make test-dates`: both DST changes of the
+# simulated house (America/New_York) and of Europe, a local New Year, a leap day.
+TEST_DATES ?= 2027-03-14T06:58:30Z 2027-11-07T05:58:30Z 2027-03-28T00:58:30Z \
+	2027-10-31T00:58:30Z 2028-01-01T04:59:00Z 2028-02-29T23:59:00Z
+
+test-dates: deps $(STAMP) ## the wall-clock tests (-m realclock) once at each of TEST_DATES
+	@set -e; for start in $(TEST_DATES); do \
+		echo "== VUEGRAF_TEST_START=$$start"; \
+		VUEGRAF_TEST_START=$$start $(VPY) -m pytest -q -m realclock; \
+	done
+
+lint: $(STAMP) ## ruff and mypy over sources, tests and benchmarks (mypy settings: pyproject.toml)
 	$(VPY) -m ruff check src tests bench
+	$(VPY) -m mypy
 
 demo: $(STAMP) ## bundled simulator in, embedded SQLite store out; prints watts as they arrive
 	$(VPY) -m vuegraf.demo
@@ -37,5 +49,5 @@ docker: ## build the Docker image (needs a Docker engine)
 	docker build --build-arg VERSION=$$(sed -n 's/^__version__ = "\(.*\)"/\1/p' src/vuegraf/__init__.py) -t vuegraf .
 
 clean: ## remove the venv, caches and demo data
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache demo
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

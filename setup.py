@@ -20,17 +20,26 @@ setup(
     python_requires=">=3.11",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"vuegraf.simulator": ["*.json"]},
+    package_data={"vuegraf": ["py.typed"], "vuegraf.simulator": ["*.json"]},
     install_requires=[
         "pyemvue>=0.18.9",
         "influxdb-client>=1.40",
         "influxdb>=5.3",
         "paho-mqtt>=2.0",
         "python-dateutil>=2.8",
-        "pytz",
         "prometheus_client>=0.17",  # the reference exposition format writer and parser
     ],
-    extras_require={"test": ["pytest>=7", "ruff"]},
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "ruff",
+            # mypy is pinned to a minor release: a newer one may add checks, and lint must not
+            # turn red on its own. The stubs are for the two untyped libraries vuegraf imports.
+            "mypy~=2.4.1",
+            "types-requests",
+            "types-python-dateutil",
+        ]
+    },
     entry_points={
         "console_scripts": [
             "vuegraf=vuegraf.cli:main",

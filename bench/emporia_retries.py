@@ -165,7 +165,7 @@ def a_day(setup: Setup, hours: float, outage_hours: float) -> tuple[int, int, in
         daemon = Daemon(config, [account], [build_store(config)], clock, stats=stats,
                         on_cycle=[switch])
         saved = pyemvue.auth.time
-        pyemvue.auth.time = _NoSleep()  # type: ignore[assignment]
+        pyemvue.auth.time = _NoSleep()
         try:
             daemon.run()
         finally:

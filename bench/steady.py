@@ -41,11 +41,11 @@ def rss_mb() -> float:
 class CountingStore:
     """Wraps the store to count read-back queries; everything else passes through."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, clock: FakeClock):
         self.wrapped = inner
         self.name = inner.name
         self.queries: list[datetime] = []
-        self.clock = None
+        self.clock = clock
 
     def open(self):
         self.wrapped.open()
@@ -84,8 +84,7 @@ def main() -> int:
             },
             work / "vuegraf.json",
         )
-        store = CountingStore(build_store(config))
-        store.clock = clock
+        store = CountingStore(build_store(config), clock)
         accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
         daemon = Daemon(config, accounts, [store], clock, stats=stats)
         assert find_store([store]) is store

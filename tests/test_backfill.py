@@ -75,7 +75,9 @@ def test_young_nulls_stay_pending():
     t.seed([A], {A: start}, NOW)
     req = t.due(NOW, NOW - timedelta(seconds=6))[0]
     n = int((req.last - req.first).total_seconds()) + 1
-    values = [(req.first + timedelta(seconds=i), 0.001) for i in range(n - 60)]
+    values: list[tuple[datetime, float | None]] = [
+        (req.first + timedelta(seconds=i), 0.001) for i in range(n - 60)
+    ]
     values += [(req.first + timedelta(seconds=i), None) for i in range(n - 60, n)]
     t.answered(req, values, NOW)
     assert t.series[A].filled == req.first + timedelta(seconds=n - 60)

@@ -1,4 +1,8 @@
-"""The benchmarks must keep running (they print figures; they are not timed here)."""
+"""The benchmarks must keep running (they print figures; they are not timed here).
+
+Their timing targets (PASS/MISS on seconds) depend on the machine and its load, so only their
+count targets are asserted; the exit status follows every target and is not.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +28,9 @@ def test_history_bench_runs_for_a_short_import():
         [sys.executable, str(ROOT / "bench" / "history.py"), "--days", "2", "--latency", "0.1"],
         capture_output=True, text=True, timeout=300,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "PASS  N=2: hour/day requests 56 <= 28 x (1 + 1) = 56" in out.stdout
-    assert "MISS" not in out.stdout
+    assert out.returncode in (0, 1), out.stderr[-3000:]  # 1: a timing target missed
+    assert "PASS  N=2: hour/day requests 56 <= 28 x (1 + 1) = 56" in out.stdout, out.stdout
+    assert "PASS  N=2: no failed windows (0), sink got every point" in out.stdout, out.stdout
 
 
 def test_retries_bench_runs_and_its_counts_agree():

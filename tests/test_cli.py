@@ -10,13 +10,53 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from harness.completeness import expected_points
+from harness.modelcheck import check, sqlite_points
 from vuegraf import __version__
+from vuegraf.config import parse_config
+from vuegraf.model import Scale
 from vuegraf.simulator import SimulatorServer
 
 SECRET = "hunter2-very-secret"
+ZONE = "America/New_York"  # the simulated household's zone, so days agree with Emporia's
+
+
+def scale_length(scale: Scale) -> timedelta:
+    return {Scale.MINUTE: timedelta(minutes=1), Scale.HOUR: timedelta(hours=1)}[scale]
+
+
+def epoch_range(since: datetime, until: datetime) -> range:
+    return range(int(since.timestamp()), int(until.timestamp()))
+
+
+def model_points(
+    cfg: Path, sim: SimulatorServer, scale: Scale, since: datetime, until: datetime,
+    live_only_too: bool = False,
+) -> dict[tuple[str, int], float]:
+    """The simulator's values for buckets starting in [since, until), keyed as stored."""
+    config = parse_config(json.loads(cfg.read_text()), cfg)
+    return expected_points(config, sim.model, scale, since, until, live_only_too=live_only_too)
+
+
+def whole_local_days(since: datetime, until: datetime, zone: ZoneInfo) -> list[datetime]:
+    """Local midnights (as UTC) of the days that start at or after `since` and end by `until`."""
+    day = since.astimezone(zone).date()
+    days: list[datetime] = []
+    while True:
+        start = datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+        nxt = day + timedelta(days=1)
+        end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=zone).astimezone(UTC)
+        if end > until:
+            return days
+        if start >= since:
+            days.append(start)
+        day = nxt
 
 
 def run_cli(*args, timeout=30):
@@ -82,29 +122,42 @@ def test_missing_config_file_exit_2(tmp_path):
     assert "nope.json" in out.stderr
 
 
-def test_historydays_imports_then_keeps_collecting(tmp_path):
-    with SimulatorServer() as sim:
-        cfg = write_config(tmp_path, {"accounts": [account(sim.url)], "stateDir": "state"})
-        code, _lines, err = _run_until(
-            [sys.executable, "-m", "vuegraf", str(cfg), "--historydays", "3"],
-            lambda _lines, err: "Collecting every" in err and "Cycle at" in err,
-            timeout=120,
+def test_historydays_imports_then_keeps_collecting(tmp_path, test_time):
+    with SimulatorServer(now=test_time.now) as sim:
+        cfg = write_config(
+            tmp_path, {"accounts": [account(sim.url)], "stateDir": "state", "timezone": ZONE}
         )
+        started = test_time.now()
+        code, _lines, err = _run_until(
+            test_time.vuegraf(str(cfg), "--historydays", "3"),
+            lambda _lines, err: "Collecting every" in err and "Cycle at" in err,
+            timeout=300,
+        )
+        ended = test_time.now()
     assert code == 0, err
     assert "History of 3 days done" in err
-    with sqlite3.connect(tmp_path / "vuegraf.sqlite") as db:
-        hours = db.execute(
-            "SELECT device_name, COUNT(*) FROM energy_usage WHERE detailed = 'Hour' "
-            "GROUP BY device_name"
-        ).fetchall()
-        days = db.execute(
-            "SELECT COUNT(DISTINCT time) FROM energy_usage WHERE detailed = 'Day'"
-        ).fetchone()[0]
-    # 28 channels have chart history (3 x 24 hours; the gappy plug may miss one);
-    # Balance and the grid channels only get the live hour.
-    full = [n for n in dict(hours).values() if n >= 3 * 24 - 2]
-    assert len(full) == 28
-    assert days >= 3
+    db = tmp_path / "vuegraf.sqlite"
+    # What the import must hold, wherever in the day it ran: the 3 x 24 hours and minutes
+    # before the start, less a margin at both ends, and the local days wholly inside them
+    # that ended a while before the start. Buckets the model leaves empty must be absent.
+    first = started - timedelta(hours=71)
+    settled = started - timedelta(minutes=10)
+    for scale, tag in ((Scale.MINUTE, "False"), (Scale.HOUR, "Hour")):
+        required = model_points(cfg, sim, scale, first, settled - scale_length(scale))
+        judged = model_points(cfg, sim, scale, started - timedelta(days=8), ended, True)
+        result = check(f"{tag} points", sqlite_points(db, "Home", tag), judged, required,
+                       epoch_range(started - timedelta(days=8), ended))
+        print(result)
+        assert result.ok, str(result)
+        assert result.required > 0.9 * 71 * 3600 / scale_length(scale).total_seconds() * 28
+    days = whole_local_days(first, settled, ZoneInfo(ZONE))
+    assert days, "the window always holds a whole local day"
+    required = model_points(cfg, sim, Scale.DAY, days[0], days[-1] + timedelta(hours=1))
+    judged = model_points(cfg, sim, Scale.DAY, started - timedelta(days=8), ended, True)
+    result = check("Day points", sqlite_points(db, "Home", "Day"), judged, required,
+                   epoch_range(started - timedelta(days=8), ended + timedelta(days=1)))
+    print(result)
+    assert result.ok, str(result)
     health = json.loads((tmp_path / "state" / "health.json").read_text())
     assert health["status"] == "healthy"
 
@@ -120,12 +173,14 @@ def test_reset_refused_with_dryrun(tmp_path):
 def _run_until(cmd, predicate, timeout=30):
     """Start `cmd`, wait until predicate(stdout lines so far) holds, then SIGTERM."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None and stderr is not None
     out_lines: list[str] = []
     reader = threading.Thread(
-        target=lambda: out_lines.extend(line.rstrip("\n") for line in proc.stdout), daemon=True
+        target=lambda: out_lines.extend(line.rstrip("\n") for line in stdout), daemon=True
     )
     err_chunks: list[str] = []
-    err_reader = threading.Thread(target=lambda: err_chunks.extend(proc.stderr), daemon=True)
+    err_reader = threading.Thread(target=lambda: err_chunks.extend(stderr), daemon=True)
     reader.start()
     err_reader.start()
     deadline = time.monotonic() + timeout
@@ -135,7 +190,7 @@ def _run_until(cmd, predicate, timeout=30):
                 break
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -144,58 +199,74 @@ def _run_until(cmd, predicate, timeout=30):
     return proc.returncode, out_lines, "".join(err_chunks)
 
 
-def test_dryrun_prints_line_protocol_and_writes_nothing(tmp_path):
-    with SimulatorServer() as sim:
-        cfg = write_config(tmp_path, {"accounts": [account(sim.url)]})
-        started = time.monotonic()
+def test_dryrun_prints_line_protocol_and_writes_nothing(tmp_path, test_time):
+    with SimulatorServer(now=test_time.now) as sim:
+        cfg = write_config(tmp_path, {"accounts": [account(sim.url)], "timezone": ZONE})
+        started = test_time.now()
         code, lines, err = _run_until(
-            [sys.executable, "-m", "vuegraf", str(cfg), "--dryrun", "-d"],
-            lambda lines, _err: len(lines) >= 20,
+            test_time.vuegraf(str(cfg), "--dryrun", "-d"),
+            lambda lines, err: "Cycle at" in err,
+            timeout=120,
         )
+        ended = test_time.now()
     assert code == 0, err
-    assert time.monotonic() - started < 30
-    assert len(lines) >= 20
+    by_tag: dict[str, dict[tuple[str, int], float]] = {"False": {}, "Hour": {}, "Day": {}}
+    line_re = re.compile(
+        r"energy_usage,account_name=Home,detailed=(False|Hour|Day),device_name=((?:\\.|[^ \\])+) "
+        r"usage=([-0-9.e+]+) (\d+)$"
+    )
     for line in lines:
-        prefix = r"energy_usage,account_name=Home,detailed=(False|Hour|Day),device_name="
-        assert re.match(prefix, line)
-        value, stamp = line.rsplit(" ", 2)[1:]
-        assert value.startswith("usage=") and "i" not in value
-        assert int(stamp) % 60 == 0 or ",detailed=Day," in line  # days end 23:59:59 local
+        match = line_re.match(line)
+        assert match, line
+        tag, name, value, stamp = match.groups()
+        by_tag[tag][(re.sub(r"\\(.)", r"\1", name), int(stamp))] = float(value)
+    # A dry run fills no holes: the first cycle prints the newest complete minute, hour and
+    # day of every channel that has a value there, and each is the model's value.
+    since = started - timedelta(days=2)
+    judged = epoch_range(since, ended + timedelta(days=1))
+    for scale, tag in ((Scale.MINUTE, "False"), (Scale.HOUR, "Hour"), (Scale.DAY, "Day")):
+        want = model_points(cfg, sim, scale, since, ended, True)
+        result = check(f"{tag} lines", by_tag[tag], want, {}, judged)
+        assert result.ok, str(result)
+        assert result.stored == len(by_tag[tag]) > 0, by_tag[tag]
     assert not (tmp_path / "vuegraf.sqlite").exists()
     assert SECRET not in err and SECRET not in "\n".join(lines)
 
 
-def test_no_influx_section_writes_the_embedded_sqlite_store(tmp_path):
-    with SimulatorServer() as sim:
-        cfg = write_config(tmp_path, {"accounts": [account(sim.url)], "sqlitePath": "data.db"})
+def test_no_influx_section_writes_the_embedded_sqlite_store(tmp_path, test_time):
+    with SimulatorServer(now=test_time.now) as sim:
+        data = {"accounts": [account(sim.url)], "sqlitePath": "data.db", "timezone": ZONE}
+        cfg = write_config(tmp_path, data)
         db_path = tmp_path / "data.db"
-
-        def stored(_lines, _err):
-            if not db_path.exists():
-                return False
-            try:
-                with sqlite3.connect(db_path) as db:
-                    return db.execute("SELECT COUNT(*) FROM energy_usage").fetchone()[0] > 20
-            except sqlite3.Error:
-                return False
-
-        code, _lines, err = _run_until([sys.executable, "-m", "vuegraf", str(cfg), "-v"], stored)
+        started = test_time.now()
+        code, _lines, err = _run_until(
+            test_time.vuegraf(str(cfg), "-v"), lambda _lines, err: "Cycle at" in err, timeout=120
+        )
+        ended = test_time.now()
     assert code == 0, err
+    assert "Received SIGTERM; stopping" in err
+    assert SECRET not in err
     with sqlite3.connect(db_path) as db:
         rows = db.execute(
             "SELECT DISTINCT detailed, account_name FROM energy_usage ORDER BY detailed"
         ).fetchall()
+    # The first cycle writes the newest complete minute, hour and day (and starts filling).
     assert rows == [("Day", "Home"), ("False", "Home"), ("Hour", "Home")]
-    assert "Received SIGTERM; stopping" in err
-    assert SECRET not in err
+    judged = epoch_range(started - timedelta(days=8), ended + timedelta(days=1))
+    for scale, tag in ((Scale.MINUTE, "False"), (Scale.HOUR, "Hour"), (Scale.DAY, "Day")):
+        want = model_points(cfg, sim, scale, started - timedelta(days=8), ended, True)
+        result = check(f"{tag} rows", sqlite_points(db_path, "Home", tag), want, {}, judged)
+        assert result.ok, str(result)
+        assert result.stored > 0
 
 
 def test_demo_shows_watts_per_circuit(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "vuegraf.demo", "--dir", str(tmp_path / "demo"), "--seconds", "6"],
+        [sys.executable, "-m", "vuegraf.demo", "--dir", str(tmp_path / "demo"), "--minutes", "1",
+         "--seconds", "240"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "=== minute" in out.stdout

@@ -336,6 +336,7 @@ def test_a_failing_window_is_retried_then_succeeds(tmp_path):
         [account], [RecordingSink()], 10, config, clock, scales=HOUR_DAY, retry_delays=(2.0, 8.0)
     )
     assert result.ok and not result.failed
+    assert bad is not None, "no window was fetched"
     assert account.fetches.count(bad) == 3
     assert sum(result.requests.values()) == result.jobs + 2
     assert 2.0 in clock.waits and 8.0 in clock.waits

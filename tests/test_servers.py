@@ -201,11 +201,11 @@ def _publish_and_receive(
     try:
         assert not reason.is_failure and not reason2.is_failure
         subscriber.subscribe(topic, qos=1)
-        granted = subscriber.user_data_get().get(timeout=5)  # wait for SUBACK
+        granted = subscriber.user_data_get().get(timeout=30)  # wait for SUBACK
         assert not granted[0].is_failure
         info = publisher.publish(topic, b'{"watts": 1.5}', qos=1)
-        info.wait_for_publish(timeout=5)
-        message = messages.get(timeout=5)
+        info.wait_for_publish(timeout=30)
+        message = messages.get(timeout=30)
         assert (message.topic, message.payload) == (topic, b'{"watts": 1.5}')
     finally:
         for client in (subscriber, publisher):

@@ -13,7 +13,7 @@ plug) backs off instead of being asked again every cycle.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
@@ -158,7 +158,7 @@ class Tracker:
     def answered(
         self,
         request: FillRequest,
-        values: list[tuple[datetime, float | None]],
+        values: Sequence[tuple[datetime, float | None]],
         now: datetime,
     ) -> None:
         """Move the mark past what the answer settled; back off if it held nothing at all."""

@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from vuegraf import __version__
 from vuegraf.clock import Clock, SystemClock
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _UTCFormatter(logging.Formatter):
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
 
 def setup_logging(verbose: bool, debug: bool) -> None:
@@ -103,7 +103,11 @@ def reset_database(config: Config, clock: Clock) -> None:
                 logger.warning("--resetdatabase: deleted the retry queue %s", leftover)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, clock_factory: Callable[[], Clock] = SystemClock
+) -> int:
+    """`vuegraf CONFIG [flags]`. `clock_factory` makes the clock of each run (one per reload);
+    tests pass a clock set to another date, so the same runs can be tried at any date."""
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.debug)
     if args.historydays < 0:
@@ -122,18 +126,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
     logger.info("vuegraf %s starting with %s", __version__, config.config_path)
-    state = {"clock": SystemClock(), "reload": False, "stop": False}
+    clock = clock_factory()
+    reload_asked = False
+    stop_asked = False
 
     def request_stop(signum: int, _frame: object) -> None:
+        nonlocal reload_asked, stop_asked
         logger.info("Received %s; stopping", signal.Signals(signum).name)
-        state["reload"] = False  # a stop wins over a reload asked for just before
-        state["stop"] = True  # ... and over one under way (reading the new config)
-        state["clock"].stop()
+        reload_asked = False  # a stop wins over a reload asked for just before
+        stop_asked = True
+        clock.stop()
 
     def request_reload(_signum: int, _frame: object) -> None:
+        nonlocal reload_asked
         logger.info("Received SIGHUP; reloading %s", config.config_path)
-        state["reload"] = True
-        state["clock"].stop()
+        reload_asked = True
+        clock.stop()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
@@ -143,11 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     history_days = args.historydays
     reset = args.resetdatabase
     while True:
-        code = run(config, args, state["clock"], stats, history_days, reset)
+        code = run(config, args, clock, stats, history_days, reset)
         history_days, reset = 0, False  # once per process, not per reload
-        if not state["reload"] or code != EXIT_OK:
+        if not reload_asked or code != EXIT_OK:
             return code
-        state["reload"] = False
+        reload_asked = False
         try:
             new_config = load_config(args.configFilename)
             # Before anything is logged with it; the old secrets stay masked too.
@@ -157,17 +165,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.info("Config reloaded")
         except ConfigError as err:
             logger.error("New config rejected, keeping the running one: %s", err)
-        clock = SystemClock()
-        state["clock"] = clock  # from here a stop signal stops the new clock
-        if state["stop"]:  # it came while the config was being read
+        clock = clock_factory()
+        # A signal that came while reloading found the old clock already done.
+        if stop_asked:
             logger.info("Stopped during the reload")
             return EXIT_OK
+        if reload_asked:
+            clock.stop()  # another SIGHUP: this run ends at once and the config is read again
 
 
 def run(
     config: Config,
     args: argparse.Namespace,
-    clock: SystemClock,
+    clock: Clock,
     stats: Stats,
     history_days: int,
     reset: bool,
@@ -241,7 +251,7 @@ def import_history(
     accounts: Sequence[EmporiaAccount],
     days: int,
     dryrun: bool,
-    clock: SystemClock,
+    clock: Clock,
     stats: Stats,
 ) -> bool:
     """--historydays: hour and day points for N days (minutes inside retention), streamed.

@@ -193,7 +193,7 @@ class Config:
 
     def secrets(self) -> tuple[str, ...]:
         """Every password and token, for the log redaction filter (never for display)."""
-        values = [a.password for a in self.accounts]
+        values: list[str | None] = [a.password for a in self.accounts]
         if isinstance(self.influx, InfluxV1Config):
             values.append(self.influx.password)
         elif isinstance(self.influx, InfluxV2Config):

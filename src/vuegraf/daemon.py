@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, cast
 
 from vuegraf.clock import Clock
 from vuegraf.collector import AccountCollector, TickResult
@@ -44,7 +44,8 @@ class CycleResult:
 class Collector(Protocol):
     """A source: one account's collection, run once per tick."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def tick(self, now: datetime) -> TickResult: ...
 
@@ -83,7 +84,7 @@ def find_store(sinks: Sequence[Sink]) -> SeriesStore | None:
     for sink in sinks:
         inner = getattr(sink, "inner", sink)
         if hasattr(inner, "last_times"):
-            return inner  # type: ignore[no-any-return]
+            return cast(SeriesStore, inner)
     return None
 
 

@@ -90,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         default=float(os.environ.get("VUEGRAF_DEMO_SECONDS", "0") or 0),
         help="stop after this long (default: $VUEGRAF_DEMO_SECONDS, else until Ctrl-C)",
     )
+    parser.add_argument(
+        "--minutes",
+        type=int,
+        default=int(os.environ.get("VUEGRAF_DEMO_MINUTES", "0") or 0),
+        help="stop once this many minutes were shown (default: $VUEGRAF_DEMO_MINUTES, else "
+        "until Ctrl-C or --seconds)",
+    )
     args = parser.parse_args(argv)
     directory = Path(args.dir).resolve()
 
@@ -116,12 +123,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         deadline = time.monotonic() + args.seconds if args.seconds else None
         shown = 0
+        minutes = 0
         try:
             while not stop["now"] and (deadline is None or time.monotonic() < deadline):
                 found = newest_minute(directory / "vuegraf.sqlite", shown)
                 if found:
                     shown, rows = found
+                    minutes += 1
                     print(render(shown, rows), flush=True)
+                    if args.minutes and minutes >= args.minutes:
+                        break
                 if child.poll() is not None:
                     print(f"vuegraf exited with {child.returncode}; see {log_path}")
                     return 1

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import requests
 from pyemvue import PyEmVue
 from pyemvue.auth import Auth, SimulatedAuth
 from pyemvue.device import VueDeviceChannel
+from requests import Response
 
 from vuegraf.clock import Clock
 from vuegraf.config import AccountConfig, Config
@@ -73,7 +73,7 @@ class RetryPolicy:
 
     def delay(self, failed_attempts: int) -> float:
         """Wait after the `failed_attempts`-th 5xx answer, before the next attempt."""
-        return min(self.first_delay_s * 2 ** (failed_attempts - 1), self.max_delay_s)
+        return min(self.first_delay_s * 2.0 ** (failed_attempts - 1), self.max_delay_s)
 
 
 class EmporiaError(Exception):
@@ -96,7 +96,7 @@ class EmporiaStopped(EmporiaError):
     """A stop was requested: the request was not sent (or its retries were cut short)."""
 
 
-class _AdoptingVue(PyEmVue):
+class _AdoptingVue(PyEmVue):  # type: ignore[misc]  # pyemvue has no type hints
     """PyEmVue that hands each `Auth` it creates (inside `login`) to `on_auth` before that
     Auth sends anything, so the login's own requests are configured and counted too."""
 
@@ -105,7 +105,7 @@ class _AdoptingVue(PyEmVue):
         self._on_auth = on_auth
         self._auth: Auth | None = None
 
-    @property  # type: ignore[override]
+    @property
     def auth(self) -> Auth:
         if self._auth is None:
             raise AttributeError("auth")
@@ -344,24 +344,25 @@ class EmporiaAccount:
         request = auth.request
         local = self._server_errors
 
-        def counted_request(method: str, path: str, **kwargs: Any) -> requests.Response:
+        def counted_request(method: str, path: str, **kwargs: Any) -> Response:
             local.count = 0
-            return request(method, path, **kwargs)
+            response: Response = request(method, path, **kwargs)
+            return response
 
-        def counted_send(method: str, path: str, **kwargs: Any) -> requests.Response:
+        def counted_send(method: str, path: str, **kwargs: Any) -> Response:
             return self._send(send, attempts, method, path, **kwargs)
 
-        auth.request = counted_request  # type: ignore[method-assign]
-        auth._do_request = counted_send  # type: ignore[method-assign]
+        auth.request = counted_request
+        auth._do_request = counted_send
 
     def _send(
         self,
-        send: Callable[..., requests.Response],
+        send: Callable[..., Response],
         attempts: int,
         method: str,
         path: str,
         **kwargs: Any,
-    ) -> requests.Response:
+    ) -> Response:
         """One HTTP request of pyemvue's: counted, refused while rate limited or stopping,
         and, after a 5xx, the wait before pyemvue's next attempt (or the end of them)."""
         endpoint = _endpoint(path)

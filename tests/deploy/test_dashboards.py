@@ -222,7 +222,7 @@ def test_checks_have_what_influx_apply_requires(template):
 
 def flux_problems(where: str, query: str, message: str = "") -> list[str]:
     """Everything in one Flux query that is not part of the data model."""
-    problems = []
+    problems: list[str] = []
     if re.match(r"\s*buckets\(\)", query):
         return problems  # lists bucket names: reads no points
     reads = "from(" in query or "tagValues(" in query
@@ -521,7 +521,9 @@ def test_grafana_queries_return_the_simulated_data(influxdb_v1_db):
                 assert kwh == pytest.approx(model.kwh(gid[device], "1,2,3", code, start))
     for epoch, cost in results["Daily cost (device)"]["Main Panel"]:
         start = local_day_start(datetime.fromtimestamp(epoch, UTC), zone)
-        assert cost == pytest.approx(model.kwh(1001, "1,2,3", "1D", start) * float(PRICE))
+        day_kwh = model.kwh(1001, "1,2,3", "1D", start)
+        assert day_kwh is not None, start
+        assert cost == pytest.approx(day_kwh * float(PRICE))
     # The share panel leaves the chosen mains out; the per-circuit panel has every circuit.
     assert not set(MAINS) & set(results["Share per circuit (kWh)"])
     assert len(results["Power per circuit (minute data)"]) == len(circuits)

@@ -87,6 +87,7 @@ def test_tokens_are_stored_private_and_renewed_on_401_and_on_expiry(tmp_path):
         assert mode(account.token_file) == 0o600
         first = stored_tokens(account)
         assert cognito.check_token(first["id_token"])
+        assert account.token_file is not None
         assert "password" not in first and "Cogn1to" not in account.token_file.read_text()
         assert statuses(sim) == [200, 200]  # customers (in login), devices
 

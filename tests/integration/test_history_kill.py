@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from harness.completeness import expected_points
 from vuegraf.config import parse_config
 from vuegraf.model import Scale
-from vuegraf.naming import channel_name
-from vuegraf.schedule import next_bucket, point_time
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
 
 pytestmark = pytest.mark.integration
@@ -46,67 +44,67 @@ def count_points(client):
     return rows[0]["count"] if rows else 0
 
 
-def test_history_killed_half_way_then_rerun_is_complete(influxdb_v1_db, tmp_path):
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
+
+
+def test_history_killed_half_way_then_rerun_is_complete(influxdb_v1_db, tmp_path, test_time):
     server, database = influxdb_v1_db
     client = server.client(database)
-    with SimulatorServer(seed=5, latency_s=0.03) as sim:
+    with SimulatorServer(seed=5, latency_s=0.03, now=test_time.now) as sim:
         data = {
             "influxDb": {"host": server.host, "port": server.port, "database": database},
             "accounts": [{"name": "Home", "email": "e", "password": "p", "simulatorUrl": sim.url}],
             "timezone": ZONE,
+            # 84 hour and day windows at 20 a second: the import takes seconds, whatever the
+            # machine, and the kill below lands after a few of them.
             "historyRequestsPerSecond": 20,
         }
         cfg = tmp_path / "vuegraf.json"
         cfg.write_text(json.dumps(data))
         cfg.chmod(0o600)
-        cmd = [sys.executable, "-m", "vuegraf", str(cfg), "--historydays", "30"]
+        cmd = test_time.vuegraf(str(cfg), "--historydays", "30")
 
         first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while count_points(client) < 3000 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        try:
+            wait_for(lambda: count_points(client) >= 3000, 120, "3000 points from the import")
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(30)
         partial = hour_day_points(client)
 
-        second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  text=True)
-        log = []
-        deadline = time.monotonic() + 120
-        for line in second.stderr:
-            log.append(line)
-            if "History of 30 days" in line or time.monotonic() > deadline:
-                break
-        second.send_signal(signal.SIGTERM)
-        second.communicate(timeout=20)
-        ended = datetime.now(UTC)
-    assert any("History of 30 days done" in line for line in log), "".join(log[-20:])
+        log = tmp_path / "second.log"
+        with log.open("w") as err:
+            second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_for(lambda: "History of 30 days" in log.read_text() or second.poll() is not None,
+                     300, "the end of the second import")
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(30)
+        ended = test_time.now()
+    text = log.read_text()
+    assert "History of 30 days done" in text, text[-3000:]
     got = hour_day_points(client)
 
-    # What the simulator serves for every chart channel over the imported span.
+    # What the simulator serves for every chart channel over the imported span: hours up to
+    # two before the end, days from 28 days back (whole local days) for 25 days.
     config = parse_config(data, cfg, environ={})
-    zone = ZoneInfo(ZONE)
     model = UsageModel(Scenario.default(), seed=5)
-    account = config.accounts[0]
+    zone = ZoneInfo(ZONE)
     want = {}
     last_hour = ended.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
-    for gid, num, dev, ename, has_chart in model.channels():
-        if not has_chart:
-            continue
-        name = channel_name(account, dev, num, ename)
-        t = last_hour - timedelta(days=29)
-        while t <= last_hour:
-            kwh = model.kwh(gid, num, "1H", t)
-            if kwh is not None:
-                want[(name, "Hour", int(t.timestamp()))] = kwh * 1000
-            t += timedelta(hours=1)
-        day = datetime.combine((ended - timedelta(days=28)).astimezone(zone).date(),
-                               datetime.min.time(), tzinfo=zone).astimezone(UTC)
-        for _ in range(25):
-            kwh = model.kwh(gid, num, "1D", day)
-            if kwh is not None:
-                want[(name, "Day", int(point_time(Scale.DAY, day, zone).timestamp()))] = kwh * 1000
-            day = next_bucket(Scale.DAY, day, zone)
+    hours = expected_points(
+        config, model, Scale.HOUR, last_hour - timedelta(days=29), last_hour + timedelta(hours=1)
+    )
+    want.update({(name, "Hour", t): watts for (name, t), watts in hours.items()})
+    first_day = (ended - timedelta(days=28)).astimezone(zone).date()
+    since = datetime(first_day.year, first_day.month, first_day.day, tzinfo=zone)
+    days = expected_points(config, model, Scale.DAY, since, since + timedelta(days=25))
+    want.update({(name, "Day", t): watts for (name, t), watts in days.items()})
     assert 0 < len(partial) < len(want), (len(partial), len(want))  # the kill was mid-import
     missing = set(want) - set(got)
     assert not missing, f"{len(missing)} of {len(want)} missing, e.g. {sorted(missing)[:3]}"

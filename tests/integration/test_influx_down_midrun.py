@@ -27,6 +27,7 @@ from vuegraf.model import Point, Scale
 from vuegraf.schedule import bucket_start, point_time
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
 from vuegraf.sinks.factory import build_sinks, build_store
+from vuegraf.sinks.queue import QueuedSink
 from vuegraf.stats import Stats
 
 pytestmark = pytest.mark.integration
@@ -165,6 +166,7 @@ def test_influxdb_killed_mid_run_loses_and_duplicates_nothing(influx, tmp_path, 
 
     # The queue is empty, in memory and on disk.
     (store,) = sinks
+    assert isinstance(store, QueuedSink)
     assert store.backlog == 0
     snapshot = stats.snapshot()
     assert snapshot.queue_depth == {"influxdb-v1": 0}
@@ -247,6 +249,7 @@ def test_influxdb_not_up_yet_at_start_then_the_whole_lookback_arrives(influx, tm
     client.close()
     print(*results, sep="\n")
     (store,) = sinks
+    assert isinstance(store, QueuedSink)
     assert store.backlog == 0
     for result in results:
         assert result.ok, str(result)

@@ -93,7 +93,7 @@ def test_history_and_filled_holes_are_not_published(mosquitto, tmp_path):
                 environ={},
             )
             args = argparse.Namespace(dryrun=False, debug=False)
-            code = run(config, args, clock, Stats(), 2, False)  # type: ignore[arg-type]
+            code = run(config, args, clock, Stats(), 2, False)
             log = sim.requests_seen()
             model = sim.model
         assert code == 0
@@ -116,7 +116,7 @@ def test_history_and_filled_holes_are_not_published(mosquitto, tmp_path):
                    and r.status == 200
                    and r.at - parse_instant(r.query["instant"]) <= timedelta(minutes=2)})
     names = names_by_series(model)
-    want = Counter()
+    want: Counter[tuple[str, int]] = Counter()
     for minute in live:
         for name, (gid, num) in names.items():
             if model.device_values(gid, "1MIN", minute)[num] is not None:
@@ -126,6 +126,7 @@ def test_history_and_filled_holes_are_not_published(mosquitto, tmp_path):
     for m in messages:
         gid, num = names[m["device_name"]]
         kwh = model.device_values(gid, "1MIN", datetime.fromtimestamp(m["epoch_s"], UTC))[num]
+        assert kwh is not None
         assert m["usage_watts"] == pytest.approx(kwh * 60_000, rel=1e-9, abs=1e-9)
 
     # ... though the store got much more: the history import and the filled outage.

@@ -25,12 +25,13 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from harness.completeness import chart_channels
+from harness.testtime import TestTime
 from servers import InfluxV1Server, MosquittoServer, free_ports, require_binary
 from vuegraf.config import parse_config
 from vuegraf.model import Point, Scale
@@ -121,9 +122,9 @@ def mosquitto_auth() -> Iterator[MosquittoServer]:
 class Running:
     """`python -m vuegraf ...` with stdout and stderr read into lists as they come."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, test_time: TestTime, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vuegraf", *args],
+            test_time.vuegraf(*args),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -203,11 +204,11 @@ def base_config(sim_url: str, dead_url: str) -> dict:
     }
 
 
-def seed_recent_minutes(path: Path, model: UsageModel) -> None:
+def seed_recent_minutes(path: Path, model: UsageModel, now: datetime) -> None:
     """One stored minute a few minutes ago per channel, so the start-up fill (logged point by
     point under -d) is minutes long, not seven days."""
     config = parse_config(json.loads(path.read_text()), path)
-    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=3)
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=3)
     store = build_store(config)
     store.open()
     try:
@@ -221,12 +222,14 @@ def seed_recent_minutes(path: Path, model: UsageModel) -> None:
         store.close()
 
 
-def test_no_secret_in_any_output(influx_auth, mosquitto_auth, victoria_metrics, tmp_path):
+def test_no_secret_in_any_output(
+    influx_auth, mosquitto_auth, victoria_metrics, tmp_path, test_time
+):
     model = UsageModel(Scenario.default(), seed=SEED)
     (dead_port,) = free_ports(1)
     dead_url = f"http://127.0.0.1:{dead_port}"
     outputs: dict[str, tuple[str, str]] = {}
-    with SimulatorServer(seed=SEED) as sim:
+    with SimulatorServer(seed=SEED, now=test_time.now) as sim:
         data = base_config(sim.url, dead_url)
         data["influxDb"] = {
             "host": influx_auth.host,
@@ -242,12 +245,12 @@ def test_no_secret_in_any_output(influx_auth, mosquitto_auth, victoria_metrics, 
             "password": MQTT_PASS,
         }
         good = write_config(tmp_path / "good.json", data)
-        seed_recent_minutes(good, model)
+        seed_recent_minutes(good, model, test_time.now())
 
         # 1. Everything right; the dead account fails every cycle. Then a SIGHUP with a
         #    broken config that holds every secret, which is rejected and logged.
-        run = Running(str(good), "-d")
-        run.wait_for(lambda: run.cycles() >= 3, 40, "three cycles")
+        run = Running(test_time, str(good), "-d")
+        run.wait_for(lambda: run.cycles() >= 3, 120, "three cycles")
         assert "Account Dead" in run.stderr and "MQTT connected" in run.stderr
         good_text = good.read_text()
         broken = [
@@ -260,7 +263,11 @@ def test_no_secret_in_any_output(influx_auth, mosquitto_auth, victoria_metrics, 
             good.write_text(text)
             cycles = run.cycles()
             run.proc.send_signal(signal.SIGHUP)
-            run.wait_for(lambda c=cycles: run.cycles() > c, 30, "a cycle after the reload")
+
+            def next_cycle(before: int = cycles) -> bool:
+                return run.cycles() > before
+
+            run.wait_for(next_cycle, 30, "a cycle after the reload")
             assert run.stderr.count("New config rejected") == n
         assert "mqtt.port: must be an integer" in run.stderr
         good.write_text(good_text)
@@ -272,10 +279,10 @@ def test_no_secret_in_any_output(influx_auth, mosquitto_auth, victoria_metrics, 
         data["influxDb"]["pass"] = WRONG_INFLUX_PASS
         data["mqtt"]["password"] = WRONG_MQTT_PASS
         wrong = write_config(tmp_path / "wrong.json", {**data, "stateDir": "state-wrong"})
-        run = Running(str(wrong), "-d")
+        run = Running(test_time, str(wrong), "-d")
         run.wait_for(
             lambda: run.cycles() >= 2 and "refused the connection" in run.stderr,
-            40,
+            120,
             "two cycles and the MQTT refusal",
         )
         assert run.stop() == 0, run.stderr[-3000:]
@@ -301,15 +308,15 @@ def test_no_secret_in_any_output(influx_auth, mosquitto_auth, victoria_metrics, 
             "password": "${VUEGRAF_TEST_SECRET}",
         }
         v2_path = write_config(tmp_path / "v2.json", v2)
-        run = Running(str(v2_path), "-d")
-        run.wait_for(lambda: run.cycles() >= 2, 40, "two cycles")
+        run = Running(test_time, str(v2_path), "-d")
+        run.wait_for(lambda: run.cycles() >= 2, 120, "two cycles")
         assert run.stop() == 0, run.stderr[-3000:]
         assert "cannot read back from influxdb-v2" in run.stderr, run.stderr[-3000:]
         outputs["token"] = (run.stdout, run.stderr)
 
         # 4. --dryrun, with every secret configured.
-        run = Running(str(good), "--dryrun", "-d")
-        run.wait_for(lambda: len(run.out) >= 20 and run.cycles() >= 1, 40, "dry-run output")
+        run = Running(test_time, str(good), "--dryrun", "-d")
+        run.wait_for(lambda: len(run.out) >= 20 and run.cycles() >= 1, 120, "dry-run output")
         assert run.stop() == 0, run.stderr[-3000:]
         assert run.out[0].startswith("energy_usage,")
         outputs["--dryrun"] = (run.stdout, run.stderr)

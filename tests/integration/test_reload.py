@@ -23,7 +23,6 @@ import queue
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -38,6 +37,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.testtime import TestTime
 from servers import MosquittoServer, free_ports, require_binary
 from vuegraf.simulator import SimulatorServer, UsageModel
 
@@ -53,10 +53,10 @@ DEADLINE = 90.0  # seconds any one condition may take to come true
 class Vuegraf:
     """`python -m vuegraf CONFIG [flags]` with its stderr in a log file."""
 
-    def __init__(self, config: Path, *flags: str) -> None:
+    def __init__(self, test_time: TestTime, config: Path, *flags: str) -> None:
         self.log = config.with_suffix(".log")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vuegraf", str(config), *flags],
+            test_time.vuegraf(str(config), *flags),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("w"),
@@ -119,11 +119,13 @@ class Vuegraf:
 
 
 @pytest.fixture
-def run_vuegraf() -> Iterator[Callable[..., Vuegraf]]:
+def run_vuegraf(test_time: TestTime) -> Iterator[Callable[..., Vuegraf]]:
+    """Starts vuegraf at the test's time (VUEGRAF_TEST_START shifts it; the simulator must be
+    given `test_time.now` too); stops whatever is left at the end."""
     started: list[Vuegraf] = []
 
     def start(config: Path, *flags: str) -> Vuegraf:
-        started.append(Vuegraf(config, *flags))
+        started.append(Vuegraf(test_time, config, *flags))
         return started[-1]
 
     yield start
@@ -190,11 +192,11 @@ def influx_minutes(client: Any) -> dict[tuple[str, int], float]:
             for (_m, tags), rows in result.items() for row in rows}
 
 
-def test_reload_to_another_influx_database(influxdb_v1, tmp_path, run_vuegraf):
+def test_reload_to_another_influx_database(influxdb_v1, tmp_path, run_vuegraf, test_time):
     old_db, new_db = (f"reload_{uuid.uuid4().hex[:10]}" for _ in range(2))
     admin = influxdb_v1.client()
     try:
-        with SimulatorServer(seed=SEED) as sim:
+        with SimulatorServer(seed=SEED, now=test_time.now) as sim:
             influx = {"host": influxdb_v1.host, "port": influxdb_v1.port}
             config = tmp_path / "vuegraf.json"
             write_json(config, base_config(sim, influxDb={**influx, "database": old_db}))
@@ -285,10 +287,10 @@ def check_messages(model: UsageModel, messages: list[tuple[str, str]]) -> int:
     return len(messages)
 
 
-def test_reload_to_another_mqtt_broker_and_topic(mosquitto, tmp_path, run_vuegraf):
+def test_reload_to_another_mqtt_broker_and_topic(mosquitto, tmp_path, run_vuegraf, test_time):
     old_topic, new_topic = f"old/{uuid.uuid4().hex[:8]}", f"new/{uuid.uuid4().hex[:8]}"
     with MosquittoServer(require_binary("mosquitto")) as new_broker, \
-            SimulatorServer(seed=SEED) as sim:
+            SimulatorServer(seed=SEED, now=test_time.now) as sim:
         on_old = Subscriber(mosquitto.port, "#")  # any topic on the old broker
         on_new = Subscriber(new_broker.port, "#")
         try:
@@ -345,9 +347,9 @@ def power(text: str) -> dict[str, tuple[float, int]]:
     return {name: (w, stamps[name]) for name, w in watts.items()}
 
 
-def test_reload_to_another_prometheus_port(tmp_path, run_vuegraf):
+def test_reload_to_another_prometheus_port(tmp_path, run_vuegraf, test_time):
     old_port, new_port = free_ports(2)
-    with SimulatorServer(seed=SEED) as sim:
+    with SimulatorServer(seed=SEED, now=test_time.now) as sim:
         config = tmp_path / "vuegraf.json"
         write_json(config, base_config(sim, prometheus={"port": old_port}))
         vuegraf = run_vuegraf(config)
@@ -371,8 +373,10 @@ def test_reload_to_another_prometheus_port(tmp_path, run_vuegraf):
 NEW_SECRET = "Sauna-7Qz pw/x"
 
 
-def test_a_new_secret_is_masked_from_the_first_line_after_the_reload(tmp_path, run_vuegraf):
-    with SimulatorServer(seed=SEED) as sim:
+def test_a_new_secret_is_masked_from_the_first_line_after_the_reload(
+    tmp_path, run_vuegraf, test_time
+):
+    with SimulatorServer(seed=SEED, now=test_time.now) as sim:
         config = tmp_path / "vuegraf.json"
         write_json(config, base_config(sim))
         vuegraf = run_vuegraf(config, "-d")
@@ -426,10 +430,10 @@ def reader_waiting(fifo: Path) -> bool:
     return True
 
 
-def test_sigterm_while_the_reload_reads_the_config_stops_cleanly(tmp_path, run_vuegraf):
+def test_sigterm_while_the_reload_reads_the_config_stops_cleanly(tmp_path, run_vuegraf, test_time):
     fifo = tmp_path / "password.pipe"
     os.mkfifo(fifo)
-    with SimulatorServer(seed=SEED) as sim:
+    with SimulatorServer(seed=SEED, now=test_time.now) as sim:
         data = base_config(sim)
         data["accounts"][0].pop("password")
         data["accounts"][0]["passwordFile"] = fifo.name  # reading it blocks until written

@@ -13,15 +13,16 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness.completeness import chart_channels, compare, expected_points, stored_points
+from harness.testtime import TestTime
 from vuegraf.config import parse_config
 from vuegraf.model import Scale
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
@@ -32,9 +33,9 @@ SEED = 61
 STOP_WITHIN = 10.0  # seconds from SIGTERM to exit
 
 
-def start_vuegraf(config: Path, log: Path, *flags: str) -> subprocess.Popen:
+def start_vuegraf(test_time: TestTime, config: Path, log: Path, *flags: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "vuegraf", str(config), *flags],
+        test_time.vuegraf(str(config), *flags),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=log.open("w"),
@@ -90,11 +91,13 @@ def minute_count(client, names: list[str], since: datetime, until: datetime) -> 
     return sum(int(row["count"]) for row in result.get_points())
 
 
-def test_sigterm_during_startup_fill_exits_0_and_next_start_completes_it(influxdb_v1_db, tmp_path):
+def test_sigterm_during_startup_fill_exits_0_and_next_start_completes_it(
+    influxdb_v1_db, tmp_path, test_time
+):
     server, database = influxdb_v1_db
     client = server.client(database)
     model = UsageModel(Scenario.default(), seed=SEED)
-    with SimulatorServer(seed=SEED) as sim:
+    with SimulatorServer(seed=SEED, now=test_time.now) as sim:
         path = tmp_path / "vuegraf.json"
         write_json(
             path,
@@ -116,7 +119,7 @@ def test_sigterm_during_startup_fill_exits_0_and_next_start_completes_it(influxd
         )
         config = parse_config(json.loads(path.read_text()), path)
         names = [name for _g, _n, name in chart_channels(config, model)]
-        started = datetime.now(UTC)
+        started = test_time.now()
         # Minutes the first start's fill is for: its 7-day lookback (kept inside Emporia's
         # retention edge, which moves while the test runs) up to the minute before it.
         since = started - timedelta(days=7) + timedelta(minutes=15)
@@ -124,13 +127,13 @@ def test_sigterm_during_startup_fill_exits_0_and_next_start_completes_it(influxd
         want = expected_points(config, model, Scale.MINUTE, since, until)
 
         log1 = tmp_path / "first.log"
-        first = start_vuegraf(path, log1, "-v")
+        first = start_vuegraf(test_time, path, log1, "-v")
         old = since + timedelta(days=1)
         wait_until(
             first,
             log1,
             lambda: minute_count(client, names, since, old) > 0,
-            30,
+            120,
             "fill point in InfluxDB",
         )
         code, took = terminate(first)
@@ -144,14 +147,14 @@ def test_sigterm_during_startup_fill_exits_0_and_next_start_completes_it(influxd
         assert after_first < len(want), "the first start was not stopped mid-way"
 
         log2 = tmp_path / "second.log"
-        second = start_vuegraf(path, log2)
+        second = start_vuegraf(test_time, path, log2)
         fill_started = time.monotonic()
         try:
             wait_until(
                 second,
                 log2,
                 lambda: minute_count(client, names, since, until) >= len(want),
-                60,
+                120,
                 "complete fill",
             )
         finally:
@@ -185,11 +188,11 @@ def count(log: Path, text: str) -> int:
     return sum(text in line for line in log_lines(log))
 
 
-def test_sighup_bad_config_keeps_running_and_good_config_is_picked_up(tmp_path):
+def test_sighup_bad_config_keeps_running_and_good_config_is_picked_up(tmp_path, test_time):
     db = tmp_path / "vuegraf.sqlite"
     log = tmp_path / "vuegraf.log"
-    with SimulatorServer(seed=SEED) as sim:
-        good = {
+    with SimulatorServer(seed=SEED, now=test_time.now) as sim:
+        good: dict[str, Any] = {
             "accounts": [
                 {
                     "name": "Home",
@@ -202,9 +205,9 @@ def test_sighup_bad_config_keeps_running_and_good_config_is_picked_up(tmp_path):
         }
         path = tmp_path / "vuegraf.json"
         write_json(path, good)
-        proc = start_vuegraf(path, log)
+        proc = start_vuegraf(test_time, path, log)
         try:
-            wait_until(proc, log, lambda: count(log, "Cycle at") >= 1, 30, "first cycle")
+            wait_until(proc, log, lambda: count(log, "Cycle at") >= 1, 120, "first cycle")
             rows = sqlite_rows(db)
             assert rows > 0
 
@@ -227,15 +230,13 @@ def test_sighup_bad_config_keeps_running_and_good_config_is_picked_up(tmp_path):
                     write_json(path, broken)
                 cycles = count(log, "Cycle at")
                 proc.send_signal(signal.SIGHUP)
+
+                def next_cycle(before: int = cycles) -> bool:
+                    return count(log, "Cycle at") > before
+
                 # The old config goes on: collection restarts at once (an immediate cycle,
                 # which also continues the start-up fill, so rows keep growing).
-                wait_until(
-                    proc,
-                    log,
-                    lambda c=cycles: count(log, "Cycle at") > c,
-                    30,
-                    "cycle after the rejected reload",
-                )
+                wait_until(proc, log, next_cycle, 120, "cycle after the rejected reload")
                 rejected = [line for line in log_lines(log) if "New config rejected" in line]
                 assert len(rejected) == n
                 assert "| ERROR |" in rejected[-1]
@@ -254,7 +255,7 @@ def test_sighup_bad_config_keeps_running_and_good_config_is_picked_up(tmp_path):
                 proc,
                 log,
                 lambda: count(log, "Cycle at") > cycles,
-                30,
+                120,
                 "cycle after the good reload",
             )
             assert count(log, "Config reloaded") == 1

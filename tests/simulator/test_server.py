@@ -22,6 +22,7 @@ from pyemvue.device import VueDeviceChannel, VueUsageDevice
 
 from vuegraf.simulator import SimulatorServer, bucket_floor, bucket_next
 from vuegraf.simulator.__main__ import main
+from vuegraf.simulator.server import clock_from
 
 NOW = datetime(2026, 11, 24, 15, 7, 30, tzinfo=UTC)  # a Tuesday afternoon, fixed
 HEADERS = {"authtoken": "simulator"}
@@ -43,7 +44,7 @@ def vue(sim: SimulatorServer) -> PyEmVue:
 
 
 def app_api(sim: SimulatorServer, query: str, headers: dict[str, str] = HEADERS) -> Any:
-    return requests.get(f"{sim.url}/AppAPI?{query}", headers=headers, timeout=5)
+    return requests.get(f"{sim.url}/AppAPI?{query}", headers=headers, timeout=30)
 
 
 def walk(devices: dict[int, VueUsageDevice]) -> Iterator[tuple[int, str, Any, Any]]:
@@ -307,10 +308,10 @@ def test_an_hour_of_seconds_is_served_fast(sim: SimulatorServer, vue: PyEmVue) -
 
 
 def test_auth_header_required_and_unknown_paths(sim: SimulatorServer) -> None:
-    assert requests.get(f"{sim.url}/customers", timeout=5).status_code == 401
-    assert requests.get(f"{sim.url}/customers", headers=HEADERS, timeout=5).status_code == 200
-    assert requests.get(f"{sim.url}/nope", headers=HEADERS, timeout=5).status_code == 404
-    r = requests.get(f"{sim.url}/devices/4242/locationProperties", headers=HEADERS, timeout=5)
+    assert requests.get(f"{sim.url}/customers", timeout=30).status_code == 401
+    assert requests.get(f"{sim.url}/customers", headers=HEADERS, timeout=30).status_code == 200
+    assert requests.get(f"{sim.url}/nope", headers=HEADERS, timeout=30).status_code == 404
+    r = requests.get(f"{sim.url}/devices/4242/locationProperties", headers=HEADERS, timeout=30)
     assert r.status_code == 404
     assert app_api(sim, "apiMethod=getSomethingElse").status_code == 400
 
@@ -341,7 +342,7 @@ def test_stats_count_by_endpoint_and_scale() -> None:
         vue.get_chart_usage(KITCHEN, start, start + timedelta(hours=2), scale="1H")
         vue.get_chart_usage(KITCHEN, start, start + timedelta(hours=2), scale="1MIN")
         vue.get_device_list_usage([1001], start, scale="1MIN", max_retry_attempts=1)
-        stats = requests.get(f"{sim.url}/simulator/stats", timeout=5).json()
+        stats = requests.get(f"{sim.url}/simulator/stats", timeout=30).json()
         assert stats["requests"] == {
             "customers": {"-": 1},
             "devices": {"-": 1},
@@ -350,8 +351,8 @@ def test_stats_count_by_endpoint_and_scale() -> None:
             "getDeviceListUsages": {"1MIN": 1},
         }
         assert stats["total"] == 7
-        assert sim.stats() == requests.get(f"{sim.url}/simulator/stats", timeout=5).json()
-        reset = requests.post(f"{sim.url}/simulator/reset-stats", timeout=5)
+        assert sim.stats() == requests.get(f"{sim.url}/simulator/stats", timeout=30).json()
+        reset = requests.post(f"{sim.url}/simulator/reset-stats", timeout=30)
         assert reset.status_code == 200
         assert sim.stats()["total"] == 0
         vue.get_channel_types()
@@ -362,7 +363,7 @@ def test_stats_count_by_endpoint_and_scale() -> None:
 
 def test_error_rate_can_be_changed_while_serving() -> None:
     with SimulatorServer(error_rate=1.0, now=lambda: NOW) as sim:
-        r = requests.get(f"{sim.url}/customers", headers=HEADERS, timeout=5)
+        r = requests.get(f"{sim.url}/customers", headers=HEADERS, timeout=30)
         assert r.status_code == 500
         vue = PyEmVue()
         with pytest.raises(requests.HTTPError):
@@ -373,28 +374,34 @@ def test_error_rate_can_be_changed_while_serving() -> None:
 
 
 def test_timeouts_and_a_quick_stop() -> None:
-    sim = SimulatorServer(timeout_rate=1.0, timeout_s=30.0, now=lambda: NOW).start()
+    """Held requests wait `timeout_s` (5 min here), yet stop() releases them at once: the
+    deadlines below are far shorter than the hold and far longer than a stop takes."""
+    sim = SimulatorServer(timeout_rate=1.0, timeout_s=300.0, now=lambda: NOW).start()
+    stopper = threading.Thread(target=sim.stop, daemon=True)
     try:
         with pytest.raises(requests.Timeout):
-            requests.get(f"{sim.url}/customers", headers=HEADERS, timeout=0.2)
+            requests.get(f"{sim.url}/customers", headers=HEADERS, timeout=2)
         # A request still held by the server must not delay stop().
         held = threading.Thread(
             target=lambda: _swallow(requests.get, f"{sim.url}/customers", headers=HEADERS),
             daemon=True,
         )
         held.start()
-        time.sleep(0.05)
+        deadline = time.monotonic() + 60
+        while sim.stats()["timeouts"] < 2:
+            assert time.monotonic() < deadline, "the second request never reached the server"
+            time.sleep(0.01)
     finally:
-        began = time.monotonic()
-        sim.stop()
-        assert time.monotonic() - began < 1.0
-    held.join(timeout=2)
-    assert not held.is_alive()
+        stopper.start()
+        stopper.join(timeout=60)
+    assert not stopper.is_alive(), "stop() waited for a held request"
+    held.join(timeout=60)
+    assert not held.is_alive(), "the held request was not released by stop()"
 
 
 def _swallow(fn: Any, *args: Any, **kwargs: Any) -> None:
     try:
-        fn(*args, timeout=5, **kwargs)
+        fn(*args, timeout=120, **kwargs)
     except requests.RequestException:
         pass
 
@@ -402,7 +409,7 @@ def _swallow(fn: Any, *args: Any, **kwargs: Any) -> None:
 def test_latency_is_applied() -> None:
     with SimulatorServer(latency_s=0.15, now=lambda: NOW) as sim:
         began = time.perf_counter()
-        requests.get(f"{sim.url}/customers", headers=HEADERS, timeout=5)
+        requests.get(f"{sim.url}/customers", headers=HEADERS, timeout=30)
         assert time.perf_counter() - began >= 0.15
 
 
@@ -432,10 +439,10 @@ def test_cli_prints_its_url_serves_and_exits_0_on_sigterm(command: list[str]) ->
         prefix = "vuegraf-simulator listening on http://127.0.0.1:"
         assert line.startswith(prefix), line
         url = line.removeprefix("vuegraf-simulator listening on ")
-        r = requests.get(f"{url}/customers", headers=HEADERS, timeout=5)
+        r = requests.get(f"{url}/customers", headers=HEADERS, timeout=30)
         assert r.status_code == 200 and r.json()["customerGid"] == 424242
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
+        assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -445,3 +452,45 @@ def test_cli_prints_its_url_serves_and_exits_0_on_sigterm(command: list[str]) ->
 def test_cli_rejects_a_missing_scenario(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--scenario", "/nonexistent/scenario.json", "--port", "0"]) == 2
     assert "scenario.json" in capsys.readouterr().err
+
+
+def test_clock_from_starts_at_the_instant_and_runs_on_or_stays() -> None:
+    start = datetime(2027, 3, 14, 6, 59, 30, tzinfo=UTC)
+    running = clock_from(start)
+    first = running()
+    assert start <= first < start + timedelta(seconds=30)
+    deadline = time.monotonic() + 60
+    while running() == first:  # the wall clock moves it on
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    frozen = clock_from(start, frozen=True)
+    assert frozen() == start == frozen()
+    with pytest.raises(ValueError, match="aware"):
+        clock_from(datetime(2027, 3, 14))
+
+
+def test_cli_now_pins_the_date_the_simulator_serves() -> None:
+    """`--now` with `--frozen`: the minute holding that instant is not complete yet, the one
+    before it is, whatever the real date."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vuegraf.simulator", "--port", "0", "--data-delay", "0",
+         "--now", "2027-03-14T01:59:30-05:00", "--frozen"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip().removeprefix("vuegraf-simulator listening on ")
+        query = (
+            "apiMethod=getChartUsage&deviceGid=1001&channel=1,2,3&scale=1MIN"
+            "&start=2027-03-14T06:57:00Z&end=2027-03-14T06:59:00Z&energyUnit=KilowattHours"
+        )
+        r = requests.get(f"{url}/AppAPI?{query}", headers=HEADERS, timeout=30)
+        assert r.status_code == 200, r.text
+        usage = r.json()["usageList"]
+        assert [u is not None for u in usage] == [True, True, False]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

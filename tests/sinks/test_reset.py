@@ -16,6 +16,7 @@ from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
 from vuegraf.model import Point, Scale
 from vuegraf.sinks.factory import build_sinks, build_store
+from vuegraf.sinks.queue import QueuedSink
 
 T = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
 ACCOUNTS = [{"name": "Home", "email": "e@x", "password": "pw"}]
@@ -148,6 +149,7 @@ def test_v2_last_times_is_one_flux_query(fake_influx2, tmp_path):
 def test_reset_also_deletes_the_retry_queue(tmp_path, caplog):
     config = parse_config({"accounts": ACCOUNTS}, tmp_path / "vuegraf.json")
     queued = build_sinks(config)[0]
+    assert isinstance(queued, QueuedSink) and config.state_dir is not None
     queued.open()
     queued.queue.push(points(3))  # as if the store had been down
     queued.close()

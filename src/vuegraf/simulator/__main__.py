@@ -10,10 +10,11 @@ import argparse
 import signal
 import sys
 import threading
+from datetime import datetime
 from types import FrameType
 
 from vuegraf.simulator.model import Scenario, ScenarioError
-from vuegraf.simulator.server import SimulatorServer
+from vuegraf.simulator.server import SimulatorServer, clock_from, parse_instant_arg
 
 
 def _rate(text: str) -> float:
@@ -28,6 +29,13 @@ def _seconds(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text}: must not be negative")
     return value
+
+
+def _instant(text: str) -> datetime:
+    try:
+        return parse_instant_arg(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,11 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-delay", type=_seconds, default=3.0, help="seconds after a bucket ends until known"
     )
+    parser.add_argument(
+        "--now",
+        type=_instant,
+        metavar="INSTANT",
+        help="pretend it is INSTANT (e.g. 2027-03-14T06:50:00Z) at start; time then runs on",
+    )
+    parser.add_argument(
+        "--frozen", action="store_true", help="with --now: time stays at INSTANT"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.frozen and args.now is None:
+        parser.error("--frozen needs --now")
     try:
         scenario = Scenario.load(args.scenario) if args.scenario else Scenario.default()
     except (OSError, ScenarioError) as exc:
@@ -77,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_rate=args.timeout_rate,
         timeout_s=args.timeout_secs,
         data_delay_s=args.data_delay,
+        now=clock_from(args.now, args.frozen) if args.now is not None else None,
     )
     try:
         sim.start()

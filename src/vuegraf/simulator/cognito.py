@@ -276,7 +276,7 @@ def patch_pyemvue(standin: CognitoStandIn, api_root: str) -> Iterator[None]:
     import pyemvue.pyemvue
 
     saved = (pyemvue.auth.Cognito, pyemvue.auth.USER_POOL_URL, pyemvue.pyemvue.API_ROOT)
-    pyemvue.auth.Cognito = standin.cognito_class()  # type: ignore[misc]
+    pyemvue.auth.Cognito = standin.cognito_class()
     pyemvue.auth.USER_POOL_URL = standin.user_pool_url
     pyemvue.pyemvue.API_ROOT = api_root
     try:

@@ -229,7 +229,7 @@ def _path(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _req(obj: Mapping[str, Any], key: str, typ: Any, where: str) -> Any:
+def _req(obj: object, key: str, typ: Any, where: str) -> Any:
     if not isinstance(obj, Mapping) or key not in obj:
         raise ScenarioError(f"{_path(where, key)}: required")
     value = obj[key]
@@ -688,7 +688,7 @@ class UsageModel:
     def _weather(self, gid: int, ordinal: int) -> float:
         """Sunshine factor of a local day (0.35 overcast .. 1.0 clear)."""
         key = (gid, _SALT_WEATHER, ordinal)
-        w = self._day_cache.get(key)
+        w: float | None = self._day_cache.get(key)
         if w is None:
             u = self._uniforms(gid, _SALT_WEATHER, ordinal, 1)[0]
             w = 0.35 + 0.65 * (u / _U16) ** 0.5

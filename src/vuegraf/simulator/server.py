@@ -108,6 +108,17 @@ def parse_instant(text: str) -> datetime:
         raise _HttpError(f"Invalid instant {text!r}: {exc}") from None
 
 
+def parse_instant_arg(text: str) -> datetime:
+    """A command-line instant: ISO 8601 with `Z` or an offset, as aware UTC."""
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 instant") from None
+    if t.tzinfo is None:
+        raise ValueError(f"{text!r} needs Z or a UTC offset")
+    return t.astimezone(UTC)
+
+
 def format_instant(t: datetime) -> str:
     """UTC with a `Z`, fractional seconds only when there are any."""
     t = t.astimezone(UTC).replace(tzinfo=None)
@@ -125,6 +136,19 @@ def iso_duration(seconds: int) -> str:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def clock_from(start: datetime, frozen: bool = False) -> Callable[[], datetime]:
+    """A `now` for the server that says `start` at once and then runs with the wall clock
+    (or stays at `start` when `frozen`), so a run can be tried at any date, DST changes
+    included. The client must be shifted the same way to agree on complete buckets."""
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    start = start.astimezone(UTC)
+    if frozen:
+        return lambda: start
+    offset = start - _utc_now()
+    return lambda: _utc_now() + offset
 
 
 @dataclass(frozen=True)
@@ -525,7 +549,9 @@ class SimulatorServer:
             for t in self.scenario.channel_types
         ]
 
-    def device_list_usages(self, gids_text: str, instant_text: str, scale: str) -> dict:
+    def device_list_usages(
+        self, gids_text: str, instant_text: str, scale: str
+    ) -> dict[str, Any]:
         """getDeviceListUsages: a requested child of a requested panel comes nested in it."""
         instant = parse_instant(instant_text)
         requested: list[int] = []

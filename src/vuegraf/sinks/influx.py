@@ -11,11 +11,17 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from vuegraf.config import InfluxV1Config, InfluxV2Config, TagConfig
 from vuegraf.model import MEASUREMENT, Point, Scale
 from vuegraf.sinks.base import SinkError, classify_status
 from vuegraf.sinks.lineproto import encode_all
+
+if TYPE_CHECKING:
+    import influxdb
+    from influxdb_client import InfluxDBClient
+    from influxdb_client.client.write_api import WriteApi
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +43,7 @@ class InfluxV1Sink:
         self.cfg = cfg
         self.tags = tags
         self.add_station = add_station
-        self._client = None
+        self._client: influxdb.InfluxDBClient | None = None
         self._database_ready = False
 
     def open(self) -> None:
@@ -61,7 +67,7 @@ class InfluxV1Sink:
         )
 
     @property
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> influxdb.InfluxDBClient:
         if self._client is None:
             raise RuntimeError("sink is not open")
         return self._client
@@ -173,14 +179,14 @@ class InfluxV2Sink:
         self.cfg = cfg
         self.tags = tags
         self.add_station = add_station
-        self._client = None
-        self._write_api = None
+        self._client: InfluxDBClient | None = None
+        self._write_api: WriteApi | None = None
 
     def open(self) -> None:
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
-        kwargs = {"timeout": self.cfg.timeout_ms} if self.cfg.timeout_ms else {}
+        kwargs: dict[str, Any] = {"timeout": self.cfg.timeout_ms} if self.cfg.timeout_ms else {}
         self._client = InfluxDBClient(
             url=self.cfg.url,
             token=self.cfg.token,
@@ -206,7 +212,8 @@ class InfluxV2Sink:
                     bucket=self.cfg.bucket,
                     org=self.cfg.org,
                     record=chunk,
-                    write_precision=WritePrecision.S,
+                    # The client annotates an enum class whose members are plain str.
+                    write_precision=WritePrecision.S,  # type: ignore[arg-type]
                 )
             except ApiException as err:
                 raise SinkError(

@@ -23,12 +23,17 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vuegraf.config import MqttConfig, TagConfig
 from vuegraf.model import Point, Scale
 from vuegraf.sinks.base import SinkError
 from vuegraf.stats import Stats
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessageInfo
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +118,7 @@ class MqttSink:
         self.reconnect_delays = reconnect_delays
         self.close_timeout = close_timeout
         self.client_id = f"vuegraf-{uuid.uuid4().hex[:12]}"  # unique: brokers kick duplicates
-        self._client: Any = None
+        self._client: Client | None = None
         # _state guards the fields below it; paho is never called while holding it.
         self._state = threading.Condition()
         self._connected = False
@@ -127,7 +132,7 @@ class MqttSink:
         self._publishing = threading.Lock()
         # MQTTMessageInfo of messages handed to paho, for close() to wait on; bounded like
         # paho's own queue, so tracking never grows without limit.
-        self._in_flight: deque[Any] = deque(maxlen=cfg.max_pending)
+        self._in_flight: deque[MQTTMessageInfo] = deque(maxlen=cfg.max_pending)
         self._ever_connected = False
         self._queue_full: int | None = None  # paho's MQTT_ERR_QUEUE_SIZE, set in open()
 
@@ -167,6 +172,7 @@ class MqttSink:
             if self.cfg.insecure:
                 client.tls_insecure_set(True)
         low, high = self.reconnect_delays
+        # paho annotates whole seconds but sleeps fractions as well (tests use 0.1 s).
         client.reconnect_delay_set(min_delay=low, max_delay=high)  # type: ignore[arg-type]
         # paho's own queue (QoS 1 messages awaiting an ack) gets the same bound as ours.
         client.max_queued_messages_set(self.cfg.max_pending)
@@ -246,7 +252,14 @@ class MqttSink:
 
     # -- paho callbacks (network thread) -----------------------------------------------
 
-    def _on_connect(self, _client, _userdata, _flags, reason_code, _props) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(
+        self,
+        _client: Client,
+        _userdata: Any,
+        _flags: ConnectFlags,
+        reason_code: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
         if self._closing:
             return  # a connect that finished after close(): the thread is ending anyway
         if reason_code.is_failure:
@@ -275,7 +288,14 @@ class MqttSink:
         )
         self._publish_pending()
 
-    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:  # type: ignore[no-untyped-def]
+    def _on_disconnect(
+        self,
+        _client: Client,
+        _userdata: Any,
+        _flags: DisconnectFlags,
+        reason_code: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
         with self._state:
             was_connected = self._connected
             self._connected = False
@@ -292,7 +312,7 @@ class MqttSink:
                 self.cfg.max_pending,
             )
 
-    def _on_connect_fail(self, _client, _userdata) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect_fail(self, _client: Client, _userdata: Any) -> None:
         self._trouble_once(
             "unreachable",
             logging.WARNING,
@@ -360,7 +380,7 @@ class MqttSink:
             self.stats.count_points(self.name, outcome, n)
 
 
-def _published(info: Any) -> bool:
+def _published(info: MQTTMessageInfo) -> bool:
     try:
         return bool(info.is_published())
     except (RuntimeError, ValueError):  # paho raises for messages it did not queue
