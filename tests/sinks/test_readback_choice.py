@@ -170,6 +170,27 @@ def test_the_stores_own_refusal_is_raised_as_it_is_and_nothing_else_is_tried(
     http.close()
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (200, b'{"results":[{"statement_id":0,"error":"database not found: vue"}]}'),
+        (404, b'{"code":"not found","message":"no dbrp mapping for database \\"vue\\""}'),
+    ],
+)
+def test_a_bucket_without_database_is_said_so_and_not_retried(
+    server: tuple[str, Answers], answer: tuple[int, bytes]
+) -> None:
+    url, answers = server
+    answers.by_path = {"/query": [answer]}
+    choice, http = chooser(url)
+    with pytest.raises(StoreReadError) as info:
+        read(choice)
+    assert not info.value.retryable and not info.value.unsupported
+    assert str(info.value).startswith("InfluxQL /query: no database 'vue'")
+    assert answers.asked == ["/query"]
+    http.close()
+
+
 def test_an_unreachable_store_is_retryable_and_says_no_url() -> None:
     choice, http = chooser("http://127.0.0.1:9")  # nothing listens on the discard port
     with pytest.raises(StoreReadError) as info:

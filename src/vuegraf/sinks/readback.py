@@ -159,7 +159,7 @@ class InfluxQLReader:
         status, text = self.http.get("/query", params, self.name)
         answer = _json(text)
         error = _influxql_error(answer)
-        if error is not None and "database not found" in error.lower():
+        if error is not None and any(words in error.lower() for words in _NO_DATABASE):
             if self.missing_database_is_empty:
                 logger.debug("%s: database %s does not exist yet", self.name, self.database)
                 return {}
@@ -204,12 +204,20 @@ class InfluxQLReader:
         return times
 
 
+# How InfluxDB 1.x/3 ("database not found: x") and 2.x ("no dbrp mapping for database ...")
+# say that the database asked for does not exist.
+_NO_DATABASE = ("database not found", "no dbrp mapping", "bucket not found")
+
+
 def _influxql_error(answer: object) -> str | None:
-    """The error of an InfluxQL answer: top level (`{"error": ...}`) or of the statement."""
+    """The error of an InfluxQL answer: top level (`{"error": ...}`, InfluxDB 2's
+    `{"code": ..., "message": ...}`) or of the statement."""
     if not isinstance(answer, dict):
         return None
     if isinstance(answer.get("error"), str):
         return str(answer["error"])
+    if isinstance(answer.get("code"), str) and isinstance(answer.get("message"), str):
+        return str(answer["message"])
     results = answer.get("results")
     if isinstance(results, list) and results and isinstance(results[0], dict):
         error = results[0].get("error")
