@@ -142,7 +142,9 @@ def assert_replayed(
     assert said in caplog.text
 
 
-def test_wrong_password_401_is_queued_and_replayed_after_the_fix(influx, tmp_path, caplog):
+def test_wrong_password_401_is_queued_and_replayed_after_the_fix(
+    influx: InfluxV1Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     admin(influx, f"CREATE DATABASE {DATABASE}")
     admin(influx, f"CREATE USER {USER} WITH PASSWORD '{PASSWORD}'")
     admin(influx, f"GRANT ALL ON {DATABASE} TO {USER}")
@@ -163,7 +165,9 @@ def test_wrong_password_401_is_queued_and_replayed_after_the_fix(influx, tmp_pat
     fixed.close()
 
 
-def test_user_without_write_right_403_is_queued_and_replayed_after_grant(influx, tmp_path, caplog):
+def test_user_without_write_right_403_is_queued_and_replayed_after_grant(
+    influx: InfluxV1Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     admin(influx, f"CREATE DATABASE {DATABASE}")
     admin(influx, f"CREATE USER {USER} WITH PASSWORD '{PASSWORD}'")
     admin(influx, f"GRANT READ ON {DATABASE} TO {USER}")
@@ -178,7 +182,9 @@ def test_user_without_write_right_403_is_queued_and_replayed_after_grant(influx,
     sink.close()
 
 
-def test_missing_database_404_is_queued_and_replayed_once_it_exists(influx, tmp_path, caplog):
+def test_missing_database_404_is_queued_and_replayed_once_it_exists(
+    influx: InfluxV1Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     admin(influx, f"CREATE USER {USER} WITH PASSWORD '{PASSWORD}'")  # no admin right
     cfg = config(influx, tmp_path, USER, PASSWORD)
 

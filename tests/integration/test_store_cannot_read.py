@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -181,8 +182,8 @@ def test_v2_store_answering_501_to_reads_still_collects_everything(
         cycles = run_daemon(config, clock["now"], caplog)
         requests_b = sim.stats()["requests"]
     assert_every_cycle_collected(cycles, caplog, 12)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1 and "the marks the last run saved in" in warnings[0], warnings
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "the marks the last run saved in" in said[0], said
     # The outage hour is filled, one minute-chart request per channel (plus the gappy plug's
     # nulls), not the 7 days a restart without marks would refill.
     settled_b = end_b.replace(second=0) - SETTLE
@@ -236,7 +237,7 @@ def test_read_refused_at_first_is_asked_again_and_fills_the_hole_before_the_star
             granted.append(finished)
 
     with SimulatorServer(seed=SEED, now=clock.now) as sim:
-        data = {
+        data: dict[str, Any] = {
             "influxDb": {
                 "host": server.host,
                 "port": server.port,

@@ -20,7 +20,13 @@ import pytest
 from vuegraf.config import TagConfig
 from vuegraf.model import Scale
 from vuegraf.sinks.base import StoreReadError
-from vuegraf.sinks.readback import FirstAnswering, HttpEndpoint, InfluxQLReader, PrometheusReader
+from vuegraf.sinks.readback import (
+    FirstAnswering,
+    HttpEndpoint,
+    InfluxQLReader,
+    PrometheusReader,
+    StoreReader,
+)
 
 T = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
 
@@ -80,7 +86,10 @@ def server() -> Iterator[tuple[str, Answers]]:
 def chooser(url: str) -> tuple[FirstAnswering, HttpEndpoint]:
     http = HttpEndpoint(url, token="t", timeout=10)
     tags = TagConfig()
-    readers = [InfluxQLReader(http, "vue", tags, False), PrometheusReader(http, tags, False)]
+    readers: list[StoreReader] = [
+        InfluxQLReader(http, "vue", tags, False),
+        PrometheusReader(http, tags, False),
+    ]
     return FirstAnswering("influxdb-v2", readers), http
 
 

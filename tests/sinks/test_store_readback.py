@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from harness.influx2_proxy import Influx2Proxy
+from servers import InfluxV1Server
 from vuegraf.config import InfluxV1Config, InfluxV2Config, TagConfig
 from vuegraf.model import Point, Scale
 from vuegraf.sinks.base import SeriesStore, StoreReadError
@@ -113,7 +114,9 @@ def account() -> str:
     return f"Mom's \"Home\" {uuid.uuid4().hex[:8]}"
 
 
-def test_newest_time_of_each_series_inside_since_until(backend, account, caplog):
+def test_newest_time_of_each_series_inside_since_until(
+    backend: Backend, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
     store = backend.open(TagConfig(), False)
     other = account + " next door"
     store.write(
@@ -149,7 +152,7 @@ def test_newest_time_of_each_series_inside_since_until(backend, account, caplog)
         assert f"reading back through {backend.reader}" in caplog.text
 
 
-def test_an_empty_store_or_window_has_no_series(backend, account):
+def test_an_empty_store_or_window_has_no_series(backend: Backend, account: str) -> None:
     store = backend.open(TagConfig(), False)
     assert store.last_times(account, Scale.MINUTE, minute(-60), minute(60)) == {}
     store.write([Point(account, "Panel", "Kitchen", Scale.DAY, minute(0), 7.0)])
@@ -160,7 +163,9 @@ def test_an_empty_store_or_window_has_no_series(backend, account):
     }
 
 
-def test_with_station_names_two_devices_keep_their_own_series(backend, account):
+def test_with_station_names_two_devices_keep_their_own_series(
+    backend: Backend, account: str
+) -> None:
     store = backend.open(TagConfig(), True)
     store.write(
         [
@@ -176,7 +181,9 @@ def test_with_station_names_two_devices_keep_their_own_series(backend, account):
     }
 
 
-def test_without_station_names_a_channel_is_one_series_whatever_its_stations(backend, account):
+def test_without_station_names_a_channel_is_one_series_whatever_its_stations(
+    backend: Backend, account: str
+) -> None:
     """A store written with addStationField on and read with it off: the newest of either."""
     with_station = backend.open(TagConfig(), True)
     with_station.write(
@@ -192,7 +199,7 @@ def test_without_station_names_a_channel_is_one_series_whatever_its_stations(bac
     }
 
 
-def test_renamed_scale_tag_and_values(backend, account):
+def test_renamed_scale_tag_and_values(backend: Backend, account: str) -> None:
     tags = TagConfig(name="scale", second="sec", minute="min", hour="hr", day="dy")
     store = backend.open(tags, False)
     store.write(
@@ -214,7 +221,7 @@ def test_renamed_scale_tag_and_values(backend, account):
 
 
 @pytest.mark.integration
-def test_v1_database_not_created_yet_reads_as_empty(influxdb_v1):
+def test_v1_database_not_created_yet_reads_as_empty(influxdb_v1: InfluxV1Server) -> None:
     """The v1 sink creates its database at the first write: before it, nothing is stored,
     and that is an answer, not an error."""
     cfg = InfluxV1Config(host=influxdb_v1.host, port=influxdb_v1.port, database="not_yet_here")
@@ -227,7 +234,9 @@ def test_v1_database_not_created_yet_reads_as_empty(influxdb_v1):
 
 
 @pytest.mark.integration
-def test_v2_bucket_without_database_is_a_read_error_worded_as_a_read(influxdb_v1):
+def test_v2_bucket_without_database_is_a_read_error_worded_as_a_read(
+    influxdb_v1: InfluxV1Server,
+) -> None:
     """InfluxDB 2 answers `database not found` when a bucket has no DBRP mapping (before 2.7):
     that read cannot work by waiting (non-retryable), and it is not a rejected write."""
     with Influx2Proxy(influxdb_v1.url, TOKEN) as proxy:
@@ -246,7 +255,7 @@ def test_v2_bucket_without_database_is_a_read_error_worded_as_a_read(influxdb_v1
 
 
 @pytest.mark.integration
-def test_v2_read_is_sent_with_the_token(influxdb_v1_db):
+def test_v2_read_is_sent_with_the_token(influxdb_v1_db: tuple[InfluxV1Server, str]) -> None:
     """The proxy answers 401 to anything without `Authorization: Token <token>`: a wrong
     token is a retryable read error (fixed by the user), worded as a read."""
     server, database = influxdb_v1_db
