@@ -25,6 +25,7 @@ setup(
         "pyemvue>=0.18.9",
         "influxdb-client>=1.40",
         "influxdb>=5.3",
+        "requests>=2.25",  # the read back (sinks/readback.py); influxdb brings it too
         "paho-mqtt>=2.0",
         "python-dateutil>=2.8",
         "prometheus_client>=0.17",  # the reference exposition format writer and parser

@@ -7,8 +7,10 @@ import dataclasses
 import json
 import logging
 import pickle
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from servers import InfluxV1Server
 from vuegraf.config import (
     AccountConfig,
     Config,
@@ -29,6 +32,7 @@ from vuegraf.config import (
     parse_config,
 )
 from vuegraf.model import Scale
+from vuegraf.simulator import SimulatorServer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "vuegraf.json.sample"
 
@@ -644,19 +648,34 @@ def test_weird_key_paths_stay_on_one_line() -> None:
 
 
 # --- the CLI contract: one line on stderr, exit 2, no traceback ----------------------------
+#
+# The real command, `python -m vuegraf CONFIG`, in a child process.
 
-CLI = (
-    "import sys; from vuegraf.config import load_config, ConfigError\n"
-    "try: load_config(sys.argv[1])\n"
-    "except ConfigError as e: print(e, file=sys.stderr); sys.exit(2)"
-)
+CLI_DEADLINE_S = 120.0  # generous: a start-up on a loaded machine only takes longer
 
 
 def run_cli(path: Path) -> subprocess.CompletedProcess[str]:
-    """Stand-in for the real `vuegraf CONFIG` until the CLI exists."""
+    """`vuegraf CONFIG` on a config it must refuse: it exits by itself."""
     return subprocess.run(
-        [sys.executable, "-c", CLI, str(path)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "vuegraf", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=CLI_DEADLINE_S,
     )
+
+
+def wait_for_log(
+    proc: subprocess.Popen[bytes], log: Path, done: Callable[[str], bool], deadline_s: float
+) -> str:
+    """Poll `log` until `done(text)`; fail with the log if the process ends or time runs out."""
+    give_up = time.monotonic() + deadline_s
+    while True:
+        text = log.read_text(errors="replace")
+        if done(text):
+            return text
+        assert proc.poll() is None, f"vuegraf exited with {proc.returncode}:\n{text}"
+        assert time.monotonic() < give_up, f"no sign of collection in {deadline_s} s:\n{text}"
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(
@@ -690,9 +709,51 @@ def test_cli_prints_one_line_and_exits_2(
     assert result.stdout == ""
 
 
-def test_cli_stand_in_accepts_the_sample(tmp_path: Path) -> None:
-    result = run_cli(private_sample(tmp_path))
-    assert (result.returncode, result.stderr) == (0, "")
+@pytest.mark.integration
+def test_cli_accepts_the_sample_and_starts_collecting(
+    tmp_path: Path, influxdb_v1_db: tuple[InfluxV1Server, str]
+) -> None:
+    """The upstream sample, pointed at a real InfluxDB 1.x and at the Emporia simulator
+    instead of my.influxdb.hostname and Emporia: the real CLI takes it, collects with it,
+    and SIGTERM ends it with exit 0."""
+    server, database = influxdb_v1_db
+    data = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    with SimulatorServer() as sim:
+        data["influxDb"].update(host=server.host, port=server.port, database=database)
+        data["accounts"][0]["simulatorUrl"] = sim.url
+        path = write(tmp_path, data, SAMPLE.name)
+        path.chmod(0o600)
+        log = tmp_path / "vuegraf.log"
+        with log.open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "vuegraf", str(path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        try:
+            wait_for_log(
+                proc,
+                log,
+                lambda text: "Collecting every 60 s" in text and "Cycle at" in text,
+                CLI_DEADLINE_S,
+            )
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=CLI_DEADLINE_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text(errors="replace")
+    assert code == 0, text
+    assert "Received SIGTERM; stopping" in text
+    assert "Traceback" not in text and "| ERROR |" not in text, text
+    assert "| vuegraf.config |" not in text, text  # not even a warning about the sample
+    # The account of the sample wrote its points under its name.
+    rows = server.client(database).query(
+        "SELECT count(usage) FROM energy_usage WHERE account_name = 'Primary Residence'"
+    )
+    assert sum(row["count"] for row in rows.get_points()) > 0
 
 
 # --- keys new in this project ------------------------------------------------------------

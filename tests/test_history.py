@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from harness import oracle
 from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
 from vuegraf.emporia import EmporiaError
@@ -22,8 +23,7 @@ from vuegraf.history import (
     plan_history,
     run_history,
 )
-from vuegraf.model import Point, Scale, point_from_kwh
-from vuegraf.schedule import next_bucket, point_time
+from vuegraf.model import Point, Scale
 from vuegraf.sinks.base import SinkError
 
 UTC = timezone.utc
@@ -62,6 +62,8 @@ class FakeAccount:
         return list(self._channels)
 
     def chart_points(self, gid, num, scale, first, last):
+        """Every bucket from `first` to `last`, stamped and converted as EmporiaAccount
+        does per DATA-MODEL.md (with the test's own arithmetic, tests/harness/oracle.py)."""
         key = (gid, num, scale, first, last)
         with self._lock:
             self._tries[key] = self._tries.get(key, 0) + 1
@@ -75,9 +77,10 @@ class FakeAccount:
         t = first
         while t <= last:
             kwh = (gid + int(num) + t.timestamp() / 3600) % 7
-            stamp = point_time(scale, t, self.zone)
-            points.append(point_from_kwh(self.name, str(gid), num, scale, stamp, kwh))
-            t = next_bucket(scale, t, self.zone)
+            stamp = oracle.stamp(scale.value, t, self.zone)
+            watts = oracle.watts(scale.value, kwh)
+            points.append(Point(self.name, str(gid), num, scale, stamp, watts))
+            t = oracle.bucket_after(scale.value, t, self.zone)
         return points, []
 
 
@@ -106,11 +109,12 @@ class RecordingSink:
         return None
 
 
-def buckets_of(job: HistoryJob, zone) -> list[datetime]:
+def buckets_of(job: HistoryJob, zone: ZoneInfo) -> list[datetime]:
+    """Starts of the buckets a window asks for, from `first` to `last` inclusive."""
     out, t = [], job.first
     while t <= job.last:
         out.append(t)
-        t = next_bucket(job.scale, t, zone)
+        t = oracle.bucket_after(job.scale.value, t, zone)
     return out
 
 

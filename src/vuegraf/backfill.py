@@ -107,6 +107,25 @@ class Tracker:
             mark = max(min(after, saved_marks.get(key, after)), stored_floor)
             self.series[key] = SeriesState(filled=mark)
 
+    def seed_from_marks(
+        self,
+        keys: Iterable[SeriesKey],
+        saved_marks: dict[SeriesKey, datetime],
+        now: datetime,
+        lookback: timedelta | None = None,
+        stored_lookback: timedelta | None = None,
+    ) -> None:
+        """Start-up when the store cannot be read: the marks the previous run saved are all
+        there is to go by (every bucket before a mark was stored by that run); a series
+        without one is filled from `lookback`, like an empty store."""
+        floor = self.earliest(now, lookback)
+        stored_floor = self.earliest(now, stored_lookback) if stored_lookback else floor
+        for key in keys:
+            mark = saved_marks.get(key)
+            self.series[key] = SeriesState(
+                filled=floor if mark is None else max(mark, stored_floor)
+            )
+
     def marks(self) -> dict[SeriesKey, datetime]:
         return {key: state.filled for key, state in self.series.items()}
 

@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 # Chart requests for holes per tick and account; the rest waits for the next tick.
 MAX_FILL_REQUESTS_PER_TICK = 60
+# A read back that failed and may work later is asked again at the next tick, then after
+# skipping 1, 3, 7 and at most READ_RETRY_MAX_SKIP ticks: a store that times out costs one
+# timeout now and then, not one every tick.
+READ_RETRY_MAX_SKIP = 15
 
 Emit = Callable[[Sequence[Point], bool], None]  # (points, live)
 
@@ -81,12 +85,14 @@ class AccountCollector:
         tracked = self.scales + ([Scale.SECOND] if self.seconds_enabled else [])
         self.trackers = {s: Tracker(s, config.zone, settle_secs) for s in tracked}
         self._live_done: dict[Scale, datetime] = {}
-        self._stored: dict[Scale, dict[SeriesKey, datetime]] = {}
         self._saved_marks: dict[str, dict[SeriesKey, datetime]] = {}
         self._saved_text = ""
         self.started_at: datetime | None = None  # first tick: the store is read up to here
         self._seconds_due: datetime | None = None
-        self._seeded = False
+        self._started = False  # devices read
+        self._seeded = False  # trackers know where every series ends
+        self._read_failures = 0  # retryable read-back failures so far
+        self._read_skip = 0  # ticks to let pass before asking the store again
 
     @property
     def name(self) -> str:
@@ -94,37 +100,108 @@ class AccountCollector:
 
     # -- start-up ------------------------------------------------------------------
 
-    def seed(self, now: datetime) -> None:
-        """Read devices, then the last stored time of every series: one query per scale.
+    def start(self) -> None:
+        """First tick: read the account's devices and say what a day will cost.
 
-        A store that is down raises (retryable: tried again next tick); one that
-        cannot answer at all (VictoriaMetrics has no Flux) turns backfill off.
-        """
+        Raises EmporiaError (tried again next tick)."""
         self.account.refresh_devices_if_due()
-        if self.store is not None:
-            try:
-                self._read_store(now)
-            except SinkError as err:
-                if err.retryable:
-                    raise
-                logger.warning(
-                    "Account %s: cannot read back from %s (%s); gap backfill is off",
-                    self.name,
-                    self.store.name,
-                    err,
-                )
-                self.store = None
+        self._saved_marks = self._load_marks()
+        self._started = True
+        self._log_budget()
+
+    def seed(self, now: datetime) -> bool:
+        """Seed the trackers from the store's newest time of every series (one query per
+        scale), then start filling holes. False while that read waits for a retry.
+
+        A store that cannot answer costs the backfill at most, never the live collection:
+        - a retryable failure (down, 5xx, 401/403) is logged once and asked again on later
+          ticks (backing off, `READ_RETRY_MAX_SKIP`); holes wait, live values do not. The
+          read stops before this process's first live point (`_first_live`), so a late
+          answer is as right as an early one;
+        - a non-retryable one (no read API, see sinks/readback.py) turns backfill from the
+          store off: the marks the previous run saved in the state dir are used instead.
+        """
+        if self.store is None:
+            # No store to compare with (--dryrun): collect from now on, fill nothing old.
+            for scale, tracker in self.trackers.items():
+                tracker.seed(self._series_for(scale), {}, now, timedelta(0))
+            self._seeded = True
+            return True
+        if self._read_skip > 0:
+            self._read_skip -= 1
+            return False
+        try:
+            stored = self._read_store(now)
+        except SinkError as err:
+            if err.retryable:
+                self._read_failed(err)
+                return False
+            logger.warning(
+                "Account %s: %s cannot answer the read back (%s); backfill from the store is "
+                "off, holes are filled from %s",
+                self.name,
+                self.store.name,
+                err,
+                f"the marks the last run saved in {self.marks_file}"
+                if self._saved_marks
+                else "the lookback (no marks saved by a last run)",
+            )
+            self._seed_trackers(now, None)
+            return True
+        if self._read_failures:
+            logger.info(
+                "Account %s: read back from %s after %d failed attempts; filling holes",
+                self.name,
+                self.store.name,
+                self._read_failures,
+            )
+        self._seed_trackers(now, stored)
+        return True
+
+    def _read_failed(self, err: SinkError) -> None:
+        assert self.store is not None
+        self._read_failures += 1
+        self._read_skip = min(2 ** (self._read_failures - 1) - 1, READ_RETRY_MAX_SKIP)
+        if self._read_failures == 1:
+            logger.warning(
+                "Account %s: cannot read back from %s (%s); collecting live values meanwhile, "
+                "holes from before this start are filled once it answers",
+                self.name,
+                self.store.name,
+                err,
+            )
+        else:
+            logger.debug(
+                "Account %s: read back from %s still failing (%d attempts): %s",
+                self.name,
+                self.store.name,
+                self._read_failures,
+                err,
+            )
+
+    def _seed_trackers(
+        self, now: datetime, stored: dict[Scale, dict[SeriesKey, datetime]] | None
+    ) -> None:
+        """`stored`: the store's answer; None when it cannot answer (marks only)."""
         for scale, tracker in self.trackers.items():
             keys = self._series_for(scale)
-            last = self._stored.get(scale, {})
-            if self.store is not None:
-                saved = self._saved_marks.get(scale.value, {})
-                tracker.seed(
-                    keys, last, now, self._lookback(scale), saved, self._stored_lookback(scale)
+            saved = self._saved_marks.get(scale.value, {})
+            if stored is None:
+                tracker.seed_from_marks(
+                    keys, saved, now, self._lookback(scale), self._stored_lookback(scale)
                 )
-            else:
-                # No store to compare with (--dryrun): collect from now on, fill nothing old.
-                tracker.seed(keys, {}, now, timedelta(0))
+                logger.info(
+                    "Account %s: %s marks saved for %d of %d series",
+                    self.name,
+                    scale.name.lower(),
+                    len([k for k in keys if k in saved]),
+                    len(keys),
+                )
+                continue
+            last = stored.get(scale, {})
+            tracker.seed(
+                keys, last, now, self._lookback(scale), saved, self._stored_lookback(scale)
+            )
             logger.info(
                 "Account %s: %s data stored for %d of %d series",
                 self.name,
@@ -136,10 +213,9 @@ class AccountCollector:
         # Saved at once: a kill -9 inside this first tick must not leave only the store's
         # newest point (the live minute written next) to go by at the next start.
         self.save_marks()
-        self._log_budget()
 
     def _log_budget(self) -> None:
-        seconds = len(self.trackers[Scale.SECOND].series) if Scale.SECOND in self.trackers else 0
+        seconds = len(self._series_for(Scale.SECOND)) if self.seconds_enabled else 0
         estimate = daily_request_estimate(
             self.config.update_interval_secs,
             Scale.HOUR in self.scales,
@@ -219,16 +295,16 @@ class AccountCollector:
         except OSError as err:
             logger.warning("Account %s: cannot save %s: %s", self.name, path, err)
 
-    def _read_store(self, now: datetime) -> None:
+    def _read_store(self, now: datetime) -> dict[Scale, dict[SeriesKey, datetime]]:
         assert self.store is not None
-        self._saved_marks = self._load_marks()
-        self._stored = {}
+        result: dict[Scale, dict[SeriesKey, datetime]] = {}
         for scale, tracker in self.trackers.items():
             keys = self._series_for(scale)
             since = tracker.earliest(now, self._stored_lookback(scale))
             stored = self.store.last_times(self.name, scale, since, self._first_live(scale, now))
             by_name = self._names_to_keys(keys)
-            self._stored[scale] = {by_name[k]: t for k, t in stored.items() if k in by_name}
+            result[scale] = {by_name[k]: t for k, t in stored.items() if k in by_name}
+        return result
 
     def _first_live(self, scale: Scale, now: datetime) -> datetime:
         """Stamp of the first live point this process writes for `scale`: the store is read
@@ -273,20 +349,20 @@ class AccountCollector:
         result = TickResult()
         if self.started_at is None:
             self.started_at = now
-        if not self._seeded:
+        if not self._started:
             try:
-                self.seed(now)
+                self.start()
             except EmporiaError as err:
                 result.errors.append(f"start-up: {err}")
                 return result
-            except SinkError as err:
-                # Collect live values anyway (the sink queues them); read the store next tick.
-                result.errors.append(f"reading {self.store.name if self.store else 'store'}: {err}")
+        if not self._seeded:
+            self.seed(now)  # a store that cannot answer yet delays the fill, not collection
         for scale in self.scales:
             if not self.should_stop():
                 self._live(scale, now, result)
-        if result.errors:
-            # Live collection failed: Emporia is likely down; holes wait for a good tick.
+        if result.errors or not self._seeded:
+            # Live collection failed (Emporia is likely down), or the store has not said yet
+            # where its series end: holes wait for a tick that can fill them.
             self.save_marks()
             return result
         if self.seconds_enabled and (self._seconds_due is None or now >= self._seconds_due):
@@ -322,7 +398,8 @@ class AccountCollector:
             key = known.get((p.device if station else "", p.channel))
             if key is not None:
                 tracker.stored(key, newest)
-        self._adopt_new_series(now)
+        if self._seeded:
+            self._adopt_new_series(now)
 
     def _adopt_new_series(self, now: datetime) -> None:
         """Channels that appeared after a device refresh get trackers of their own (filled

@@ -20,14 +20,12 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from vuegraf.config import InfluxV1Config, TagConfig, parse_config
-from vuegraf.model import Scale, point_from_kwh
-from vuegraf.naming import channel_name
-from vuegraf.schedule import floor_time, local_day_start, next_local_day_start, point_time
+from harness import oracle
+from vuegraf.config import InfluxV1Config, TagConfig
+from vuegraf.model import Point, Scale
 from vuegraf.simulator import Scenario, UsageModel
 from vuegraf.sinks.influx import InfluxV1Sink
 
@@ -394,46 +392,55 @@ ACCOUNT = "Primary Residence"
 SEED = 1
 PRICE = "0.15"
 MAINS = ["Main Panel", "Garage Panel"]
+# Grafana's "now" for these tests: a fixed instant (not the clock) whose last two days hold
+# the 25-hour local day of the autumn DST change in New York (1 November 2026).
+NOW = datetime(2026, 11, 2, 15, 37, 12, tzinfo=UTC)
+RANGE_START = NOW - timedelta(days=2)  # Grafana's "Last 2 days"
+ZONE = oracle.NEW_YORK  # the household's zone
+NAMES = oracle.DEFAULT_NAMES  # what vuegraf writes for an account without `devices`
+SCALES = {"1S": Scale.SECOND, "1MIN": Scale.MINUTE, "1H": Scale.HOUR, "1D": Scale.DAY}
+
+
+def simulated_buckets(now: datetime) -> dict[str, list[datetime]]:
+    """Bucket starts written per scale: the complete minutes and hours of the last two days,
+    five minutes of seconds, and the local days that were over, from three days back."""
+    minute = oracle.floor_to(now, 60)
+    hour = oracle.floor_to(now, 3600)
+    second = oracle.floor_to(now, 1)
+    today = oracle.local_date(now, ZONE)
+    return {
+        "1MIN": [minute - timedelta(minutes=m) for m in range(1, 2 * 24 * 60)],
+        "1H": [hour - timedelta(hours=h) for h in range(1, 49)],
+        "1S": [second - timedelta(seconds=s) for s in range(1, 301)],
+        "1D": [oracle.midnight(today - timedelta(days=d), ZONE) for d in (3, 2, 1)],
+    }
 
 
 def write_simulated_days(server, database: str, now: datetime) -> UsageModel:
     """Minute, hour and day points of every channel for the last two days (and a few minutes of
-    second points for the channels that have them), as vuegraf writes them."""
+    second points for the channels that have them), as vuegraf writes them (DATA-MODEL.md,
+    computed by tests/harness/oracle.py)."""
     model = UsageModel(Scenario.default(), seed=SEED)
-    zone = ZoneInfo(model.scenario.timezone)
-    config = parse_config(
-        {"accounts": [{"name": ACCOUNT, "email": "e@example.com", "password": "pw"}]},
-        Path("/nonexistent/vuegraf.json"),
-        environ={},
-    )
-    account = config.accounts[0]
-    names = {}
-    chart = set()
-    for gid, num, device, emporia_name, has_chart in model.channels():
-        names[(gid, num)] = (device, channel_name(account, device, num, emporia_name))
-        if has_chart:
-            chart.add((gid, num))
-    devices = sorted({gid for gid, _ in names})
+    oracle.check_household(model)
 
-    def points(scale: Scale, code: str, starts, only_chart: bool = False):
+    def points(code: str, starts: list[datetime]) -> list[Point]:
+        out = []
         for start in starts:
-            for gid in devices:
+            for gid in oracle.DEVICE_NAMES:
                 for num, kwh in model.device_values(gid, code, start).items():
-                    if kwh is None or (only_chart and (gid, num) not in chart):
+                    if kwh is None or (code == "1S" and (gid, num) in oracle.LIVE_ONLY):
                         continue
-                    device, channel = names[(gid, num)]
-                    stamp = point_time(scale, start, zone)
-                    yield point_from_kwh(ACCOUNT, device, channel, scale, stamp, kwh)
-
-    minute = floor_time(now, 60)
-    minutes = [minute - timedelta(minutes=m) for m in range(1, 2 * 24 * 60)]
-    hours = [floor_time(now, 3600) - timedelta(hours=h) for h in range(1, 49)]
-    seconds = [floor_time(now, 1) - timedelta(seconds=s) for s in range(1, 301)]
-    days = []
-    day = local_day_start(now - timedelta(days=3), zone)
-    while next_local_day_start(day, zone) <= now:  # only days that are over
-        days.append(day)
-        day = next_local_day_start(day, zone)
+                    out.append(
+                        Point(
+                            ACCOUNT,
+                            oracle.DEVICE_NAMES[gid],
+                            NAMES[(gid, num)],
+                            SCALES[code],
+                            oracle.stamp(code, start, ZONE),
+                            oracle.watts(code, kwh),
+                        )
+                    )
+        return out
 
     sink = InfluxV1Sink(
         InfluxV1Config(host=server.host, port=server.port, database=database),
@@ -442,13 +449,8 @@ def write_simulated_days(server, database: str, now: datetime) -> UsageModel:
     )
     sink.open()
     try:
-        for batch in (
-            points(Scale.MINUTE, "1MIN", minutes),
-            points(Scale.HOUR, "1H", hours),
-            points(Scale.DAY, "1D", days),
-            points(Scale.SECOND, "1S", seconds, only_chart=True),
-        ):
-            sink.write(list(batch))
+        for code, starts in simulated_buckets(now).items():
+            sink.write(points(code, starts))
     finally:
         sink.close()
     return model
@@ -461,7 +463,11 @@ def grafana_regex(values: list[str]) -> str:
 
 
 def expand(query: str, variables: dict[str, list[str]]) -> str:
-    query = query.replace("$timeFilter", "time > now() - 2d").replace("$__interval", "1m")
+    # $timeFilter as Grafana renders it for InfluxQL: the dashboard's range in epoch ms.
+    time_filter = (
+        f"time >= {oracle.epoch(RANGE_START) * 1000}ms and time <= {oracle.epoch(NOW) * 1000}ms"
+    )
+    query = query.replace("$timeFilter", time_filter).replace("$__interval", "1m")
     for name, values in variables.items():
         query = query.replace(f"/^${name}$/", f"/^{grafana_regex(values)}$/")
     query = query.replace("$price", PRICE)
@@ -476,8 +482,7 @@ def tag_values(client, query: str) -> list[str]:
 @pytest.mark.integration
 def test_grafana_queries_return_the_simulated_data(influxdb_v1_db):
     server, database = influxdb_v1_db
-    now = datetime.now(UTC)
-    model = write_simulated_days(server, database, now)
+    model = write_simulated_days(server, database, NOW)
     client = server.client(database)
     try:
         # The template variables, as Grafana resolves them.
@@ -486,7 +491,7 @@ def test_grafana_queries_return_the_simulated_data(influxdb_v1_db):
         assert accounts == [ACCOUNT]
         selected = {"account": accounts}
         circuits = tag_values(client, expand(variables["circuit"]["query"], selected))
-        assert set(MAINS) <= set(circuits) and len(circuits) == len(model.channels())
+        assert sorted(circuits) == sorted(NAMES.values())
         assert tag_values(client, expand(variables["device"]["query"], selected)) == circuits
         selected |= {"device": MAINS, "circuit": circuits}
 
@@ -506,24 +511,39 @@ def test_grafana_queries_return_the_simulated_data(influxdb_v1_db):
     finally:
         client.close()
 
-    # Hourly and daily energy: the model's kWh, stamped as DATA-MODEL.md says.
-    zone = ZoneInfo(model.scenario.timezone)
+    # Hourly and daily energy and daily cost: every hour and day point inside the range, with
+    # the model's kWh, at the times DATA-MODEL.md gives (an hour's start; 23:59:59 local of a
+    # day, which for 1 November 2026 in New York is 04:59:59 UTC on the 2nd).
     gid = {"Main Panel": 1001, "Garage Panel": 1002}
-    for title, code, scale in (("Hourly energy (device)", "1H", Scale.HOUR),
-                               ("Daily energy (device)", "1D", Scale.DAY)):
-        for device in MAINS:
-            rows = results[title][device]
-            assert rows, (title, device)
-            for epoch, kwh in rows:
-                stamp = datetime.fromtimestamp(epoch, UTC)
-                start = stamp if scale is Scale.HOUR else local_day_start(stamp, zone)
-                assert point_time(scale, start, zone) == stamp
-                assert kwh == pytest.approx(model.kwh(gid[device], "1,2,3", code, start))
-    for epoch, cost in results["Daily cost (device)"]["Main Panel"]:
-        start = local_day_start(datetime.fromtimestamp(epoch, UTC), zone)
-        day_kwh = model.kwh(1001, "1,2,3", "1D", start)
-        assert day_kwh is not None, start
-        assert cost == pytest.approx(day_kwh * float(PRICE))
+    in_range = range(oracle.epoch(RANGE_START), oracle.epoch(NOW) + 1)
+    day_stamps = [
+        (oracle.epoch(oracle.day_stamp(oracle.local_date(start, ZONE), ZONE)), start)
+        for start in simulated_buckets(NOW)["1D"]
+    ]
+    day_stamps = [(t, start) for t, start in day_stamps if t in in_range]
+    assert [datetime.fromtimestamp(t, UTC) for t, _ in day_stamps] == [
+        datetime(2026, 11, 1, 3, 59, 59, tzinfo=UTC),  # 31 October, EDT
+        datetime(2026, 11, 2, 4, 59, 59, tzinfo=UTC),  # 1 November, EST
+    ]
+    hour_stamps = [
+        (oracle.epoch(start), start)
+        for start in simulated_buckets(NOW)["1H"]
+        if oracle.epoch(start) in in_range
+    ]
+    assert len(hour_stamps) == 47  # the 48th hour back started before the range
+    for device in MAINS:
+        for title, code, stamps, factor in (
+            ("Hourly energy (device)", "1H", hour_stamps, 1.0),
+            ("Daily energy (device)", "1D", day_stamps, 1.0),
+            ("Daily cost (device)", "1D", day_stamps, float(PRICE)),
+        ):
+            served = [(t, model.kwh(gid[device], "1,2,3", code, start)) for t, start in stamps]
+            assert all(kwh is not None for _t, kwh in served), (title, device)  # mains: no gaps
+            want = sorted((t, kwh * factor) for t, kwh in served if kwh is not None)
+            got = sorted(results[title][device])
+            assert [t for t, _ in got] == [t for t, _ in want], (title, device)
+            for (_t, value), (_t2, expected) in zip(got, want, strict=True):
+                assert value == pytest.approx(expected, rel=1e-9), (title, device)
     # The share panel leaves the chosen mains out; the per-circuit panel has every circuit.
     assert not set(MAINS) & set(results["Share per circuit (kWh)"])
     assert len(results["Power per circuit (minute data)"]) == len(circuits)

@@ -1,37 +1,61 @@
 """What the Emporia simulator serves versus what reached InfluxDB 1.x, point by point.
 
-For the "nothing lost, nothing leaked" tests: `expected_points` asks the simulator's usage
-model (not vuegraf) for every non-null bucket of every chart channel; `stored_points` reads
-one account and scale back from InfluxDB and notices a (channel, time) stored twice under
-different tag sets; `compare` says what is missing, extra, wrong or duplicated.
+For the "nothing lost, nothing leaked" tests: `served` (or `expected_points`, given a config)
+asks the simulator's usage model for every non-null bucket of every chart channel and names,
+stamps and converts it with tests/harness/oracle.py (literal name tables, epoch and zoneinfo
+arithmetic, DATA-MODEL.md's factors; nothing from vuegraf's schedule, naming or model code).
+`stored_points` reads one account and scale back from InfluxDB and notices a (channel, time)
+stored twice under different tag sets; `compare` says what is missing, extra, wrong or
+duplicated.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
+from harness import oracle
 from vuegraf.config import Config
 from vuegraf.model import Scale
-from vuegraf.naming import channel_name
-from vuegraf.schedule import bucket_start, next_bucket, point_time
 from vuegraf.simulator import UsageModel
 
 Key = tuple[str, int]  # (device_name tag, i.e. the channel name; epoch seconds)
 
 
+def served(
+    names: Mapping[oracle.ChannelKey, str],
+    model: UsageModel,
+    scale: str,
+    since: datetime,
+    until: datetime,
+    zone: ZoneInfo,
+    live_only_too: bool = False,
+    only: Collection[str] | None = None,
+) -> dict[Key, float]:
+    """Watts of every non-null `scale` bucket ("1S", "1MIN", "1H", "1D") starting in
+    [since, until), keyed by written name and time; chart channels only (unless
+    `live_only_too`), and only the channels named in `only` when given."""
+    return {
+        (name, oracle.epoch(written)): watts
+        for _gid, _num, name, written, watts in oracle.served_points(
+            names, model, scale, since, until, zone, live_only_too
+        )
+        if only is None or name in only
+    }
+
+
 def chart_channels(
     config: Config, model: UsageModel, account: int = 0, live_only_too: bool = False
-) -> list[tuple]:
+) -> list[tuple[int, str, str]]:
     """(device gid, channel number, written channel name) of every channel with chart data,
-    and with `live_only_too` also Balance, MainsFromGrid and MainsToGrid (live values only)."""
-    acct = config.accounts[account]
-    return [
-        (gid, num, channel_name(acct, dev, num, emporia, config.use_emporia_channel_names))
-        for gid, num, dev, emporia, has_chart in model.channels()
-        if has_chart or live_only_too
-    ]
+    and with `live_only_too` also Balance, MainsFromGrid and MainsToGrid (live values only),
+    from the literal names table of the account's `devices` (oracle.names_for)."""
+    oracle.check_household(model)
+    return oracle.channels(oracle.names_for(config.accounts[account]), live_only_too)
 
 
 def expected_points(
@@ -43,26 +67,19 @@ def expected_points(
     account: int = 0,
     live_only_too: bool = False,
 ) -> dict[Key, float]:
-    """Watts of every non-null bucket starting in [since, until), chart channels only
-    (unless `live_only_too`)."""
+    """`served` for an account config: its literal names table (oracle.names_for) and the
+    config's zone (America/New_York in every test config that writes day points)."""
     zone = config.zone
-    channels = chart_channels(config, model, account, live_only_too)
-    result: dict[Key, float] = {}
-    t = bucket_start(scale, since, zone)
-    if t < since:
-        t = next_bucket(scale, t, zone)
-    while t < until:
-        stamp = int(point_time(scale, t, zone).timestamp())
-        by_device: dict[int, dict[str, float | None]] = {}
-        for gid, num, name in channels:
-            values = by_device.get(gid)
-            if values is None:
-                values = by_device[gid] = model.device_values(gid, scale.value, t)
-            kwh = values[num]
-            if kwh is not None:
-                result[(name, stamp)] = kwh * scale.watts_per_kwh
-        t = next_bucket(scale, t, zone)
-    return result
+    assert isinstance(zone, ZoneInfo), zone
+    return served(
+        oracle.names_for(config.accounts[account]),
+        model,
+        scale.value,
+        since,
+        until,
+        zone,
+        live_only_too,
+    )
 
 
 @dataclass
@@ -75,7 +92,9 @@ def _literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def stored_points(client, account: str, detailed: str, since: datetime, until: datetime) -> Stored:
+def stored_points(
+    client: Any, account: str, detailed: str, since: datetime, until: datetime
+) -> Stored:
     """One account's points with tag `detailed` and a time in [since, until), every tag set."""
     result = client.query(
         f"SELECT usage FROM energy_usage WHERE account_name = {_literal(account)} "

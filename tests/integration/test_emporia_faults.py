@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from harness import oracle
 from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
 from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount
 from vuegraf.model import Point, Scale
-from vuegraf.naming import channel_name
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
 from vuegraf.sinks.factory import build_sinks
 from vuegraf.stats import Stats
@@ -41,8 +41,8 @@ def test_an_hour_of_500s_and_timeouts_then_no_hole(influxdb_v1_db, tmp_path, cap
             },
             tmp_path / "vuegraf.json",
         )
-        account = config.accounts[0]
-        chart = [(g, n, channel_name(account, d, n, e)) for g, n, d, e, c in model.channels() if c]
+        oracle.check_household(model)
+        chart = oracle.channels(oracle.DEFAULT_NAMES)  # no `devices` in the config
         # Minutes stored up to just before T0, so the test is about this hour.
         (sink,) = build_sinks(config)
         sink.open()

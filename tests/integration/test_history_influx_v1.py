@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from harness import oracle
 from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
 from vuegraf.emporia import EmporiaAccount
 from vuegraf.history import run_history
 from vuegraf.model import Scale
-from vuegraf.naming import channel_name
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
 from vuegraf.sinks.factory import build_sinks
 
@@ -88,20 +88,18 @@ class Simulated:
                 sink.close()
 
 
-def expected_points(config):
-    """(device_name, detailed, epoch s, watts) the simulator serves, per DATA-MODEL.md."""
+def expected_points():
+    """(device_name, detailed, epoch s, watts) the simulator serves, per DATA-MODEL.md, named
+    as the config maps them (Main Panel circuits 1 and 2 are "Kitchen A" and "Furnace B")."""
     model = UsageModel(Scenario.default(), seed=SEED)
-    account = config.accounts[0]
     last_hour = datetime(2026, 11, 23, 19, tzinfo=UTC)  # newest complete hour at NOW
     hours = [last_hour - timedelta(hours=i) for i in range(DAYS * 24)]
     yesterday = date(2026, 11, 22)
     days = [yesterday - timedelta(days=i) for i in range(DAYS)]
     assert date(2026, 11, 1) in days
     expected = set()
-    for gid, num, dev_name, emporia_name, has_chart in model.channels():
-        if not has_chart:
-            continue
-        name = channel_name(account, dev_name, num, emporia_name)
+    oracle.check_household(model)
+    for gid, num, name in oracle.channels(oracle.KITCHEN_A_FURNACE_B_NAMES):
         for start in hours:
             kwh = model.kwh(gid, num, "1H", start)
             if kwh is not None:
@@ -143,7 +141,7 @@ def test_thirty_days_of_hours_and_days_equal_the_simulator_and_rerun_changes_not
         after_second, rows_second = stored(server, database)
         requests = sim.server.stats()["requests"]["getChartUsage"]
 
-    expected = expected_points(config)
+    expected = expected_points()
     assert first.ok and second.ok
     assert after_first == expected
     assert rows_first == len(expected)
@@ -192,7 +190,7 @@ def test_an_import_stopped_half_way_and_run_again_ends_with_the_full_set(influxd
         again = sim.run(config)
         final, rows = stored(server, database)
 
-    expected = expected_points(config)
+    expected = expected_points()
     assert stopped.stopped and not stopped.ok
     assert 40 <= stopped.done < stopped.jobs == 84
     assert partial and partial < expected
@@ -237,12 +235,8 @@ def test_minute_windows_are_accepted_and_whole_at_the_retention_edge(tmp_path):
     assert retention_start <= first_minute <= retention_start + timedelta(hours=1, minutes=1)
     # The oldest hour imported equals the model, value for value: nothing fell out of retention.
     model = UsageModel(Scenario.default(), seed=SEED)
-    account = config.accounts[0]
     expected = set()
-    for gid, num, dev_name, emporia_name, has_chart in model.channels():
-        if not has_chart:
-            continue
-        name = channel_name(account, dev_name, num, emporia_name)
+    for gid, num, name in oracle.channels(oracle.KITCHEN_A_FURNACE_B_NAMES):
         t = first_minute
         while t < oldest_edge:
             kwh = model.kwh(gid, num, "1MIN", t)

@@ -17,14 +17,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from harness.completeness import chart_channels, compare, expected_points, stored_points
+from harness import oracle
+from harness.completeness import compare, served, stored_points
 from servers import InfluxV1Server, require_binary
 from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
 from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount
 from vuegraf.model import Point, Scale
-from vuegraf.schedule import bucket_start, point_time
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
 from vuegraf.sinks.factory import build_sinks, build_store
 from vuegraf.sinks.queue import QueuedSink
@@ -38,6 +38,8 @@ END = T0 + timedelta(minutes=40)
 DOWN_AT = T0 + timedelta(minutes=12)  # the cycle ending at or after this kills InfluxDB
 UP_AT = DOWN_AT + timedelta(minutes=9)  # ... and this one starts it again
 DATABASE = "vue"
+ZONE = oracle.NEW_YORK  # the config's timezone
+NAMES = oracle.DEFAULT_NAMES  # no `devices` in the config
 
 
 @pytest.fixture
@@ -73,14 +75,13 @@ def make_config(server, sim_url, tmp_path):
 def seed_store(config, model):
     """The newest minute, hour and day before T0 of every chart channel are already stored,
     so the start-up fill is a few minutes, not seven days: this test is about the outage."""
-    zone = config.zone
     points = []
     for scale, start in (
-        (Scale.MINUTE, T0.replace(second=0) - timedelta(minutes=2)),
-        (Scale.HOUR, T0.replace(minute=0, second=0) - timedelta(hours=1)),
-        (Scale.DAY, bucket_start(Scale.DAY, T0, zone) - timedelta(days=1)),
+        (Scale.MINUTE, oracle.floor_to(T0, 60) - timedelta(minutes=2)),
+        (Scale.HOUR, oracle.floor_to(T0, 3600) - timedelta(hours=1)),
+        (Scale.DAY, oracle.midnight(oracle.local_date(T0, ZONE) - timedelta(days=1), ZONE)),
     ):
-        for gid, num, name in chart_channels(config, model):
+        for gid, num, name in oracle.channels(NAMES):
             kwh = model.device_values(gid, scale.value, start)[num] or 0.0
             points.append(
                 Point(
@@ -88,8 +89,8 @@ def seed_store(config, model):
                     "",
                     name,
                     scale,
-                    point_time(scale, start, zone),
-                    kwh * scale.watts_per_kwh,
+                    oracle.stamp(scale.value, start, ZONE),
+                    oracle.watts(scale.value, kwh),
                 )
             )
     store = build_store(config)
@@ -129,8 +130,8 @@ def test_influxdb_killed_mid_run_loses_and_duplicates_nothing(influx, tmp_path, 
     # points, queued like the others) from the first live minute to the end, once each.
     first = T0.replace(second=0) - timedelta(minutes=1)
     last = END.replace(second=0) - timedelta(minutes=1)
-    want = expected_points(
-        config, model, Scale.MINUTE, first, last + timedelta(minutes=1), live_only_too=True
+    want = served(
+        NAMES, model, "1MIN", first, last + timedelta(minutes=1), ZONE, live_only_too=True
     )
     got = stored_points(client, "Home", "False", first, last + timedelta(minutes=1))
     minutes = compare("minute points", got, want)
@@ -144,12 +145,13 @@ def test_influxdb_killed_mid_run_loses_and_duplicates_nothing(influx, tmp_path, 
     }
     outage_minutes = compare("minute points due during the outage", got, in_outage)
     # The hour that ended while it was down (10:00-11:00 UTC) was queued too.
-    hour_want = expected_points(
-        config,
+    hour_want = served(
+        NAMES,
         model,
-        Scale.HOUR,
-        T0.replace(minute=0, second=0),
-        END.replace(minute=0, second=0),
+        "1H",
+        oracle.floor_to(T0, 3600),
+        oracle.floor_to(END, 3600),
+        ZONE,
         live_only_too=True,
     )
     hours = compare(
@@ -225,24 +227,31 @@ def test_influxdb_not_up_yet_at_start_then_the_whole_lookback_arrives(influx, tm
             daemon.run()
 
     assert influx.is_running()
-    zone = config.zone
     settled = end - timedelta(minutes=5)
     client = influx.client(DATABASE)
     results = []
     for scale, tag, since, until in (
-        (Scale.MINUTE, "False", end - timedelta(days=7, minutes=-15), settled),
+        ("1MIN", "False", end - timedelta(days=7, minutes=-15), settled),
         (
-            Scale.HOUR,
+            "1H",
             "Hour",
-            bucket_start(Scale.HOUR, end - timedelta(days=7), zone) + timedelta(hours=1),
-            bucket_start(Scale.HOUR, settled, zone),
+            oracle.floor_to(end - timedelta(days=7), 3600) + timedelta(hours=1),
+            oracle.floor_to(settled, 3600),
+        ),
+        (
+            "1D",
+            "Day",
+            oracle.midnight(oracle.local_date(end - timedelta(days=7), ZONE) + timedelta(days=1),
+                            ZONE),
+            oracle.day_start(settled, ZONE),
         ),
     ):
-        want = expected_points(config, model, scale, since, until)
+        want = served(NAMES, model, scale, since, until, ZONE)
         results.append(
             compare(
-                f"{scale.name.lower()} points",
-                stored_points(client, "Home", tag, since, until),
+                f"{scale} points",
+                # Day points are stamped 23:59:59 local: read a day further to see them all.
+                stored_points(client, "Home", tag, since, until + timedelta(days=1)),
                 want,
             )
         )
@@ -252,4 +261,4 @@ def test_influxdb_not_up_yet_at_start_then_the_whole_lookback_arrives(influx, tm
     assert isinstance(store, QueuedSink)
     assert store.backlog == 0
     for result in results:
-        assert result.ok, str(result)
+        assert result.ok and result.expected > 0, str(result)

@@ -2,6 +2,8 @@
 
 VictoriaMetrics speaks the InfluxDB 2 write API (`/api/v2/write`); it ignores
 org, bucket and token, and stores field `usage` as series `energy_usage_usage`.
+Reading back from it (and filling holes) is in test_influx_v2_backfill.py and
+tests/sinks/test_store_readback.py.
 """
 
 from __future__ import annotations
@@ -10,14 +12,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
-from vuegraf.daemon import Daemon
-from vuegraf.emporia import EmporiaAccount
 from vuegraf.model import Point, Scale
-from vuegraf.simulator import SimulatorServer
 from vuegraf.sinks.base import SinkError
-from vuegraf.sinks.factory import build_sinks, build_store
+from vuegraf.sinks.factory import build_store
 from vuegraf.sinks.influx import InfluxV2Sink
 
 pytestmark = pytest.mark.integration
@@ -85,27 +83,6 @@ def test_v2_sink_writes_points_victoria_metrics_exports(victoria_metrics, tmp_pa
         ("Kitchen", "Hour", "Main Panel", epoch, 1234.5),
         ("Main Panel", "False", "Main Panel", epoch + 60, 0.0),
     }
-
-
-def test_daemon_into_victoria_metrics_through_v2_sink(victoria_metrics, tmp_path):
-    start = datetime(2026, 11, 23, 8, 30, 10, tzinfo=UTC)
-    clock = FakeClock(start, stop_after=start + timedelta(minutes=3))
-    with SimulatorServer(seed=5, now=clock.now) as sim:
-        config = v2_config(victoria_metrics.url, tmp_path, "v2-daemon", sim.url)
-        accounts = [EmporiaAccount(a, config, clock) for a in config.accounts]
-        Daemon(config, accounts, build_sinks(config), clock).run()
-
-    # VictoriaMetrics cannot answer Flux queries, so the daemon turns gap backfill off
-    # and writes live values: minutes here, plus the newest hour and day.
-    rows = victoria_metrics.export_until(
-        lambda rs: len({ts for r in rs for ts in r["timestamps"]}) >= 4,
-        match='{__name__="energy_usage_usage",account_name="v2-daemon",detailed="False"}',
-    )
-    minutes = {ts // 1000 for r in rows for ts in r["timestamps"]}
-    first = int(datetime(2026, 11, 23, 8, 29, tzinfo=UTC).timestamp())
-    assert minutes == {first + 60 * i for i in range(4)}
-    stations = {r["metric"]["station_name"] for r in rows}
-    assert {"Main Panel", "Garage Panel", "Office Plug", "EV Charger"} <= stations
 
 
 def test_v2_unreachable_is_a_retryable_sink_error(tmp_path):

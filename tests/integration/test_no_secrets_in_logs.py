@@ -5,7 +5,7 @@ Emporia simulator, an InfluxDB 1.x with authentication and a Mosquitto broker wi
 password, plus an account pointing at a dead URL so the Emporia error path logs each cycle:
 - with the right InfluxDB and MQTT passwords, plus SIGHUPs with broken configs that hold the
   secrets (invalid JSON; a password where a port belongs), whose rejections are logged;
-- with wrong ones (InfluxDB answers 401 to the read-back and to every write, Mosquitto refuses
+- with wrong ones (InfluxDB answers 401 to the read back and to every write, Mosquitto refuses
   the connection);
 - with InfluxDB 2 (a token; VictoriaMetrics) and a password from the environment;
 then `--dryrun`, and config errors printed before logging is even set up. Every line of
@@ -204,17 +204,20 @@ def base_config(sim_url: str, dead_url: str) -> dict:
     }
 
 
-def seed_recent_minutes(path: Path, model: UsageModel, now: datetime) -> None:
+def seed_recent_minutes(
+    path: Path, model: UsageModel, now: datetime, account: str = "Home"
+) -> None:
     """One stored minute a few minutes ago per channel, so the start-up fill (logged point by
     point under -d) is minutes long, not seven days."""
-    config = parse_config(json.loads(path.read_text()), path)
+    environ = {**os.environ, "VUEGRAF_TEST_SECRET": ENV_SECRET}
+    config = parse_config(json.loads(path.read_text()), path, environ)
     start = now.replace(second=0, microsecond=0) - timedelta(minutes=3)
     store = build_store(config)
     store.open()
     try:
         store.write(
             [
-                Point("Home", "", name, Scale.MINUTE, start, 1.0)
+                Point(account, "", name, Scale.MINUTE, start, 1.0)
                 for _g, _n, name in chart_channels(config, model)
             ]
         )
@@ -289,8 +292,9 @@ def test_no_secret_in_any_output(
         assert "401" in run.stderr, run.stderr[-3000:]
         outputs["wrong passwords"] = (run.stdout, run.stderr)
 
-        # 3. InfluxDB 2 with a token (VictoriaMetrics takes the writes; it cannot answer the
-        #    read-back query, which is logged); the Emporia password from the environment.
+        # 3. InfluxDB 2 with a token (VictoriaMetrics takes the writes and answers the read
+        #    back through its Prometheus API, which is logged); the Emporia password from
+        #    the environment.
         v2 = {
             **base_config(sim.url, dead_url),
             "stateDir": "state-v2",
@@ -308,10 +312,12 @@ def test_no_secret_in_any_output(
             "password": "${VUEGRAF_TEST_SECRET}",
         }
         v2_path = write_config(tmp_path / "v2.json", v2)
+        seed_recent_minutes(v2_path, model, test_time.now(), "NoLeaks")
+        victoria_metrics.force_flush()
         run = Running(test_time, str(v2_path), "-d")
         run.wait_for(lambda: run.cycles() >= 2, 120, "two cycles")
         assert run.stop() == 0, run.stderr[-3000:]
-        assert "cannot read back from influxdb-v2" in run.stderr, run.stderr[-3000:]
+        assert "reading back through Prometheus API" in run.stderr, run.stderr[-3000:]
         outputs["token"] = (run.stdout, run.stderr)
 
         # 4. --dryrun, with every secret configured.

@@ -10,13 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from harness import oracle
+from harness.completeness import served
 from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
 from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount
-from vuegraf.model import Scale
-from vuegraf.naming import channel_name
-from vuegraf.schedule import bucket_start, next_bucket, point_time
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
 from vuegraf.sinks.factory import build_sinks
 from vuegraf.stats import Stats
@@ -75,29 +74,13 @@ def stored(client, detailed, since, until):
     return got
 
 
-def expected(config, scale, since, until, channels=None):
-    """Every non-null simulator bucket of every chart channel in [since, until)."""
+def expected(scale, since, until, channels=None):
+    """Every non-null simulator bucket of every chart channel in [since, until), named as
+    the config's `devices` entry says (Main Panel circuit 1 is "Kitchen")."""
     model = UsageModel(Scenario.default(), seed=SEED)
-    zone = config.zone
-    account = config.accounts[0]
-    result = {}
-    for gid, num, dev_name, emporia_name, has_chart in model.channels():
-        if not has_chart:
-            continue
-        name = channel_name(account, dev_name, num, emporia_name)
-        if channels is not None and name not in channels:
-            continue
-        t = bucket_start(scale, since, zone)
-        if t < since:
-            t = next_bucket(scale, t, zone)
-        while t < until:
-            kwh = model.kwh(gid, num, scale.value, t)
-            if kwh is not None:
-                result[(name, int(point_time(scale, t, zone).timestamp()))] = (
-                    kwh * scale.watts_per_kwh
-                )
-            t = next_bucket(scale, t, zone)
-    return result
+    return served(
+        oracle.KITCHEN_NAMES, model, scale, since, until, oracle.NEW_YORK, only=channels
+    )
 
 
 def assert_same(got, want, what):
@@ -129,7 +112,7 @@ def test_outage_of_90_minutes_leaves_no_hole(influxdb_v1_db, tmp_path):
     minute_until = end.replace(second=0) - timedelta(minutes=1)
     assert_same(
         stored(client, "False", minute_since, minute_until),
-        expected(config, Scale.MINUTE, minute_since, minute_until),
+        expected("1MIN", minute_since, minute_until),
         "minutes",
     )
     # Hours: 7 days back from the first start, through the outage, to the last complete hour.
@@ -137,15 +120,18 @@ def test_outage_of_90_minutes_leaves_no_hole(influxdb_v1_db, tmp_path):
     hour_until = end.replace(minute=0, second=0)
     assert_same(
         stored(client, "Hour", hour_since, hour_until),
-        expected(config, Scale.HOUR, hour_since, hour_until),
+        expected("1H", hour_since, hour_until),
         "hours",
     )
-    # Days: the last 7 complete local days.
-    day_until = bucket_start(Scale.DAY, end, config.zone)
-    day_since = day_until - timedelta(days=6)
+    # Days: the last 7 complete local days (New York midnights), each stamped 23:59:59 local.
+    today = oracle.local_date(end, oracle.NEW_YORK)
+    day_since = oracle.midnight(today - timedelta(days=7), oracle.NEW_YORK)
+    day_until = oracle.midnight(today, oracle.NEW_YORK)
+    want_days = expected("1D", day_since, day_until)
+    assert len({t for _name, t in want_days}) == 7
     assert_same(
         stored(client, "Day", day_since, day_until + timedelta(days=1)),
-        expected(config, Scale.DAY, day_since, day_until),
+        want_days,
         "days",
     )
     # Seconds, for the chosen channels only: from 3 h before the first start until the
@@ -156,7 +142,7 @@ def test_outage_of_90_minutes_leaves_no_hole(influxdb_v1_db, tmp_path):
     assert_same(
         {k: v for k, v in got_seconds.items()
          if second_since.timestamp() <= k[1] < second_until.timestamp()},
-        expected(config, Scale.SECOND, second_since, second_until, SECOND_CHANNELS),
+        expected("1S", second_since, second_until, SECOND_CHANNELS),
         "seconds",
     )
     assert {name for name, _ in got_seconds} == set(SECOND_CHANNELS)

@@ -30,7 +30,6 @@ from vuegraf.exporter import (
     PrometheusSink,
     VuegrafCollector,
 )
-from vuegraf.naming import MAINS
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
 from vuegraf.stats import Stats
 
@@ -42,6 +41,7 @@ SAMPLE_CONFIG = REPO / "prometheus" / "prometheus.yml"
 ALERTS = REPO / "prometheus" / "alerts.yml"
 SEED = 5
 MAINS_NAME = "Main Panel"
+MAINS = "1,2,3"  # Emporia's channel number of a device's mains
 
 
 def served_minute_watts(device: str, channel_num: str, bucket: datetime) -> float | None:

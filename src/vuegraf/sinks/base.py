@@ -24,6 +24,19 @@ class SinkError(Exception):
         self.retryable = retryable
 
 
+class StoreReadError(SinkError):
+    """A failed read back (`last_times`), worded as a read, never as a rejected write.
+
+    `retryable`: asking again later may work (store down, 5xx, 401/403 until the user fixes
+    the rights). `unsupported`: this server does not offer the read API that was tried at
+    all (another read API may work); always non-retryable.
+    """
+
+    def __init__(self, message: str, retryable: bool, unsupported: bool = False) -> None:
+        super().__init__(message, retryable=retryable and not unsupported)
+        self.unsupported = unsupported
+
+
 class Sink(Protocol):
     name: str
 
@@ -42,7 +55,8 @@ class SeriesStore(Sink, Protocol):
     each series, keyed by (station name or "" when `addStationField` is off,
     channel name), in [since, until): `until` is when this process started
     writing, so what it wrote itself (or queued and replayed) never hides a
-    hole from before.
+    hole from before. A store that cannot answer raises `StoreReadError`; the
+    caller then only loses the backfill (see collector.py), never collection.
     """
 
     def last_times(

@@ -1,8 +1,14 @@
 """InfluxDB v1 and v2 behind the one sink contract, chosen once at start-up.
 
 Both write the same line protocol (see lineproto.py) with second precision and
-turn client exceptions into `SinkError(retryable=...)`: network trouble, 5xx
-and 429 are retryable, any other 4xx means bad data.
+turn client exceptions into `SinkError(retryable=...)`: network trouble, 5xx,
+429 and 401/403/404 are retryable, any other 4xx means bad data.
+
+Both read back (`last_times`, for gap backfill) through the same readers
+(readback.py): InfluxQL over `/query` first, which InfluxDB 1.x, 2.x (its 1.x
+compatibility API) and 3 answer, then the Prometheus query API for
+VictoriaMetrics. There is no Flux anywhere: one query text, run in the tests
+against a real InfluxDB 1.x.
 """
 
 from __future__ import annotations
@@ -11,22 +17,28 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vuegraf.config import InfluxV1Config, InfluxV2Config, TagConfig
 from vuegraf.model import MEASUREMENT, Point, Scale
 from vuegraf.sinks.base import SinkError, classify_status
 from vuegraf.sinks.lineproto import encode_all
+from vuegraf.sinks.readback import (
+    FirstAnswering,
+    HttpEndpoint,
+    InfluxQLReader,
+    PrometheusReader,
+)
 
 if TYPE_CHECKING:
-    import influxdb
-    from influxdb_client import InfluxDBClient
+    from influxdb_client.client.influxdb_client import InfluxDBClient
     from influxdb_client.client.write_api import WriteApi
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 5000
 DEFAULT_TIMEOUT_SECS = 30.0
+V2_CLIENT_TIMEOUT_MS = 10_000  # influxdb-client's own default
 
 
 def _chunks(lines: list[str], size: int) -> Iterator[list[str]]:
@@ -43,14 +55,42 @@ class InfluxV1Sink:
         self.cfg = cfg
         self.tags = tags
         self.add_station = add_station
-        self._client: influxdb.InfluxDBClient | None = None
+        self._client: Any = None  # influxdb.InfluxDBClient (the package has no type hints)
         self._database_ready = False
+        self._http: HttpEndpoint | None = None
+        self._reader: FirstAnswering | None = None
 
     def open(self) -> None:
         import influxdb
 
         # Without a timeout a host that never answers would hang the loop for ever.
         timeout = self.cfg.timeout_ms / 1000.0 if self.cfg.timeout_ms else DEFAULT_TIMEOUT_SECS
+        host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
+        scheme = "https" if self.cfg.ssl_enable else "http"
+        credentials = (
+            (self.cfg.user, self.cfg.password)
+            if self.cfg.user is not None and self.cfg.password is not None
+            else None
+        )
+        self._http = HttpEndpoint(
+            f"{scheme}://{host}:{self.cfg.port}",
+            basic=credentials,
+            verify=self.cfg.ssl_verify,
+            timeout=timeout,
+        )
+        self._reader = _readers(
+            self.name,
+            InfluxQLReader(
+                self._http,
+                self.cfg.database,
+                self.tags,
+                self.add_station,
+                missing_database_is_empty=True,  # write() creates it
+            ),
+            self._http,
+            self.tags,
+            self.add_station,
+        )
         self._client = influxdb.InfluxDBClient(
             host=self.cfg.host,
             port=self.cfg.port,
@@ -67,7 +107,7 @@ class InfluxV1Sink:
         )
 
     @property
-    def client(self) -> influxdb.InfluxDBClient:
+    def client(self) -> Any:
         if self._client is None:
             raise RuntimeError("sink is not open")
         return self._client
@@ -78,7 +118,7 @@ class InfluxV1Sink:
         lines = encode_all(points, self.tags, self.add_station)
         if not self._database_ready:
             self._create_database()
-        with _v1_errors():
+        with _v1_errors("the write"):
             for chunk in _chunks(lines, BATCH_SIZE):
                 self.client.write_points(chunk, time_precision="s", protocol="line")
 
@@ -87,7 +127,7 @@ class InfluxV1Sink:
         need not when the database exists: then it is a warning, not a failed write."""
         import influxdb.exceptions
 
-        with _v1_errors():  # unreachable or 5xx: a retryable failure of this write
+        with _v1_errors("the write"):  # unreachable or 5xx: a retryable failure of this write
             try:
                 self.client.create_database(self.cfg.database)
             except influxdb.exceptions.InfluxDBClientError as err:
@@ -101,69 +141,52 @@ class InfluxV1Sink:
     def last_times(
         self, account: str, scale: Scale, since: datetime, until: datetime
     ) -> dict[tuple[str, str], datetime]:
-        """One InfluxQL query per (account, scale): the newest point of each series."""
-        query = (
-            f'SELECT last("usage") FROM "{MEASUREMENT}" '
-            f"WHERE \"account_name\" = {_lit(account)} "
-            f"AND {_ident(self.tags.name)} = {_lit(self.tags.value(scale))} "
-            f"AND time >= {int(since.timestamp())}s AND time < {int(until.timestamp())}s "
-            'GROUP BY "device_name", "station_name"'
-        )
-        with _v1_errors():
-            result = self.client.query(query, epoch="s")
-        times: dict[tuple[str, str], datetime] = {}
-        for (_measurement, tags), rows in result.items():
-            tags = tags or {}
-            station = tags.get("station_name", "") if self.add_station else ""
-            for row in rows:
-                key = (station, tags.get("device_name", ""))
-                t = datetime.fromtimestamp(row["time"], UTC)
-                times[key] = max(t, times.get(key, t))
-        return times
+        """One query per (account, scale): the newest point of each series (readback.py)."""
+        if self._reader is None:
+            raise RuntimeError("sink is not open")
+        return self._reader.last_times(account, scale, since, until)
 
     def delete_all(self, now: datetime) -> int:
         """--resetdatabase: drop the energy_usage series; returns how many points they held."""
-        with _v1_errors():
+        with _v1_errors("the delete"):
             counted = self.client.query(f'SELECT count("usage") FROM "{MEASUREMENT}"')
             total = sum(int(row["count"]) for row in counted.get_points())
             self.client.delete_series(measurement=MEASUREMENT)
         return total
 
     def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        self._reader = None
         if self._client is not None:
             self._client.close()
             self._client = None
 
 
-def _quote(value: str, quote: str) -> str:
-    """A string literal (quote ') or identifier (quote ") for InfluxQL and Flux."""
-    return quote + value.replace("\\", "\\\\").replace(quote, "\\" + quote) + quote
-
-
-def _lit(value: str) -> str:
-    """InfluxQL string literal."""
-    return _quote(value, "'")
-
-
-def _ident(value: str) -> str:
-    """InfluxQL identifier, or Flux string literal (both double-quoted)."""
-    return _quote(value, '"')
+def _readers(
+    store: str, influxql: InfluxQLReader, http: HttpEndpoint, tags: TagConfig, add_station: bool
+) -> FirstAnswering:
+    """InfluxQL first (InfluxDB 1.x, 2.x, 3), then the Prometheus API (VictoriaMetrics)."""
+    return FirstAnswering(store, [influxql, PrometheusReader(http, tags, add_station)])
 
 
 @contextmanager
-def _v1_errors() -> Iterator[None]:
-    """Translate influxdb/requests exceptions into SinkError."""
+def _v1_errors(what: str) -> Iterator[None]:
+    """Translate influxdb/requests exceptions into SinkError; `what` failed ("the write")."""
     import influxdb.exceptions
     import requests
 
     try:
         yield
     except influxdb.exceptions.InfluxDBServerError as err:
-        raise SinkError(f"InfluxDB server error: {_short(err)}", retryable=True) from None
+        raise SinkError(
+            f"InfluxDB server error on {what}: {_short(err)}", retryable=True
+        ) from None
     except influxdb.exceptions.InfluxDBClientError as err:
         code = getattr(err, "code", None)
         raise SinkError(
-            f"InfluxDB rejected the write ({code}): {_short(err)}",
+            f"InfluxDB rejected {what} ({code}): {_short(err)}",
             retryable=classify_status(code),
         ) from None
     except (requests.exceptions.RequestException, OSError) as err:
@@ -181,20 +204,36 @@ class InfluxV2Sink:
         self.add_station = add_station
         self._client: InfluxDBClient | None = None
         self._write_api: WriteApi | None = None
+        self._http: HttpEndpoint | None = None
+        self._reader: FirstAnswering | None = None
 
     def open(self) -> None:
-        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
-        kwargs: dict[str, Any] = {"timeout": self.cfg.timeout_ms} if self.cfg.timeout_ms else {}
-        self._client = InfluxDBClient(
+        client = InfluxDBClient(
             url=self.cfg.url,
             token=self.cfg.token,
             org=self.cfg.org,
+            timeout=self.cfg.timeout_ms or V2_CLIENT_TIMEOUT_MS,
             verify_ssl=self.cfg.ssl_verify,
-            **kwargs,
         )
-        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._client = client
+        self._write_api = client.write_api(write_options=SYNCHRONOUS)
+        timeout = self.cfg.timeout_ms / 1000.0 if self.cfg.timeout_ms else DEFAULT_TIMEOUT_SECS
+        self._http = HttpEndpoint(
+            self.cfg.url, token=self.cfg.token, verify=self.cfg.ssl_verify, timeout=timeout
+        )
+        database, _, policy = self.cfg.bucket.partition("/")
+        self._reader = _readers(
+            self.name,
+            InfluxQLReader(
+                self._http, database, self.tags, self.add_station, retention_policy=policy or None
+            ),
+            self._http,
+            self.tags,
+            self.add_station,
+        )
         logger.info("InfluxDB v2 at %s, bucket %s", self.cfg.url, self.cfg.bucket)
 
     def write(self, points: Sequence[Point]) -> None:
@@ -202,7 +241,7 @@ class InfluxV2Sink:
             return
         if self._write_api is None:
             raise RuntimeError("sink is not open")
-        from influxdb_client import WritePrecision
+        from influxdb_client.domain.write_precision import WritePrecision
         from influxdb_client.rest import ApiException
 
         lines = encode_all(points, self.tags, self.add_station)
@@ -212,8 +251,8 @@ class InfluxV2Sink:
                     bucket=self.cfg.bucket,
                     org=self.cfg.org,
                     record=chunk,
-                    # The client annotates an enum class whose members are plain str.
-                    write_precision=WritePrecision.S,  # type: ignore[arg-type]
+                    # WritePrecision.S is the string "s", typed str, not the class itself.
+                    write_precision=cast(WritePrecision, WritePrecision.S),
                 )
             except ApiException as err:
                 raise SinkError(
@@ -228,42 +267,16 @@ class InfluxV2Sink:
     def last_times(
         self, account: str, scale: Scale, since: datetime, until: datetime
     ) -> dict[tuple[str, str], datetime]:
-        """One Flux query per (account, scale): the newest point of each series."""
-        if self._client is None:
+        """One query per (account, scale): the newest point of each series (readback.py)."""
+        if self._reader is None:
             raise RuntimeError("sink is not open")
-        from influxdb_client.rest import ApiException
-
-        query = (
-            f"from(bucket: {_ident(self.cfg.bucket)})"
-            f" |> range(start: {_flux_time(since)}, stop: {_flux_time(until)})"
-            f' |> filter(fn: (r) => r._measurement == "{MEASUREMENT}" and r._field == "usage"'
-            f" and r.account_name == {_ident(account)}"
-            f" and r[{_ident(self.tags.name)}] == {_ident(self.tags.value(scale))})"
-            ' |> group(columns: ["device_name", "station_name"])'
-            " |> last()"
-        )
-        try:
-            tables = self._client.query_api().query(query, org=self.cfg.org)
-        except ApiException as err:
-            raise SinkError(
-                f"InfluxDB query failed ({err.status}): {_short(err.reason)}",
-                retryable=classify_status(err.status),
-            ) from None
-        except Exception as err:
-            raise SinkError(f"InfluxDB unreachable: {type(err).__name__}", retryable=True) from None
-        times: dict[tuple[str, str], datetime] = {}
-        for table in tables:
-            for record in table.records:
-                station = (record.values.get("station_name") or "") if self.add_station else ""
-                key = (station, record.values.get("device_name") or "")
-                t = record.get_time().astimezone(UTC)
-                times[key] = max(t, times.get(key, t))
-        return times
+        return self._reader.last_times(account, scale, since, until)
 
     def delete_all(self, now: datetime) -> int | None:
         """--resetdatabase: delete measurement energy_usage from the bucket (delete API).
 
-        The delete API does not say how much it removed: returns None.
+        The delete API does not say how much it removed: returns None. Untested against a
+        real InfluxDB 2 (none can run where the tests run; README, "Stores").
         """
         if self._client is None:
             raise RuntimeError("sink is not open")
@@ -272,7 +285,7 @@ class InfluxV2Sink:
         try:
             self._client.delete_api().delete(
                 start="1970-01-01T00:00:00Z",
-                stop=_flux_time(now),
+                stop=_rfc3339(now),
                 predicate=f'_measurement="{MEASUREMENT}"',
                 bucket=self.cfg.bucket,
                 org=self.cfg.org,
@@ -285,6 +298,10 @@ class InfluxV2Sink:
             ) from None
 
     def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        self._reader = None
         if self._write_api is not None:
             self._write_api.close()
             self._write_api = None
@@ -293,7 +310,7 @@ class InfluxV2Sink:
             self._client = None
 
 
-def _flux_time(t: datetime) -> str:
+def _rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -8,6 +8,7 @@ InfluxDB), so writing the same point again replaces it instead of duplicating.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -15,10 +16,15 @@ from pathlib import Path
 
 from vuegraf.config import TagConfig
 from vuegraf.model import Point, Scale
-from vuegraf.sinks.base import SinkError
+from vuegraf.sinks.base import SinkError, StoreReadError
 from vuegraf.sinks.lineproto import point_tags
 
 logger = logging.getLogger(__name__)
+
+
+def _ceil(t: datetime) -> int:
+    """Whole seconds, rounded up: rows hold whole seconds, so >= and < keep their meaning."""
+    return math.ceil(t.timestamp())
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS energy_usage (
@@ -94,8 +100,14 @@ class SqliteSink:
         try:
             rows = self._read_last(account, scale, since, until)
         except sqlite3.Error as err:  # e.g. locked by another process for too long
-            raise SinkError(f"SQLite read failed: {err}", retryable=True) from None
-        return {(st, ch): datetime.fromtimestamp(t, UTC) for st, ch, t in rows}
+            raise StoreReadError(f"SQLite read failed: {err}", retryable=True) from None
+        times: dict[tuple[str, str], datetime] = {}
+        for station, channel, t in rows:
+            # Rows written with addStationField on, read with it off: one series per channel.
+            key = (station if self.add_station else "", channel)
+            stamp = datetime.fromtimestamp(t, UTC)
+            times[key] = max(stamp, times.get(key, stamp))
+        return times
 
     def _read_last(
         self, account: str, scale: Scale, since: datetime, until: datetime
@@ -105,7 +117,7 @@ class SqliteSink:
             "SELECT station_name, device_name, MAX(time) FROM energy_usage "
             "WHERE account_name = ? AND detailed = ? AND time >= ? AND time < ? "
             "GROUP BY station_name, device_name",
-            (account, self.tags.value(scale), int(since.timestamp()), int(until.timestamp())),
+            (account, self.tags.value(scale), _ceil(since), _ceil(until)),
         ).fetchall()
 
     def delete_all(self, now: datetime) -> int:
