@@ -22,10 +22,10 @@ deps: ## install the test servers (InfluxDB 1.x, VictoriaMetrics, Mosquitto) wit
 	bash .ci/install-deps
 
 test: deps $(STAMP) ## set up and run every test (integration tests start their own servers)
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -n 2
 
 test-unit: $(STAMP) ## only the tests that need no server
-	$(VPY) -m pytest -q -m "not integration"
+	$(VPY) -m pytest -q -n 2 -m "not integration"
 
 # Instants the wall-clock tests are moved to by `make test-dates`: both DST changes of the
 # simulated house (America/New_York) and of Europe, a local New Year, a leap day.
@@ -35,7 +35,7 @@ TEST_DATES ?= 2027-03-14T06:58:30Z 2027-11-07T05:58:30Z 2027-03-28T00:58:30Z \
 test-dates: deps $(STAMP) ## the wall-clock tests (-m realclock) once at each of TEST_DATES
 	@set -e; for start in $(TEST_DATES); do \
 		echo "== VUEGRAF_TEST_START=$$start"; \
-		VUEGRAF_TEST_START=$$start $(VPY) -m pytest -q -m realclock; \
+		VUEGRAF_TEST_START=$$start $(VPY) -m pytest -q -n 2 -m realclock; \
 	done
 
 lint: $(STAMP) ## ruff and mypy over sources, tests and benchmarks (mypy settings: pyproject.toml)

@@ -33,6 +33,9 @@ setup(
     extras_require={
         "test": [
             "pytest>=7",
+            # Two workers: most tests wait on servers and child processes, so the suite takes
+            # about half the time on two cores (and runs beside other work, as it must).
+            "pytest-xdist>=3",
             "ruff",
             # mypy is pinned to a minor release: a newer one may add checks, and lint must not
             # turn red on its own. The stubs are for the two untyped libraries vuegraf imports.
