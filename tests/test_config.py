@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from harness.testtime import TestTime
 from servers import InfluxV1Server
 from vuegraf.config import (
     AccountConfig,
@@ -711,14 +712,14 @@ def test_cli_prints_one_line_and_exits_2(
 
 @pytest.mark.integration
 def test_cli_accepts_the_sample_and_starts_collecting(
-    tmp_path: Path, influxdb_v1_db: tuple[InfluxV1Server, str]
+    tmp_path: Path, influxdb_v1_db: tuple[InfluxV1Server, str], test_time: TestTime
 ) -> None:
     """The upstream sample, pointed at a real InfluxDB 1.x and at the Emporia simulator
     instead of my.influxdb.hostname and Emporia: the real CLI takes it, collects with it,
     and SIGTERM ends it with exit 0."""
     server, database = influxdb_v1_db
     data = json.loads(SAMPLE.read_text(encoding="utf-8"))
-    with SimulatorServer() as sim:
+    with SimulatorServer(now=test_time.now) as sim:
         data["influxDb"].update(host=server.host, port=server.port, database=database)
         data["accounts"][0]["simulatorUrl"] = sim.url
         path = write(tmp_path, data, SAMPLE.name)
@@ -726,7 +727,7 @@ def test_cli_accepts_the_sample_and_starts_collecting(
         log = tmp_path / "vuegraf.log"
         with log.open("wb") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "vuegraf", str(path)],
+                test_time.vuegraf(str(path)),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
