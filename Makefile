@@ -27,10 +27,12 @@ test: deps $(STAMP) ## set up and run every test (integration tests start their 
 test-unit: $(STAMP) ## only the tests that need no server
 	$(VPY) -m pytest -q -n 2 -m "not integration"
 
-# Instants the wall-clock tests are moved to by `make test-dates`: both DST changes of the
-# simulated house (America/New_York) and of Europe, a local New Year, a leap day.
+# Instants the wall-clock tests are moved to by `make test-dates`: just before both DST changes
+# of the simulated house (America/New_York) and of Europe, the days after the house's (so its
+# 23- and 25-hour days lie inside the history windows), a local New Year, a leap day.
 TEST_DATES ?= 2027-03-14T06:58:30Z 2027-11-07T05:58:30Z 2027-03-28T00:58:30Z \
-	2027-10-31T00:58:30Z 2028-01-01T04:59:00Z 2028-02-29T23:59:00Z
+	2027-10-31T00:58:30Z 2027-03-15T15:00:00Z 2027-11-08T15:00:00Z \
+	2028-01-01T04:59:00Z 2028-02-29T23:59:00Z
 
 test-dates: deps $(STAMP) ## the wall-clock tests (-m realclock) once at each of TEST_DATES
 	@set -e; for start in $(TEST_DATES); do \
