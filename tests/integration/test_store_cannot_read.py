@@ -214,16 +214,16 @@ def test_read_refused_at_first_is_asked_again_and_fills_the_hole_before_the_star
             server.admin("GRANT ALL ON vue TO writer")  # READ and WRITE (a grant replaces)
             granted.append(finished)
 
-    with SimulatorServer(seed=SEED, now=clock.now) as sim:
-        def influx(user: str | None, password: str | None) -> dict[str, object]:
-            return {
-                "host": server.host,
-                "port": server.port,
-                "database": "vue",
-                "user": user,
-                "pass": password,
-            }
+    def influx(user: str | None, password: str | None) -> dict[str, object]:
+        return {
+            "host": server.host,
+            "port": server.port,
+            "database": "vue",
+            "user": user,
+            "pass": password,
+        }
 
+    with SimulatorServer(seed=SEED, now=clock.now) as sim:
         # What the previous run left: its newest minute, hour and day of every channel. The
         # state directory stays empty: no marks, only the store knows the previous run.
         seed_store(
