@@ -132,6 +132,14 @@ def influxdb_v1() -> Iterator[InfluxV1Server]:
 
 
 @pytest.fixture
+def influxdb_v1_auth() -> Iterator[InfluxV1Server]:
+    """An InfluxDB 1.x with authentication, this test's own (tests add users and rights): the
+    admin user is ``.username`` / ``.password``; ``.admin(statement)`` runs InfluxQL as it."""
+    with InfluxV1Server(require_binary("influxd"), auth=True) as server:
+        yield server
+
+
+@pytest.fixture
 def influxdb_v1_db(influxdb_v1: InfluxV1Server) -> Iterator[tuple[InfluxV1Server, str]]:
     """A fresh, uniquely named database in the session InfluxDB: (server, database name).
 

@@ -24,6 +24,7 @@ start is retried on other ports (first start only; a restart insists on its own 
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import json
 import os
@@ -157,9 +158,11 @@ def _http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-def _http_post(url: str, data: bytes = b"", timeout: float = 5.0) -> tuple[int, bytes]:
+def _http_post(
+    url: str, data: bytes = b"", timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     """POST ``data`` to ``url``; return (status, body). HTTP errors are returned."""
-    request = urllib.request.Request(url, data=data, method="POST")
+    request = urllib.request.Request(url, data=data, method="POST", headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
@@ -442,6 +445,20 @@ class InfluxV1Server(_ServerProcess):
             kwargs.setdefault("username", self.username)
             kwargs.setdefault("password", self.password)
         return InfluxDBClient(host=self.host, port=self.port, database=database, **kwargs)
+
+    def admin(self, statement: str, timeout: float = 30.0) -> None:
+        """Run one InfluxQL statement (``CREATE USER``, ``GRANT``, ...) as the admin user, over
+        ``POST /query``; raise AssertionError with InfluxDB's answer if it says no."""
+        headers = {}
+        if self.auth:
+            credentials = f"{self.username}:{self.password}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+        status, body = _http_post(
+            f"{self.url}/query?" + urllib.parse.urlencode({"q": statement}),
+            timeout=timeout,
+            headers=headers,
+        )
+        assert status == 200 and b'"error"' not in body, f"{statement}: {status} {body!r}"
 
     def _prepare(self) -> None:
         assert self.dir is not None

@@ -10,14 +10,14 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from harness.completeness import expected_points
-from harness.modelcheck import check, sqlite_points
+from harness import oracle
+from harness.completeness import compare, expected_points, sqlite_points
 from vuegraf import __version__
 from vuegraf.config import parse_config
 from vuegraf.model import Scale
@@ -28,11 +28,7 @@ ZONE = "America/New_York"  # the simulated household's zone, so days agree with 
 
 
 def scale_length(scale: Scale) -> timedelta:
-    return {Scale.MINUTE: timedelta(minutes=1), Scale.HOUR: timedelta(hours=1)}[scale]
-
-
-def epoch_range(since: datetime, until: datetime) -> range:
-    return range(int(since.timestamp()), int(until.timestamp()))
+    return timedelta(seconds=oracle.FIXED_SECONDS[scale.value])
 
 
 def model_points(
@@ -46,17 +42,11 @@ def model_points(
 
 def whole_local_days(since: datetime, until: datetime, zone: ZoneInfo) -> list[datetime]:
     """Local midnights (as UTC) of the days that start at or after `since` and end by `until`."""
-    day = since.astimezone(zone).date()
-    days: list[datetime] = []
-    while True:
-        start = datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
-        nxt = day + timedelta(days=1)
-        end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=zone).astimezone(UTC)
-        if end > until:
-            return days
-        if start >= since:
-            days.append(start)
-        day = nxt
+    return [
+        start
+        for start in oracle.bucket_starts(oracle.DAY, since, until, zone)
+        if oracle.bucket_after(oracle.DAY, start, zone) <= until
+    ]
 
 
 def run_cli(*args, timeout=30):
@@ -144,18 +134,19 @@ def test_historydays_imports_then_keeps_collecting(tmp_path, test_time):
     settled = started - timedelta(minutes=10)
     for scale, tag in ((Scale.MINUTE, "False"), (Scale.HOUR, "Hour")):
         required = model_points(cfg, sim, scale, first, settled - scale_length(scale))
-        judged = model_points(cfg, sim, scale, started - timedelta(days=8), ended, True)
-        result = check(f"{tag} points", sqlite_points(db, "Home", tag), judged, required,
-                       epoch_range(started - timedelta(days=8), ended))
+        window = (started - timedelta(days=8), ended)
+        want = model_points(cfg, sim, scale, *window, True)
+        result = compare(f"{tag} points", sqlite_points(db, "Home", tag), want,
+                         required=required, window=window)
         print(result)
         assert result.ok, str(result)
-        assert result.required > 0.9 * 71 * 3600 / scale_length(scale).total_seconds() * 28
+        assert result.expected > 0.9 * 71 * 3600 / scale_length(scale).total_seconds() * 28
     days = whole_local_days(first, settled, ZoneInfo(ZONE))
     assert days, "the window always holds a whole local day"
     required = model_points(cfg, sim, Scale.DAY, days[0], days[-1] + timedelta(hours=1))
-    judged = model_points(cfg, sim, Scale.DAY, started - timedelta(days=8), ended, True)
-    result = check("Day points", sqlite_points(db, "Home", "Day"), judged, required,
-                   epoch_range(started - timedelta(days=8), ended + timedelta(days=1)))
+    want = model_points(cfg, sim, Scale.DAY, started - timedelta(days=8), ended, True)
+    result = compare("Day points", sqlite_points(db, "Home", "Day"), want, required=required,
+                     window=(started - timedelta(days=8), ended + timedelta(days=1)))
     print(result)
     assert result.ok, str(result)
     health = json.loads((tmp_path / "state" / "health.json").read_text())
@@ -223,12 +214,12 @@ def test_dryrun_prints_line_protocol_and_writes_nothing(tmp_path, test_time):
     # A dry run fills no holes: the first cycle prints the newest complete minute, hour and
     # day of every channel that has a value there, and each is the model's value.
     since = started - timedelta(days=2)
-    judged = epoch_range(since, ended + timedelta(days=1))
+    window = (since, ended + timedelta(days=1))
     for scale, tag in ((Scale.MINUTE, "False"), (Scale.HOUR, "Hour"), (Scale.DAY, "Day")):
         want = model_points(cfg, sim, scale, since, ended, True)
-        result = check(f"{tag} lines", by_tag[tag], want, {}, judged)
+        result = compare(f"{tag} lines", by_tag[tag], want, required=(), window=window)
         assert result.ok, str(result)
-        assert result.stored == len(by_tag[tag]) > 0, by_tag[tag]
+        assert result.judged == len(by_tag[tag]) > 0, by_tag[tag]
     assert not (tmp_path / "vuegraf.sqlite").exists()
     assert SECRET not in err and SECRET not in "\n".join(lines)
 
@@ -252,12 +243,13 @@ def test_no_influx_section_writes_the_embedded_sqlite_store(tmp_path, test_time)
         ).fetchall()
     # The first cycle writes the newest complete minute, hour and day (and starts filling).
     assert rows == [("Day", "Home"), ("False", "Home"), ("Hour", "Home")]
-    judged = epoch_range(started - timedelta(days=8), ended + timedelta(days=1))
+    window = (started - timedelta(days=8), ended + timedelta(days=1))
     for scale, tag in ((Scale.MINUTE, "False"), (Scale.HOUR, "Hour"), (Scale.DAY, "Day")):
         want = model_points(cfg, sim, scale, started - timedelta(days=8), ended, True)
-        result = check(f"{tag} rows", sqlite_points(db_path, "Home", tag), want, {}, judged)
+        result = compare(f"{tag} rows", sqlite_points(db_path, "Home", tag), want, required=(),
+                         window=window)
         assert result.ok, str(result)
-        assert result.stored > 0
+        assert result.judged > 0
 
 
 def test_demo_shows_watts_per_circuit(tmp_path):

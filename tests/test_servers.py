@@ -131,6 +131,12 @@ def test_influxdb_v1_with_auth() -> None:
         assert {"name": "secured"} in admin.get_list_database()
         server.restart()  # the admin user is kept; it is not created twice
         assert {"name": "secured"} in admin.get_list_database()
+        # `admin()` runs a statement as the admin user and fails on InfluxDB's refusal.
+        server.admin("CREATE USER reader WITH PASSWORD 'reader-pw'")
+        server.admin("GRANT READ ON secured TO reader")
+        assert {"user": "reader", "admin": False} in admin.get_list_users()
+        with pytest.raises(AssertionError, match="user not found"):
+            server.admin("GRANT READ ON secured TO nobody")
         anonymous.close()
         admin.close()
 

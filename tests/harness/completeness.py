@@ -1,51 +1,48 @@
-"""What the Emporia simulator serves versus what reached InfluxDB 1.x, point by point.
+"""What a store holds, read back directly, against what the simulator served.
 
-For the "nothing lost, nothing leaked" tests: `served` (or `expected_points`, given a config)
-asks the simulator's usage model for every non-null bucket of every chart channel and names,
-stamps and converts it with tests/harness/oracle.py (literal name tables, epoch and zoneinfo
-arithmetic, DATA-MODEL.md's factors; nothing from vuegraf's schedule, naming or model code).
-`stored_points` reads one account and scale back from InfluxDB and notices a (channel, time)
-stored twice under different tag sets; `compare` says what is missing, extra, wrong or
-duplicated.
+The expected side always comes from tests/harness/oracle.py (`oracle.served`: the simulator's
+usage model named, stamped and converted with literal tables, epoch and zoneinfo arithmetic and
+DATA-MODEL.md's factors; nothing from vuegraf's schedule, naming or model code).
+`expected_points` and `chart_channels` apply it to an account config.
+
+What an earlier run left, written into a store before a test starts vuegraf (`seed_store`):
+`earlier_run_points`, its newest minute, hour and day with the simulator's values, or
+`seed_minute`, a placeholder minute per channel where only the time matters (the start-up
+fill reaches back to it, not 7 days).
+
+The stored side: `stored_points` (InfluxDB 1.x, through InfluxQL), `victoria_points`
+(VictoriaMetrics' export API) and `sqlite_points` (the embedded store) read one account and
+scale tag, and notice a (channel, time) stored twice under different tag sets.
+
+`compare` gives one verdict for both kinds of run:
+- a run whose window the test knows exactly (virtual time): `compare(what, stored, want)`;
+  every point of `want` must be stored with its value, and nothing else may be stored between
+  its first and last time for its channels;
+- a run on the wall clock, whose first and last buckets depend on when the test runs: `want`
+  is the model over a generous window (`window`), `required` the interior the run surely
+  covered. Every stored point in the window must be the model's (a bucket the model leaves
+  empty must be absent), and every required point must be there.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+import sqlite3
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from harness import oracle
+from harness.oracle import Key
 from vuegraf.config import Config
-from vuegraf.model import Scale
+from vuegraf.model import Point, Scale
 from vuegraf.simulator import UsageModel
+from vuegraf.sinks.factory import build_store
 
-Key = tuple[str, int]  # (device_name tag, i.e. the channel name; epoch seconds)
-
-
-def served(
-    names: Mapping[oracle.ChannelKey, str],
-    model: UsageModel,
-    scale: str,
-    since: datetime,
-    until: datetime,
-    zone: ZoneInfo,
-    live_only_too: bool = False,
-    only: Collection[str] | None = None,
-) -> dict[Key, float]:
-    """Watts of every non-null `scale` bucket ("1S", "1MIN", "1H", "1D") starting in
-    [since, until), keyed by written name and time; chart channels only (unless
-    `live_only_too`), and only the channels named in `only` when given."""
-    return {
-        (name, oracle.epoch(written)): watts
-        for _gid, _num, name, written, watts in oracle.served_points(
-            names, model, scale, since, until, zone, live_only_too
-        )
-        if only is None or name in only
-    }
+# -- what should be stored ----------------------------------------------------------------------
 
 
 def chart_channels(
@@ -67,11 +64,11 @@ def expected_points(
     account: int = 0,
     live_only_too: bool = False,
 ) -> dict[Key, float]:
-    """`served` for an account config: its literal names table (oracle.names_for) and the
-    config's zone (America/New_York in every test config that writes day points)."""
+    """`oracle.served` for an account config: its literal names table (oracle.names_for) and
+    the config's zone (America/New_York in every test config that writes day points)."""
     zone = config.zone
     assert isinstance(zone, ZoneInfo), zone
-    return served(
+    return oracle.served(
         oracle.names_for(config.accounts[account]),
         model,
         scale.value,
@@ -82,10 +79,69 @@ def expected_points(
     )
 
 
+def earlier_run_points(
+    model: UsageModel,
+    account: str,
+    minute: datetime,
+    hour: datetime,
+    day: date,
+    zone: ZoneInfo = oracle.NEW_YORK,
+    names: Mapping[oracle.ChannelKey, str] = oracle.DEFAULT_NAMES,
+) -> list[Point]:
+    """The newest points an earlier run would have left: the minute starting at `minute`, the
+    hour starting at `hour` and the local day `day` of every chart channel, where the
+    simulator has a value (`oracle.served`)."""
+    device = {name: oracle.DEVICE_NAMES[gid] for (gid, _num), name in names.items()}
+    points = []
+    for scale, start in (
+        (Scale.MINUTE, minute),
+        (Scale.HOUR, hour),
+        (Scale.DAY, oracle.midnight(day, zone)),
+    ):
+        until = oracle.bucket_after(scale.value, start, zone)
+        served = oracle.served(names, model, scale.value, start, until, zone)
+        for (name, t), watts in served.items():
+            points.append(Point(account, device[name], name, scale, oracle.utc(t), watts))
+    assert points, "the simulator has no value for any of these buckets"
+    return points
+
+
+def seed_store(config: Config, points: Sequence[Point]) -> None:
+    """Write `points` straight into the config's store (no queue), as an earlier run would
+    have left them."""
+    store = build_store(config)
+    store.open()
+    try:
+        store.write(list(points))
+    finally:
+        store.close()
+
+
+def seed_minute(config: Config, model: UsageModel, minute: datetime, account: int = 0) -> None:
+    """A placeholder point (1 W) at `minute` for every chart channel of the account, named by
+    its config's table (oracle.names_for), as if an earlier run had ended there."""
+    name = config.accounts[account].name
+    seed_store(
+        config,
+        [
+            Point(name, "", channel, Scale.MINUTE, minute, 1.0)
+            for _gid, _num, channel in chart_channels(config, model, account)
+        ],
+    )
+
+
+# -- what is stored -----------------------------------------------------------------------------
+
+
 @dataclass
 class Stored:
     points: dict[Key, float] = field(default_factory=dict)
     duplicates: list[Key] = field(default_factory=list)  # one key in two tag sets
+
+    def add(self, key: Key, watts: float) -> None:
+        if key in self.points:
+            self.duplicates.append(key)
+        self.points[key] = watts
 
 
 def _literal(value: str) -> str:
@@ -95,7 +151,8 @@ def _literal(value: str) -> str:
 def stored_points(
     client: Any, account: str, detailed: str, since: datetime, until: datetime
 ) -> Stored:
-    """One account's points with tag `detailed` and a time in [since, until), every tag set."""
+    """One account's points in InfluxDB 1.x (an `InfluxDBClient` on the database) with scale
+    tag `detailed` and a time in [since, until), every tag set."""
     result = client.query(
         f"SELECT usage FROM energy_usage WHERE account_name = {_literal(account)} "
         f"AND detailed = {_literal(detailed)} AND time >= {int(since.timestamp())}s "
@@ -105,33 +162,80 @@ def stored_points(
     stored = Stored()
     for (_measurement, tags), rows in result.items():
         for row in rows:
-            key = (tags["device_name"], int(row["time"]))
-            if key in stored.points:
-                stored.duplicates.append(key)
-            stored.points[key] = row["usage"]
+            stored.add((tags["device_name"], int(row["time"])), float(row["usage"]))
     return stored
+
+
+def victoria_points(
+    vm: Any, account: str, detailed: str, since: datetime, until: datetime
+) -> Stored:
+    """The same from VictoriaMetrics (`servers.VictoriaMetricsServer`; series
+    energy_usage_usage), every label set. It keeps about 12 significant digits of a float,
+    within `compare`'s tolerance.
+
+    Unlike InfluxDB, VictoriaMetrics keeps a sample written again with the same series and
+    time as a second sample: with the same value that is one point, as InfluxDB would hold it
+    (vuegraf may write a minute as the live value and again as part of a fill); with another
+    value it is counted as stored twice."""
+    match = f'{{__name__="energy_usage_usage",account_name="{account}",detailed="{detailed}"}}'
+    stored = Stored()
+    for row in vm.export_now(match):
+        name = row["metric"]["device_name"]
+        series: dict[int, float] = {}
+        for ms, value in zip(row["timestamps"], row["values"], strict=True):
+            t, watts = ms // 1000, float(value)
+            if not since.timestamp() <= t < until.timestamp():
+                continue
+            if t in series:
+                if series[t] != watts:
+                    stored.duplicates.append((name, t))
+                continue
+            series[t] = watts
+            stored.add((name, t), watts)
+    return stored
+
+
+def sqlite_points(path: Path, account: str, detailed: str) -> Stored:
+    """The same from the embedded SQLite store (every station), whatever the time."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+        rows = db.execute(
+            "SELECT device_name, time, usage FROM energy_usage "
+            "WHERE account_name = ? AND detailed = ?",
+            (account, detailed),
+        ).fetchall()
+    stored = Stored()
+    for name, t, usage in rows:
+        stored.add((name, int(t)), float(usage))
+    return stored
+
+
+# -- the verdict --------------------------------------------------------------------------------
 
 
 @dataclass
 class Comparison:
     what: str
-    expected: int
-    present: int  # expected keys stored with the right value
-    missing: list[Key]
-    wrong: list[tuple[Key, float, float]]  # (key, stored, expected)
-    extra: list[Key]  # stored in the range for a chart channel, but the simulator has no value
-    duplicates: list[Key]
+    expected: int  # points that must be stored (`required`)
+    present: int  # of those, stored with the simulator's value
+    judged: int  # stored points judged: in the window, of a channel in `want`
+    missing: list[Key]  # required, not stored
+    wrong: list[tuple[Key, float, float]]  # (key, stored, simulator)
+    extra: list[Key]  # judged, but the simulator has no value there
+    duplicates: list[Key]  # stored twice, under two tag sets
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.wrong or self.extra or self.duplicates)
 
     def __str__(self) -> str:
-        text = f"{self.what}: {self.present} of {self.expected} expected points present"
+        text = (
+            f"{self.what}: {self.present} of {self.expected} expected points present, "
+            f"{self.judged} stored points judged"
+        )
         for label, items in (
             ("missing", self.missing),
             ("wrong value", self.wrong),
-            ("extra", self.extra),
+            ("extra (the simulator has no value there)", self.extra),
             ("stored twice", self.duplicates),
         ):
             if items:
@@ -139,26 +243,50 @@ class Comparison:
         return text
 
 
-def compare(what: str, stored: Stored, want: dict[Key, float]) -> Comparison:
+def compare(
+    what: str,
+    stored: Stored | Mapping[Key, float],
+    want: Mapping[Key, float],
+    *,
+    required: Collection[Key] | None = None,
+    window: tuple[datetime, datetime] | None = None,
+) -> Comparison:
+    """Stored points against the simulator's `want` (`oracle.served`).
+
+    `required`: the keys that must be stored (all of `want` unless given; a part of it).
+    `window`: the times [since, until) in which every stored point of a channel named in `want`
+    is judged (unless given: from the first to the last time in `want`). A judged or required
+    point must have want's value (else `wrong`); a judged point the simulator has no value for
+    is `extra`; points outside the window or of other channels are not judged."""
+    required = want.keys() if required is None else required
+    outside = [key for key in required if key not in want]
+    assert not outside, f"required points that are not in `want`: {sorted(outside)[:3]}"
+    points, duplicates = (
+        (stored.points, stored.duplicates) if isinstance(stored, Stored) else (stored, [])
+    )
     channels = {name for name, _t in want}
-    missing, wrong = [], []
-    for key, watts in want.items():
-        got = stored.points.get(key)
-        if got is None:
-            missing.append(key)
-        elif not math.isclose(got, watts, rel_tol=1e-9, abs_tol=1e-9):
-            wrong.append((key, got, watts))
-    times = [t for _name, t in want]
-    first, last = (min(times), max(times)) if times else (0, -1)
-    extra = [
-        k for k in stored.points if k not in want and k[0] in channels and first <= k[1] <= last
-    ]
+    if window is not None:
+        first, last = int(window[0].timestamp()), int(window[1].timestamp()) - 1
+    else:
+        times = [t for _name, t in want]
+        first, last = (min(times), max(times)) if times else (0, -1)
+    judged = {key for key in points if key[0] in channels and first <= key[1] <= last}
+    wrong, extra = [], []
+    for key in sorted(judged | (set(required) & points.keys())):
+        watts = want.get(key)
+        if watts is None:
+            extra.append(key)
+        elif not math.isclose(points[key], watts, rel_tol=1e-9, abs_tol=1e-9):
+            wrong.append((key, points[key], watts))
+    missing = [key for key in required if key not in points]
+    wrong_keys = {key for key, _got, _want in wrong}
     return Comparison(
         what=what,
-        expected=len(want),
-        present=len(want) - len(missing) - len(wrong),
+        expected=len(required),
+        present=sum(1 for key in required if key in points and key not in wrong_keys),
+        judged=len(judged),
         missing=missing,
         wrong=wrong,
         extra=extra,
-        duplicates=list(stored.duplicates),
+        duplicates=list(duplicates),
     )

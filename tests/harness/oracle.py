@@ -16,11 +16,14 @@ test); tests/test_oracle_independence.py fails if a test imports those again.
   default household (src/vuegraf/simulator/default_scenario.json): the `device_name` tag of
   every (device gid, channel number) spelled out. `check_household` fails if the simulator's
   household ever stops matching the tables.
+- **Points**: `served` puts the three together: every non-null bucket the simulator serves in
+  a window, keyed by written name and time, in watts. tests/harness/completeness.py compares
+  stores against it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -28,6 +31,7 @@ from vuegraf.config import AccountConfig
 from vuegraf.simulator import UsageModel
 
 ChannelKey = tuple[int, str]  # (device gid, Emporia channel number)
+Key = tuple[str, int]  # a point as stored: (written channel name, Unix seconds of its time)
 
 # --- time ------------------------------------------------------------------------------------
 
@@ -188,13 +192,15 @@ LIVE_ONLY: frozenset[ChannelKey] = frozenset(
 )
 
 
-def check_household(model: UsageModel) -> None:
-    """The tables above describe exactly the channels the simulator serves."""
+def check_household(model: UsageModel, names: Mapping[ChannelKey, str] = DEFAULT_NAMES) -> None:
+    """The simulator serves exactly the channels of `names` (any table above; a test that
+    adds or removes devices while running passes a table of the changed household), those
+    of LIVE_ONLY without chart data, and its devices carry DEVICE_NAMES."""
     served = {(gid, num): has_chart for gid, num, _dev, _name, has_chart in model.channels()}
-    assert set(served) == set(DEFAULT_NAMES), sorted(set(served) ^ set(DEFAULT_NAMES))
-    assert {k for k, chart in served.items() if not chart} == LIVE_ONLY
-    for gid, name in DEVICE_NAMES.items():
-        assert model.scenario.device(gid).name == name
+    assert set(served) == set(names), sorted(set(served) ^ set(names))
+    assert {k for k, chart in served.items() if not chart} == LIVE_ONLY & set(names)
+    for gid in {gid for gid, _num in names} & set(DEVICE_NAMES):
+        assert model.scenario.device(gid).name == DEVICE_NAMES[gid]
 
 
 def channels(
@@ -209,7 +215,10 @@ def channels(
     ]
 
 
-def served_points(
+# --- what the simulator serves, as vuegraf should write it -----------------------------------
+
+
+def served(
     names: Mapping[ChannelKey, str],
     model: UsageModel,
     scale: str,
@@ -217,16 +226,27 @@ def served_points(
     until: datetime,
     zone: ZoneInfo,
     live_only_too: bool = False,
-) -> Iterator[tuple[int, str, str, datetime, float]]:
-    """(gid, channel number, written name, written time, watts) of every non-null bucket the
-    simulator serves that starts in [since, until)."""
-    check_household(model)
-    wanted = channels(names, live_only_too)
+    only: Collection[str] | None = None,
+) -> dict[Key, float]:
+    """Watts of every non-null `scale` bucket ("1S", "1MIN", "1H", "1D") the simulator serves
+    that starts in [since, until), keyed by written name and written time (`stamp`): of the
+    chart channels of `names` (and with `live_only_too` the live-only ones too), only those
+    named in `only` when given. `names` must describe the model's household
+    (`check_household`)."""
+    check_household(model, names)
+    wanted = [
+        (gid, num, name)
+        for gid, num, name in channels(names, live_only_too)
+        if only is None or name in only
+    ]
+    result: dict[Key, float] = {}
     for start in bucket_starts(scale, since, until, zone):
+        written = epoch(stamp(scale, start, zone))
         by_device: dict[int, Mapping[str, float | None]] = {}
         for gid, num, name in wanted:
             if gid not in by_device:
                 by_device[gid] = model.device_values(gid, scale, start)
             kwh = by_device[gid][num]
             if kwh is not None:
-                yield gid, num, name, stamp(scale, start, zone), watts(scale, kwh)
+                result[(name, written)] = watts(scale, kwh)
+    return result

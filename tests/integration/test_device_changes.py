@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from harness import oracle
+from harness.completeness import compare, seed_minute, sqlite_points
+from harness.inprocess import run_daemon, simulator_config
 from vuegraf.clock import FakeClock
-from vuegraf.config import parse_config
-from vuegraf.daemon import Daemon
-from vuegraf.emporia import EmporiaAccount
-from vuegraf.model import Point, Scale
 from vuegraf.simulator import SimulatorServer
 from vuegraf.simulator.model import ChannelSpec, DeviceSpec
 from vuegraf.simulator.server import RequestRecord
-from vuegraf.sinks.factory import build_sinks, build_store
 from vuegraf.stats import Stats
 
 pytestmark = pytest.mark.integration
@@ -47,7 +44,16 @@ NEW_CIRCUIT = ChannelSpec("9", "Workshop", "daytime", 420.0)
 REMOVED_DEVICE = 3001  # the EV charger, nested on the garage panel
 REMOVED_CIRCUIT = (1001, "16")
 # Stored names, by upstream's rule: a plug carries its device's name, a circuit `<panel>-<n>`.
-NEW_SERIES = {"Shed Plug": (4001, "1,2,3"), "Garage Panel-9": (1002, "9")}
+NEW_SERIES = {(4001, "1,2,3"): "Shed Plug", (1002, "9"): "Garage Panel-9"}
+# The household after the change, as oracle.py's tables spell it.
+CHANGED_NAMES = {
+    **{
+        key: name
+        for key, name in oracle.DEFAULT_NAMES.items()
+        if key[0] != REMOVED_DEVICE and key != REMOVED_CIRCUIT
+    },
+    **NEW_SERIES,
+}
 
 
 def gids_asked(record: RequestRecord) -> set[tuple[int, str | None]]:
@@ -64,28 +70,17 @@ def test_added_and_removed_devices_and_circuits_are_picked_up_at_the_refresh(tmp
     clock = FakeClock(T0, stop_after=END)
     with SimulatorServer(seed=SEED, now=clock.now) as sim:
         sim.log_requests = True
-        config = parse_config(
+        config = simulator_config(
+            tmp_path,
+            sim.url,
             {
-                "accounts": [{"name": "Home", "email": "me@example.com", "password": "pw",
-                              "simulatorUrl": sim.url}],
-                "stateDir": "state",
-                "timezone": "America/New_York",
                 "deviceRefreshSecs": 600,
                 "detailedDataHoursEnabled": False,
                 "detailedDataDaysEnabled": False,
             },
-            tmp_path / "vuegraf.json",
-            environ={},
         )
         # The series known at start have their minutes stored up to just before T0.
-        old_names = [dev if num == "1,2,3" else f"{dev}-{num}"
-                     for _g, num, dev, _n, chart in sim.model.channels() if chart]
-        store = build_store(config)
-        store.open()
-        store.write([Point("Home", "", name, Scale.MINUTE,
-                           T0.replace(second=0) - timedelta(minutes=2), 1.0)
-                     for name in old_names])
-        store.close()
+        seed_minute(config, sim.model, T0.replace(second=0) - timedelta(minutes=2))
 
         def change(now: datetime) -> None:
             if now >= CHANGE_AT and not changed:
@@ -97,11 +92,8 @@ def test_added_and_removed_devices_and_circuits_are_picked_up_at_the_refresh(tmp
 
         changed: list[datetime] = []
         stats = Stats()
-        account = EmporiaAccount(config.accounts[0], config, clock, stats)
-        daemon = Daemon(config, [account], build_sinks(config, stats=stats, clock=clock), clock,
-                        stats=stats, on_cycle=[change])
         with caplog.at_level(logging.INFO, logger="vuegraf"):
-            daemon.run()
+            run_daemon(config, clock, stats, [change])
         log = sim.requests_seen()
         model = sim.model  # the changed account's model
 
@@ -132,34 +124,26 @@ def test_added_and_removed_devices_and_circuits_are_picked_up_at_the_refresh(tmp
     assert all(r.status == 200 for r in log)
 
     # The new series: live minutes since the refresh and their past filled, equal to the model.
-    with sqlite3.connect(tmp_path / "vuegraf.sqlite") as db:
-        rows = db.execute(
-            "SELECT device_name, time, usage FROM energy_usage WHERE detailed = 'False' "
-            f"AND device_name IN ({', '.join('?' * len(NEW_SERIES))})",
-            list(NEW_SERIES),
-        ).fetchall()
-    got = {(name, int(t)): usage for name, t, usage in rows}
     first = (T0 - timedelta(days=6, hours=23)).replace(second=0)  # inside Emporia's 7 days
     last = END.replace(second=0) - timedelta(minutes=5)
-    missing, wrong, t, checked = [], [], first, 0
-    while t <= last:
-        for name, (gid, num) in NEW_SERIES.items():
-            kwh = model.kwh(gid, num, "1MIN", t)
-            if kwh is None:
-                continue
-            checked += 1
-            value = got.get((name, int(t.timestamp())))
-            if value is None:
-                missing.append((name, t.isoformat()))
-            elif value != pytest.approx(kwh * 60_000, rel=1e-9, abs=1e-9):
-                wrong.append((name, t.isoformat(), value, kwh * 60_000))
-        t += timedelta(minutes=1)
+    new_series = compare(
+        "minute points of the new series",
+        sqlite_points(tmp_path / "vuegraf.sqlite", "Home", "False"),
+        oracle.served(
+            CHANGED_NAMES,
+            model,
+            "1MIN",
+            first,
+            last + timedelta(minutes=1),
+            oracle.NEW_YORK,
+            only=NEW_SERIES.values(),
+        ),
+    )
     print(f"changed at {changed[0]:%H:%M:%S}, refreshed at {refreshed:%H:%M:%S}; "
-          f"{len(gone_before)} requests for the removed device in between; {checked} minutes "
-          f"of the new series checked; {len(log)} requests in all")
-    assert checked > 2 * 9000
-    assert not missing, f"{len(missing)} minutes missing, first {missing[:5]}"
-    assert not wrong, wrong[:5]
+          f"{len(gone_before)} requests for the removed device in between; {new_series}; "
+          f"{len(log)} requests in all")
+    assert new_series.expected > 2 * 9000
+    assert new_series.ok, str(new_series)
     logged = " ".join(r.message for r in caplog.records)
     for text in ("new channel 1,2,3 of device 4001", "new channel 9 of device 1002",
                  "channel 1,2,3 of device 3001 is gone", "channel 16 of device 1001 is gone"):

@@ -18,15 +18,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from harness import oracle
-from harness.completeness import compare, served, stored_points
+from harness.completeness import compare, earlier_run_points, seed_store, stored_points
+from harness.inprocess import run_daemon, simulator_config
 from servers import InfluxV1Server, require_binary
 from vuegraf.clock import FakeClock
-from vuegraf.config import parse_config
-from vuegraf.daemon import Daemon
-from vuegraf.emporia import EmporiaAccount
-from vuegraf.model import Point, Scale
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
-from vuegraf.sinks.factory import build_sinks, build_store
 from vuegraf.sinks.queue import QueuedSink
 from vuegraf.stats import Stats
 
@@ -49,56 +45,23 @@ def influx() -> Iterator[InfluxV1Server]:
 
 
 def make_config(server, sim_url, tmp_path):
-    return parse_config(
-        {
-            "influxDb": {
-                "host": server.host,
-                "port": server.port,
-                "database": DATABASE,
-                "timeout": 3000,
-            },
-            "accounts": [
-                {
-                    "name": "Home",
-                    "email": "me@example.com",
-                    "password": "pw",
-                    "simulatorUrl": sim_url,
-                }
-            ],
-            "timezone": "America/New_York",
-            "stateDir": "state",
-        },
-        tmp_path / "vuegraf.json",
-    )
+    influx = {"host": server.host, "port": server.port, "database": DATABASE, "timeout": 3000}
+    return simulator_config(tmp_path, sim_url, {"influxDb": influx})
 
 
-def seed_store(config, model):
+def seed(config, model):
     """The newest minute, hour and day before T0 of every chart channel are already stored,
     so the start-up fill is a few minutes, not seven days: this test is about the outage."""
-    points = []
-    for scale, start in (
-        (Scale.MINUTE, oracle.floor_to(T0, 60) - timedelta(minutes=2)),
-        (Scale.HOUR, oracle.floor_to(T0, 3600) - timedelta(hours=1)),
-        (Scale.DAY, oracle.midnight(oracle.local_date(T0, ZONE) - timedelta(days=1), ZONE)),
-    ):
-        for gid, num, name in oracle.channels(NAMES):
-            kwh = model.device_values(gid, scale.value, start)[num] or 0.0
-            points.append(
-                Point(
-                    "Home",
-                    "",
-                    name,
-                    scale,
-                    oracle.stamp(scale.value, start, ZONE),
-                    oracle.watts(scale.value, kwh),
-                )
-            )
-    store = build_store(config)
-    store.open()
-    try:
-        store.write(points)
-    finally:
-        store.close()
+    seed_store(
+        config,
+        earlier_run_points(
+            model,
+            "Home",
+            oracle.floor_to(T0, 60) - timedelta(minutes=2),
+            oracle.floor_to(T0, 3600) - timedelta(hours=1),
+            oracle.local_date(T0, ZONE) - timedelta(days=1),
+        ),
+    )
 
 
 def test_influxdb_killed_mid_run_loses_and_duplicates_nothing(influx, tmp_path, caplog):
@@ -117,12 +80,9 @@ def test_influxdb_killed_mid_run_loses_and_duplicates_nothing(influx, tmp_path, 
 
     with SimulatorServer(seed=SEED, now=clock.now) as sim:
         config = make_config(influx, sim.url, tmp_path)
-        seed_store(config, model)
-        accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
-        sinks = build_sinks(config, stats=stats, clock=clock)
-        daemon = Daemon(config, accounts, sinks, clock, stats=stats, on_cycle=[take_influx_away])
+        seed(config, model)
         with caplog.at_level(logging.INFO):
-            daemon.run()
+            sinks = run_daemon(config, clock, stats, [take_influx_away])
 
     assert set(outage) == {"down", "up"}
     client = influx.client(DATABASE)
@@ -130,7 +90,7 @@ def test_influxdb_killed_mid_run_loses_and_duplicates_nothing(influx, tmp_path, 
     # points, queued like the others) from the first live minute to the end, once each.
     first = T0.replace(second=0) - timedelta(minutes=1)
     last = END.replace(second=0) - timedelta(minutes=1)
-    want = served(
+    want = oracle.served(
         NAMES, model, "1MIN", first, last + timedelta(minutes=1), ZONE, live_only_too=True
     )
     got = stored_points(client, "Home", "False", first, last + timedelta(minutes=1))
@@ -145,7 +105,7 @@ def test_influxdb_killed_mid_run_loses_and_duplicates_nothing(influx, tmp_path, 
     }
     outage_minutes = compare("minute points due during the outage", got, in_outage)
     # The hour that ended while it was down (10:00-11:00 UTC) was queued too.
-    hour_want = served(
+    hour_want = oracle.served(
         NAMES,
         model,
         "1H",
@@ -219,12 +179,8 @@ def test_influxdb_not_up_yet_at_start_then_the_whole_lookback_arrives(influx, tm
 
     with SimulatorServer(seed=SEED, now=clock.now) as sim:
         config = make_config(influx, sim.url, tmp_path)
-        stats = Stats()
-        accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
-        sinks = build_sinks(config, stats=stats, clock=clock)
-        daemon = Daemon(config, accounts, sinks, clock, stats=stats, on_cycle=[bring_influx_up])
         with caplog.at_level(logging.INFO):
-            daemon.run()
+            sinks = run_daemon(config, clock, Stats(), [bring_influx_up])
 
     assert influx.is_running()
     settled = end - timedelta(minutes=5)
@@ -246,7 +202,7 @@ def test_influxdb_not_up_yet_at_start_then_the_whole_lookback_arrives(influx, tm
             oracle.day_start(settled, ZONE),
         ),
     ):
-        want = served(NAMES, model, scale, since, until, ZONE)
+        want = oracle.served(NAMES, model, scale, since, until, ZONE)
         results.append(
             compare(
                 f"{scale} points",

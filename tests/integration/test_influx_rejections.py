@@ -14,14 +14,12 @@ Each time every point ends up in InfluxDB with its value, and nothing was droppe
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import requests
 
-from servers import InfluxV1Server, require_binary
+from servers import InfluxV1Server
 from vuegraf.clock import FakeClock
 from vuegraf.config import Config, parse_config
 from vuegraf.model import Point, Scale
@@ -37,24 +35,6 @@ DATABASE = "vue"
 USER = "vuegraf"
 PASSWORD = "right-password"
 CHANNELS = ("Kitchen", "Dryer", "Main Panel")
-
-
-@pytest.fixture
-def influx() -> Iterator[InfluxV1Server]:
-    with InfluxV1Server(require_binary("influxd"), auth=True) as server:
-        yield server
-
-
-def admin(server: InfluxV1Server, statement: str) -> None:
-    """One InfluxQL statement as the admin user; fails the test if InfluxDB says no."""
-    assert server.username is not None and server.password is not None
-    response = requests.post(
-        f"{server.url}/query",
-        params={"q": statement},
-        auth=(server.username, server.password),
-        timeout=30,
-    )
-    assert response.status_code == 200 and '"error"' not in response.text, response.text
 
 
 def points() -> list[Point]:
@@ -143,11 +123,12 @@ def assert_replayed(
 
 
 def test_wrong_password_401_is_queued_and_replayed_after_the_fix(
-    influx: InfluxV1Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    influxdb_v1_auth: InfluxV1Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    admin(influx, f"CREATE DATABASE {DATABASE}")
-    admin(influx, f"CREATE USER {USER} WITH PASSWORD '{PASSWORD}'")
-    admin(influx, f"GRANT ALL ON {DATABASE} TO {USER}")
+    influx = influxdb_v1_auth  # its own server: the test adds users and rights
+    influx.admin(f"CREATE DATABASE {DATABASE}")
+    influx.admin(f"CREATE USER {USER} WITH PASSWORD '{PASSWORD}'")
+    influx.admin(f"GRANT ALL ON {DATABASE} TO {USER}")
     stats = Stats()
     sink = open_queued(config(influx, tmp_path, USER, "wrong-password"), stats)
     write_and_check_queued(sink, stats, 401, caplog)
@@ -166,26 +147,28 @@ def test_wrong_password_401_is_queued_and_replayed_after_the_fix(
 
 
 def test_user_without_write_right_403_is_queued_and_replayed_after_grant(
-    influx: InfluxV1Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    influxdb_v1_auth: InfluxV1Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    admin(influx, f"CREATE DATABASE {DATABASE}")
-    admin(influx, f"CREATE USER {USER} WITH PASSWORD '{PASSWORD}'")
-    admin(influx, f"GRANT READ ON {DATABASE} TO {USER}")
+    influx = influxdb_v1_auth  # its own server: the test adds users and rights
+    influx.admin(f"CREATE DATABASE {DATABASE}")
+    influx.admin(f"CREATE USER {USER} WITH PASSWORD '{PASSWORD}'")
+    influx.admin(f"GRANT READ ON {DATABASE} TO {USER}")
     stats = Stats()
     sink = open_queued(config(influx, tmp_path, USER, PASSWORD), stats)
     write_and_check_queued(sink, stats, 403, caplog)
     assert stored(influx) == set()
 
     caplog.clear()
-    admin(influx, f"GRANT WRITE ON {DATABASE} TO {USER}")
+    influx.admin(f"GRANT WRITE ON {DATABASE} TO {USER}")
     assert_replayed(sink, stats, influx, caplog, "replayed 30 queued points")
     sink.close()
 
 
 def test_missing_database_404_is_queued_and_replayed_once_it_exists(
-    influx: InfluxV1Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    influxdb_v1_auth: InfluxV1Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    admin(influx, f"CREATE USER {USER} WITH PASSWORD '{PASSWORD}'")  # no admin right
+    influx = influxdb_v1_auth  # its own server: the test adds users and rights
+    influx.admin(f"CREATE USER {USER} WITH PASSWORD '{PASSWORD}'")  # no admin right
     cfg = config(influx, tmp_path, USER, PASSWORD)
 
     # The start-up read back, before any write, says it could not read: not that a write
@@ -209,7 +192,7 @@ def test_missing_database_404_is_queued_and_replayed_once_it_exists(
     assert "database not found" in caplog.text
 
     caplog.clear()
-    admin(influx, f"CREATE DATABASE {DATABASE}")
-    admin(influx, f"GRANT WRITE ON {DATABASE} TO {USER}")
+    influx.admin(f"CREATE DATABASE {DATABASE}")
+    influx.admin(f"GRANT WRITE ON {DATABASE} TO {USER}")
     assert_replayed(sink, stats, influx, caplog, "replayed 30 queued points")
     sink.close()

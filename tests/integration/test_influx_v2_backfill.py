@@ -25,24 +25,20 @@ from pathlib import Path
 
 import pytest
 
-from harness.influx2_proxy import Influx2Proxy
-from harness.model_points import (
-    Expected,
-    chart_channels,
-    day_points,
-    hour_points,
-    influx_points,
-    minute_points,
-    missing_or_wrong,
+from harness import oracle
+from harness.completeness import (
+    Stored,
+    compare,
+    earlier_run_points,
+    seed_store,
+    stored_points,
     victoria_points,
 )
+from harness.influx2_proxy import Influx2Proxy
+from harness.inprocess import run_daemon, simulator_config
 from vuegraf.clock import FakeClock
-from vuegraf.config import Config, parse_config
-from vuegraf.daemon import Daemon
-from vuegraf.emporia import EmporiaAccount
-from vuegraf.model import Point, Scale
+from vuegraf.config import Config
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
-from vuegraf.sinks.factory import build_sinks, build_store
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +55,8 @@ SETTLE = timedelta(minutes=5)
 SEEDED_MINUTE = datetime(2026, 11, 20, 13, 58, tzinfo=UTC)
 SEEDED_HOUR = datetime(2026, 11, 20, 13, 0, tzinfo=UTC)
 SEEDED_DAY = date(2026, 11, 19)
+NAMES = oracle.DEFAULT_NAMES  # no `devices` in the config
+ZONE = oracle.NEW_YORK  # the config's timezone
 
 
 @dataclass
@@ -67,9 +65,8 @@ class Target:
     bucket: str
     account: str
     reader: str  # the read API the sink should settle on
-    stored: Callable[[str, datetime, datetime], Expected]  # (scale tag, since, until)
+    stored: Callable[[str, datetime, datetime], Stored]  # (scale tag, since, until)
     settle: Callable[[], None]
-    rel: float  # value tolerance
 
 
 @pytest.fixture(params=["InfluxDB 1.x behind the v2 write API", "VictoriaMetrics"])
@@ -84,7 +81,6 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
             "Prometheus API /api/v1/query",
             lambda tag, since, until: victoria_points(vm, account, tag, since, until),
             vm.force_flush,
-            1e-9,
         )
         return
     server, database = request.getfixturevalue("influxdb_v1_db")
@@ -95,68 +91,22 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
             database,  # the proxy writes bucket B into database B
             "Home",
             "InfluxQL /query",
-            lambda tag, since, until: influx_points(client, "Home", tag, since, until),
+            lambda tag, since, until: stored_points(client, "Home", tag, since, until),
             lambda: None,
-            1e-9,
         )
         assert ("GET", "/query") in proxy.requests
     client.close()
 
 
 def make_config(target: Target, sim_url: str, tmp_path: Path) -> Config:
-    return parse_config(
-        {
-            "influxDb": {
-                "version": 2,
-                "url": target.url,
-                "org": "home",
-                "bucket": target.bucket,
-                "token": TOKEN,
-            },
-            "accounts": [
-                {
-                    "name": target.account,
-                    "email": "me@example.com",
-                    "password": "pw",
-                    "simulatorUrl": sim_url,
-                }
-            ],
-            "timezone": "America/New_York",
-            "stateDir": "state",
-        },
-        tmp_path / "vuegraf.json",
-    )
-
-
-def seed_store(config: Config, model: UsageModel, account: str) -> None:
-    """The newest minute, hour and day before T0, as an earlier run would have left them."""
-    points = []
-    for gid, num, name in chart_channels(model):
-        device = next(d for g, _n, d, _e, _c in model.channels() if g == gid)
-        for scale, start, stamp in (
-            (Scale.MINUTE, SEEDED_MINUTE, SEEDED_MINUTE),
-            (Scale.HOUR, SEEDED_HOUR, SEEDED_HOUR),
-            (
-                Scale.DAY,
-                datetime(2026, 11, 19, 5, 0, tzinfo=UTC),  # local midnight of SEEDED_DAY
-                datetime(2026, 11, 20, 4, 59, 59, tzinfo=UTC),  # its 23:59:59 local
-            ),
-        ):
-            kwh = model.kwh(gid, num, scale.value, start)
-            if kwh is not None:
-                watts = kwh * {Scale.MINUTE: 60_000.0}.get(scale, 1_000.0)
-                points.append(Point(account, device, name, scale, stamp, watts))
-    store = build_store(config)
-    store.open()
-    try:
-        store.write(points)
-    finally:
-        store.close()
-
-
-def run(config: Config, clock: FakeClock) -> None:
-    accounts = [EmporiaAccount(a, config, clock) for a in config.accounts]
-    Daemon(config, accounts, build_sinks(config, clock=clock), clock).run()
+    influx = {
+        "version": 2,
+        "url": target.url,
+        "org": "home",
+        "bucket": target.bucket,
+        "token": TOKEN,
+    }
+    return simulator_config(tmp_path, sim_url, {"influxDb": influx}, account=target.account)
 
 
 def test_outage_then_restart_fills_every_hole_from_what_the_store_says(
@@ -169,10 +119,14 @@ def test_outage_then_restart_fills_every_hole_from_what_the_store_says(
     now = {"clock": clock_a}
     with SimulatorServer(seed=SEED, now=lambda: now["clock"].now()) as sim:
         config = make_config(target, sim.url, tmp_path)
-        seed_store(config, model, target.account)
+        # The newest minute, hour and day before T0, as an earlier run would have left them.
+        seed_store(
+            config,
+            earlier_run_points(model, target.account, SEEDED_MINUTE, SEEDED_HOUR, SEEDED_DAY),
+        )
         target.settle()
         with caplog.at_level(logging.INFO, logger="vuegraf"):
-            run(config, clock_a)
+            run_daemon(config, clock_a)
             target.settle()  # in real life the 90 minutes of outage
             marks = list((tmp_path / "state").glob("marks-*.json"))
             assert marks, "the first run saved no marks"
@@ -180,23 +134,37 @@ def test_outage_then_restart_fills_every_hole_from_what_the_store_says(
                 path.unlink()  # only the store can tell where the first run ended
             now["clock"] = clock_b
             sim.reset_stats()
-            run(config, clock_b)
+            run_daemon(config, clock_b)
         requests_b = sim.stats()["requests"]
 
     end = clock_b.now()
     settled = end.replace(second=0) - SETTLE
-    minutes = target.stored("False", SEEDED_MINUTE, settled)
-    want_minutes = minute_points(model, SEEDED_MINUTE, settled)
-    assert len(want_minutes) > 28 * 100
-    assert missing_or_wrong(minutes, want_minutes, target.rel) == []
+    minutes = compare(
+        "minute points",
+        target.stored("False", SEEDED_MINUTE, settled),
+        oracle.served(NAMES, model, "1MIN", SEEDED_MINUTE, settled, ZONE),
+    )
+    assert minutes.expected > 28 * 100
     hour_end = end.replace(minute=0, second=0)
-    assert missing_or_wrong(
+    hours = compare(
+        "hour points",
         target.stored("Hour", SEEDED_HOUR, hour_end),
-        hour_points(model, SEEDED_HOUR, hour_end),
-        target.rel,
-    ) == []
-    days = target.stored("Day", datetime(2026, 11, 19, tzinfo=UTC), end)
-    assert missing_or_wrong(days, day_points(model, [SEEDED_DAY]), target.rel) == []
+        oracle.served(NAMES, model, "1H", SEEDED_HOUR, hour_end, ZONE),
+    )
+    days = compare(
+        "day points",
+        target.stored("Day", datetime(2026, 11, 19, tzinfo=UTC), end),
+        oracle.served(
+            NAMES,
+            model,
+            "1D",
+            oracle.midnight(SEEDED_DAY, ZONE),
+            oracle.midnight(SEEDED_DAY + timedelta(days=1), ZONE),
+            ZONE,
+        ),
+    )
+    for result in (minutes, hours, days):
+        assert result.ok and result.expected > 0, str(result)
 
     # The second run read where the first had ended: the 90-minute hole cost one minute-chart
     # request per channel (a few more for the gappy plug's nulls), not seven days' worth.

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from harness import oracle
-from harness.completeness import compare, served, stored_points
+from harness.completeness import compare, stored_points
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
 
 pytestmark = pytest.mark.integration
@@ -152,7 +152,7 @@ def check_complete(client, end: datetime) -> list:
         ("1H", "Hour", hour_since, hour_until),
         ("1D", "Day", day_since, day_until),
     ):
-        want = served(names, model, scale, since, until, zone)
+        want = oracle.served(names, model, scale, since, until, zone)
         # Day points are stamped 23:59:59 local: read a day further to see them all.
         got = stored_points(client, "Home", tag, since, until + timedelta(days=1))
         results.append(compare(f"{scale} points", got, want))
@@ -213,7 +213,7 @@ def test_five_kill9_at_random_moments_then_nothing_missing(influxdb_v1_db, tmp_p
         for run, (delay, reached, gap, stored) in enumerate(kills, 1):
             since = reached - timedelta(days=7) + RETENTION_MARGIN
             due = len(
-                served(
+                oracle.served(
                     oracle.DEFAULT_NAMES,
                     model,
                     "1MIN",

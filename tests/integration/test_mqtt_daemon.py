@@ -23,10 +23,11 @@ from datetime import UTC, datetime, timedelta
 import paho.mqtt.client as mqtt
 import pytest
 
+from harness import oracle
+from harness.inprocess import simulator_config
 from vuegraf.cli import run
 from vuegraf.clock import FakeClock
-from vuegraf.config import parse_config
-from vuegraf.simulator import SimulatorServer, UsageModel
+from vuegraf.simulator import SimulatorServer
 from vuegraf.simulator.server import parse_instant
 from vuegraf.stats import Stats
 
@@ -56,13 +57,6 @@ class ClockWithWeather(FakeClock):
         return stopped
 
 
-def names_by_series(model: UsageModel) -> dict[str, tuple[int, str]]:
-    """Published channel name -> (gid, channel), by upstream's naming rule (mains and
-    one-channel devices carry the device's name, other channels `<device>-<channel>`)."""
-    return {(dev if num == "1,2,3" else f"{dev}-{num}"): (gid, num)
-            for gid, num, dev, _n, _c in model.channels()}
-
-
 def test_history_and_filled_holes_are_not_published(mosquitto, tmp_path):
     topic = f"vuegraf/test-{uuid.uuid4().hex[:8]}"
     inbox: queue.Queue[tuple[str, str]] = queue.Queue()
@@ -81,16 +75,10 @@ def test_history_and_filled_holes_are_not_published(mosquitto, tmp_path):
             clock = ClockWithWeather(T0, END, sim)
             sim.now = clock.now
             sim.log_requests = True
-            config = parse_config(
-                {
-                    "accounts": [{"name": "Home", "email": "me@example.com", "password": "pw",
-                                  "simulatorUrl": sim.url}],
-                    "stateDir": "state",
-                    "timezone": "America/New_York",
-                    "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "topic": topic},
-                },
-                tmp_path / "vuegraf.json",
-                environ={},
+            config = simulator_config(
+                tmp_path,
+                sim.url,
+                {"mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "topic": topic}},
             )
             args = argparse.Namespace(dryrun=False, debug=False)
             code = run(config, args, clock, Stats(), 2, False)
@@ -115,19 +103,25 @@ def test_history_and_filled_holes_are_not_published(mosquitto, tmp_path):
                    if r.endpoint == "getDeviceListUsages" and r.scale == "1MIN"
                    and r.status == 200
                    and r.at - parse_instant(r.query["instant"]) <= timedelta(minutes=2)})
-    names = names_by_series(model)
-    want: Counter[tuple[str, int]] = Counter()
+    # Every channel, live-only ones too: each non-null minute once, with the model's watts.
+    want: dict[tuple[str, int], float] = {}
     for minute in live:
-        for name, (gid, num) in names.items():
-            if model.device_values(gid, "1MIN", minute)[num] is not None:
-                want[(name, int(minute.timestamp()))] += 1
+        want.update(
+            oracle.served(
+                oracle.DEFAULT_NAMES,
+                model,
+                "1MIN",
+                minute,
+                minute + timedelta(minutes=1),
+                oracle.NEW_YORK,
+                live_only_too=True,
+            )
+        )
     published = Counter((m["device_name"], m["epoch_s"]) for m in messages)
-    assert published == want
+    assert published == Counter(list(want))  # each key once
     for m in messages:
-        gid, num = names[m["device_name"]]
-        kwh = model.device_values(gid, "1MIN", datetime.fromtimestamp(m["epoch_s"], UTC))[num]
-        assert kwh is not None
-        assert m["usage_watts"] == pytest.approx(kwh * 60_000, rel=1e-9, abs=1e-9)
+        watts = want[(m["device_name"], m["epoch_s"])]
+        assert m["usage_watts"] == pytest.approx(watts, rel=1e-9, abs=1e-9)
 
     # ... though the store got much more: the history import and the filled outage.
     with sqlite3.connect(tmp_path / "vuegraf.sqlite") as db:

@@ -30,13 +30,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.completeness import chart_channels
+from harness.completeness import seed_minute
 from harness.testtime import TestTime
 from servers import InfluxV1Server, MosquittoServer, free_ports, require_binary
 from vuegraf.config import parse_config
-from vuegraf.model import Point, Scale
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
-from vuegraf.sinks.factory import build_store
 
 pytestmark = pytest.mark.integration
 
@@ -204,25 +202,12 @@ def base_config(sim_url: str, dead_url: str) -> dict:
     }
 
 
-def seed_recent_minutes(
-    path: Path, model: UsageModel, now: datetime, account: str = "Home"
-) -> None:
+def seed_recent_minutes(path: Path, model: UsageModel, now: datetime) -> None:
     """One stored minute a few minutes ago per channel, so the start-up fill (logged point by
     point under -d) is minutes long, not seven days."""
     environ = {**os.environ, "VUEGRAF_TEST_SECRET": ENV_SECRET}
     config = parse_config(json.loads(path.read_text()), path, environ)
-    start = now.replace(second=0, microsecond=0) - timedelta(minutes=3)
-    store = build_store(config)
-    store.open()
-    try:
-        store.write(
-            [
-                Point(account, "", name, Scale.MINUTE, start, 1.0)
-                for _g, _n, name in chart_channels(config, model)
-            ]
-        )
-    finally:
-        store.close()
+    seed_minute(config, model, now.replace(second=0, microsecond=0) - timedelta(minutes=3))
 
 
 def test_no_secret_in_any_output(
@@ -312,7 +297,7 @@ def test_no_secret_in_any_output(
             "password": "${VUEGRAF_TEST_SECRET}",
         }
         v2_path = write_config(tmp_path / "v2.json", v2)
-        seed_recent_minutes(v2_path, model, test_time.now(), "NoLeaks")
+        seed_recent_minutes(v2_path, model, test_time.now())  # account "NoLeaks"
         victoria_metrics.force_flush()
         run = Running(test_time, str(v2_path), "-d")
         run.wait_for(lambda: run.cycles() >= 2, 120, "two cycles")

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from harness import oracle
-from harness.completeness import served
 from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
 from vuegraf.daemon import Daemon
@@ -78,7 +77,7 @@ def expected(scale, since, until, channels=None):
     """Every non-null simulator bucket of every chart channel in [since, until), named as
     the config's `devices` entry says (Main Panel circuit 1 is "Kitchen")."""
     model = UsageModel(Scenario.default(), seed=SEED)
-    return served(
+    return oracle.served(
         oracle.KITCHEN_NAMES, model, scale, since, until, oracle.NEW_YORK, only=channels
     )
 

@@ -21,32 +21,21 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
+from harness import oracle
+from harness.completeness import compare, earlier_run_points, seed_store, stored_points
 from harness.influx2_proxy import Influx2Proxy
-from harness.model_points import (
-    chart_channels,
-    day_points,
-    hour_points,
-    influx_points,
-    minute_points,
-    missing_or_wrong,
-)
-from servers import InfluxV1Server, require_binary
+from harness.inprocess import run_daemon, simulator_config
+from servers import InfluxV1Server
 from vuegraf.clock import FakeClock
-from vuegraf.config import Config, parse_config
-from vuegraf.daemon import Daemon
-from vuegraf.emporia import EmporiaAccount
+from vuegraf.config import Config
 from vuegraf.health import HealthFile
-from vuegraf.model import Point, Scale
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
-from vuegraf.sinks.factory import build_sinks, build_store
 from vuegraf.stats import Stats
 
 pytestmark = pytest.mark.integration
@@ -56,6 +45,8 @@ TOKEN = "no-reads-token"
 # 23:50 in New York: the UTC hour and the local day both roll over at 05:00 UTC, inside the run.
 T0 = datetime(2026, 11, 23, 4, 50, 20, tzinfo=UTC)
 SETTLE = timedelta(minutes=5)
+NAMES = oracle.DEFAULT_NAMES  # no `devices` in the config
+ZONE = oracle.NEW_YORK  # the config's timezone
 
 
 class Cycles:
@@ -70,16 +61,18 @@ class Cycles:
         self.statuses.append(json.loads(self.health.path.read_text())["status"])
 
 
-def run_daemon(config: Config, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> Cycles:
-    """One vuegraf process; returns what each of its cycles did."""
+def run_with_health(
+    config: Config,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    on_cycle: Sequence[Callable[[datetime], None]] = (),
+) -> Cycles:
+    """One vuegraf process with its health file; returns what each of its cycles did."""
     stats = Stats()
     assert config.state_dir is not None
     cycles = Cycles(HealthFile(config.state_dir, stats, 3, config.update_interval_secs))
-    accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
-    sinks = build_sinks(config, stats=stats, clock=clock)
-    daemon = Daemon(config, accounts, sinks, clock, stats=stats, on_cycle=[cycles])
     with caplog.at_level(logging.INFO, logger="vuegraf"):
-        daemon.run()
+        run_daemon(config, clock, stats, [cycles, *on_cycle])
     return cycles
 
 
@@ -113,30 +106,16 @@ def test_v2_store_answering_501_to_reads_still_collects_everything(
         Influx2Proxy(server.url, TOKEN, reads="501") as proxy,
         SimulatorServer(seed=SEED, now=lambda: clock["now"].now()) as sim,
     ):
-        config = parse_config(
-            {
-                "influxDb": {
-                    "version": 2,
-                    "url": proxy.url,
-                    "org": "home",
-                    "bucket": database,
-                    "token": TOKEN,
-                },
-                "accounts": [
-                    {
-                        "name": "Home",
-                        "email": "me@example.com",
-                        "password": "pw",
-                        "simulatorUrl": sim.url,
-                    }
-                ],
-                "timezone": "America/New_York",
-                "stateDir": "state",
-            },
-            tmp_path / "vuegraf.json",
-        )
+        influx = {
+            "version": 2,
+            "url": proxy.url,
+            "org": "home",
+            "bucket": database,
+            "token": TOKEN,
+        }
+        config = simulator_config(tmp_path, sim.url, {"influxDb": influx})
         # 1. A first start with an empty state directory: nothing to go by but the lookback.
-        cycles = run_daemon(config, clock["now"], caplog)
+        cycles = run_with_health(config, clock["now"], caplog)
         assert_every_cycle_collected(cycles, caplog, 25)
         warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(warnings) == 1, [r.getMessage() for r in warnings]
@@ -153,33 +132,45 @@ def test_v2_store_answering_501_to_reads_still_collects_everything(
         # Live minutes every cycle, and what the 7-day lookback filled before them.
         settled_a = end_a.replace(second=0) - SETTLE
         since = T0.replace(minute=0, second=0) - timedelta(hours=12)
-        want = minute_points(model, since, settled_a)
-        assert len(want) > 28 * 12 * 60
-        got = influx_points(client, "Home", "False", since, settled_a)
-        assert missing_or_wrong(got, want) == []
+        minutes = compare(
+            "minute points",
+            stored_points(client, "Home", "False", since, settled_a),
+            oracle.served(NAMES, model, "1MIN", since, settled_a, ZONE),
+        )
+        assert minutes.ok and minutes.expected > 28 * 12 * 60, str(minutes)
         # The hour that ended at 05:00 UTC (live) and the day before (filled).
         hours_until = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
         hours_since = hours_until - timedelta(hours=24)
-        assert missing_or_wrong(
-            influx_points(client, "Home", "Hour", hours_since, hours_until),
-            hour_points(model, hours_since, hours_until),
-        ) == []
-        # The local day that ended at 00:00 New York time (05:00 UTC), live, and the days
-        # before it, filled from the lookback.
-        days = [date(2026, 11, 22) - timedelta(days=n) for n in range(6)]
-        assert missing_or_wrong(
-            influx_points(
+        hours = compare(
+            "hour points",
+            stored_points(client, "Home", "Hour", hours_since, hours_until),
+            oracle.served(NAMES, model, "1H", hours_since, hours_until, ZONE),
+        )
+        assert hours.ok and hours.expected > 0, str(hours)
+        # The local day that ended at 00:00 New York time (05:00 UTC), live, and the five
+        # days before it, filled from the lookback.
+        days = compare(
+            "day points",
+            stored_points(
                 client, "Home", "Day", datetime(2026, 11, 16, tzinfo=UTC), end_a + timedelta(days=1)
             ),
-            day_points(model, days),
-        ) == []
+            oracle.served(
+                NAMES,
+                model,
+                "1D",
+                oracle.midnight(date(2026, 11, 17), ZONE),
+                oracle.midnight(date(2026, 11, 23), ZONE),
+                ZONE,
+            ),
+        )
+        assert days.ok and days.expected > 0, str(days)
 
         # 2. An hour later vuegraf starts again. The store still cannot say where the first
         #    run ended; the marks that run saved can.
         caplog.clear()
         clock["now"] = FakeClock(restart, stop_after=end_b)
         sim.reset_stats()
-        cycles = run_daemon(config, clock["now"], caplog)
+        cycles = run_with_health(config, clock["now"], caplog)
         requests_b = sim.stats()["requests"]
     assert_every_cycle_collected(cycles, caplog, 12)
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -187,9 +178,12 @@ def test_v2_store_answering_501_to_reads_still_collects_everything(
     # The outage hour is filled, one minute-chart request per channel (plus the gappy plug's
     # nulls), not the 7 days a restart without marks would refill.
     settled_b = end_b.replace(second=0) - SETTLE
-    want = minute_points(model, settled_a, settled_b)
-    got = influx_points(client, "Home", "False", settled_a, settled_b)
-    assert missing_or_wrong(got, want) == []
+    minutes = compare(
+        "minute points after the restart",
+        stored_points(client, "Home", "False", settled_a, settled_b),
+        oracle.served(NAMES, model, "1MIN", settled_a, settled_b, ZONE),
+    )
+    assert minutes.ok and minutes.expected > 0, str(minutes)
     assert requests_b["getChartUsage"].get("1MIN", 0) <= 28 + 10, requests_b
     client.close()
 
@@ -197,35 +191,19 @@ def test_v2_store_answering_501_to_reads_still_collects_everything(
 # -- a read refused at first ---------------------------------------------------------------
 
 
-@pytest.fixture
-def influx_auth() -> Iterator[InfluxV1Server]:
-    with InfluxV1Server(require_binary("influxd"), auth=True) as server:
-        yield server
-
-
-def admin(server: InfluxV1Server, statement: str) -> None:
-    assert server.username is not None and server.password is not None
-    response = requests.post(
-        f"{server.url}/query",
-        params={"q": statement},
-        auth=(server.username, server.password),
-        timeout=30,
-    )
-    assert response.status_code == 200 and '"error"' not in response.text, response.text
-
-
 # The previous run ended an hour before this one starts: its newest points.
 PREVIOUS_MINUTE = datetime(2026, 11, 23, 3, 49, tzinfo=UTC)
 PREVIOUS_HOUR = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+PREVIOUS_DAY = date(2026, 11, 21)
 
 
 def test_read_refused_at_first_is_asked_again_and_fills_the_hole_before_the_start(
-    influx_auth: InfluxV1Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    influxdb_v1_auth: InfluxV1Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = influx_auth
-    admin(server, "CREATE DATABASE vue")
-    admin(server, "CREATE USER writer WITH PASSWORD 'writer-pw'")
-    admin(server, "GRANT WRITE ON vue TO writer")
+    server = influxdb_v1_auth
+    server.admin("CREATE DATABASE vue")
+    server.admin("CREATE USER writer WITH PASSWORD 'writer-pw'")
+    server.admin("GRANT WRITE ON vue TO writer")
     model = UsageModel(Scenario.default(), seed=SEED)
     end = T0 + timedelta(minutes=20)
     clock = FakeClock(T0, stop_after=end)
@@ -233,68 +211,29 @@ def test_read_refused_at_first_is_asked_again_and_fills_the_hole_before_the_star
 
     def grant_read_after_the_first_cycle(finished: datetime) -> None:
         if not granted:
-            admin(server, "GRANT ALL ON vue TO writer")  # READ and WRITE (a grant replaces)
+            server.admin("GRANT ALL ON vue TO writer")  # READ and WRITE (a grant replaces)
             granted.append(finished)
 
-    with SimulatorServer(seed=SEED, now=clock.now) as sim:
-        data: dict[str, Any] = {
-            "influxDb": {
-                "host": server.host,
-                "port": server.port,
-                "database": "vue",
-                "user": server.username,
-                "pass": server.password,
-            },
-            "accounts": [
-                {"name": "Home", "email": "me@example.com", "password": "pw",
-                 "simulatorUrl": sim.url}
-            ],
-            "timezone": "America/New_York",
-            "stateDir": "state",  # empty: no marks, only the store knows the previous run
+    def influx(user: str | None, password: str | None) -> dict[str, object]:
+        return {
+            "host": server.host,
+            "port": server.port,
+            "database": "vue",
+            "user": user,
+            "pass": password,
         }
-        # What the previous run left: its newest minute, hour and day of every channel.
-        store = build_store(parse_config(data, tmp_path / "admin.json"))
-        store.open()
-        store.write(
-            [
-                Point("Home", device, name, scale, stamp, watts)
-                for gid, num, name in chart_channels(model)
-                for device in [next(d for g, _n, d, _e, _c in model.channels() if g == gid)]
-                for scale, start, stamp, factor in (
-                    (Scale.MINUTE, PREVIOUS_MINUTE, PREVIOUS_MINUTE, 60_000.0),
-                    (Scale.HOUR, PREVIOUS_HOUR, PREVIOUS_HOUR, 1_000.0),
-                    # Local day 2026-11-21: midnight 05:00 UTC, stamped 23:59:59 local.
-                    (
-                        Scale.DAY,
-                        datetime(2026, 11, 21, 5, 0, tzinfo=UTC),
-                        datetime(2026, 11, 22, 4, 59, 59, tzinfo=UTC),
-                        1_000.0,
-                    ),
-                )
-                for kwh in [model.kwh(gid, num, scale.value, start)]
-                if kwh is not None
-                for watts in [kwh * factor]
-            ]
-        )
-        store.close()
 
-        data["influxDb"] = {**data["influxDb"], "user": "writer", "pass": "writer-pw"}
-        config = parse_config(data, tmp_path / "vuegraf.json")
-        stats = Stats()
-        assert config.state_dir is not None
-        cycles = Cycles(HealthFile(config.state_dir, stats, 3, config.update_interval_secs))
-        accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
-        sinks = build_sinks(config, stats=stats, clock=clock)
-        daemon = Daemon(
-            config,
-            accounts,
-            sinks,
-            clock,
-            stats=stats,
-            on_cycle=[cycles, grant_read_after_the_first_cycle],
+    with SimulatorServer(seed=SEED, now=clock.now) as sim:
+        # What the previous run left: its newest minute, hour and day of every channel. The
+        # state directory stays empty: no marks, only the store knows the previous run.
+        seed_store(
+            simulator_config(
+                tmp_path, sim.url, {"influxDb": influx(server.username, server.password)}
+            ),
+            earlier_run_points(model, "Home", PREVIOUS_MINUTE, PREVIOUS_HOUR, PREVIOUS_DAY),
         )
-        with caplog.at_level(logging.INFO, logger="vuegraf"):
-            daemon.run()
+        config = simulator_config(tmp_path, sim.url, {"influxDb": influx("writer", "writer-pw")})
+        cycles = run_with_health(config, clock, caplog, [grant_read_after_the_first_cycle])
         minute_charts = sim.stats()["requests"]["getChartUsage"].get("1MIN", 0)
 
     assert granted
@@ -317,14 +256,19 @@ def test_read_refused_at_first_is_asked_again_and_fills_the_hole_before_the_star
     # hole (the read stops before that minute). One chart request per channel did it; the
     # 7-day lookback (no marks to go by) would have taken 14.
     client = server.client("vue")
-    since = PREVIOUS_MINUTE
     settled = end.replace(second=0) - SETTLE
-    want = minute_points(model, since, settled)
-    assert missing_or_wrong(influx_points(client, "Home", "False", since, settled), want) == []
+    minutes = compare(
+        "minute points",
+        stored_points(client, "Home", "False", PREVIOUS_MINUTE, settled),
+        oracle.served(NAMES, model, "1MIN", PREVIOUS_MINUTE, settled, ZONE),
+    )
     hours_until = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
-    assert missing_or_wrong(
-        influx_points(client, "Home", "Hour", PREVIOUS_HOUR, hours_until),
-        hour_points(model, PREVIOUS_HOUR, hours_until),
-    ) == []
+    hours = compare(
+        "hour points",
+        stored_points(client, "Home", "Hour", PREVIOUS_HOUR, hours_until),
+        oracle.served(NAMES, model, "1H", PREVIOUS_HOUR, hours_until, ZONE),
+    )
     client.close()
+    assert minutes.ok and minutes.expected > 0, str(minutes)
+    assert hours.ok and hours.expected > 0, str(hours)
     assert minute_charts <= 28 + 10

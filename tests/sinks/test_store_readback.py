@@ -220,6 +220,19 @@ def test_renamed_scale_tag_and_values(backend: Backend, account: str) -> None:
 # -- a database that does not exist (yet) -----------------------------------------------------
 
 
+def v2_read_error(proxy: Influx2Proxy, bucket: str, token: str) -> StoreReadError:
+    """The StoreReadError an InfluxDB v2 sink on `proxy` raises when it reads back."""
+    cfg = InfluxV2Config(url=proxy.url, org="home", bucket=bucket, token=token)
+    store = InfluxV2Sink(cfg, TagConfig(), False)
+    store.open()
+    try:
+        with pytest.raises(StoreReadError) as info:
+            store.last_times("Home", Scale.MINUTE, minute(-60), minute(0))
+    finally:
+        store.close()
+    return info.value
+
+
 @pytest.mark.integration
 def test_v1_database_not_created_yet_reads_as_empty(influxdb_v1: InfluxV1Server) -> None:
     """The v1 sink creates its database at the first write: before it, nothing is stored,
@@ -240,17 +253,10 @@ def test_v2_bucket_without_database_is_a_read_error_worded_as_a_read(
     """InfluxDB 2 answers `database not found` when a bucket has no DBRP mapping (before 2.7):
     that read cannot work by waiting (non-retryable), and it is not a rejected write."""
     with Influx2Proxy(influxdb_v1.url, TOKEN) as proxy:
-        cfg = InfluxV2Config(url=proxy.url, org="home", bucket="no_such_bucket", token=TOKEN)
-        store = InfluxV2Sink(cfg, TagConfig(), False)
-        store.open()
-        try:
-            with pytest.raises(StoreReadError) as info:
-                store.last_times("Home", Scale.MINUTE, minute(-60), minute(0))
-        finally:
-            store.close()
-    assert not info.value.retryable and not info.value.unsupported
-    assert "no database 'no_such_bucket'" in str(info.value)
-    assert "write" not in str(info.value)
+        error = v2_read_error(proxy, "no_such_bucket", TOKEN)
+    assert not error.retryable and not error.unsupported
+    assert "no database 'no_such_bucket'" in str(error)
+    assert "write" not in str(error)
     assert ("GET", "/query") in proxy.requests
 
 
@@ -260,14 +266,7 @@ def test_v2_read_is_sent_with_the_token(influxdb_v1_db: tuple[InfluxV1Server, st
     token is a retryable read error (fixed by the user), worded as a read."""
     server, database = influxdb_v1_db
     with Influx2Proxy(server.url, TOKEN) as proxy:
-        cfg = InfluxV2Config(url=proxy.url, org="home", bucket=database, token="wrong")
-        store = InfluxV2Sink(cfg, TagConfig(), False)
-        store.open()
-        try:
-            with pytest.raises(StoreReadError) as info:
-                store.last_times("Home", Scale.MINUTE, minute(-60), minute(0))
-        finally:
-            store.close()
-    assert info.value.retryable
-    assert str(info.value).startswith("InfluxQL /query: HTTP 401")
-    assert "wrong" not in str(info.value)
+        error = v2_read_error(proxy, database, "wrong")
+    assert error.retryable
+    assert str(error).startswith("InfluxQL /query: HTTP 401")
+    assert "wrong" not in str(error)

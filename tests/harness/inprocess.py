@@ -1,0 +1,63 @@
+"""vuegraf's daemon in the test process, on a virtual clock, against the Emporia simulator.
+
+`simulator_config` is the config such a test starts from, `run_daemon` runs the loop with the
+production sinks until the clock stops. (What an earlier run left in the store:
+completeness.seed_store. A vuegraf the test must SIGKILL runs as a child: virtual_vuegraf.py.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from vuegraf.clock import FakeClock
+from vuegraf.config import Config, parse_config
+from vuegraf.daemon import Daemon
+from vuegraf.emporia import EmporiaAccount
+from vuegraf.sinks.base import Sink
+from vuegraf.sinks.factory import build_sinks
+from vuegraf.stats import Stats
+
+
+def simulator_config(
+    tmp_path: Path, sim_url: str, settings: Mapping[str, Any] | None = None, account: str = "Home"
+) -> Config:
+    """One account served by the simulator at `sim_url`, the state directory tmp_path/state,
+    New York time (the simulated household's zone, so local days agree with Emporia's), and
+    the top-level `settings` (influxDb, mqtt, ...) on top; no environment variables."""
+    return parse_config(
+        {
+            "accounts": [
+                {
+                    "name": account,
+                    "email": "me@example.com",
+                    "password": "pw",
+                    "simulatorUrl": sim_url,
+                }
+            ],
+            "timezone": "America/New_York",
+            "stateDir": "state",
+            **(settings or {}),
+        },
+        tmp_path / "vuegraf.json",
+        environ={},
+    )
+
+
+def run_daemon(
+    config: Config,
+    clock: FakeClock,
+    stats: Stats | None = None,
+    on_cycle: Sequence[Callable[[datetime], None]] = (),
+) -> list[Sink]:
+    """One vuegraf process until `clock` stops, wired as `vuegraf.cli.run` wires the loop: an
+    EmporiaAccount per configured account and the production sinks (`build_sinks`: the store
+    behind the durable queue in the state directory, MQTT when configured), all on `clock`
+    and counting into `stats`. `on_cycle` hooks run after every cycle. Returns the sinks."""
+    stats = Stats() if stats is None else stats
+    accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
+    sinks = build_sinks(config, stats=stats, clock=clock)
+    Daemon(config, accounts, sinks, clock, stats=stats, on_cycle=on_cycle).run()
+    return sinks
