@@ -272,3 +272,42 @@ def test_tracker_marks_only_move_back_to_the_store_and_never_past_the_lookback()
     tracker.lower_to_stored([(1, "2")], {(1, "2"): datetime(2026, 11, 20, tzinfo=UTC)}, now,
                             stored_lookback=timedelta(days=1))
     assert tracker.marks()[(1, "2")] == datetime(2026, 11, 22, 12, 1, tzinfo=UTC)
+
+
+class RefusingThenNoReadApi(RefusingStore):
+    """Refuses the read (403) until `answers_from`, then turns out to offer no read API."""
+
+    def last_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], datetime]:
+        now = self.clock.now()
+        self.reads.append((now, False))
+        if self.answers_from is None or now < self.answers_from:
+            raise StoreReadError(REFUSAL, retryable=True)
+        raise StoreReadError("no read API answered: InfluxQL /query: HTTP 501", retryable=False)
+
+
+def test_refused_then_no_read_api_fills_from_the_lookback_as_a_start_without_marks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    end = T0 + timedelta(minutes=12)
+    clock = FakeClock(T0, stop_after=end)
+    store = RefusingThenNoReadApi(clock, answers_from=T0 + timedelta(minutes=2))
+    with SimulatorServer(seed=SEED, now=clock.now) as sim:
+        sim.log_requests = True
+        config = make_config(tmp_path, sim.url, detailedDataHoursEnabled=False,
+                             detailedDataDaysEnabled=False)
+        with caplog.at_level(logging.INFO, logger="vuegraf"):
+            run(config, clock, store, sim)
+        log = sim.requests_seen()
+
+    # Asked at the first two ticks (refused), then at the fourth: no read API; not again.
+    assert len(store.reads) == 3
+    starts = [(r.at, chart_start(r)) for r in minute_charts(log)]
+    second_read = store.reads[1][0]
+    assert all(start >= FIRST_LIVE_MINUTE for at, start in starts if at <= second_read)
+    # No marks saved by a last run: once the store can never say, the 7-day lookback.
+    assert min(start for _at, start in starts) <= T0 - timedelta(days=6)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 2 and "cannot read back from refusing" in said[0]
+    assert "backfill from the store is off" in said[1] and "the lookback" in said[1]

@@ -266,14 +266,22 @@ class AccountCollector:
             moved = tracker.lower_to_stored(
                 keys, last, now, self._lookback(scale), self._stored_lookback(scale)
             )
-            logger.info(
-                "Account %s: %s data stored for %d of %d series; %d start earlier now",
-                self.name,
-                scale.name.lower(),
-                len(last),
-                len(tracker.series),
-                moved,
-            )
+            if stored is not None:
+                logger.info(
+                    "Account %s: %s data stored for %d of %d series; %d filled from further back",
+                    self.name,
+                    scale.name.lower(),
+                    len(last),
+                    len(tracker.series),
+                    moved,
+                )
+            else:
+                logger.info(
+                    "Account %s: %s: %d series without a saved mark filled from the lookback",
+                    self.name,
+                    scale.name.lower(),
+                    moved,
+                )
         self._store_read = True
         self.save_marks()
 
