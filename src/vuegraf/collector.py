@@ -537,7 +537,7 @@ class AccountCollector:
                 if self._fill_one(request, now, result):
                     progressed = True
                 elif result.stopped:
-                    break  # not sent: not counted, nothing to back off from
+                    break  # cut short by a stop: not counted, nothing to back off from
                 else:
                     failed.add(request.series)
                 made += 1
