@@ -3,8 +3,9 @@
 A `Tracker` holds, for one account and one scale, each chart series' *filled
 mark*: every bucket before it is stored (or was asked for and Emporia had no
 value). Marks come from the store once at start-up (one query per account and
-scale), then move in memory as live values are written, so finding holes never
-costs a database query. A live value that is missing (a failed cycle, a null)
+scale; while it cannot answer, from the marks the last run saved and this start,
+moved back once it does), then move in memory as live values are written, so
+finding holes never costs a database query. A live value that is missing (a failed cycle, a null)
 leaves the mark behind, and the series becomes due for a chart request covering
 the whole hole in one call. Values that may still arrive late get `settle_secs`
 before they are given up; a series that answers with nothing at all (an offline
@@ -102,8 +103,7 @@ class Tracker:
             if stored is None:
                 self.series[key] = SeriesState(filled=floor)
                 continue
-            stored_start = bucket_start(self.scale, stored, self.zone)
-            after = next_bucket(self.scale, stored_start, self.zone)
+            after = self._after(stored)
             mark = max(min(after, saved_marks.get(key, after)), stored_floor)
             self.series[key] = SeriesState(filled=mark)
 
@@ -125,6 +125,37 @@ class Tracker:
             self.series[key] = SeriesState(
                 filled=floor if mark is None else max(mark, stored_floor)
             )
+
+    def lower_to_stored(
+        self,
+        keys: Iterable[SeriesKey],
+        last_stored: dict[SeriesKey, datetime],
+        now: datetime,
+        lookback: timedelta | None = None,
+        stored_lookback: timedelta | None = None,
+    ) -> int:
+        """The store answered late, after this run began tracking without it
+        (`seed_from_marks`): each of `keys` goes back to the bucket after its newest stored
+        point where that is older than its mark (never before `stored_lookback`), or to
+        `lookback` when the store holds none of it, so the holes from before this start are
+        filled too. Marks only move back; returns how many did."""
+        floor = self.earliest(now, lookback)
+        stored_floor = self.earliest(now, stored_lookback) if stored_lookback else floor
+        moved = 0
+        for key in keys:
+            state = self.series.get(key)
+            if state is None:
+                continue
+            stored = last_stored.get(key)
+            mark = floor if stored is None else max(self._after(stored), stored_floor)
+            if mark < state.filled:
+                state.filled = mark
+                moved += 1
+        return moved
+
+    def _after(self, stored: datetime) -> datetime:
+        """The bucket after the one holding a point stamped `stored`."""
+        return next_bucket(self.scale, bucket_start(self.scale, stored, self.zone), self.zone)
 
     def marks(self) -> dict[SeriesKey, datetime]:
         return {key: state.filled for key, state in self.series.items()}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from vuegraf.backfill import DEFAULT_LOOKBACK, FillRequest, SeriesKey, Tracker
 from vuegraf.config import Config
-from vuegraf.emporia import EmporiaAccount, EmporiaError, EmporiaRateLimited
+from vuegraf.emporia import EmporiaAccount, EmporiaError, EmporiaRateLimited, EmporiaStopped
 from vuegraf.model import Point, Scale
 from vuegraf.naming import NO_CHART_CHANNELS
 from vuegraf.schedule import daily_request_estimate, last_complete_bucket, point_time
@@ -46,6 +46,7 @@ class TickResult:
     fill_errors: list[str] = field(default_factory=list)  # chart requests for holes failed
     fill_requests: int = 0  # chart requests made for holes (failed ones included)
     not_before: datetime | None = None  # Emporia answered 429: ask nothing before this
+    stopped: bool = False  # a stop cut the tick short: neither an outage nor a recovery
 
     def rate_limited(self, err: EmporiaError) -> None:
         """Keep a 429's Retry-After, so the loop does not ask before it."""
@@ -90,7 +91,8 @@ class AccountCollector:
         self.started_at: datetime | None = None  # first tick: the store is read up to here
         self._seconds_due: datetime | None = None
         self._started = False  # devices read
-        self._seeded = False  # trackers know where every series ends
+        self._seeded = False  # every series has a mark: holes made from then on are filled
+        self._store_read = False  # the store said where its series end, or never can
         self._read_failures = 0  # retryable read-back failures so far
         self._read_skip = 0  # ticks to let pass before asking the store again
 
@@ -111,21 +113,26 @@ class AccountCollector:
 
     def seed(self, now: datetime) -> bool:
         """Seed the trackers from the store's newest time of every series (one query per
-        scale), then start filling holes. False while that read waits for a retry.
+        scale), then fill holes. False while that read waits for a retry.
 
         A store that cannot answer costs the backfill at most, never the live collection:
         - a retryable failure (down, 5xx, 401/403) is logged once and asked again on later
-          ticks (backing off, `READ_RETRY_MAX_SKIP`); holes wait, live values do not. The
+          ticks (backing off, `READ_RETRY_MAX_SKIP`). Meanwhile holes made from now on (an
+          Emporia outage) are tracked and filled: each series starts from the mark the
+          previous run saved, or else from this process's first live bucket (no 7-day
+          refetch because the store came up late). Once it answers, marks move back to
+          where the store's series end, so holes from before the start are filled too. The
           read stops before this process's first live point (`_first_live`), so a late
           answer is as right as an early one;
         - a non-retryable one (no read API, see sinks/readback.py) turns backfill from the
-          store off: the marks the previous run saved in the state dir are used instead.
+          store off: the marks the previous run saved in the state dir are used instead,
+          the lookback for series without one.
         """
         if self.store is None:
             # No store to compare with (--dryrun): collect from now on, fill nothing old.
             for scale, tracker in self.trackers.items():
                 tracker.seed(self._series_for(scale), {}, now, timedelta(0))
-            self._seeded = True
+            self._seeded = self._store_read = True
             return True
         if self._read_skip > 0:
             self._read_skip -= 1
@@ -134,7 +141,7 @@ class AccountCollector:
             stored = self._read_store(now)
         except SinkError as err:
             if err.retryable:
-                self._read_failed(err)
+                self._read_failed(err, now)
                 return False
             logger.warning(
                 "Account %s: %s cannot answer the read back (%s); backfill from the store is "
@@ -158,7 +165,7 @@ class AccountCollector:
         self._seed_trackers(now, stored)
         return True
 
-    def _read_failed(self, err: SinkError) -> None:
+    def _read_failed(self, err: SinkError, now: datetime) -> None:
         assert self.store is not None
         self._read_failures += 1
         self._read_skip = min(2 ** (self._read_failures - 1) - 1, READ_RETRY_MAX_SKIP)
@@ -170,6 +177,7 @@ class AccountCollector:
                 self.store.name,
                 err,
             )
+            self._seed_meanwhile(now)
         else:
             logger.debug(
                 "Account %s: read back from %s still failing (%d attempts): %s",
@@ -179,10 +187,39 @@ class AccountCollector:
                 err,
             )
 
+    def _seed_meanwhile(self, now: datetime) -> None:
+        """The store cannot say yet where its series end: track every series from vuegraf's
+        own record, the mark the previous run saved, or else from this process's first live
+        bucket, so holes made from now on are filled while the read is asked again."""
+        saved_for = 0
+        total = 0
+        for scale, tracker in self.trackers.items():
+            keys = self._series_for(scale)
+            saved = self._saved_marks.get(scale.value, {})
+            first = self._first_live_bucket(scale, now)
+            marks = {key: saved.get(key, first) for key in keys}
+            tracker.seed_from_marks(
+                keys, marks, now, self._lookback(scale), self._stored_lookback(scale)
+            )
+            saved_for += len([k for k in keys if k in saved])
+            total += len(keys)
+        self._seeded = True
+        logger.info(
+            "Account %s: until the store answers, holes are tracked from the marks the last "
+            "run saved (%d of %d series) and from this start (the rest)",
+            self.name,
+            saved_for,
+            total,
+        )
+
     def _seed_trackers(
         self, now: datetime, stored: dict[Scale, dict[SeriesKey, datetime]] | None
     ) -> None:
-        """`stored`: the store's answer; None when it cannot answer (marks only)."""
+        """`stored`: the store's answer; None when it cannot answer (marks only). When the
+        trackers were seeded meanwhile (`_seed_meanwhile`), marks only move back."""
+        if self._seeded:
+            self._lower_marks(now, stored)
+            return
         for scale, tracker in self.trackers.items():
             keys = self._series_for(scale)
             saved = self._saved_marks.get(scale.value, {})
@@ -209,9 +246,43 @@ class AccountCollector:
                 len(last),
                 len(keys),
             )
-        self._seeded = True
+        self._seeded = self._store_read = True
         # Saved at once: a kill -9 inside this first tick must not leave only the store's
         # newest point (the live minute written next) to go by at the next start.
+        self.save_marks()
+
+    def _lower_marks(
+        self, now: datetime, stored: dict[Scale, dict[SeriesKey, datetime]] | None
+    ) -> None:
+        """The late answer: each series' mark goes back to the bucket after its newest stored
+        point (bounded by the lookback). None (the store can never answer): series without
+        a saved mark go back to the lookback, as at a start without marks."""
+        for scale, tracker in self.trackers.items():
+            saved = self._saved_marks.get(scale.value, {})
+            keys = list(tracker.series)
+            last = stored.get(scale, {}) if stored is not None else {}
+            if stored is None:
+                keys = [k for k in keys if k not in saved]
+            moved = tracker.lower_to_stored(
+                keys, last, now, self._lookback(scale), self._stored_lookback(scale)
+            )
+            if stored is not None:
+                logger.info(
+                    "Account %s: %s data stored for %d of %d series; %d filled from further back",
+                    self.name,
+                    scale.name.lower(),
+                    len(last),
+                    len(tracker.series),
+                    moved,
+                )
+            else:
+                logger.info(
+                    "Account %s: %s: %d series without a saved mark filled from the lookback",
+                    self.name,
+                    scale.name.lower(),
+                    moved,
+                )
+        self._store_read = True
         self.save_marks()
 
     def _log_budget(self) -> None:
@@ -313,8 +384,17 @@ class AccountCollector:
         started = self.started_at or now
         if scale is Scale.SECOND:
             return started - timedelta(seconds=self.config.lag_secs + 1)
-        first = last_complete_bucket(scale, started, self.config.lag_secs, self.config.zone)
+        first = self._first_live_bucket(scale, now)
         return point_time(scale, first, self.config.zone)
+
+    def _first_live_bucket(self, scale: Scale, now: datetime) -> datetime:
+        """Start of the first bucket this process collects for `scale` (seconds: the newest
+        second its first fetch asks for)."""
+        started = self.started_at or now
+        if scale is Scale.SECOND:
+            newest = started - timedelta(seconds=self.config.lag_secs + 1)
+            return newest.replace(microsecond=0)
+        return last_complete_bucket(scale, started, self.config.lag_secs, self.config.zone)
 
     def _stored_lookback(self, scale: Scale) -> timedelta:
         """How far back a series with stored points is followed: hours and days as far as
@@ -352,17 +432,21 @@ class AccountCollector:
         if not self._started:
             try:
                 self.start()
+            except EmporiaStopped:
+                result.stopped = True  # not Emporia's fault: nothing to report
+                return result
             except EmporiaError as err:
                 result.errors.append(f"start-up: {err}")
+                result.rate_limited(err)
                 return result
-        if not self._seeded:
-            self.seed(now)  # a store that cannot answer yet delays the fill, not collection
+        if not self._store_read:
+            self.seed(now)  # a store that cannot answer yet delays old holes, not collection
         for scale in self.scales:
-            if not self.should_stop():
+            if not self.should_stop() and not result.stopped:
                 self._live(scale, now, result)
-        if result.errors or not self._seeded:
-            # Live collection failed (Emporia is likely down), or the store has not said yet
-            # where its series end: holes wait for a tick that can fill them.
+        if result.errors or result.stopped or not self._seeded:
+            # Live collection failed (Emporia is likely down) or a stop cut it short: holes
+            # wait for a tick that can fill them.
             self.save_marks()
             return result
         if self.seconds_enabled and (self._seconds_due is None or now >= self._seconds_due):
@@ -384,6 +468,9 @@ class AccountCollector:
         instant = newest + timedelta(hours=12) if scale is Scale.DAY else newest
         try:
             points = self.account.points(scale, instant, stamp)
+        except EmporiaStopped:
+            result.stopped = True  # asked again by the next start, like any missed bucket
+            return
         except EmporiaError as err:
             result.errors.append(f"{scale.value}: {err}")
             result.rate_limited(err)
@@ -437,7 +524,7 @@ class AccountCollector:
         made = 0
         failed: set[SeriesKey] = set()
         # Several windows per series may be needed (a 7-day hole is 14 minute windows).
-        while (budget is None or made < budget) and not self.should_stop():
+        while (budget is None or made < budget) and not self._stopping(result):
             requests = [r for r in tracker.due(now, newest) if r.series not in failed]
             if budget is not None:
                 requests = requests[: budget - made]
@@ -445,22 +532,30 @@ class AccountCollector:
                 break
             progressed = False
             for request in requests:
-                if self.should_stop():
+                if self._stopping(result):
                     break
-                made += 1
-                result.fill_requests += 1
                 if self._fill_one(request, now, result):
                     progressed = True
+                elif result.stopped:
+                    break  # cut short by a stop: not counted, nothing to back off from
                 else:
                     failed.add(request.series)
+                made += 1
+                result.fill_requests += 1
             if not progressed:
                 break
         return made
+
+    def _stopping(self, result: TickResult) -> bool:
+        return result.stopped or self.should_stop()
 
     def _fill_one(self, request: FillRequest, now: datetime, result: TickResult) -> bool:
         gid, num = request.series
         try:
             values = self.account.chart(gid, num, request.scale, request.first, request.last)
+        except EmporiaStopped:
+            result.stopped = True  # the hole stays as it was, for the next start
+            return False
         except EmporiaError as err:
             result.fill_errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
             result.rate_limited(err)

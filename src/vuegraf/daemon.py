@@ -182,10 +182,14 @@ class Daemon:
             outcome = collector.tick(self.clock.now())
             if outcome.fill_errors:
                 self._fill_state[collector.name].failed(_summary(outcome.fill_errors))
-            elif outcome.ok and outcome.fill_requests:
+            elif outcome.ok and outcome.fill_requests and not outcome.stopped:
                 # Only fills that were tried and worked end a fill outage: a tick whose
                 # holes are all waiting out a back-off proves nothing.
                 self._fill_state[collector.name].succeeded()
+            if outcome.stopped and outcome.ok:
+                # A stop (SIGTERM, SIGHUP) cut the tick short: neither an outage nor a
+                # recovery, and nothing to back off from.
+                continue
             if outcome.ok:
                 state.succeeded()
                 self._retry_at.pop(collector.name, None)
