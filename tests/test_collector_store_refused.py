@@ -5,7 +5,7 @@ The daemon runs in virtual time against the Emporia simulator (real pyemvue over
 simulator's clock tied to the FakeClock), with a store at the seam that keeps every point
 written and answers the read back from them as a real one would (the newest point of each
 channel in [since, until)), except while it refuses. Expected minutes come from the
-simulator's model (tests/harness/model_points.py); times are literals or plain arithmetic.
+simulator's model (tests/harness/oracle.py); times are literals or plain arithmetic.
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ from typing import Any
 
 import pytest
 
-from harness.model_points import Expected, chart_channels, minute_points, missing_or_wrong
+from harness import oracle
+from harness.completeness import compare
 from vuegraf.backfill import Tracker
 from vuegraf.clock import FakeClock
 from vuegraf.config import Config, parse_config
 from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount
 from vuegraf.model import Point, Scale
-from vuegraf.simulator import SimulatorServer
+from vuegraf.simulator import SimulatorServer, UsageModel
 from vuegraf.simulator.server import RequestRecord
 from vuegraf.sinks.base import StoreReadError
 from vuegraf.stats import Stats
@@ -79,9 +80,20 @@ class RefusingStore:
     def delete_all(self, now: datetime) -> int | None:
         return None
 
-    def minutes(self) -> Expected:
+    def minutes(self) -> dict[oracle.Key, float]:
         return {(p.channel, int(p.time.timestamp())): p.watts
                 for p in self.points if p.scale is Scale.MINUTE}
+
+
+def minute_points(model: UsageModel, first: datetime, end: datetime) -> dict[oracle.Key, float]:
+    """Every minute the simulator serves in [first, end), as vuegraf should write it."""
+    return oracle.served(oracle.DEFAULT_NAMES, model, "1MIN", first, end, model.tz)
+
+
+def missing_or_wrong(got: dict[oracle.Key, float], want: dict[oracle.Key, float]) -> list[str]:
+    """Nothing missing, wrong or extra (the simulator has no value there) in want's window."""
+    result = compare("minute points", got, want)
+    return [] if result.ok else [str(result)]
 
 
 def make_config(tmp_path: Path, url: str, **extra: Any) -> Config:
@@ -186,7 +198,7 @@ def test_reads_refused_for_a_while_then_the_hole_before_the_start_is_filled(
         names = {gid: dev for gid, _num, dev, _name, _chart in model.channels()}
         store.points = [  # what the previous run left (an empty state directory: no marks)
             Point("Home", names[gid], name, Scale.MINUTE, PREVIOUS_MINUTE, 1.0)
-            for gid, _num, name in chart_channels(model)
+            for gid, _num, name in oracle.channels(oracle.DEFAULT_NAMES)
         ]
         config = make_config(tmp_path, sim.url, detailedDataHoursEnabled=False,
                              detailedDataDaysEnabled=False)
