@@ -183,6 +183,10 @@ class RateLimits:
         the own back-off, doubling while 429s go on). Returns the new `not_before`."""
         with self._lock:
             limit = self._limits.setdefault(key, _Limit())
+            if given is None and limit.not_before is not None and now < limit.not_before:
+                # Sent before the last 429 came back (history's workers): the same episode,
+                # not a reason to back off further.
+                return limit.not_before
             if given is None:
                 wait = limit.wait
                 limit.wait = min(wait * 2, RATE_LIMIT_MAX_WAIT)
