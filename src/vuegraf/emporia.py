@@ -197,7 +197,7 @@ class RateLimits:
             return limit.not_before
 
     def answered(self, key: str) -> None:
-        """Emporia answered something other than 429: the own back-off starts over."""
+        """Emporia answered a request (not with an error): the own back-off starts over."""
         with self._lock:
             limit = self._limits.get(key)
             if limit is not None:
@@ -533,7 +533,8 @@ class EmporiaAccount:
         self._count(endpoint, "ok" if status < 400 else f"http_{status}")
         if status == 429:
             raise self._rate_limited(response.headers.get("Retry-After"))
-        self._limits.answered(self._limit_key)
+        if status < 400:
+            self._limits.answered(self._limit_key)
         if status >= 500:
             failed = getattr(self._request, "count", 0) + 1
             self._request.count = failed

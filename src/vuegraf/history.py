@@ -492,8 +492,9 @@ def run_history(
     """Import `days` days of history from every account into already-open `sinks`.
 
     The caller owns the sinks' lifecycle (open before, close after). A window that
-    fails every try is reported, not fatal; `clock.stop()` ends the import promptly
-    (requests in flight finish and are written). Run it again to fill what is missing.
+    fails every try is reported, not fatal; an HTTP 429 ends that account's import
+    (`HistoryResult.rate_limited`); `clock.stop()` ends the import promptly (requests in
+    flight finish and are written). Run it again to fill what is missing.
     """
     started = clock.now()
     result = HistoryResult()

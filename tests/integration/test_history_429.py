@@ -121,3 +121,42 @@ def test_a_429_ends_that_accounts_import_and_live_collection_starts_at_once(
     assert not [r for r in caplog.records if "failed 3 times" in r.getMessage()]
     summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("History of")]
     assert len(summary) == 1 and f"0 windows failed, {windows} left after HTTP 429" in summary[0]
+
+
+def test_a_429_before_the_import_began_still_starts_collection(tmp_path, caplog):
+    """Emporia answers the import's very first request (the login) 429: the import of that
+    account never begins, which is no fatal error; the daemon starts and waits for the time
+    Emporia gave. (Before, the only account counted as failed and vuegraf exited 1.)"""
+    clock = LockedClock(T0, stop_after=T0 + timedelta(minutes=15))
+    with SimulatorServer(seed=7, now=clock.now) as sim:
+        sim.log_requests = True
+        seen = 0
+
+        def only_the_first_request(_endpoint: str) -> None:
+            nonlocal seen
+            seen += 1
+            if seen == 2:
+                sim.clear_fault()
+
+        sim.set_fault(429, retry_after="600")
+        sim.on_request = only_the_first_request
+        config = parse_config(
+            {"accounts": [{"name": "Home", "email": "me@example.com", "password": "pw",
+                           "simulatorUrl": sim.url}], "stateDir": "state"},
+            tmp_path / "vuegraf.json",
+            environ={},
+        )
+        with caplog.at_level(logging.INFO, logger="vuegraf"):
+            code = run(config, argparse.Namespace(dryrun=False, debug=False), clock, Stats(),
+                       DAYS, False)
+        log = sim.requests_seen()
+
+    assert code == 0
+    assert [(r.endpoint, r.status) for r in log[:1]] == [("customers", 429)]
+    assert log[1:], "collection never started"
+    assert log[1].at >= log[0].at + timedelta(seconds=600)
+    assert any(r.endpoint == "getDeviceListUsages" and r.status == 200 for r in log)
+    said = [r.getMessage() for r in caplog.records
+            if r.name == "vuegraf.history" and r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "before its import began" in said[0], said
+    assert f"--historydays {DAYS} again" in said[0]
