@@ -22,7 +22,7 @@ setup(
     packages=find_packages("src"),
     package_data={"vuegraf": ["py.typed"], "vuegraf.simulator": ["*.json"]},
     install_requires=[
-        "pyemvue>=0.18.9",
+        "pyemvue>=0.18.9,<0.19",  # emporia.SUPPORTED_PYEMVUE: vuegraf adopts its Auth
         "influxdb-client>=1.40",
         "influxdb>=5.3",
         "requests>=2.25",  # the read back (sinks/readback.py); influxdb brings it too

@@ -13,7 +13,7 @@ from vuegraf import __version__
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import Config, ConfigError, load_config
 from vuegraf.daemon import Daemon
-from vuegraf.emporia import EmporiaAccount
+from vuegraf.emporia import EmporiaAccount, RateLimits, pyemvue_problem
 from vuegraf.exporter import ExporterServer, LatestValues, PrometheusSink, VuegrafCollector
 from vuegraf.health import HealthFile
 from vuegraf.history import make_progress, run_history
@@ -126,6 +126,10 @@ def main(
         return EXIT_USAGE
 
     logger.info("vuegraf %s starting with %s", __version__, config.config_path)
+    problem = pyemvue_problem()
+    if problem is not None:
+        logger.error("%s", problem)
+        return EXIT_FATAL
     clock = clock_factory()
     reload_asked = False
     stop_asked = False
@@ -148,10 +152,11 @@ def main(
     signal.signal(signal.SIGHUP, request_reload)
 
     stats = Stats(budget=config.daily_request_budget)
+    limits = RateLimits()  # Emporia's 429s outlive a reload, as the counters do
     history_days = args.historydays
     reset = args.resetdatabase
     while True:
-        code = run(config, args, clock, stats, history_days, reset)
+        code = run(config, args, clock, stats, history_days, reset, limits)
         history_days, reset = 0, False  # once per process, not per reload
         if not reload_asked or code != EXIT_OK:
             return code
@@ -181,11 +186,18 @@ def run(
     stats: Stats,
     history_days: int,
     reset: bool,
+    limits: RateLimits | None = None,
 ) -> int:
-    """Build everything from `config` and collect until the clock is stopped."""
+    """Build everything from `config` and collect until the clock is stopped.
+
+    `limits` holds what Emporia's 429 answers asked; `main` passes the same one to every
+    run, so the first tick after a reload does not ask Emporia before a Retry-After."""
     if clock.stopped:  # a stop that came during a reload: start nothing
         return EXIT_OK
-    accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
+    limits = limits if limits is not None else RateLimits()
+    accounts = [
+        EmporiaAccount(a, config, clock, stats, limits=limits) for a in config.accounts
+    ]
     if reset:
         try:
             reset_database(config, clock)
@@ -273,13 +285,24 @@ def import_history(
         for scale in sorted(result.requests, key=lambda s: s.seconds, reverse=True)
     )
     logger.info(
-        "History of %d days %s in %.0f s: %s; %d windows failed",
+        "History of %d days %s in %.0f s: %s; %d windows failed, %d left after HTTP 429",
         result.days,
         "stopped" if result.stopped else "done",
         result.seconds,
         by_scale,
         result.failed_windows,
+        result.left_windows,
     )
+    if result.stopped and clock.stopped:
+        # SIGTERM, or SIGHUP: a reload starts collection with the new config, not the import.
+        logger.warning(
+            "History import cut short by a stop or reload after %d of %d windows (a reload "
+            "does not resume it); run --historydays %d again for the rest (windows already "
+            "stored are written again, unchanged)",
+            result.done,
+            result.jobs,
+            result.days,
+        )
     if result.failed_accounts and len(result.failed_accounts) == len(accounts):
         logger.error("History import failed: no account could be read")
         return False

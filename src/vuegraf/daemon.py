@@ -122,7 +122,11 @@ class Daemon:
                 for a in accounts
             ]
         )
-        self._retry_at: dict[str, datetime] = {}
+        # An account Emporia answered 429 before this loop began (the history import, or
+        # the run before a reload): its first tick waits for the time Emporia gave.
+        self._retry_at: dict[str, datetime] = {
+            a.name: a.not_before for a in accounts if a.not_before is not None
+        }
         self._rng = random.Random()
         self._account_state = {c.name: _StateLog(f"Account {c.name}") for c in self.collectors}
         self._fill_state = {
@@ -144,6 +148,15 @@ class Daemon:
                 self.config.lag_secs,
                 len(self.collectors),
             )
+            now = self.clock.now()
+            for name, retry_at in self._retry_at.items():
+                if retry_at > now:
+                    logger.info(
+                        "Account %s: Emporia asked (HTTP 429) for no request before %s UTC; "
+                        "collecting from then on",
+                        name,
+                        retry_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    )
             self.run_cycle()
             while not self.clock.stopped and (max_cycles is None or self.cycles < max_cycles):
                 now = self.clock.now()

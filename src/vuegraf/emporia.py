@@ -12,19 +12,27 @@ Every HTTP request pyemvue sends goes through `EmporiaAccount._send` (pyemvue's
   them through the clock, so SIGTERM ends them at once (pyemvue itself would sleep
   0.5 + 1 + 2 + 4 + 8 s, uninterruptibly, for one failing request);
 - honours HTTP 429: no request to Emporia before its `Retry-After` (or an own
-  back-off when it gives none).
+  back-off when it gives none). That state is kept per Emporia account in `RateLimits`,
+  which `cli.main` builds once, so a reload's new `EmporiaAccount` objects remember it.
+
+Adopting pyemvue's `Auth` relies on pyemvue internals (`Auth._do_request`, its retry
+settings, `login` assigning `self.auth`), so setup.py pins pyemvue to `SUPPORTED_PYEMVUE`
+and `pyemvue_problem` says in one line when the installed pyemvue lacks one of them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,6 +42,7 @@ from pyemvue.auth import Auth, SimulatedAuth
 from pyemvue.device import VueDeviceChannel
 from requests import Response
 
+from vuegraf import __version__
 from vuegraf.clock import Clock
 from vuegraf.config import AccountConfig, Config
 from vuegraf.model import Point, Scale, point_from_kwh
@@ -54,6 +63,13 @@ RATE_LIMIT_WAIT = timedelta(minutes=1)
 RATE_LIMIT_MAX_WAIT = timedelta(minutes=30)
 # A Retry-After longer than this is taken as this (a wrong header must not stop us for weeks).
 RETRY_AFTER_CAP = timedelta(hours=6)
+# The pyemvue releases whose internals `_adopt` is written for (setup.py pins the same range).
+SUPPORTED_PYEMVUE = ">=0.18.9,<0.19"
+# What vuegraf uses beyond pyemvue's documented calls.
+_VUE_METHODS = ("login", "login_simulator", "get_devices", "get_device_list_usage",
+                "get_chart_usage")
+_AUTH_METHODS = ("request", "_do_request")
+_AUTH_RETRY_SETTINGS = ("max_retry_attempts", "initial_retry_delay", "max_retry_delay")
 
 
 @dataclass(frozen=True)
@@ -85,15 +101,107 @@ class EmporiaServerError(EmporiaError):
 
 
 class EmporiaRateLimited(EmporiaError):
-    """Emporia answered 429 (or did so recently): no request before `not_before`."""
+    """Emporia answered 429 (or did so recently): no request before `not_before`.
 
-    def __init__(self, message: str, not_before: datetime) -> None:
+    `sent` is False when vuegraf itself held the request back (an earlier 429's wait is not
+    over): Emporia saw nothing, so it is no failed attempt of anything."""
+
+    def __init__(self, message: str, not_before: datetime, sent: bool = True) -> None:
         super().__init__(message)
         self.not_before = not_before
+        self.sent = sent
+
+
+class PyemvueUnsupported(EmporiaError):
+    """The installed pyemvue lacks an internal vuegraf relies on (see `pyemvue_problem`)."""
 
 
 class EmporiaStopped(EmporiaError):
     """A stop was requested: the request was not sent (or its retries were cut short)."""
+
+
+def pyemvue_version() -> str:
+    try:
+        return package_version("pyemvue")
+    except PackageNotFoundError:
+        return "(version unknown)"
+
+
+def pyemvue_problem(vue_cls: type[Any] = PyEmVue, auth_cls: type[Any] = Auth) -> str | None:
+    """One line saying what of pyemvue's internals this vuegraf needs and the installed
+    pyemvue lacks; None when everything is there. Checked once at start (`cli.main`) and at
+    an account's first login, so a pyemvue outside `SUPPORTED_PYEMVUE` fails with this line
+    instead of an AttributeError at every login."""
+    missing = [f"PyEmVue.{n}" for n in _VUE_METHODS if not callable(getattr(vue_cls, n, None))]
+    missing += [f"Auth.{n}" for n in _AUTH_METHODS if not callable(getattr(auth_cls, n, None))]
+    params: Collection[str]
+    try:
+        params = inspect.signature(auth_cls.__init__).parameters
+    except (TypeError, ValueError):
+        params = ()  # no signature to read: every setting counts as missing
+    missing += [f"Auth({n}=...)" for n in _AUTH_RETRY_SETTINGS if n not in params]
+    return _unsupported(missing) if missing else None
+
+
+def _unsupported(missing: Iterable[str]) -> str:
+    return (
+        f"pyemvue {pyemvue_version()} is not supported by this vuegraf: it has no "
+        f"{', '.join(missing)} (vuegraf {__version__} needs pyemvue{SUPPORTED_PYEMVUE}; "
+        "reinstall vuegraf with its pinned dependencies)"
+    )
+
+
+@dataclass
+class _Limit:
+    not_before: datetime | None = None
+    wait: timedelta = RATE_LIMIT_WAIT  # the next own back-off when a 429 has no Retry-After
+
+
+class RateLimits:
+    """What Emporia's 429 answers asked, per Emporia account (by e-mail), for the process.
+
+    Built once in `cli.main` (like `Stats`) and handed to every run's accounts: a SIGHUP
+    reload builds new `EmporiaAccount` objects, and they must not ask Emporia again before
+    a Retry-After the old ones were given. Thread-safe (history's workers share it).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._limits: dict[str, _Limit] = {}
+
+    @staticmethod
+    def key(account: AccountConfig) -> str:
+        return account.email.strip().lower()
+
+    def not_before(self, key: str) -> datetime | None:
+        with self._lock:
+            limit = self._limits.get(key)
+            return None if limit is None else limit.not_before
+
+    def limited(self, key: str, now: datetime, given: timedelta | None) -> datetime:
+        """Note a 429 answered at `now`; `given` is its Retry-After (None: none given, use
+        the own back-off, doubling while 429s go on). Returns the new `not_before`."""
+        with self._lock:
+            limit = self._limits.setdefault(key, _Limit())
+            if given is None and limit.not_before is not None and now < limit.not_before:
+                # Sent before the last 429 came back (history's workers): the same episode,
+                # not a reason to back off further.
+                return limit.not_before
+            if given is None:
+                wait = limit.wait
+                limit.wait = min(wait * 2, RATE_LIMIT_MAX_WAIT)
+            else:
+                wait = min(given, RETRY_AFTER_CAP)
+            until = now + wait
+            limit.not_before = max(limit.not_before or until, until)
+            return limit.not_before
+
+    def answered(self, key: str) -> None:
+        """Emporia answered a request (not with an error): the own back-off starts over."""
+        with self._lock:
+            limit = self._limits.get(key)
+            if limit is not None:
+                limit.wait = RATE_LIMIT_WAIT
 
 
 class _AdoptingVue(PyEmVue):  # type: ignore[misc]  # pyemvue has no type hints
@@ -104,6 +212,11 @@ class _AdoptingVue(PyEmVue):  # type: ignore[misc]  # pyemvue has no type hints
         super().__init__()
         self._on_auth = on_auth
         self._auth: Auth | None = None
+
+    @property
+    def adopted(self) -> bool:
+        """True once pyemvue assigned `self.auth` (and `on_auth` took it over)."""
+        return self._auth is not None
 
     @property
     def auth(self) -> Auth:
@@ -192,11 +305,13 @@ class EmporiaAccount:
         vue_factory: Callable[[], PyEmVue] | None = None,
         timeouts: tuple[float, float] = (6.03, 10.03),
         retry: RetryPolicy = RetryPolicy(),
+        limits: RateLimits | None = None,
     ) -> None:
         """`timeouts` are pyemvue's (connect, read) seconds per request; pyemvue itself
         retries 5xx answers (as `retry` says), so vuegraf adds no retry loop of its own
         per request. `vue_factory` replaces pyemvue in tests; its requests are counted
-        only when it is pyemvue's (a fake has no HTTP to count)."""
+        only when it is pyemvue's (a fake has no HTTP to count). `limits` keeps 429 waits
+        beyond this object's life (a reload); by default this account's own."""
         self.account = account
         self.config = config
         self.clock = clock
@@ -206,16 +321,19 @@ class EmporiaAccount:
         )
         self.timeouts = timeouts
         self.retry = retry
-        self._vue: PyEmVue | None = None
         self.devices: dict[int, DeviceInfo] = {}
         self._devices_read_at: datetime | None = None
         self._refresh_wanted = True
         self.missing_values = 0
+        # History's workers share this account: one of them logs in while the others wait,
+        # and the re-login decision and the failure count are made under the same lock.
+        self._session_lock = threading.Lock()
+        self._vue: PyEmVue | None = None
         self._failures_in_a_row = 0
-        self._limit_lock = threading.Lock()
-        self._not_before: datetime | None = None  # after a 429: no request before this
-        self._rate_wait = RATE_LIMIT_WAIT
-        self._server_errors = threading.local()  # 5xx answers so far in one pyemvue request
+        self._pyemvue_checked = False
+        self._limits = limits if limits is not None else RateLimits()
+        self._limit_key = RateLimits.key(account)
+        self._request = threading.local()  # one pyemvue request: its 5xx answers, last status
 
     @property
     def name(self) -> str:
@@ -231,15 +349,44 @@ class EmporiaAccount:
         return self.config.state_dir / f"emporia-tokens-{digest}.json"
 
     def _session(self) -> PyEmVue:
-        if self._vue is None:
-            if self.account.simulator_url:
-                vue = self._login("simulator", lambda v: v.login_simulator(
-                    self.account.simulator_url, username=self.account.email))
-            else:
-                vue = self._login_cognito()
-            logger.info("Account %s: logged in", self.name)
-            self._vue = vue
-        return self._vue
+        """The current pyemvue session, logging in first when there is none. One thread
+        logs in; others that need the session meanwhile wait for it, and use it."""
+        with self._session_lock:
+            if self._vue is None:
+                if not self._pyemvue_checked:
+                    problem = pyemvue_problem()
+                    if problem is not None:
+                        raise PyemvueUnsupported(problem)
+                    self._pyemvue_checked = True
+                if self.account.simulator_url:
+                    vue = self._login("simulator", lambda v: v.login_simulator(
+                        self.account.simulator_url, username=self.account.email))
+                else:
+                    vue = self._login_cognito()
+                logger.info("Account %s: logged in", self.name)
+                self._vue = vue
+                self._failures_in_a_row = 0
+            return self._vue
+
+    def _call_failed(self, vue: PyEmVue, err: Exception) -> None:
+        """Count a failed call made with session `vue`; drop the session after
+        RELOGIN_AFTER_FAILURES in a row (or one auth failure), so the next call logs in.
+
+        A call made with a session another thread has already replaced counts for nothing:
+        the new session has not failed yet."""
+        with self._session_lock:
+            if self._vue is not vue:
+                return
+            self._failures_in_a_row += 1
+            if _looks_like_auth(err) or self._failures_in_a_row >= RELOGIN_AFTER_FAILURES:
+                # A revoked or expired session never heals by itself: log in afresh next time.
+                self._vue = None
+                self._failures_in_a_row = 0
+
+    def _call_succeeded(self, vue: PyEmVue) -> None:
+        with self._session_lock:
+            if self._vue is vue:
+                self._failures_in_a_row = 0
 
     def _login(self, how: str, fn: Callable[[PyEmVue], bool]) -> PyEmVue:
         """One login; counted as `login` (not an Emporia API request: its API request,
@@ -248,9 +395,14 @@ class EmporiaAccount:
         vue.connect_timeout, vue.read_timeout = self.timeouts
         try:
             ok = fn(vue)
+            if isinstance(vue, _AdoptingVue) and not vue.adopted:
+                # pyemvue's login no longer assigns `self.auth`: nothing would be counted.
+                raise PyemvueUnsupported(_unsupported(["PyEmVue.login assigning self.auth"]))
             auth = getattr(vue, "auth", None)
             if auth is not None:  # SimulatedAuth ignores the PyEmVue settings
                 auth.connect_timeout, auth.read_timeout = self.timeouts
+        except PyemvueUnsupported:
+            raise
         except EmporiaError as err:  # raised by _send: already worded
             self._count("login", "error", budgeted=False)
             raise type(err)(f"{how} login failed: {err}", *_extra(err)) from None
@@ -316,15 +468,11 @@ class EmporiaAccount:
             # Not the session's fault: no re-login for these.
             raise type(err)(f"{what} failed: {err}", *_extra(err)) from None
         except Exception as err:
-            self._failures_in_a_row += 1
-            if _looks_like_auth(err) or self._failures_in_a_row >= RELOGIN_AFTER_FAILURES:
-                # A revoked or expired session never heals by itself: log in afresh next time.
-                self._vue = None
-                self._failures_in_a_row = 0
+            self._call_failed(vue, err)
             if isinstance(err, EmporiaError):
                 raise type(err)(f"{what} failed: {err}") from None
             raise EmporiaError(f"{what} failed: {type(err).__name__}: {_short(err)}") from None
-        self._failures_in_a_row = 0
+        self._call_succeeded(vue)
         return result
 
     # -- every HTTP request pyemvue sends -------------------------------------------------
@@ -332,6 +480,11 @@ class EmporiaAccount:
     def _adopt(self, auth: Auth) -> None:
         """Take over a new pyemvue Auth before its first request: timeouts, retries, and
         every request through `_send`. SimulatedAuth has no retry loop (one attempt)."""
+        missing = [f"Auth.{n}" for n in _AUTH_METHODS if not callable(getattr(auth, n, None))]
+        if not isinstance(auth, SimulatedAuth):
+            missing += [f"Auth.{n}" for n in _AUTH_RETRY_SETTINGS if not hasattr(auth, n)]
+        if missing:
+            raise PyemvueUnsupported(_unsupported(missing))
         auth.connect_timeout, auth.read_timeout = self.timeouts
         attempts = 1
         if not isinstance(auth, SimulatedAuth):
@@ -342,10 +495,11 @@ class EmporiaAccount:
             auth.max_retry_delay = 0.0
         send = auth._do_request
         request = auth.request
-        local = self._server_errors
+        local = self._request
 
         def counted_request(method: str, path: str, **kwargs: Any) -> Response:
             local.count = 0
+            local.status = None
             response: Response = request(method, path, **kwargs)
             return response
 
@@ -375,15 +529,15 @@ class EmporiaAccount:
             self._count(endpoint, "error")  # sent, no answer (timeout, connection reset)
             raise
         status = response.status_code
+        self._request.status = status
         self._count(endpoint, "ok" if status < 400 else f"http_{status}")
         if status == 429:
             raise self._rate_limited(response.headers.get("Retry-After"))
         if status < 400:
-            with self._limit_lock:
-                self._rate_wait = RATE_LIMIT_WAIT
+            self._limits.answered(self._limit_key)
         if status >= 500:
-            failed = getattr(self._server_errors, "count", 0) + 1
-            self._server_errors.count = failed
+            failed = getattr(self._request, "count", 0) + 1
+            self._request.count = failed
             if failed >= attempts:
                 raise EmporiaServerError(
                     f"Emporia answered HTTP {status} ({failed} attempt{'s' if failed > 1 else ''})"
@@ -396,17 +550,11 @@ class EmporiaAccount:
         """Note a 429: no request before its Retry-After, or an own doubling back-off."""
         now = self.clock.now()
         given = _retry_after(retry_after, now)
-        with self._limit_lock:
-            if given is None:
-                wait = self._rate_wait
-                self._rate_wait = min(wait * 2, RATE_LIMIT_MAX_WAIT)
-                why = "no Retry-After given"
-            else:
-                wait = min(given, RETRY_AFTER_CAP)
-                why = f"Retry-After {retry_after}"
-            until = now + wait
-            self._not_before = max(self._not_before or until, until)
-            not_before = self._not_before
+        not_before = self._limits.limited(self._limit_key, now, given)
+        if given is None:
+            why = "no Retry-After given"
+        else:
+            why = f"Retry-After {_short(retry_after)[:40]}"
         return EmporiaRateLimited(
             "Emporia answered HTTP 429 (too many requests); next request after "
             f"{not_before.strftime('%Y-%m-%d %H:%M:%S')} UTC ({why})",
@@ -414,20 +562,19 @@ class EmporiaAccount:
         )
 
     def _check_rate_limit(self, what: str) -> None:
-        with self._limit_lock:
-            not_before = self._not_before
+        not_before = self._limits.not_before(self._limit_key)
         if not_before is not None and self.clock.now() < not_before:
             raise EmporiaRateLimited(
                 f"{what} not sent: Emporia asked to wait until "
                 f"{not_before.strftime('%Y-%m-%d %H:%M:%S')} UTC (HTTP 429)",
                 not_before,
+                sent=False,
             )
 
     @property
     def not_before(self) -> datetime | None:
         """After a 429: the earliest time Emporia may be asked again (None: any time)."""
-        with self._limit_lock:
-            return self._not_before
+        return self._limits.not_before(self._limit_key)
 
     def refresh_devices_if_due(self) -> None:
         """Re-read device metadata at start, on the refresh timer, or after an unknown device."""
@@ -458,18 +605,23 @@ class EmporiaAccount:
         gids = sorted(self.devices)
         if not gids:
             return []
-        answer = self._call(
-            "getDeviceListUsages",
-            lambda vue: vue.get_device_list_usage(
+
+        def ask(vue: PyEmVue) -> Any:
+            answer = vue.get_device_list_usage(
                 deviceGids=gids,
                 instant=instant,
                 scale=scale.value,
                 max_retry_attempts=USAGE_ATTEMPTS,
-            ),
-        )
-        if not answer:
-            # pyemvue answers {} instead of raising when Emporia returns an error status.
-            raise EmporiaError("getDeviceListUsages failed: Emporia sent no usage data")
+            )
+            if not answer:
+                # pyemvue answers {} instead of raising when Emporia returns an error status.
+                # Raised inside `_call`: a failure like any other, so repeated ones re-login.
+                status = getattr(self._request, "status", None)
+                said = f"HTTP {status}" if status is not None and status != 200 else "an answer"
+                raise EmporiaError(f"Emporia sent {said} with no usage data")
+            return answer
+
+        answer = self._call("getDeviceListUsages", ask)
         return flatten_usage(answer.values())
 
     def points(self, scale: Scale, bucket_start: datetime, stamp: datetime) -> list[Point]:
@@ -605,20 +757,21 @@ def _retry_after(value: str | None, now: datetime) -> timedelta | None:
     if value is None or not value.strip():
         return None
     text = value.strip()
-    if text.isdigit():
-        return timedelta(seconds=int(text))
+    if text.isascii() and text.isdigit():
+        # Capped before the timedelta is built: a huge number would overflow it.
+        return timedelta(seconds=min(int(text), int(RETRY_AFTER_CAP.total_seconds())))
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(when - now, timedelta(0))
+    return min(max(when - now, timedelta(0)), RETRY_AFTER_CAP)
 
 
 def _extra(err: EmporiaError) -> tuple[Any, ...]:
     """The constructor arguments after the message, to re-raise `err` with a new one."""
-    return (err.not_before,) if isinstance(err, EmporiaRateLimited) else ()
+    return (err.not_before, err.sent) if isinstance(err, EmporiaRateLimited) else ()
 
 
 def _looks_like_auth(err: Exception) -> bool:

@@ -6,6 +6,11 @@ bucket over Emporia requests, and a small window of jobs in flight, so memory do
 not grow with N. Each window's points are written as soon as they arrive, and
 written again identically by any later run (sinks replace equal points), so a
 stopped or failed import is simply run again.
+
+An HTTP 429 ends the import of that account at once (the others go on): waiting out
+Emporia's Retry-After window by window would hold live collection back for hours, and
+the daemon that starts next honours the wait anyway. One line says how many windows
+were left and that `--historydays` can be run again.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Protocol, TextIO
 
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import Config
-from vuegraf.emporia import EmporiaError, EmporiaRateLimited
+from vuegraf.emporia import EmporiaError, EmporiaRateLimited, EmporiaStopped
 from vuegraf.model import Point, Scale
 from vuegraf.schedule import (
     bucket_start,
@@ -42,7 +47,8 @@ MAX_BUCKETS = {Scale.HOUR: 480, Scale.DAY: 480, Scale.MINUTE: 720}
 # oldest one is still wholly inside retention when its turn comes after the hour/day part.
 MINUTE_RETENTION = timedelta(days=7)
 MINUTE_RETENTION_MARGIN = timedelta(hours=1)
-# Tries per window (Emporia request or sink write) and the waits between them.
+# Tries per window (Emporia request or sink write) and the waits between them. Only
+# requests Emporia answered count as tries: one vuegraf held back (stopping, 429) is none.
 ATTEMPTS = 3
 RETRY_DELAYS_S = (2.0, 8.0)
 
@@ -89,6 +95,9 @@ class HistoryResult:
     failed: list[HistoryJob] = field(default_factory=list)  # Emporia failed every try
     failed_writes: int = 0  # windows some sink did not store
     failed_accounts: list[str] = field(default_factory=list)
+    # Accounts whose import ended on an HTTP 429 -> windows not fetched (None: the 429 came
+    # before the account's windows were planned).
+    rate_limited: dict[str, int | None] = field(default_factory=dict)
     stopped: bool = False
     seconds: float = 0.0
     seconds_by_scale: dict[Scale, float] = field(default_factory=dict)
@@ -98,8 +107,19 @@ class HistoryResult:
         return len(self.failed)
 
     @property
+    def left_windows(self) -> int:
+        """Windows not fetched because Emporia answered 429 (for planned accounts)."""
+        return sum(n or 0 for n in self.rate_limited.values())
+
+    @property
     def ok(self) -> bool:
-        return not (self.failed or self.failed_writes or self.failed_accounts or self.stopped)
+        return not (
+            self.failed
+            or self.failed_writes
+            or self.failed_accounts
+            or self.rate_limited
+            or self.stopped
+        )
 
 
 # --- planning ----------------------------------------------------------------------------
@@ -231,6 +251,7 @@ class _Outcome:
     failed: bool = False
     write_failed: bool = False
     stopped: bool = False
+    rate_limited: bool = False  # not fetched: Emporia answered 429 for its account
 
 
 class _Importer:
@@ -254,6 +275,17 @@ class _Importer:
         self._write_lock = threading.Lock()
         self._broken: set[str] = set()  # sinks that failed every try: skipped from then on
         self._abort = threading.Event()  # every sink broken: fetching more is pointless
+        self._limit_lock = threading.Lock()
+        self._limited: dict[str, datetime] = {}  # account -> Emporia's 429: no request before
+
+    def limited(self, account: str) -> datetime | None:
+        """When Emporia answered 429 for `account`: the time it gave (its import is over)."""
+        with self._limit_lock:
+            return self._limited.get(account)
+
+    def _rate_limited(self, account: str, err: EmporiaRateLimited) -> None:
+        with self._limit_lock:
+            self._limited.setdefault(account, err.not_before)
 
     def stopping(self) -> bool:
         return self.clock.stopped or self._abort.is_set()
@@ -264,26 +296,39 @@ class _Importer:
         return self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
 
     def run_job(self, job: HistoryJob) -> _Outcome:
-        """Fetch one window (retrying), then write it to every sink before returning."""
+        """Fetch one window (retrying), then write it to every sink before returning.
+
+        A 429 (or a request held back by an earlier one) ends the job, and the import of
+        its account, without a try counted; so does a stop."""
         requests = 0
         error: EmporiaError | None = None
-        for attempt in range(ATTEMPTS):
+        tries = 0
+        while tries < ATTEMPTS:
+            if self.limited(job.account.name) is not None:
+                return _Outcome(job, requests, rate_limited=True)
             if self.stopping() or not self.limiter.acquire():
                 return _Outcome(job, requests, stopped=True)
-            requests += 1
             try:
                 points, missing = job.account.chart_points(
                     job.gid, job.channel_num, job.scale, job.first, job.last
                 )
+            except EmporiaRateLimited as err:
+                if err.sent:
+                    requests += 1
+                logger.debug("History %s: %s", _describe(job), err)
+                self._rate_limited(job.account.name, err)
+                return _Outcome(job, requests, rate_limited=True)
+            except EmporiaStopped:
+                return _Outcome(job, requests, stopped=True)
             except EmporiaError as err:
+                requests += 1
+                tries += 1
                 error = err
-                logger.debug("History %s try %d failed: %s", _describe(job), attempt + 1, err)
-                delay = self._delay(attempt)
-                if isinstance(err, EmporiaRateLimited):  # 429: not before its Retry-After
-                    delay = max(delay, (err.not_before - self.clock.now()).total_seconds())
-                if attempt + 1 < ATTEMPTS and self.clock.wait(delay):
+                logger.debug("History %s try %d failed: %s", _describe(job), tries, err)
+                if tries < ATTEMPTS and self.clock.wait(self._delay(tries - 1)):
                     return _Outcome(job, requests, stopped=True)
                 continue
+            requests += 1
             written = self._write(points)
             return _Outcome(job, requests, len(points), len(missing), write_failed=not written)
         logger.warning("History window %s failed %d times: %s", _describe(job), ATTEMPTS, error)
@@ -336,13 +381,24 @@ class _Importer:
             self.stats.count_points(sink, outcome, n)
 
     def run(
-        self, jobs: Sequence[HistoryJob], workers: int, result: HistoryResult, progress: Progress
+        self,
+        jobs: Sequence[HistoryJob],
+        workers: int,
+        result: HistoryResult,
+        progress: Progress,
+        days: int,
     ) -> None:
-        """Submit jobs lazily, at most 2 × workers in flight, tallying each as it ends."""
+        """Submit jobs lazily, at most 2 × workers in flight, tallying each as it ends.
+
+        Jobs of an account Emporia answered 429 for are not submitted any more; once none
+        of its jobs is in flight, the windows it has left are counted and said, once."""
         started = self.clock.now()
         limit = 2 * workers
         pending = iter(jobs)
-        in_flight: set[Future[_Outcome]] = set()
+        in_flight: dict[Future[_Outcome], str] = {}
+        running: Counter[str] = Counter()  # account -> its jobs in flight
+        planned = Counter(job.account.name for job in jobs)
+        finished: Counter[str] = Counter()  # account -> windows fetched or failed
         progress(0, len(jobs), 0)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vuegraf-history") as pool:
             try:
@@ -351,27 +407,65 @@ class _Importer:
                         job = next(pending, None)
                         if job is None:
                             break
-                        in_flight.add(pool.submit(self.run_job, job))
+                        name = job.account.name
+                        if self.limited(name) is None:
+                            in_flight[pool.submit(self.run_job, job)] = name
+                            running[name] += 1
                     if self.stopping():
                         for future in in_flight:
                             future.cancel()
+                    self._say_limited(result, planned, finished, running, days)
                     if not in_flight:
                         break
-                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in done:
+                        name = in_flight.pop(future)
+                        running[name] -= 1
                         if future.cancelled():
                             continue
-                        self._tally(future.result(), result, started)
+                        outcome = future.result()
+                        if not (outcome.stopped or outcome.rate_limited):
+                            finished[name] += 1
+                        self._tally(outcome, result, started)
                         progress(result.done, len(jobs), sum(result.points.values()))
             finally:
                 for future in in_flight:
                     future.cancel()
-        result.stopped = result.done < len(jobs)
+        self._say_limited(result, planned, finished, running, days)
+        result.stopped = result.done + result.left_windows < len(jobs)
+
+    def _say_limited(
+        self,
+        result: HistoryResult,
+        planned: Counter[str],
+        finished: Counter[str],
+        running: Counter[str],
+        days: int,
+    ) -> None:
+        """One line for each account whose import a 429 ended, once none of its jobs runs."""
+        with self._limit_lock:
+            limited = dict(self._limited)
+        for name, not_before in limited.items():
+            if name in result.rate_limited or running[name] > 0:
+                continue
+            left = planned[name] - finished[name]
+            result.rate_limited[name] = left
+            logger.warning(
+                "History: Emporia answered HTTP 429 (too many requests) for account %s, so its "
+                "import stopped with %d of %d windows not fetched; run --historydays %d again "
+                "later for them (live collection starts now and asks Emporia again after "
+                "%s UTC)",
+                name,
+                left,
+                planned[name],
+                days,
+                not_before.strftime("%Y-%m-%d %H:%M:%S"),
+            )
 
     def _tally(self, outcome: _Outcome, result: HistoryResult, started: datetime) -> None:
         scale = outcome.job.scale
         result.requests[scale] += outcome.requests
-        if outcome.stopped:
+        if outcome.stopped or outcome.rate_limited:
             return
         result.done += 1
         result.points[scale] += outcome.points
@@ -398,21 +492,33 @@ def run_history(
     """Import `days` days of history from every account into already-open `sinks`.
 
     The caller owns the sinks' lifecycle (open before, close after). A window that
-    fails every try is reported, not fatal; `clock.stop()` ends the import promptly
-    (requests in flight finish and are written). Run it again to fill what is missing.
+    fails every try is reported, not fatal; an HTTP 429 ends that account's import
+    (`HistoryResult.rate_limited`); `clock.stop()` ends the import promptly (requests in
+    flight finish and are written). Run it again to fill what is missing.
     """
     started = clock.now()
     result = HistoryResult()
     ready = []
+    result.days = capped_days(days, config)
     for account in accounts:
         try:
             account.refresh_devices_if_due()  # single-threaded: logs in and reads devices
+        except EmporiaRateLimited as err:
+            logger.warning(
+                "History: Emporia answered HTTP 429 (too many requests) for account %s before "
+                "its import began; run --historydays %d again later (live collection starts "
+                "now and asks Emporia again after %s UTC)",
+                account.name,
+                result.days,
+                err.not_before.strftime("%Y-%m-%d %H:%M:%S"),
+            )
+            result.rate_limited[account.name] = None
+            continue
         except EmporiaError as err:
             logger.error("History: account %s skipped: %s", account.name, err)
             result.failed_accounts.append(account.name)
             continue
         ready.append(account)
-    result.days = capped_days(days, config)
     jobs = plan_history(ready, result.days, started, config, scales)
     result.jobs = len(jobs)
     logger.info(
@@ -422,7 +528,7 @@ def run_history(
         ", ".join(f"{n} {s.value} windows" for s, n in _by_scale(jobs).items()) or "nothing to do",
     )
     importer = _Importer(sinks, config, clock, stats, retry_delays)
-    importer.run(jobs, config.history_concurrency, result, progress or _no_progress)
+    importer.run(jobs, config.history_concurrency, result, progress or _no_progress, result.days)
     del jobs
     result.seconds = (clock.now() - started).total_seconds()
     _log_result(result)

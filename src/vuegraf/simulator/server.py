@@ -18,8 +18,9 @@ Test knobs (see "faults, auth and scenario changes" below), all switchable while
 `token_check` (an id token it refuses answers 401, as Emporia's gateway does for an expired or
 revoked Cognito token), `set_fault` (every request, or those of some endpoints, answers e.g.
 429 with or without `Retry-After`, or 503), `add_device` & co. (the account's devices and
-circuits change, as when a user installs a plug) and `log_requests` (a record of every request:
-when by the simulator's clock, endpoint, status).
+circuits change, as when a user installs a plug), `log_requests` (a record of every request:
+when by the simulator's clock, endpoint, status) and `on_request` (a hook called with each
+request's endpoint as it arrives, to switch a fault at an exact request).
 """
 
 from __future__ import annotations
@@ -319,6 +320,9 @@ class SimulatorServer:
         # token_check(id_token) -> False answers 401; None: any authtoken header is accepted.
         self.token_check: Callable[[str], bool] | None = None
         self.log_requests = False  # record every API request in `request_log`
+        # on_request(endpoint), called as each API request arrives, before a fault or token
+        # check answers it: tests switch faults, or signal vuegraf, at an exact request.
+        self.on_request: Callable[[str], None] | None = None
         self.request_log: list[RequestRecord] = []
         self._fault: Fault | None = None
         self._scenario_lock = threading.Lock()
@@ -727,6 +731,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, f"No handler for {method} {parts.path}")
             return
         app._count(endpoint, scale)
+        hook = app.on_request
+        if hook is not None:
+            hook(endpoint)
         token = self.headers.get("authtoken")
         self._request = (endpoint, scale, query, token)  # recorded by _send with its status
         if token is None:

@@ -1,0 +1,33 @@
+"""Run `vuegraf.cli.main` inside the test process, and put back what it changes.
+
+`main` installs its logging handler on the root logger (on the `sys.stderr` of the moment, which
+under pytest's `capsys` is the captured one, so the test reads vuegraf's log lines from
+`capsys.readouterr().err`), sets the `vuegraf` logger's level and installs handlers for
+SIGTERM, SIGINT and SIGHUP. `main_state_restored` restores all of it afterwards, so the next
+test in the same worker starts with pytest's own logging and signals.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@contextmanager
+def main_state_restored() -> Iterator[None]:
+    root = logging.getLogger()
+    vuegraf = logging.getLogger("vuegraf")
+    handlers, level, vuegraf_level = root.handlers[:], root.level, vuegraf.level
+    saved = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        vuegraf.setLevel(vuegraf_level)
