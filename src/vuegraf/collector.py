@@ -536,8 +536,8 @@ class AccountCollector:
                     break
                 if self._fill_one(request, now, result):
                     progressed = True
-                elif result.stopped:
-                    break  # cut short by a stop: not counted, nothing to back off from
+                elif self._stopping(result):
+                    break  # cut short by a stop or a 429: nothing to back off from
                 else:
                     failed.add(request.series)
                 made += 1
@@ -547,7 +547,8 @@ class AccountCollector:
         return made
 
     def _stopping(self, result: TickResult) -> bool:
-        return result.stopped or self.should_stop()
+        """A stop, or a 429 that holds every request of this account until `not_before`."""
+        return result.stopped or result.not_before is not None or self.should_stop()
 
     def _fill_one(self, request: FillRequest, now: datetime, result: TickResult) -> bool:
         gid, num = request.series
@@ -556,9 +557,15 @@ class AccountCollector:
         except EmporiaStopped:
             result.stopped = True  # the hole stays as it was, for the next start
             return False
+        except EmporiaRateLimited as err:
+            # The whole account waits for Emporia's time: no more fills this tick, and a
+            # request vuegraf held back itself is no failure of this series.
+            result.rate_limited(err)
+            if err.sent:
+                result.fill_errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
+            return False
         except EmporiaError as err:
             result.fill_errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
-            result.rate_limited(err)
             self.trackers[request.scale].failed(request, now)
             return False
         points = self.account.chart_values_to_points(
