@@ -7,17 +7,17 @@ a recording store at the seam whose `last_times` fails (retryable) the first thr
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from harness.stores import MemoryStore
 from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
 from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount
-from vuegraf.model import Point, Scale
+from vuegraf.model import Scale
 from vuegraf.simulator import SimulatorServer
 from vuegraf.sinks.base import StoreReadError
 from vuegraf.stats import Stats
@@ -25,25 +25,17 @@ from vuegraf.stats import Stats
 T0 = datetime(2026, 11, 23, 10, 0, 20, tzinfo=UTC)
 
 
-class FlakyStore:
-    """Records every point written and every read; the first `failures` reads fail."""
+class FlakyStore(MemoryStore):
+    """Records every point written and every read; the first `failures` reads fail, the
+    others answer as an empty store would."""
 
     name = "flaky"
 
     def __init__(self, clock: FakeClock, failures: int) -> None:
+        super().__init__()
         self.clock = clock
         self.failures = failures
-        self.points: list[Point] = []
         self.reads: list[tuple[datetime, Scale, datetime]] = []  # (when, scale, until)
-
-    def open(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def write(self, points: Sequence[Point]) -> None:
-        self.points.extend(points)
 
     def last_times(
         self, account: str, scale: Scale, since: datetime, until: datetime
@@ -53,9 +45,6 @@ class FlakyStore:
             self.failures -= 1
             raise StoreReadError("flaky: HTTP 503: overloaded", retryable=True)
         return {}
-
-    def delete_all(self, now: datetime) -> int | None:
-        return None
 
 
 def test_failed_reads_are_asked_again_backing_off_and_never_fail_a_cycle(

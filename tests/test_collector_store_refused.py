@@ -11,7 +11,6 @@ simulator's model (tests/harness/oracle.py); times are literals or plain arithme
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 
 from harness import oracle
 from harness.completeness import compare
+from harness.stores import MemoryStore
 from vuegraf.backfill import Tracker
 from vuegraf.clock import FakeClock
 from vuegraf.config import Config, parse_config
@@ -41,26 +41,17 @@ REFUSAL = (
 )
 
 
-class RefusingStore:
+class RefusingStore(MemoryStore):
     """Keeps every point written; answers `last_times` from them, or refuses it (retryable, as
     vuegraf classes a 403) until `answers_from` (None: for ever)."""
 
     name = "refusing"
 
     def __init__(self, clock: FakeClock, answers_from: datetime | None) -> None:
+        super().__init__()
         self.clock = clock
         self.answers_from = answers_from
-        self.points: list[Point] = []
         self.reads: list[tuple[datetime, bool]] = []  # (when, answered)
-
-    def open(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def write(self, points: Sequence[Point]) -> None:
-        self.points.extend(points)
 
     def last_times(
         self, account: str, scale: Scale, since: datetime, until: datetime
@@ -70,15 +61,7 @@ class RefusingStore:
         self.reads.append((now, answered))
         if not answered:
             raise StoreReadError(REFUSAL, retryable=True)
-        newest: dict[tuple[str, str], datetime] = {}
-        for p in self.points:
-            if p.account == account and p.scale is scale and since <= p.time < until:
-                key = ("", p.channel)
-                newest[key] = max(newest.get(key, p.time), p.time)
-        return newest
-
-    def delete_all(self, now: datetime) -> int | None:
-        return None
+        return super().last_times(account, scale, since, until)
 
     def minutes(self) -> dict[oracle.Key, float]:
         return {(p.channel, int(p.time.timestamp())): p.watts

@@ -7,6 +7,7 @@ completeness.seed_store. A vuegraf the test must SIGKILL runs as a child: virtua
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +20,23 @@ from vuegraf.emporia import EmporiaAccount
 from vuegraf.sinks.base import Sink
 from vuegraf.sinks.factory import build_sinks
 from vuegraf.stats import Stats
+
+
+class LockedClock(FakeClock):
+    """Virtual time shared by threads (the history import's workers and the daemon): one lock
+    around it, so no thread sees time move half-way."""
+
+    def __init__(self, start: datetime, stop_after: datetime | None = None) -> None:
+        super().__init__(start, stop_after)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return super().now()
+
+    def wait(self, seconds: float) -> bool:
+        with self._lock:
+            return super().wait(seconds)
 
 
 def simulator_config(

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from harness.inprocess import LockedClock
 from vuegraf.cli import run
-from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
 from vuegraf.simulator import SimulatorServer
 from vuegraf.stats import Stats
@@ -32,22 +31,6 @@ T0 = datetime(2026, 11, 22, 9, 0, 20, tzinfo=UTC)
 END = T0 + timedelta(minutes=70)
 DAYS = 5
 CONCURRENCY = 4
-
-
-class LockedClock(FakeClock):
-    """Virtual time for the import's worker threads and the daemon: one lock around it."""
-
-    def __init__(self, start: datetime, stop_after: datetime | None = None) -> None:
-        super().__init__(start, stop_after)
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self._lock:
-            return super().now()
-
-    def wait(self, seconds: float) -> bool:
-        with self._lock:
-            return super().wait(seconds)
 
 
 @pytest.mark.parametrize(

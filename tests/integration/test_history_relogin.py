@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from harness.emporia_cloud import cognito_cloud, cognito_config
+from harness.inprocess import LockedClock
 from vuegraf.clock import FakeClock
 from vuegraf.config import Config, parse_config
 from vuegraf.emporia import RELOGIN_AFTER_FAILURES, EmporiaAccount
@@ -37,22 +38,6 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 24, 15, 7, 30, tzinfo=UTC)
 SETTINGS = {"historyConcurrency": 4, "historyRequestsPerSecond": 1000,
             "timezone": "America/New_York"}
-
-
-class LockedClock(FakeClock):
-    """Virtual time for the import's worker threads: one lock around it."""
-
-    def __init__(self, start: datetime) -> None:
-        super().__init__(start)
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self._lock:
-            return super().now()
-
-    def wait(self, seconds: float) -> bool:
-        with self._lock:
-            return super().wait(seconds)
 
 
 class Recording:

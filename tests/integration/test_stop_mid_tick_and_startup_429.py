@@ -15,18 +15,19 @@ The real daemon in virtual time (FakeClock; the simulator's clock is the same).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from harness.emporia_cloud import cognito_cloud, cognito_config
+from harness.stores import MemoryStore
 from vuegraf.clock import FakeClock
 from vuegraf.config import Config, parse_config
 from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount, RetryPolicy
-from vuegraf.model import Point, Scale
+from vuegraf.model import Scale
 from vuegraf.simulator import SimulatorServer
 from vuegraf.stats import Stats
 
@@ -38,31 +39,16 @@ T0 = datetime(2026, 11, 23, 10, 0, 20, tzinfo=UTC)
 RETRY = RetryPolicy(attempts=3, first_delay_s=30.0, max_delay_s=30.0)
 
 
-class EmptyStore:
+class EmptyStore(MemoryStore):
     """A store that holds nothing before this run: every series is filled from the lookback,
     so every tick makes chart requests for holes."""
 
     name = "store"
 
-    def __init__(self) -> None:
-        self.points: list[Point] = []
-
-    def open(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def write(self, points: Sequence[Point]) -> None:
-        self.points.extend(points)
-
     def last_times(
         self, account: str, scale: Scale, since: datetime, until: datetime
     ) -> dict[tuple[str, str], datetime]:
         return {}
-
-    def delete_all(self, now: datetime) -> int | None:
-        return None
 
 
 def simulator_config(tmp_path: Path, url: str) -> Config:
