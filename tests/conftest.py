@@ -115,7 +115,7 @@ def pytest_make_collect_report(
 
 
 # ---------------------------------------------------------------------------------------------
-# Real servers (see servers.py and shared/design/SERVERS.md).
+# Real servers (see servers.py).
 #
 # One of each per test session, started on first use on a free loopback port with a temp data
 # dir, and stopped at the end. Without the binary a test skips, except under CI=true where it

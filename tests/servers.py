@@ -1,8 +1,8 @@
 """Real servers for integration tests: InfluxDB 1.x, VictoriaMetrics and Mosquitto.
 
 Each class starts one server as a child process, bound to 127.0.0.1 on a free port, with its
-data, config and log in a private temp dir, and waits until it answers. See
-shared/design/SERVERS.md for the configurations used here and why.
+data, config and log in a private temp dir, and waits until it answers. Each class's
+`_prepare` writes its configuration, with a comment where a setting avoids a trap.
 
 Life cycle, the same for every server:
 

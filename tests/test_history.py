@@ -63,7 +63,8 @@ class FakeAccount:
 
     def chart_points(self, gid, num, scale, first, last):
         """Every bucket from `first` to `last`, stamped and converted as EmporiaAccount
-        does per DATA-MODEL.md (with the test's own arithmetic, tests/harness/oracle.py)."""
+        does per README.md "What is written" (with the test's own arithmetic,
+        tests/harness/oracle.py)."""
         key = (gid, num, scale, first, last)
         with self._lock:
             self._tries[key] = self._tries.get(key, 0) + 1

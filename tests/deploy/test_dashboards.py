@@ -5,7 +5,7 @@ There is no InfluxDB 2 (no Flux) and no Grafana where these tests run. So:
 - the InfluxDB 2 template is checked against the rules `influx apply` enforces for the kinds it
   uses (names, required fields, durations, levels, chart properties, a check's single field and
   single pipeline), and every Flux query in it is checked against the data model
-  (shared/design/DATA-MODEL.md): only measurement `energy_usage`, field `usage`, the tags
+  (README.md, "What is written"): only measurement `energy_usage`, field `usage`, the tags
   `account_name`, `device_name`, `detailed`, `station_name`, the default `detailed` values, and
   no hard-coded account or circuit names;
 - every InfluxQL query of the Grafana dashboard, with Grafana's macros and variables filled in
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INFLUX_TEMPLATE = ROOT / "influx_dashboard.json"
 GRAFANA = ROOT / "grafana_dashboard.json"
 
-# The data model (DATA-MODEL.md).
+# The data model (README.md, "What is written").
 MEASUREMENT = "energy_usage"
 FIELD = "usage"
 TAGS = {"account_name", "device_name", "detailed", "station_name"}
@@ -418,8 +418,8 @@ def simulated_buckets(now: datetime) -> dict[str, list[datetime]]:
 
 def write_simulated_days(server, database: str, now: datetime) -> UsageModel:
     """Minute, hour and day points of every channel for the last two days (and a few minutes of
-    second points for the channels that have them), as vuegraf writes them (DATA-MODEL.md,
-    computed by tests/harness/oracle.py)."""
+    second points for the channels that have them), as vuegraf writes them (README.md, "What
+    is written"; computed by tests/harness/oracle.py)."""
     model = UsageModel(Scenario.default(), seed=SEED)
     oracle.check_household(model)
 
@@ -512,8 +512,9 @@ def test_grafana_queries_return_the_simulated_data(influxdb_v1_db):
         client.close()
 
     # Hourly and daily energy and daily cost: every hour and day point inside the range, with
-    # the model's kWh, at the times DATA-MODEL.md gives (an hour's start; 23:59:59 local of a
-    # day, which for 1 November 2026 in New York is 04:59:59 UTC on the 2nd).
+    # the model's kWh, at the times README.md's "What is written" gives (an hour's start;
+    # 23:59:59 local of a day, which for 1 November 2026 in New York is 04:59:59 UTC on the
+    # 2nd).
     gid = {"Main Panel": 1001, "Garage Panel": 1002}
     in_range = range(oracle.epoch(RANGE_START), oracle.epoch(NOW) + 1)
     day_stamps = [

@@ -2,7 +2,8 @@
 
 The expected side always comes from tests/harness/oracle.py (`oracle.served`: the simulator's
 usage model named, stamped and converted with literal tables, epoch and zoneinfo arithmetic and
-DATA-MODEL.md's factors; nothing from vuegraf's schedule, naming or model code).
+the factors of README.md's "What is written"; nothing from vuegraf's schedule, naming or
+model code).
 `expected_points` and `chart_channels` apply it to an account config.
 
 What an earlier run left, written into a store before a test starts vuegraf (`seed_store`):

@@ -4,14 +4,14 @@ The tests compare what reached a store against the values in this module. None o
 from `vuegraf.schedule`, `vuegraf.naming` or `vuegraf.model`'s conversions (the code under
 test); tests/test_oracle_independence.py fails if a test imports those again.
 
-- **Times** (DATA-MODEL.md, "The point"): second, minute and hour buckets start at multiples
+- **Times** (README.md, "What is written"): second, minute and hour buckets start at multiples
   of 1, 60 and 3600 s since the Unix epoch (integer arithmetic on the epoch); a day is a local
   calendar day, from the `zoneinfo` midnight of its date to the midnight of the next date; the
   time written for a day is 23:59:59 local of that date, converted to UTC; the other scales
   are written at their bucket's start.
 - **Watts**: Emporia's kWh per bucket (from the simulator's `UsageModel`, which stands for
-  Emporia and is not under test) times the literal factor of DATA-MODEL.md: 3 600 000 for a
-  second, 60 000 for a minute, 1 000 for an hour or a day.
+  Emporia and is not under test) times the literal factor of README.md's "What is written":
+  3 600 000 for a second, 60 000 for a minute, 1 000 for an hour or a day.
 - **Names**: literal tables, one per account config the tests use, for the simulator's
   default household (src/vuegraf/simulator/default_scenario.json): the `device_name` tag of
   every (device gid, channel number) spelled out. `check_household` fails if the simulator's
@@ -106,7 +106,7 @@ def bucket_starts(scale: str, since: datetime, until: datetime, zone: ZoneInfo) 
 
 
 def stamp(scale: str, start: datetime, zone: ZoneInfo) -> datetime:
-    """Time written for the bucket starting at `start` (DATA-MODEL.md)."""
+    """Time written for the bucket starting at `start` (README.md, "What is written")."""
     if scale == DAY:
         return day_stamp(local_date(start, zone), zone)
     return start

@@ -28,7 +28,8 @@ SEED = 11
 
 def expected_minute_points(buckets):
     """What the simulator served, named (the config maps Main Panel circuits 1 and 2 to
-    "Kitchen A" and "Furnace B") and converted (kWh x 60 000) as DATA-MODEL.md says."""
+    "Kitchen A" and "Furnace B") and converted (kWh x 60 000) as README.md "What is written"
+    says."""
     model = UsageModel(Scenario.default(), seed=SEED)
     oracle.check_household(model)
     expected = {}

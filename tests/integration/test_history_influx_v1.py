@@ -89,8 +89,9 @@ class Simulated:
 
 
 def expected_points():
-    """(device_name, detailed, epoch s, watts) the simulator serves, per DATA-MODEL.md, named
-    as the config maps them (Main Panel circuits 1 and 2 are "Kitchen A" and "Furnace B")."""
+    """(device_name, detailed, epoch s, watts) the simulator serves, per README.md "What is
+    written", named as the config maps them (Main Panel circuits 1 and 2 are "Kitchen A" and
+    "Furnace B")."""
     model = UsageModel(Scenario.default(), seed=SEED)
     last_hour = datetime(2026, 11, 23, 19, tzinfo=UTC)  # newest complete hour at NOW
     hours = [last_hour - timedelta(hours=i) for i in range(DAYS * 24)]

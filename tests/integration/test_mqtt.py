@@ -50,7 +50,7 @@ def minute(i: int, channels: dict[str, float], account: str = "Home") -> list[Po
 
 
 def message(i: int, channel: str, watts: float, **extra: object) -> dict[str, object]:
-    """The upstream message for minute `i` (DATA-MODEL.md "MQTT message")."""
+    """The upstream message for minute `i` (README.md, "MQTT")."""
     epoch = int((T0 + timedelta(minutes=i)).timestamp())
     msg: dict[str, object] = {
         "account": "Home",
