@@ -388,13 +388,16 @@ class AccountCollector:
         return point_time(scale, first, self.config.zone)
 
     def _first_live_bucket(self, scale: Scale, now: datetime) -> datetime:
-        """Start of the first bucket this process collects for `scale` (seconds: the newest
-        second its first fetch asks for)."""
-        started = self.started_at or now
+        """Start of the first bucket this process collects for `scale`."""
+        return self._newest_bucket(scale, self.started_at or now)
+
+    def _newest_bucket(self, scale: Scale, at: datetime) -> datetime:
+        """Start of the newest bucket of `scale` complete at `at` (seconds: the newest second
+        a fetch at `at` asks for)."""
         if scale is Scale.SECOND:
-            newest = started - timedelta(seconds=self.config.lag_secs + 1)
+            newest = at - timedelta(seconds=self.config.lag_secs + 1)
             return newest.replace(microsecond=0)
-        return last_complete_bucket(scale, started, self.config.lag_secs, self.config.zone)
+        return last_complete_bucket(scale, at, self.config.lag_secs, self.config.zone)
 
     def _stored_lookback(self, scale: Scale) -> timedelta:
         """How far back a series with stored points is followed: hours and days as far as
@@ -516,11 +519,7 @@ class AccountCollector:
     def _fill(self, scale: Scale, now: datetime, result: TickResult, budget: int | None) -> int:
         """Chart requests for the holes of one scale; returns how many were made."""
         tracker = self.trackers[scale]
-        if scale is Scale.SECOND:
-            newest = now - timedelta(seconds=self.config.lag_secs + 1)
-            newest = newest.replace(microsecond=0)
-        else:
-            newest = last_complete_bucket(scale, now, self.config.lag_secs, self.config.zone)
+        newest = self._newest_bucket(scale, now)
         made = 0
         failed: set[SeriesKey] = set()
         # Several windows per series may be needed (a 7-day hole is 14 minute windows).
