@@ -104,3 +104,30 @@ def test_saved_marks_keep_a_hole_the_store_cannot_show():
            saved_marks={A: hole, B: NEWEST + minutes(5)})
     assert t.series[A].filled == hole
     assert t.series[B].filled == NEWEST  # a saved mark never skips what the store lacks
+
+
+def test_backlog_counts_the_requests_a_fill_still_needs():
+    minute = Tracker(Scale.MINUTE, ZONE)
+    # A: 7 days behind, clipped to 10 070 minutes: 14 windows of 720. B: a 30-minute hole.
+    minute.seed([A, B], {B: NEWEST - minutes(31)}, NOW)
+    assert minute.backlog(NOW, NEWEST) == 14 + 1
+    # Asked once: one window of A done, 13 left.
+    first = minute.due(NOW, NEWEST)[0]
+    minute.answered(first, [(first.first, 1.0)], NOW)
+    assert minute.backlog(NOW, NEWEST) == 13 + 1
+    # A series backing off after an empty answer (an offline plug) is not being worked through.
+    hole_b = next(r for r in minute.due(NOW, NEWEST) if r.series == B)
+    minute.answered(hole_b, [(hole_b.first, None)], NOW)
+    assert minute.series[B].retry_at is not None
+    assert minute.backlog(NOW, NEWEST) == 13
+
+
+def test_backlog_of_days_counts_local_days_across_dst():
+    day = Tracker(Scale.DAY, ZONE)
+    # New York's days from 2026-11-01 (the 25-hour day) to 2026-11-23: 23 days, one request.
+    start = datetime(2026, 11, 1, 4, 0, tzinfo=UTC)  # local midnight, EDT
+    day.seed([A], {A: start - timedelta(hours=1)}, NOW, stored_lookback=timedelta(days=800))
+    assert day.series[A].filled == start
+    newest = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)  # local midnight, EST
+    assert day._buckets(start, newest) == 23
+    assert day.backlog(NOW, newest) == 1

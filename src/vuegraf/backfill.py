@@ -235,6 +235,27 @@ class Tracker:
         state.retry_at = now + wait
         state.error_backoff = min(wait * 2, BACKOFF_MAX)
 
+    def backlog(self, now: datetime, newest: datetime) -> int:
+        """Chart requests still needed to fill every hole up to `newest`, at the largest
+        window a request may cover. Series backing off after an empty answer (an offline
+        plug) are left out: they are asked now and then, not worked through."""
+        total = 0
+        for state in self.series.values():
+            if state.filled > newest or state.retry_at is not None:
+                continue
+            first = max(state.filled, self.earliest(now))
+            total += -(-self._buckets(first, newest) // MAX_BUCKETS[self.scale])
+        return total
+
+    def _buckets(self, first: datetime, last: datetime) -> int:
+        """Buckets from `first` to `last`, both included."""
+        if self.scale is Scale.DAY:  # 23- and 25-hour days: walk them
+            count, t = 0, first
+            while t <= last:
+                count, t = count + 1, next_bucket(self.scale, t, self.zone)
+            return count
+        return max(0, int((last - first).total_seconds()) // self.scale.seconds + 1)
+
     def behind(self, newest: datetime) -> int:
         """How many series still have holes up to `newest` (for logs and tests)."""
         return sum(1 for s in self.series.values() if s.filled <= newest)

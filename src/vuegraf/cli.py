@@ -75,6 +75,10 @@ def setup_logging(verbose: bool, debug: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("vuegraf").setLevel(logging.DEBUG if (verbose or debug) else logging.INFO)
+    # A line per chart request for a hole: only -d; -v would drown in a start-up fill's.
+    logging.getLogger("vuegraf.collector.requests").setLevel(
+        logging.DEBUG if debug else logging.INFO
+    )
 
 
 def reset_database(config: Config, clock: Clock) -> None:

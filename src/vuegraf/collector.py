@@ -28,6 +28,9 @@ from vuegraf.schedule import daily_request_estimate, last_complete_bucket, point
 from vuegraf.sinks.base import SeriesStore, SinkError
 
 logger = logging.getLogger(__name__)
+# One line per chart request made for a hole: dozens a cycle while a start-up fill runs, so
+# they have a logger of their own that only -d (not -v) shows.
+request_logger = logging.getLogger(f"{__name__}.requests")
 
 # Chart requests for holes per tick and account; the rest waits for the next tick.
 MAX_FILL_REQUESTS_PER_TICK = 60
@@ -45,6 +48,7 @@ class TickResult:
     errors: list[str] = field(default_factory=list)  # live values or start-up failed
     fill_errors: list[str] = field(default_factory=list)  # chart requests for holes failed
     fill_requests: int = 0  # chart requests made for holes (failed ones included)
+    fill_points: int = 0  # points those requests brought (also counted in `points`)
     not_before: datetime | None = None  # Emporia answered 429: ask nothing before this
     stopped: bool = False  # a stop cut the tick short: neither an outage nor a recovery
 
@@ -57,6 +61,16 @@ class TickResult:
     def ok(self) -> bool:
         """Live collection worked; a failed hole fill is retried next tick, not an outage."""
         return not self.errors
+
+
+@dataclass
+class FillRun:
+    """A hole fill that takes more than one tick (a first start fills 7 days of minutes):
+    what it has done so far, for one progress line a tick."""
+
+    started: datetime
+    requests: int = 0
+    points: int = 0
 
 
 class AccountCollector:
@@ -95,6 +109,7 @@ class AccountCollector:
         self._store_read = False  # the store said where its series end, or never can
         self._read_failures = 0  # retryable read-back failures so far
         self._read_skip = 0  # ticks to let pass before asking the store again
+        self._fill_run: FillRun | None = None  # a fill that outlasts one tick
 
     @property
     def name(self) -> str:
@@ -459,7 +474,51 @@ class AccountCollector:
         for scale in self.scales:
             budget -= self._fill(scale, now, result, budget=budget)
         self.save_marks()
+        self._report_fill(now, result)
         return result
+
+    def _report_fill(self, now: datetime, result: TickResult) -> None:
+        """One INFO line a tick while a fill takes several ticks: requests made of those
+        needed, points so far and the time left at this tick's pace; one more when it is
+        done. A fill that one tick finishes (a short outage) is a DEBUG line."""
+        if not result.fill_requests:
+            return
+        left = sum(
+            tracker.backlog(now, self._newest_bucket(scale, now))
+            for scale, tracker in self.trackers.items()
+        )
+        run = self._fill_run or FillRun(started=now)
+        run.requests += result.fill_requests
+        run.points += result.fill_points
+        if left:
+            self._fill_run = run
+            ticks_left = -(-left // max(1, self.max_fill_requests))
+            logger.info(
+                "Account %s: filling holes: %d of %d chart requests done (%d%%), %d points so "
+                "far, about %s left",
+                self.name,
+                run.requests,
+                run.requests + left,
+                100 * run.requests // (run.requests + left),
+                run.points,
+                _duration(ticks_left * self.config.update_interval_secs),
+            )
+        elif self._fill_run is not None:
+            self._fill_run = None
+            logger.info(
+                "Account %s: holes filled: %d chart requests, %d points in %s",
+                self.name,
+                run.requests,
+                run.points,
+                _duration((now - run.started).total_seconds()),
+            )
+        else:
+            logger.debug(
+                "Account %s: holes filled: %d chart requests, %d points",
+                self.name,
+                run.requests,
+                run.points,
+            )
 
     def _live(self, scale: Scale, now: datetime, result: TickResult) -> None:
         """getDeviceListUsages for the newest complete bucket, once per bucket."""
@@ -576,11 +635,12 @@ class AccountCollector:
         if points:
             self.emit(points, False)  # filled holes: stored, but not news for MQTT
             result.points += len(points)
+            result.fill_points += len(points)
         before = self.trackers[request.scale].series[request.series].filled
         self.trackers[request.scale].answered(request, values, now)
         after = self.trackers[request.scale].series[request.series].filled
         if len(points) or after > before:
-            logger.debug(
+            request_logger.debug(
                 "Account %s: filled %s of device %s channel %s, %s..%s: %d points",
                 self.name,
                 request.scale.value,
@@ -591,3 +651,15 @@ class AccountCollector:
                 len(points),
             )
         return after > before
+
+
+def _duration(seconds: float) -> str:
+    """`45 s`, `12 min`, `3 h 20 min`: a time left or taken, to the unit that matters."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

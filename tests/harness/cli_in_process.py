@@ -2,9 +2,10 @@
 
 `main` installs its logging handler on the root logger (on the `sys.stderr` of the moment, which
 under pytest's `capsys` is the captured one, so the test reads vuegraf's log lines from
-`capsys.readouterr().err`), sets the `vuegraf` logger's level and installs handlers for
-SIGTERM, SIGINT and SIGHUP. `main_state_restored` restores all of it afterwards, so the next
-test in the same worker starts with pytest's own logging and signals.
+`capsys.readouterr().err`), sets the levels of the `vuegraf` logger and of its chart-request
+lines, and installs handlers for SIGTERM, SIGINT and SIGHUP. `main_state_restored` restores
+all of it afterwards, so the next test in the same worker starts with pytest's own logging and
+signals.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 def main_state_restored() -> Iterator[None]:
     root = logging.getLogger()
     vuegraf = logging.getLogger("vuegraf")
+    requests = logging.getLogger("vuegraf.collector.requests")
     handlers, level, vuegraf_level = root.handlers[:], root.level, vuegraf.level
+    requests_level = requests.level
     saved = {sig: signal.getsignal(sig) for sig in SIGNALS}
     try:
         yield
@@ -31,3 +34,4 @@ def main_state_restored() -> Iterator[None]:
         root.handlers[:] = handlers
         root.setLevel(level)
         vuegraf.setLevel(vuegraf_level)
+        requests.setLevel(requests_level)

@@ -105,6 +105,10 @@ class InfluxV1Sink:
         logger.info(
             "InfluxDB v1 at %s:%s, database %s", self.cfg.host, self.cfg.port, self.cfg.database
         )
+        try:
+            self._create_database()  # before the first read back, not only the first write
+        except SinkError as err:
+            logger.debug("InfluxDB: database not checked yet (%s); again before a write", err)
 
     @property
     def client(self) -> Any:
@@ -123,13 +127,17 @@ class InfluxV1Sink:
                 self.client.write_points(chunk, time_precision="s", protocol="line")
 
     def _create_database(self) -> None:
-        """CREATE DATABASE once, as upstream did; a user without admin rights may not, and
-        need not when the database exists: then it is a warning, not a failed write."""
+        """CREATE DATABASE when SHOW DATABASES does not list it, as upstream created it: a
+        first start against a new InfluxDB just works. A user without admin rights may not
+        create it, and need not when it exists: then it is a warning, not a failed write."""
         import influxdb.exceptions
 
-        with _v1_errors("the write"):  # unreachable or 5xx: a retryable failure of this write
+        with _v1_errors("creating the database"):  # unreachable or 5xx: retried later
             try:
-                self.client.create_database(self.cfg.database)
+                listed = {str(d.get("name")) for d in self.client.get_list_database()}
+                if self.cfg.database not in listed:
+                    self.client.create_database(self.cfg.database)
+                    logger.info("InfluxDB: created database %s", self.cfg.database)
             except influxdb.exceptions.InfluxDBClientError as err:
                 logger.warning(
                     "InfluxDB: cannot create database %s (%s); writing to it anyway",
