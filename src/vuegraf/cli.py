@@ -40,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="more detail about each collection"
     )
     parser.add_argument(
-        "-d", "--debug", action="store_true", help="debug output, including every point collected"
+        "-d",
+        "--debug",
+        action="store_true",
+        help="debug output, including every chart request made for a hole and every point",
     )
     parser.add_argument(
         "--historydays",
