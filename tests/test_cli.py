@@ -105,6 +105,42 @@ def test_bad_config_one_line_naming_the_key_exit_2(tmp_path, data, key_path):
     assert SECRET not in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        # Would have written everything into the embedded SQLite file instead of InfluxDB.
+        ({"accounts": [account()], "influxdb": {"host": "influx.local", "database": "vue"}},
+         'influxdb: unknown key; did you mean "influxDb"?'),
+        ({"accounts": [account()], "mqtt_host": "broker.local"},
+         'mqtt_host: unknown key; did you mean "mqtt": {"host": ...}?'),
+        ({"accounts": [account()], "update_interval_secs": 10},
+         'update_interval_secs: unknown key; did you mean "updateIntervalSecs"?'),
+        ({"accounts": [account()], "infuxDb": {"host": "influx.local", "database": "vue"}},
+         'infuxDb: unknown key; did you mean "influxDb"?'),
+        ({"accounts": [account(devices=[{"name": "Main Panel", "chanels": ["Oven"]}])]},
+         'accounts[0].devices[0].chanels: unknown key; did you mean "channels"?'),
+    ],
+)
+def test_a_slip_of_a_known_key_is_one_line_exit_2(tmp_path, data, line):
+    out = run_cli(write_config(tmp_path, data))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [line]
+    assert not (tmp_path / "vuegraf.sqlite").exists()  # nothing started, nothing written
+
+
+def test_unrelated_unknown_keys_are_one_warning_and_vuegraf_runs(tmp_path):
+    data = {"comment": "my config", "accounts": [account(notes="the house")], "_notes": [1, 2]}
+    code, _lines, err = _run_until(
+        [sys.executable, "-m", "vuegraf", str(write_config(tmp_path, data))],
+        lambda _lines, err: "Collecting every" in err,
+        timeout=60,
+    )
+    assert code == 0, err
+    warnings = [line.split(" | ", 3)[3] for line in err.splitlines() if " | WARNING | " in line]
+    assert warnings == ["ignoring unknown config keys: comment, _notes, accounts[0].notes"]
+    assert "Collecting every" in err
+
+
 def test_missing_config_file_exit_2(tmp_path):
     out = run_cli(tmp_path / "nope.json")
     assert out.returncode == 2

@@ -403,12 +403,204 @@ def test_config_error_shape() -> None:
 
 def test_missing_key_hints_at_misspelt_one(caplog: pytest.LogCaptureFixture) -> None:
     data = valid()
-    data["accounts"][0]["passwrd"] = data["accounts"][0].pop("password")
+    data["mqtt"]["hostname"] = data["mqtt"].pop("host")  # another word, not a slip of "host"
     with caplog.at_level(logging.WARNING, logger="vuegraf.config"):
         with pytest.raises(ConfigError) as info:
             parse(data)
-    assert str(info.value) == 'accounts[0].password: required (found unknown key "passwrd")'
+    assert str(info.value) == 'mqtt.host: required (found unknown key "hostname")'
     assert caplog.records == []  # invalid config: the error is the one line the user sees
+
+
+# --- unknown keys that are slips of known ones: errors, not warnings -------------------------
+
+
+def rename(path: str, new_key: str) -> Mutation:
+    """Move the value at `path` (dotted, list indexes as numbers) to `new_key` beside it."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = data
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        node[new_key] = node.pop(last)
+
+    return mutate
+
+
+def add(path: str, key: str, value: object) -> Mutation:
+    """Set `key` to `value` in the object at `path` ("" for the top level)."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        node: Any = data
+        for part in filter(None, path.split(".")):
+            node = node[int(part)] if part.isdigit() else node[part]
+        node[key] = value
+
+    return mutate
+
+
+def with_v2(data: dict[str, Any]) -> None:
+    data["influxDb"] = dict(V2)
+
+
+def with_prometheus(data: dict[str, Any]) -> None:
+    data["prometheus"] = {"port": 9101}
+
+
+SLIPS = [
+    # case, `_` and `-` differences
+    ("influxdb", [rename("influxDb", "influxdb")],
+     'influxdb: unknown key; did you mean "influxDb"?'),
+    ("update_interval_secs", [add("", "update_interval_secs", 30)],
+     'update_interval_secs: unknown key; did you mean "updateIntervalSecs"?'),
+    ("timeZone", [add("", "timeZone", "Europe/Paris")],
+     'timeZone: unknown key; did you mean "timezone"?'),
+    ("sslEnable", [add("influxDb", "sslEnable", True)],
+     'influxDb.sslEnable: unknown key; did you mean "ssl_enable"?'),
+    ("Version", [with_v2, rename("influxDb.version", "Version")],
+     'influxDb.Version: unknown key; did you mean "version"?'),
+    ("simulatorURL", [add("accounts.0", "simulatorURL", "http://127.0.0.1:9")],
+     'accounts[0].simulatorURL: unknown key; did you mean "simulatorUrl"?'),
+    ("e-mail", [rename("accounts.0.email", "e-mail")],
+     'accounts[0]["e-mail"]: unknown key; did you mean "email"?'),
+    ("topic_prefix", [add("mqtt", "topic_prefix", "home")],
+     'mqtt.topic_prefix: unknown key; did you mean "topicPrefix"?'),
+    ("password_file", [add("mqtt", "password_file", "secret.txt")],
+     'mqtt.password_file: unknown key; did you mean "passwordFile"?'),
+    # typos: a letter left out, added, replaced, two swapped
+    ("infuxDb", [rename("influxDb", "infuxDb")], 'infuxDb: unknown key; did you mean "influxDb"?'),
+    ("mqt", [rename("mqtt", "mqt")], 'mqt: unknown key; did you mean "mqtt"?'),
+    ("acounts", [add("", "acounts", [])], 'acounts: unknown key; did you mean "accounts"?'),
+    ("lagSec", [add("", "lagSec", 10)], 'lagSec: unknown key; did you mean "lagSecs"?'),
+    ("historyRequestsPerSec", [add("", "historyRequestsPerSec", 5)],
+     'historyRequestsPerSec: unknown key; did you mean "historyRequestsPerSecond"?'),
+    ("databse", [add("influxDb", "databse", "other")],
+     'influxDb.databse: unknown key; did you mean "database"?'),
+    ("bukcet", [with_v2, add("influxDb", "bukcet", "other")],
+     'influxDb.bukcet: unknown key; did you mean "bucket"?'),
+    ("tagValue_minutes", [add("influxDb", "tagValue_minutes", "M")],
+     'influxDb.tagValue_minutes: unknown key; did you mean "tagValue_minute"?'),
+    ("emial", [add("accounts.0", "emial", "other@example.com")],
+     'accounts[0].emial: unknown key; did you mean "email"?'),
+    ("passwrd", [rename("accounts.0.password", "passwrd")],
+     'accounts[0].passwrd: unknown key; did you mean "password"?'),
+    ("devies", [rename("accounts.0.devices", "devies")],
+     'accounts[0].devies: unknown key; did you mean "devices"?'),
+    ("chanels", [rename("accounts.0.devices.0.channels", "chanels")],
+     'accounts[0].devices[0].chanels: unknown key; did you mean "channels"?'),
+    ("prot", [add("mqtt", "prot", 1884)], 'mqtt.prot: unknown key; did you mean "port"?'),
+    ("tsl", [add("mqtt", "tsl", True)], 'mqtt.tsl: unknown key; did you mean "tls"?'),
+    ("adress", [with_prometheus, add("prometheus", "adress", "0.0.0.0")],
+     'prometheus.adress: unknown key; did you mean "address"?'),
+    # a section's key written flat at the top level
+    ("mqtt_host", [lambda d: d.pop("mqtt"), add("", "mqtt_host", "broker.local")],
+     'mqtt_host: unknown key; did you mean "mqtt": {"host": ...}?'),
+    ("mqttPort", [add("", "mqttPort", 1884)],
+     'mqttPort: unknown key; did you mean "mqtt": {"port": ...}?'),
+    ("influx_url", [add("", "influx_url", "http://influx.local:8086")],
+     'influx_url: unknown key; did you mean "influxDb": {"url": ...}?'),
+    ("prometheus-port", [add("", "prometheus-port", 9101)],
+     '["prometheus-port"]: unknown key; did you mean "prometheus": {"port": ...}?'),
+]
+
+
+@pytest.mark.parametrize(("mutations", "message"), [pytest.param(m, e, id=i) for i, m, e in SLIPS])
+def test_a_slip_of_a_known_key_is_an_error(
+    mutations: list[Mutation], message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = valid()
+    for mutate in mutations:
+        mutate(data)
+    with caplog.at_level(logging.WARNING, logger="vuegraf.config"):
+        with pytest.raises(ConfigError) as info:
+            parse(data)
+    assert str(info.value) == message
+    assert caplog.records == []
+
+
+def test_the_first_slip_in_file_order_is_named() -> None:
+    data = valid()
+    data["comment"] = "kept"
+    data["lagSec"] = 10
+    data["timeZone"] = "UTC"
+    with pytest.raises(ConfigError, match='^lagSec: '):
+        parse(data)
+
+
+# Unknown keys that are no slip of a known one: warned about, never an error.
+# (where, key, its key path in the warning)
+NOT_SLIPS = [
+    ("", "comment", "comment"),
+    ("", "_notes", "_notes"),
+    ("", "description", "description"),
+    ("", "$schema", '["$schema"]'),
+    ("", "_influxDb", "_influxDb"),  # a section set aside on purpose
+    ("", "#mqtt", '["#mqtt"]'),
+    ("", "influxDb2", "influxDb2"),  # a numbered copy kept beside the real one
+    ("", "mqtt_disabled", "mqtt_disabled"),
+    ("", "influxDbOld", "influxDbOld"),
+    ("", "historyDays", "historyDays"),
+    ("", "zone", "zone"),
+    ("", "account_name", "account_name"),
+    ("influxDb", "path", "influxDb.path"),  # one letter off "pass", but a word of its own
+    ("influxDb", "timeout_ms", "influxDb.timeout_ms"),
+    ("influxDb", "db", "influxDb.db"),
+    ("influxDb", "verify_ssl", "influxDb.verify_ssl"),
+    ("accounts.0", "notes", "accounts[0].notes"),
+    ("accounts.0.devices.0", "gid", "accounts[0].devices[0].gid"),
+    ("mqtt", "qos", "mqtt.qos"),
+    ("mqtt", "retain", "mqtt.retain"),
+    ("mqtt", "client_id", "mqtt.client_id"),
+    ("mqtt", "ssl", "mqtt.ssl"),
+    ("mqtt", "cert", "mqtt.cert"),
+]
+
+
+@pytest.mark.parametrize(("where", "key", "key_path"), NOT_SLIPS)
+def test_an_unrelated_unknown_key_is_only_warned_about(
+    where: str, key: str, key_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = valid()
+    add(where, key, "x")(data)
+    with caplog.at_level(logging.WARNING, logger="vuegraf.config"):
+        parse(data)
+    assert caplog.messages == [f"ignoring unknown config keys: {key_path}"]
+
+
+# The keys of upstream vuegraf's vuegraf.json (README "Configuration", DATA-MODEL's list).
+UPSTREAM_KEYS = [
+    "influxDb", "accounts", "mqtt", "updateIntervalSecs", "lagSecs", "addStationField",
+    "detailedDataEnabled", "detailedDataSecondsEnabled", "detailedDataHoursEnabled",
+    "detailedDataDaysEnabled", "detailedIntervalSecs", "timezone", "maxHistoryDays",
+    "version", "url", "org", "bucket", "token", "host", "port", "database", "user", "pass",
+    "ssl_enable", "ssl_verify", "timeout", "reset", "tagName", "tagValue_second",
+    "tagValue_minute", "tagValue_hour", "tagValue_day", "name", "email", "password",
+    "devices", "channels", "username", "topic",
+]
+
+
+@pytest.mark.parametrize("where", ["", "influxDb", "accounts.0", "accounts.0.devices.0", "mqtt"])
+@pytest.mark.parametrize("version", [1, 2])
+def test_no_upstream_key_is_taken_for_a_slip_anywhere(
+    where: str, version: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each of upstream's keys, set to null (not set) in every section where it is absent:
+    at most a warning, whichever section it lands in (upstream's own sample keeps v1 and v2
+    keys in one influxDb object)."""
+    for key in UPSTREAM_KEYS:
+        data = valid()
+        if version == 2:
+            with_v2(data)
+        node: Any = data
+        for part in filter(None, where.split(".")):
+            node = node[int(part)] if part.isdigit() else node[part]
+        if key in node:
+            continue
+        node[key] = None
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="vuegraf.config"):
+            parse(data)  # raises on a false alarm
+        assert all(m.startswith("ignoring unknown config keys: ") for m in caplog.messages)
 
 
 # --- what does not load --------------------------------------------------------------------

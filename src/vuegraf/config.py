@@ -4,9 +4,12 @@ The file format is upstream's, unchanged, so an existing config keeps working;
 a few optional keys are new (`simulatorUrl`, `sqlitePath`,
 `useEmporiaChannelNames`, `deviceRefreshSecs`). Any problem raises one
 `ConfigError` naming the key path, so the CLI can print one line and exit 2
-instead of a traceback. Unknown keys are not errors (upstream ignored them);
-they are named in one warning. A JSON `null` means "not set", exactly like an
-absent key. Secrets are `repr=False` and never echoed in messages.
+instead of a traceback. An unknown key that is a slip of a known one (`influxdb`,
+`update_interval_secs`, `infuxDb`, `mqtt_host`) is such an error: ignoring it would
+quietly send the data elsewhere. Other unknown keys are not errors (upstream ignored
+them, and users keep notes in the file); they are named in one warning. A JSON `null`
+means "not set", exactly like an absent key. Secrets are `repr=False` and never echoed
+in messages.
 
 Secrets need not sit in the file: any string may be or contain `${ENV_VAR}`
 (`$${` is a literal `${`), and `password`, `token` and `pass` may be given as
@@ -355,11 +358,99 @@ class _Section:
         """Key paths of keys this section does not know, in file order."""
         return [self.key(k) for k in self.data if k not in self.known]
 
+    def reject_slips(
+        self, sections: Mapping[str, tuple[frozenset[str], tuple[str, ...]]] | None = None
+    ) -> None:
+        """Raise for the first unknown key (in file order) that is a slip of a known one.
+
+        `sections` (top level only): the sections whose keys may have been written flat,
+        as in `mqtt_host`."""
+        for key in self.data:
+            if key in self.known:
+                continue
+            hint = _slip_hint(key, self.known, sections or {})
+            if hint is not None:
+                raise ConfigError(self.key(key), f"unknown key; did you mean {hint}?")
+
     def _typo_hint(self, key: str) -> str:
         # A missing key is often a misspelt one that is sitting right there as "unknown".
         strangers = [k for k in self.data if k not in self.known]
         close = difflib.get_close_matches(key, strangers, n=1, cutoff=0.6)
         return f" (found unknown key {json.dumps(close[0])})" if close else ""
+
+
+# --- unknown keys that are slips of known ones --------------------------------------------
+
+
+def _folded(key: str) -> str:
+    """`key` as compared for slips: lower case, letters and digits only."""
+    return re.sub(r"[^0-9a-z]", "", key.lower())
+
+
+def _slips(typed: str, known: str) -> int:
+    """Letters left out, added or replaced, and neighbours swapped, that turn `typed` into
+    `known` (the optimal string alignment distance)."""
+    before: list[int] = []
+    previous = list(range(len(known) + 1))
+    for i, a in enumerate(typed, 1):
+        row = [i]
+        for j, b in enumerate(known, 1):
+            cost = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a != b))
+            if i > 1 and j > 1 and a == known[j - 2] and typed[i - 2] == b:
+                cost = min(cost, before[j - 2] + 1)
+            row.append(cost)
+        before, previous = previous, row
+    return previous[-1]
+
+
+def _is_slip(typed: str, known: str) -> bool:
+    """Whether the folded key `typed` is the folded key `known` mistyped.
+
+    Case, `_` and `-` never count. Then one slip is allowed in keys of up to 9 letters, two
+    up to 15 and three beyond (`historyRequestsPerSec`); no two keys vuegraf reads in one
+    section are that close. A key of up to 4 letters with one letter replaced is taken for
+    another word (`path` is no `pass`), and one that only adds digits for a copy kept on
+    purpose (`influxDb2`)."""
+    if typed == known:
+        return True
+    if len(known) < 3 or re.sub(r"[0-9]", "", typed) == known:
+        return False
+    slips = _slips(typed, known)
+    if slips == 1 and len(known) <= 4 and len(typed) == len(known):
+        replaced = sum(a != b for a, b in zip(typed, known, strict=True)) == 1
+        if replaced:
+            return False
+    return slips <= (1 if len(known) < 10 else 2 if len(known) < 16 else 3)
+
+
+def _closest(typed: str, keys: frozenset[str]) -> str | None:
+    """The key of `keys` that the folded `typed` is a slip of (the fewest slips first)."""
+    # A secret may also be given as a file: `password_file` is a slip of `passwordFile`.
+    files = {file for key, file in _SECRET_FILE_KEYS.items() if key in keys}
+    matches = [k for k in keys | files if _is_slip(typed, _folded(k))]
+    return min(matches, key=lambda k: (_slips(typed, _folded(k)), k), default=None)
+
+
+def _slip_hint(
+    key: str, known: frozenset[str], sections: Mapping[str, tuple[frozenset[str], tuple[str, ...]]]
+) -> str | None:
+    """What the unknown `key` was likely meant to be, as JSON to write instead; None when it
+    looks like no known key (then it is only warned about)."""
+    if not key[:1].isalnum() or key in _EVERY_KEY:
+        # "_mqtt": a section set aside on purpose; "host" in a v2 section: a real key of
+        # another section (upstream's sample keeps v1 and v2 keys side by side).
+        return None
+    typed = _folded(key)
+    match = _closest(typed, known)
+    if match is not None:
+        return json.dumps(match)
+    for section, (keys, prefixes) in sections.items():
+        for prefix in prefixes:
+            if typed.startswith(prefix) and len(typed) > len(prefix):
+                sub = _closest(typed[len(prefix) :], keys)
+                if sub is not None:
+                    return f"{json.dumps(section)}: {{{json.dumps(sub)}: ...}}"
+    return None
 
 
 # --- the sections ------------------------------------------------------------------------
@@ -438,6 +529,20 @@ _MQTT_KEYS = frozenset(
     }
 )
 _PROMETHEUS_KEYS = frozenset({"port", "address"})
+# Sections whose keys a user may write flat at the top level (`mqtt_host`), by the names
+# such a key may start with (folded, see `_folded`; `influx_url` too).
+_FLAT_SECTIONS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
+    "influxDb": (_V1_KEYS | _V2_KEYS, ("influxdb", "influx")),
+    "mqtt": (_MQTT_KEYS, ("mqtt",)),
+    "prometheus": (_PROMETHEUS_KEYS, ("prometheus",)),
+}
+# Which secret may come from which file key (where the section has that secret).
+_SECRET_FILE_KEYS = {"password": "passwordFile", "token": "tokenFile", "pass": "passFile"}
+# Every key vuegraf reads in some section, the `...File` ones included.
+_EVERY_KEY = (
+    _TOP_KEYS | _V1_KEYS | _V2_KEYS | _ACCOUNT_KEYS | _DEVICE_KEYS | _MQTT_KEYS | _PROMETHEUS_KEYS
+    | frozenset(_SECRET_FILE_KEYS.values())
+)
 STATE_DIR_ENV = "VUEGRAF_STATE_DIR"
 DEFAULT_STATE_DIR_NAME = "vuegraf-state"
 
@@ -496,6 +601,7 @@ def _influx(
         raise ConfigError(probe.key("version"), "must be 1 or 2")
     if version == 2:
         sec = _Section(data, "influxDb", _V2_KEYS)
+        sec.reject_slips()
         sec.boolean("reset", False)
         influx: InfluxV1Config | InfluxV2Config = InfluxV2Config(
             url=_http_url(sec, "url", sec.string("url")),
@@ -507,6 +613,7 @@ def _influx(
         )
     else:
         sec = probe
+        sec.reject_slips()
         host = sec.string("host")
         database = sec.string("database")
         port = sec.port("port", 8086)
@@ -562,6 +669,7 @@ def _devices(acct: _Section, unknown: list[str]) -> tuple[DeviceConfig, ...]:
     devices = []
     for i, item in enumerate(value):
         sec = _Section(item, _index(path, i), _DEVICE_KEYS)
+        sec.reject_slips()
         name = sec.string("name")
         channels = _channels(sec.get("channels"), sec.key("channels"))
         devices.append(DeviceConfig(name=name, channels=channels))
@@ -584,6 +692,7 @@ def _accounts(data: object, unknown: list[str]) -> tuple[AccountConfig, ...]:
     accounts: list[AccountConfig] = []
     for i, item in enumerate(data):
         sec = _Section(item, _index("accounts", i), _ACCOUNT_KEYS)
+        sec.reject_slips()
         name = sec.string("name")
         if any(a.name == name for a in accounts):
             raise ConfigError(sec.key("name"), f"duplicate account name {name!r}")
@@ -604,6 +713,7 @@ def _mqtt(data: object, unknown: list[str], config_dir: Path) -> MqttConfig | No
     if data is None:
         return None
     sec = _Section(data, "mqtt", _MQTT_KEYS)
+    sec.reject_slips()
     host = sec.string("host")
     tls = sec.boolean("tls", False)
     port = sec.port("port", 8883 if tls else 1883)
@@ -674,6 +784,7 @@ def _prometheus(data: object, unknown: list[str]) -> PrometheusConfig | None:
     if data is None:
         return None
     sec = _Section(data, "prometheus", _PROMETHEUS_KEYS)
+    sec.reject_slips()
     port = sec.opt_integer("port", 1, 65535)
     if port is None:
         raise ConfigError(sec.key("port"), "required" + sec._typo_hint("port"))
@@ -705,6 +816,7 @@ def parse_config(
     config_path = Path(config_path).absolute()
     data = _read_secret_files(_expand_env(data, "", environ), config_path.parent)
     top = _Section(data, "", _TOP_KEYS)
+    top.reject_slips(_FLAT_SECTIONS)
     unknown: list[str] = top.unknown()
     influx, tags = _influx(top.get("influxDb"), unknown)
     accounts = _accounts(top.get("accounts"), unknown)
@@ -771,8 +883,6 @@ def load_config(path: str | Path) -> Config:
 
 # `$${` first, so that an escaped reference is never read as a real one.
 _ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
-# Which secret may come from which file key, per section.
-_SECRET_FILE_KEYS = {"password": "passwordFile", "token": "tokenFile", "pass": "passFile"}
 
 
 def _expand_string(value: str, key_path: str, environ: Mapping[str, str]) -> str:

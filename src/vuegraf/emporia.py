@@ -22,10 +22,16 @@ and `pyemvue_problem` says in one line when the installed pyemvue lacks one of t
 
 from __future__ import annotations
 
+import difflib
+import errno
 import hashlib
+import http.client
 import inspect
+import json
 import logging
 import os
+import socket
+import ssl
 import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -37,10 +43,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import requests
+import urllib3
 from pyemvue import PyEmVue
 from pyemvue.auth import Auth, SimulatedAuth
 from pyemvue.device import VueDeviceChannel
+from pyemvue.pyemvue import API_ROOT
 from requests import Response
+from urllib3.exceptions import NameResolutionError
 
 from vuegraf import __version__
 from vuegraf.clock import Clock
@@ -94,6 +104,11 @@ class RetryPolicy:
 
 class EmporiaError(Exception):
     """A failed Emporia request or login; the cycle is retried at the next tick."""
+
+
+class EmporiaUnreachable(EmporiaError):
+    """No answer: the connection was refused, the host name did not resolve, the request
+    timed out, TLS failed. Never a reason to doubt the session or the stored tokens."""
 
 
 class EmporiaServerError(EmporiaError):
@@ -324,6 +339,8 @@ class EmporiaAccount:
         self.devices: dict[int, DeviceInfo] = {}
         self._devices_read_at: datetime | None = None
         self._refresh_wanted = True
+        # Configured device names that matched no Emporia device, with Emporia's names then.
+        self._unmatched: dict[str, tuple[str, ...]] = {}
         self.missing_values = 0
         # History's workers share this account: one of them logs in while the others wait,
         # and the re-login decision and the failure count are made under the same lock.
@@ -408,7 +425,7 @@ class EmporiaAccount:
             raise type(err)(f"{how} login failed: {err}", *_extra(err)) from None
         except Exception as err:  # pyemvue raises botocore/requests errors of many kinds
             self._count("login", "error", budgeted=False)
-            raise EmporiaError(f"{how} login failed: {type(err).__name__}: {_short(err)}") from None
+            raise self._translated(f"{how} login failed", err) from None
         self._count("login", "ok" if ok else "error", budgeted=False)
         if not ok:
             raise EmporiaError(f"{how} login failed: Emporia did not accept the credentials")
@@ -425,7 +442,7 @@ class EmporiaAccount:
             try:
                 return self._login("token", lambda v: v.login(
                     username=self.account.email, token_storage_file=str(token_file)))
-            except (EmporiaServerError, EmporiaRateLimited, EmporiaStopped):
+            except (EmporiaServerError, EmporiaRateLimited, EmporiaStopped, EmporiaUnreachable):
                 raise
             except EmporiaError as err:
                 logger.warning(
@@ -471,9 +488,23 @@ class EmporiaAccount:
             self._call_failed(vue, err)
             if isinstance(err, EmporiaError):
                 raise type(err)(f"{what} failed: {err}") from None
-            raise EmporiaError(f"{what} failed: {type(err).__name__}: {_short(err)}") from None
+            raise self._translated(f"{what} failed", err) from None
         self._call_succeeded(vue)
         return result
+
+    def _translated(self, failed: str, err: Exception) -> EmporiaError:
+        """A library's exception as one short line: `failed` (what failed), and for a
+        connection that failed, the host and why (its full text only at DEBUG: -d)."""
+        unreachable = describe_unreachable(err)
+        if unreachable is None:
+            return EmporiaError(f"{failed}: {type(err).__name__}: {_short(err)}")
+        reason, host = unreachable
+        logger.debug("Account %s: %s: %s: %s", self.name, failed, type(err).__name__, err)
+        return EmporiaUnreachable(f"{failed}: {host or self._api_host()}: {reason}")
+
+    def _api_host(self) -> str:
+        """The host this account's API requests go to, for messages."""
+        return _host_of(self.account.simulator_url or API_ROOT) or API_ROOT
 
     # -- every HTTP request pyemvue sends -------------------------------------------------
 
@@ -588,7 +619,7 @@ class EmporiaAccount:
             self.refresh_devices()
 
     def refresh_devices(self) -> None:
-        vue_devices = self._call("get_devices", lambda vue: vue.get_devices())
+        vue_devices = self._call("device list request", lambda vue: vue.get_devices())
         self.devices = merge_devices(vue_devices)
         self._devices_read_at = self.clock.now()
         self._refresh_wanted = False
@@ -598,6 +629,33 @@ class EmporiaAccount:
             len(self.devices),
             sum(len(d.channels) for d in self.devices.values()),
         )
+        self._warn_unmatched_device_names()
+
+    def _warn_unmatched_device_names(self) -> None:
+        """A configured `devices[].name` that names no Emporia device leaves its circuits
+        named `<device>-<n>`: say so, with the names Emporia has. Once per name, again only
+        when Emporia's names have changed since (not at every refresh)."""
+        known = tuple(sorted({dev.name for dev in self.devices.values()}))
+        unmatched: dict[str, tuple[str, ...]] = {}
+        for i, dev in enumerate(self.account.devices):
+            if dev.name in known or dev.name in unmatched:
+                continue
+            unmatched[dev.name] = known
+            if self._unmatched.get(dev.name) == known:
+                continue
+            # Only a near-identical name is suggested: "Right Panel" is no slip of "Main Panel".
+            folded = {name.casefold(): name for name in known}
+            close = difflib.get_close_matches(dev.name.casefold(), folded, n=1, cutoff=0.85)
+            logger.warning(
+                "Account %s: devices[%d].name %s matches no Emporia device, so its channel "
+                "names are not used%s; Emporia's devices: %s",
+                self.name,
+                i,
+                _quoted(dev.name),
+                f" (did you mean {_quoted(folded[close[0]])}?)" if close else "",
+                ", ".join(map(_quoted, known)) or "none",
+            )
+        self._unmatched = unmatched
 
     def usage(self, scale: Scale, instant: datetime) -> list[UsageReading]:
         """One getDeviceListUsages request for every device of the account."""
@@ -621,7 +679,7 @@ class EmporiaAccount:
                 raise EmporiaError(f"Emporia sent {said} with no usage data")
             return answer
 
-        answer = self._call("getDeviceListUsages", ask)
+        answer = self._call("usage request", ask)
         return flatten_usage(answer.values())
 
     def points(self, scale: Scale, bucket_start: datetime, stamp: datetime) -> list[Point]:
@@ -697,7 +755,7 @@ class EmporiaAccount:
         """getChartUsage for buckets `first`..`last` (inclusive): (bucket start, kWh or None)."""
         channel = VueDeviceChannel(gid=device_gid, channelNum=channel_num)
         usage, instant = self._call(
-            "getChartUsage",
+            "chart request",
             lambda vue: vue.get_chart_usage(channel, first, last, scale=scale.value),
         )
         if not usage:
@@ -775,6 +833,8 @@ def _extra(err: EmporiaError) -> tuple[Any, ...]:
 
 
 def _looks_like_auth(err: Exception) -> bool:
+    if describe_unreachable(err) is not None:
+        return False  # "port=401" in a connection error is no expired session
     text = f"{type(err).__name__} {err}"
     return any(word in text for word in ("NotAuthorized", "401", "Unauthorized", "expired"))
 
@@ -785,6 +845,100 @@ def _private_file(path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     os.close(fd)
     os.chmod(path, 0o600)
+
+
+# Socket errors that mean "no way to the host" (not a file vuegraf or pyemvue failed to open).
+_NETWORK_ERRNOS = frozenset(
+    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.EADDRNOTAVAIL,
+     errno.ECONNABORTED}
+)
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    """`err` and every exception inside it: raised from or while handling, and what
+    requests, urllib3 and botocore wrap as an argument or a `reason`."""
+    found: list[BaseException] = []
+    todo = [err]
+    while todo:
+        exc = todo.pop(0)
+        if any(exc is seen for seen in found):
+            continue
+        found.append(exc)
+        inner = [exc.__cause__, exc.__context__, getattr(exc, "reason", None), *exc.args]
+        todo.extend(e for e in inner if isinstance(e, BaseException))
+    return found
+
+
+def _reason(causes: list[BaseException]) -> str | None:
+    """Why a connection failed, in a few words; None when `causes` show no connection failure."""
+
+    def has(*types: type[BaseException]) -> BaseException | None:
+        return next((e for e in causes if isinstance(e, types)), None)
+
+    if has(socket.gaierror, NameResolutionError):
+        return "name not resolved"
+    if has(ConnectionRefusedError):
+        return "connection refused"
+    if has(TimeoutError, requests.exceptions.Timeout, urllib3.exceptions.TimeoutError):
+        return "timed out"
+    tls = has(ssl.SSLError)
+    if tls is not None:
+        if isinstance(tls, ssl.SSLCertVerificationError) and tls.verify_message:
+            return f"TLS error: certificate verify failed ({tls.verify_message})"
+        detail = str(getattr(tls, "reason", "") or "").lower().replace("_", " ")
+        return f"TLS error ({detail})" if detail else "TLS error"
+    if has(requests.exceptions.SSLError, urllib3.exceptions.SSLError):
+        return "TLS error"
+    if has(http.client.RemoteDisconnected):
+        return "connection closed without an answer"
+    if has(ConnectionResetError):
+        return "connection reset"
+    for exc in causes:
+        if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
+            return os.strerror(exc.errno).lower()  # "network is unreachable", ...
+    if has(requests.exceptions.ConnectionError, urllib3.exceptions.NewConnectionError,
+           urllib3.exceptions.ProtocolError, ConnectionError):
+        return "connection failed"
+    return None
+
+
+def _host_of(url: str | None) -> str | None:
+    """`host` or `host:port` of a URL (never its user, password, path or query)."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host
+
+
+def describe_unreachable(err: BaseException) -> tuple[str, str | None] | None:
+    """(why, host) when `err` is a connection that failed (refused, name not resolved, timed
+    out, TLS); None for any other error. `host` is the one the request went to, when the
+    exception says (requests' and botocore's do)."""
+    causes = _causes(err)
+    reason = _reason(causes)
+    if reason is None:
+        return None
+    for exc in causes:
+        request = getattr(exc, "request", None)
+        host = _host_of(getattr(request, "url", None))
+        if host is None:  # botocore (AWS Cognito, the login)
+            endpoint = (getattr(exc, "kwargs", None) or {}).get("endpoint_url")
+            host = _host_of(endpoint) if isinstance(endpoint, str) else None
+        if host is not None:
+            return reason, host
+    return reason, None
+
+
+def _quoted(name: str) -> str:
+    """A device name in double quotes, as it would be written in vuegraf.json."""
+    return json.dumps(name, ensure_ascii=False)
 
 
 def _short(err: object) -> str:

@@ -39,7 +39,7 @@ def test_empty_usage_answers_count_as_failures_and_lead_to_a_relogin(tmp_path, s
         account.refresh_devices()
         sim.set_fault(status, endpoints={"getDeviceListUsages"})
         for _ in range(RELOGIN_AFTER_FAILURES):
-            with pytest.raises(EmporiaError, match="^getDeviceListUsages failed: Emporia sent "
+            with pytest.raises(EmporiaError, match="^usage request failed: Emporia sent "
                                ".*no usage data$"):
                 account.points(Scale.MINUTE, MINUTE, MINUTE)
         assert stats.snapshot().requests[("Home", "login", "ok")] == 1
