@@ -426,8 +426,6 @@ def test_availability_online_offline_and_the_last_will(
 
     assert [r.payload for r in live.take(1)] == ["online"]
     assert retained(broker.port, status).payload == "online"
-    sink.write(minute(0, {"Oven": 5.0}))
-    assert [r.json() for r in data.take(1)] == [message(0, "Oven", 5.0)]
 
     proxy.cut()  # the broker sees the TCP connection end, with no DISCONNECT: the will
     assert [r.payload for r in live.take(1)] == ["offline"]
@@ -436,6 +434,10 @@ def test_availability_online_offline_and_the_last_will(
     proxy.forward()  # the sink reconnects by itself
     assert [r.payload for r in live.take(1)] == ["online"]
     assert retained(broker.port, status).payload == "online"
+    # (Data only on a link that stays up: a QoS 1 message whose ack a cut link lost is sent
+    # again on reconnect, and may then arrive twice.)
+    sink.write(minute(0, {"Oven": 5.0}))
+    assert [r.json() for r in data.take(1)] == [message(0, "Oven", 5.0)]
 
     sink.close()
     assert [r.payload for r in live.take(1)] == ["offline"]
