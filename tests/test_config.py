@@ -1256,6 +1256,7 @@ def test_mqtt_new_keys_defaults(tmp_path: Path) -> None:
         10_000,
     )
     assert (cfg.mqtt.per_channel_topics, cfg.mqtt.topic_prefix) == (False, "vuegraf")
+    assert cfg.mqtt.availability_topic == "vuegraf/status"
 
 
 def test_mqtt_new_keys_set(tmp_path: Path) -> None:
@@ -1284,6 +1285,10 @@ def test_mqtt_new_keys_set(tmp_path: Path) -> None:
     )
     assert (mqtt.keepalive, mqtt.max_pending) == (30, 500)
     assert (mqtt.per_channel_topics, mqtt.topic_prefix) == (True, "home/energy")
+    assert mqtt.availability_topic == "home/energy/status"  # follows the prefix by default
+    data["mqtt"]["availabilityTopic"] = "/bridges/vuegraf/state/"
+    again = parse_config(data, tmp_path / "v.json", environ={}).mqtt
+    assert again is not None and again.availability_topic == "bridges/vuegraf/state"
     data["mqtt"]["port"] = 1884
     assert parse_config(data, tmp_path / "v.json", environ={}).mqtt.port == 1884  # type: ignore[union-attr]
 
@@ -1302,6 +1307,17 @@ def test_mqtt_new_keys_set(tmp_path: Path) -> None:
         ({"topicPrefix": "a/+/b"}, "mqtt.topicPrefix", "wildcards"),
         ({"topicPrefix": "//"}, "mqtt.topicPrefix", "wildcards"),
         ({"perChannelTopics": 1}, "mqtt.perChannelTopics", "true or false"),
+        ({"availabilityTopic": "a/#"}, "mqtt.availabilityTopic", "wildcards"),
+        ({"availabilityTopic": "/"}, "mqtt.availabilityTopic", "wildcards"),
+        ({"availabilityTopic": ""}, "mqtt.availabilityTopic", "empty"),
+        ({"availabilityTopic": 7}, "mqtt.availabilityTopic", "string"),
+        # Online/offline on the upstream topic would break its JSON-only subscribers.
+        (
+            {"topic": "home/energy", "availabilityTopic": "home/energy"},
+            "mqtt.availabilityTopic",
+            "differ from mqtt.topic",
+        ),
+        ({"topic": "vuegraf/status"}, "mqtt.availabilityTopic", "set availabilityTopic"),
     ],
 )
 def test_mqtt_new_keys_malformed(

@@ -6,12 +6,15 @@ the exposition text, read with `prometheus_client.parser`, and on real HTTP answ
 
 from __future__ import annotations
 
+import platform
 import re
+import sys
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from vuegraf import __version__
@@ -39,7 +42,10 @@ def minute(channel: str, offset: int, watts: float, device: str = "Main Panel") 
 
 
 def scrape(collector: VuegrafCollector) -> str:
-    server = ExporterServer(LOOPBACK_ANY_PORT, collector, health=lambda: True)
+    """vuegraf's own families only: the standard process, platform and GC families (tested
+    below and in tests/integration/test_prometheus.py) depend on the test process."""
+    server = ExporterServer(LOOPBACK_ANY_PORT, collector, health=lambda: True,
+                            runtime_metrics=False)
     return server.metrics_text().decode()
 
 
@@ -373,6 +379,46 @@ def test_the_set_of_counted_minutes_stays_small_for_contiguous_data():
     counted.forget_before(3 * 1440)
     assert len(counted) == 0
     assert counted.add(5) and counted.add(7) and counted.add(6) and len(counted) == 1
+
+
+# -- standard process, platform and GC families ------------------------------------------------
+
+RUNTIME_FAMILIES = {
+    "process_cpu_seconds": "counter",
+    "process_resident_memory_bytes": "gauge",
+    "process_virtual_memory_bytes": "gauge",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+    "process_start_time_seconds": "gauge",
+    "python_info": "gauge",
+    "python_gc_objects_collected": "counter",
+    "python_gc_objects_uncollectable": "counter",
+    "python_gc_collections": "counter",
+}
+
+
+def test_the_exporter_adds_the_standard_families_in_its_own_registry_only(latest):
+    global_before = {family.name for family in REGISTRY.collect()}
+    # Two exporters in one process (a reload makes a new one): the collectors of each live in
+    # its own registry, so neither clashes with the other nor with the global registry.
+    first = ExporterServer(LOOPBACK_ANY_PORT, VuegrafCollector(latest), health=lambda: True)
+    second = ExporterServer(LOOPBACK_ANY_PORT, VuegrafCollector(latest), health=lambda: True)
+    assert {family.name for family in REGISTRY.collect()} == global_before
+    for server in (first, second):
+        got = families(server.metrics_text().decode())
+        assert {name: got[name][0] for name in RUNTIME_FAMILIES} == RUNTIME_FAMILIES
+        assert "vuegraf_up" in got
+        assert set(got) == set(RUNTIME_FAMILIES) | set(families(scrape(VuegrafCollector(latest))))
+    [(_, labels, value)] = got["python_info"][1]
+    assert value == 1.0
+    assert labels["implementation"] == platform.python_implementation()
+    assert (labels["major"], labels["minor"], labels["patchlevel"]) == tuple(
+        str(part) for part in sys.version_info[:3]
+    )
+    [(_, _, rss)] = got["process_resident_memory_bytes"][1]
+    assert rss > 1_000_000  # this Python process, with pytest loaded, is far larger
+    generations = {labels["generation"] for _, labels, _ in got["python_gc_collections"][1]}
+    assert generations == {"0", "1", "2"}
 
 
 # -- HTTP -----------------------------------------------------------------------------------

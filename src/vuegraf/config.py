@@ -42,6 +42,8 @@ DEFAULT_SQLITE_NAME = "vuegraf.sqlite"
 DEFAULT_MQTT_TOPIC = "vuegraf/energy_usage"
 DEFAULT_MQTT_TOPIC_PREFIX = "vuegraf"
 DEFAULT_MQTT_MAX_PENDING = 10_000
+#: Last level of the default availability topic, `<topicPrefix>/status`.
+MQTT_STATUS_LEVEL = "status"
 
 
 class ConfigError(Exception):
@@ -153,6 +155,14 @@ class MqttConfig:
     max_pending: int = DEFAULT_MQTT_MAX_PENDING  # "maxPending": kept while the broker is away
     per_channel_topics: bool = False  # "perChannelTopics": retained <prefix>/<acct>/<dev>/<ch>
     topic_prefix: str = DEFAULT_MQTT_TOPIC_PREFIX  # "topicPrefix"
+    # "availabilityTopic": retained "online"/"offline" (and the last will) for everything
+    # vuegraf publishes; "" means `<topic_prefix>/status`, filled in on construction.
+    availability_topic: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.availability_topic:
+            default = f"{self.topic_prefix}/{MQTT_STATUS_LEVEL}"
+            object.__setattr__(self, "availability_topic", default)
 
 
 @dataclass(frozen=True)
@@ -526,6 +536,7 @@ _MQTT_KEYS = frozenset(
         "maxPending",
         "perChannelTopics",
         "topicPrefix",
+        "availabilityTopic",
     }
 )
 _PROMETHEUS_KEYS = frozenset({"port", "address"})
@@ -732,6 +743,7 @@ def _mqtt(data: object, unknown: list[str], config_dir: Path) -> MqttConfig | No
     prefix = (sec.opt_string("topicPrefix") or DEFAULT_MQTT_TOPIC_PREFIX).strip("/")
     if not prefix or "+" in prefix or "#" in prefix:
         raise ConfigError(sec.key("topicPrefix"), "must be a topic without the wildcards + or #")
+    availability = _availability_topic(sec, topic, prefix)
     unknown.extend(sec.unknown())
     return MqttConfig(
         host=host,
@@ -748,7 +760,28 @@ def _mqtt(data: object, unknown: list[str], config_dir: Path) -> MqttConfig | No
         max_pending=sec.integer("maxPending", DEFAULT_MQTT_MAX_PENDING, 1, 10_000_000),
         per_channel_topics=sec.boolean("perChannelTopics", False),
         topic_prefix=prefix,
+        availability_topic=availability,
     )
+
+
+def _availability_topic(sec: _Section, topic: str, prefix: str) -> str:
+    """`availabilityTopic`, else `<topicPrefix>/status`; never the upstream message topic,
+    whose subscribers expect JSON only."""
+    given = sec.opt_string("availabilityTopic")
+    if given is not None:
+        given = given.strip("/")
+        if not given or "+" in given or "#" in given:
+            raise ConfigError(
+                sec.key("availabilityTopic"), "must be a topic without the wildcards + or #"
+            )
+    availability = given or f"{prefix}/{MQTT_STATUS_LEVEL}"
+    if availability == topic:
+        raise ConfigError(
+            sec.key("availabilityTopic"),
+            f"the availability topic {availability} must differ from mqtt.topic"
+            + ("" if given else ": set availabilityTopic or topicPrefix"),
+        )
+    return availability
 
 
 def _tls_file(sec: _Section, key: str, tls: bool, config_dir: Path) -> Path | None:

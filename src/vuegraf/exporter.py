@@ -6,7 +6,10 @@ minute per channel plus running energy counters in `LatestValues`. At scrape
 time `VuegrafCollector` builds fresh metric families from that store, from a
 `Stats` snapshot and from the optional device/health callables, all of which
 only read state already in memory. `ExporterServer` serves them on its own
-`CollectorRegistry`, so nothing else registered globally leaks in.
+`CollectorRegistry`, so nothing else registered globally leaks in, together with
+prometheus_client's standard process (`process_*`, Linux only), platform
+(`python_info`) and garbage collector (`python_gc_*`) collectors, registered in
+that same registry.
 
 Energy counters and solar export. Prometheus counters must never go down
 (a decrease is read as a restart), yet a channel's watts go negative when it
@@ -33,7 +36,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from prometheus_client.exposition import generate_latest
+from prometheus_client.gc_collector import GCCollector
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from vuegraf import __version__
@@ -412,11 +418,27 @@ def _stats_families(stats: Stats) -> Iterator[Metric]:
     yield mqtt
 
 
+def register_runtime_collectors(registry: CollectorRegistry) -> None:
+    """prometheus_client's process, platform and GC collectors, in `registry` only.
+
+    Their families: `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+    `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`,
+    `process_start_time_seconds` (read from /proc, so absent elsewhere), `python_info`
+    and `python_gc_objects_collected_total`, `python_gc_objects_uncollectable_total`,
+    `python_gc_collections_total` (CPython). Each collector registers itself on creation.
+    """
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+
+
 class ExporterServer:
     """/metrics, /healthz and a landing page on `config.address:config.port` (0: any free port).
 
     Runs a stdlib ThreadingHTTPServer in a daemon thread, so a slow scraper never
     holds up collection and the process still exits if stop() is forgotten.
+    `/metrics` has `collector`'s families and, unless `runtime_metrics` is False,
+    the standard process, platform and GC families (`register_runtime_collectors`).
     """
 
     def __init__(
@@ -424,11 +446,15 @@ class ExporterServer:
         config: PrometheusConfig,
         collector: Collector,
         health: Callable[[], bool],
+        *,
+        runtime_metrics: bool = True,
     ) -> None:
         self.config = config
         self.health = health
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
+        if runtime_metrics:
+            register_runtime_collectors(self.registry)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 

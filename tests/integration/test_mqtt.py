@@ -7,22 +7,19 @@ only used with a topic of the test's own.
 
 from __future__ import annotations
 
-import json
 import logging
-import queue
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
+from harness.subscriber import Subscriber, retained
 from harness.tcpproxy import TcpProxy
 from servers import MosquittoServer, MosquittoTlsServer, free_ports, require_binary
 from vuegraf.config import MqttConfig, TagConfig
@@ -61,66 +58,6 @@ def message(i: int, channel: str, watts: float, **extra: object) -> dict[str, ob
     }
     msg.update(extra)
     return msg
-
-
-@dataclass
-class Received:
-    topic: str
-    payload: str
-    retain: bool
-
-    def json(self) -> Any:
-        return json.loads(self.payload)
-
-
-class Subscriber:
-    """Subscribes to `topic` and records every message the broker delivers."""
-
-    def __init__(
-        self,
-        port: int,
-        topic: str,
-        username: str | None = None,
-        password: str | None = None,
-    ) -> None:
-        self.inbox: queue.Queue[Received] = queue.Queue()
-        subscribed = queue.Queue[bool]()
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex}")
-        if username is not None:
-            client.username_pw_set(username, password)
-        client.on_message = lambda _c, _u, m: self.inbox.put(
-            Received(m.topic, m.payload.decode(), bool(m.retain))
-        )
-        client.on_subscribe = lambda *_args: subscribed.put(True)
-        client.connect("127.0.0.1", port)
-        client.loop_start()
-        client.subscribe(topic, qos=1)
-        subscribed.get(timeout=60)
-        self.client = client
-
-    def take(self, n: int, timeout: float = 60.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        got: list[Received] = []
-        while len(got) < n:
-            remaining = deadline - time.monotonic()
-            try:
-                got.append(self.inbox.get(timeout=max(0.01, remaining)))
-            except queue.Empty:
-                raise AssertionError(f"received {len(got)} of {n} messages: {got}") from None
-        return got
-
-    def nothing_more(self, wait: float = 0.5) -> None:
-        """No message beyond those taken. A quiet period, not a wait for something to happen:
-        a slow machine can only make it miss a stray message, never fail a good run."""
-        time.sleep(wait)
-        leftovers = []
-        while not self.inbox.empty():
-            leftovers.append(self.inbox.get())
-        assert leftovers == []
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture
@@ -427,7 +364,7 @@ def test_overflow_while_away_drops_the_oldest_and_counts(
     assert sum("dropping the oldest" in m for m in caplog.messages) == 1
 
 
-# --- retained per-channel topics ------------------------------------------------------------
+# --- retained per-channel topics and availability -------------------------------------------
 
 
 def test_per_channel_retained_topics_for_a_late_subscriber(
@@ -447,13 +384,67 @@ def test_per_channel_retained_topics_for_a_late_subscriber(
 
     late = Subscriber(mosquitto.port, f"{prefix}/#")
     subscribers.append(late)
-    got = {r.topic: (r.payload, r.retain) for r in late.take(3)}
+    got = {r.topic: (r.payload, r.retain) for r in late.take(4)}
+    # The newest minute of each channel (T0 + 1 min: 20:01 UTC), as README.md's "MQTT" shows
+    # it, byte for byte; and the availability topic, left at offline by the clean close.
     assert got == {
-        f"{prefix}/Home/Main Panel/Kitchen": ("11.5", True),
-        f"{prefix}/Home/Main Panel/Pool_Spa _2": ("0.0", True),
-        f"{prefix}/A_B/Main Panel/Heat_Pump": ("700.0", True),
+        f"{prefix}/Home/Main Panel/Kitchen": (
+            '{"value": 11.5, "unit": "W", "time": "2026-11-23T20:01:00Z"}',
+            True,
+        ),
+        f"{prefix}/Home/Main Panel/Pool_Spa _2": (
+            '{"value": 0.0, "unit": "W", "time": "2026-11-23T20:01:00Z"}',
+            True,
+        ),
+        f"{prefix}/A_B/Main Panel/Heat_Pump": (
+            '{"value": 700.0, "unit": "W", "time": "2026-11-23T20:01:00Z"}',
+            True,
+        ),
+        f"{prefix}/status": ("offline", True),
     }
     late.nothing_more()
+
+
+def test_availability_online_offline_and_the_last_will(
+    broker: MosquittoServer,
+    proxy: TcpProxy,
+    sinks: list[MqttSink],
+    subscribers: list[Subscriber],
+) -> None:
+    """`online` when connected and again after every reconnect; `offline` from the broker
+    (the last will) when the link breaks without a goodbye, and from vuegraf on close.
+    A configured availabilityTopic is used as given; the status messages are not counted
+    as points."""
+    status = f"test-{uuid.uuid4().hex[:8]}/bridge/state"
+    topic = unique_topic()
+    live = Subscriber(broker.port, status)
+    data = Subscriber(broker.port, topic)
+    subscribers.extend([live, data])
+    stats = Stats()
+    cfg = MqttConfig("127.0.0.1", proxy.port, topic=topic, availability_topic=status)
+    sink = open_sink(sinks, cfg, stats, reconnect_delays=(0.2, 1.0))
+
+    assert [r.payload for r in live.take(1)] == ["online"]
+    assert retained(broker.port, status).payload == "online"
+
+    proxy.cut()  # the broker sees the TCP connection end, with no DISCONNECT: the will
+    assert [r.payload for r in live.take(1)] == ["offline"]
+    assert retained(broker.port, status).payload == "offline"
+
+    proxy.forward()  # the sink reconnects by itself
+    assert [r.payload for r in live.take(1)] == ["online"]
+    assert retained(broker.port, status).payload == "online"
+    # (Data only on a link that stays up: a QoS 1 message whose ack a cut link lost is sent
+    # again on reconnect, and may then arrive twice.)
+    sink.write(minute(0, {"Oven": 5.0}))
+    assert [r.json() for r in data.take(1)] == [message(0, "Oven", 5.0)]
+
+    sink.close()
+    assert [r.payload for r in live.take(1)] == ["offline"]
+    assert retained(broker.port, status).payload == "offline"
+    live.nothing_more()
+    data.nothing_more()
+    assert stats.snapshot().sink_points == {("mqtt", "written"): 1}
 
 
 # --- TLS ------------------------------------------------------------------------------------

@@ -2,23 +2,32 @@
 
 The daemon runs on the system clock in a thread, as in production, while a real
 Prometheus scrapes the exporter every second; PromQL answers must equal what the
-simulator served. The sample configuration and alert rules in prometheus/ are
-checked, and the alerts unit-tested, with the real promtool.
+simulator served. A real `vuegraf CONFIG` child process is scraped too, for the standard
+process, platform and GC families: they must describe that process, and its whole /metrics
+must pass `promtool check metrics`. The sample configuration and alert rules in prometheus/
+are checked, and the alerts unit-tested, with the real promtool.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import platform
+import signal
 import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from servers import PrometheusServer, require_binary
+from servers import PrometheusServer, free_ports, poll_until, require_binary
 from vuegraf import __version__
 from vuegraf.config import parse_config
 from vuegraf.daemon import Daemon
@@ -133,6 +142,113 @@ def test_prometheus_reads_the_watts_the_simulator_served(tmp_path, test_time):
     assert info["metric"]["version"] == __version__
     assert float(cycles["value"][1]) >= 1
     assert float(written["value"][1]) > 0
+
+
+def metrics_body(url: str) -> str:
+    """The /metrics text, or "" while nothing answers yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return ""
+
+
+def test_process_and_python_metrics_describe_the_real_vuegraf_process(tmp_path, test_time):
+    prometheus_binary = require_binary("prometheus")
+    (port,) = free_ports(1)
+    log = tmp_path / "vuegraf.log"
+    with SimulatorServer(seed=SEED, now=test_time.now) as sim:
+        config = tmp_path / "vuegraf.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "prometheus": {"port": port},
+                    "accounts": [
+                        {
+                            "name": "Home",
+                            "email": "me@example.com",
+                            "password": "pw",
+                            "simulatorUrl": sim.url,
+                        }
+                    ],
+                    "stateDir": "state",
+                }
+            )
+        )
+        config.chmod(0o600)
+        spawned = time.time()
+        proc = subprocess.Popen(
+            test_time.vuegraf(str(config)),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("w"),
+        )
+        try:
+            body = poll_until(
+                lambda: metrics_body(f"http://127.0.0.1:{port}/metrics"),
+                lambda text: "vuegraf_up" in text and proc.poll() is None,
+                120,
+                0.1,
+                lambda _text: f"no /metrics from vuegraf (exit code {proc.poll()}):\n"
+                + log.read_text(errors="replace"),
+            )
+            scraped = time.time()
+            with PrometheusServer(prometheus_binary, targets=[f"127.0.0.1:{port}"]) as prometheus:
+                [stored_start] = prometheus.query_until('process_start_time_seconds{job="vuegraf"}')
+                [stored_info] = prometheus.query_until('python_info{job="vuegraf"}')
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0, log.read_text(errors="replace")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    got = {f.name: f for f in text_string_to_metric_families(body)}
+    for name, kind in {
+        "process_cpu_seconds": "counter",
+        "process_resident_memory_bytes": "gauge",
+        "process_virtual_memory_bytes": "gauge",
+        "process_open_fds": "gauge",
+        "process_max_fds": "gauge",
+        "process_start_time_seconds": "gauge",
+        "python_info": "gauge",
+        "python_gc_objects_collected": "counter",
+        "python_gc_objects_uncollectable": "counter",
+        "python_gc_collections": "counter",
+    }.items():
+        assert name in got and got[name].type == kind, (name, sorted(got))
+
+    def value(name: str) -> float:
+        [sample] = got[name].samples
+        return float(sample.value)
+
+    # The child's start: after the test spawned it and before its first answer, give or take
+    # the rounding of /proc (the boot time there is in whole seconds), with a margin.
+    start = value("process_start_time_seconds")
+    assert spawned - 2 <= start <= scraped + 2, (spawned, start, scraped)
+    assert float(stored_start["value"][1]) == pytest.approx(start, abs=1e-6)
+    assert value("process_resident_memory_bytes") > 1_000_000
+    assert value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes")
+    assert 3 <= value("process_open_fds") <= value("process_max_fds")
+    assert value("process_cpu_seconds") > 0  # it logged in and collected: not idle
+    [info] = got["python_info"].samples
+    # The child runs this test's interpreter (sys.executable).
+    assert info.labels["implementation"] == platform.python_implementation()
+    assert (info.labels["major"], info.labels["minor"], info.labels["patchlevel"]) == tuple(
+        str(part) for part in sys.version_info[:3]
+    )
+    assert stored_info["metric"]["version"] == info.labels["version"]
+    assert stored_info["metric"]["version"].startswith(".".join(map(str, sys.version_info[:3])))
+    generations = {s.labels["generation"] for s in got["python_gc_collections"].samples}
+    assert generations == {"0", "1", "2"}
+
+    # Prometheus's own linter on the whole body, vuegraf's families and the standard ones.
+    lint = subprocess.run(
+        [require_binary("promtool"), "check", "metrics"],
+        input=body, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert lint.stdout + lint.stderr == ""
 
 
 def run_promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:

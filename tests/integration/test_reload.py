@@ -287,6 +287,9 @@ def check_messages(model: UsageModel, messages: list[tuple[str, str]]) -> int:
     return len(messages)
 
 
+STATUS_TOPIC = "vuegraf/status"  # the default availability topic
+
+
 def test_reload_to_another_mqtt_broker_and_topic(mosquitto, tmp_path, run_vuegraf, test_time):
     old_topic, new_topic = f"old/{uuid.uuid4().hex[:8]}", f"new/{uuid.uuid4().hex[:8]}"
     with MosquittoServer(require_binary("mosquitto")) as new_broker, \
@@ -309,8 +312,14 @@ def test_reload_to_another_mqtt_broker_and_topic(mosquitto, tmp_path, run_vuegra
             # The new run has published; a second marker: nothing new on the old broker.
             second = on_old.marker("test/marker-2")
             assert on_old.got[first + 1:second] == []
-            assert [t for t, _p in on_new.got] == [new_topic] * len(on_new.got)
-            n = check_messages(sim.model, on_new.got)
+            # Besides the messages, each run's availability (README.md, "MQTT"): the old run
+            # said offline to the old broker as it closed; the new one is online on the new.
+            old_status = [p for t, p in on_old.got[:first] if t == STATUS_TOPIC]
+            assert old_status[-2:] == ["online", "offline"]  # (earlier: retained, other tests)
+            assert [p for t, p in on_new.got if t == STATUS_TOPIC] == ["online"]
+            messages = [(t, p) for t, p in on_new.got if t != STATUS_TOPIC]
+            assert [t for t, _p in messages] == [new_topic] * len(messages)
+            n = check_messages(sim.model, messages)
             check_messages(sim.model, [(t, p) for t, p in on_old.got if t == old_topic])
             print(f"after the reload: {n} messages on the new broker, equal to the model")
             assert vuegraf.stop() == 0

@@ -7,10 +7,20 @@ away the queue keeps the newest `maxPending` messages (the oldest are dropped
 and counted); on reconnect they go out in order. QoS 1, so a message handed to
 paho just before a connection drops is resent rather than lost.
 
-With `perChannelTopics`, each channel's latest watts is also published,
-retained, on `<topicPrefix>/<account>/<device>/<channel>`, so a dashboard that
-subscribes late still sees every value at once. Only the newest value per topic
-is kept while disconnected: an older retained value is of no use to anyone.
+With `perChannelTopics`, each channel's latest value is also published,
+retained, on `<topicPrefix>/<account>/<device>/<channel>` as a small JSON
+object: `{"value": 1234.5, "unit": "W", "time": "2026-11-30T21:49:00Z"}`, the
+time being the start (UTC) of the minute the value averages. A dashboard that
+subscribes late still sees every value at once, and can tell how old it is.
+Only the newest value per topic is kept while disconnected: an older retained
+value is of no use to anyone.
+
+Availability: one retained topic (`availabilityTopic`, by default
+`<topicPrefix>/status`) says `online` or `offline` for everything vuegraf
+publishes. The broker holds `offline` as vuegraf's last will, sent for it when
+the connection ends without a goodbye (crash, kill, network loss noticed after
+1.5 keepalives); vuegraf publishes `online` on every (re)connect and `offline`
+itself when it stops cleanly (a clean disconnect discards the will).
 """
 
 from __future__ import annotations
@@ -38,6 +48,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 QOS = 1
+ONLINE = "online"
+OFFLINE = "offline"
+UNIT = "W"
 CLOSE_TIMEOUT = 3.0  # seconds close() may wait to deliver what is pending
 STOP_WAIT = 0.5  # seconds close() then waits for paho's network thread to end
 # Characters with a meaning in topics: a name containing them would create extra levels or
@@ -74,6 +87,12 @@ def latest_minute_messages(
             msg["station"] = p.device
         messages.append(msg)
     return messages
+
+
+def channel_payload(point: Point) -> str:
+    """The retained per-channel message: the value, its unit, and the minute it belongs to."""
+    minute = point.time.strftime("%Y-%m-%dT%H:%M:%SZ")  # Point.time is UTC
+    return json.dumps({"value": point.watts, "unit": UNIT, "time": minute})
 
 
 def topic_part(name: str) -> str:
@@ -174,23 +193,27 @@ class MqttSink:
         low, high = self.reconnect_delays
         # paho annotates whole seconds but sleeps fractions as well (tests use 0.1 s).
         client.reconnect_delay_set(min_delay=low, max_delay=high)  # type: ignore[arg-type]
-        # paho's own queue (QoS 1 messages awaiting an ack) gets the same bound as ours.
-        client.max_queued_messages_set(self.cfg.max_pending)
+        # paho's own queue (QoS 1 messages awaiting an ack) gets the same bound as ours, plus
+        # room for `online` and `offline`, which must never take a data message's place.
+        client.max_queued_messages_set(self.cfg.max_pending + 2)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
+        # Set before connecting: the broker publishes it if this connection ends unannounced.
+        client.will_set(self.cfg.availability_topic, OFFLINE, qos=QOS, retain=True)
         self._set_connected(False)
         client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
         self._client = client
         client.loop_start()
         logger.info(
-            "MQTT broker %s%s, topic %s%s",
+            "MQTT broker %s%s, topic %s%s, availability on %s",
             self.where,
             " (TLS)" if self.cfg.tls else "",
             self.cfg.topic,
             f", retained per-channel topics under {self.cfg.topic_prefix}/"
             if self.cfg.per_channel_topics
             else "",
+            self.cfg.availability_topic,
         )
 
     def write(self, points: Sequence[Point]) -> None:
@@ -211,13 +234,14 @@ class MqttSink:
                 self._pending.popleft()
             if self.cfg.per_channel_topics:
                 for p in newest:
-                    self._retained[channel_topic(self.cfg.topic_prefix, p)] = repr(p.watts)
+                    self._retained[channel_topic(self.cfg.topic_prefix, p)] = channel_payload(p)
         if overflow > 0:
             self._dropped(overflow)
         self._publish_pending()
 
     def close(self) -> None:
-        """Deliver what is pending (waiting at most `close_timeout` s), then disconnect."""
+        """Deliver what is pending, then `offline`, waiting at most `close_timeout` s in all;
+        then disconnect."""
         client = self._client
         if client is None:
             return
@@ -226,7 +250,8 @@ class MqttSink:
             if self._pending or self._retained:
                 self._state.wait_for(lambda: self._connected, self.close_timeout)
         self._publish_pending()
-        for info in list(self._in_flight):
+        goodbye = self._say_offline(client)
+        for info in [*self._in_flight, *goodbye]:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -235,12 +260,17 @@ class MqttSink:
             except (RuntimeError, ValueError):
                 pass  # not queued or connection gone: counted below
         with self._state:
-            self._closing = True
             lost = len(self._pending) + len(self._retained)
         lost += sum(not _published(info) for info in self._in_flight)
         if lost:
             logger.warning("MQTT: %d messages not delivered before shutdown", lost)
             self._count("dropped", lost)
+        if goodbye and not _published(goodbye[0]):
+            logger.warning(
+                "MQTT: %s not confirmed before shutdown; the broker's copy may still say %s",
+                self.cfg.availability_topic,
+                ONLINE,
+            )
         client.disconnect()
         # paho's thread may sit in a reconnect back-off (up to 1 s) or a connect attempt
         # (up to its 5 s timeout): give it a moment, then leave the daemon thread to finish.
@@ -250,11 +280,24 @@ class MqttSink:
         self._client = None
         self._set_connected(False)
 
+    def _say_offline(self, client: Client) -> list[MQTTMessageInfo]:
+        """Mark the sink closing and, if connected, publish `offline` (retained): a clean
+        disconnect makes the broker discard the last will. Under `_publishing`, so an
+        `online` from a reconnect can never come after it."""
+        with self._publishing:
+            with self._state:
+                self._closing = True
+                connected = self._connected
+            if not connected:
+                return []  # the broker sends the will, or already did when the link broke
+            info = client.publish(self.cfg.availability_topic, OFFLINE, qos=QOS, retain=True)
+        return [info]
+
     # -- paho callbacks (network thread) -----------------------------------------------
 
     def _on_connect(
         self,
-        _client: Client,
+        client: Client,
         _userdata: Any,
         _flags: ConnectFlags,
         reason_code: ReasonCode,
@@ -271,15 +314,21 @@ class MqttSink:
                 reason_code,
             )
             return
-        with self._state:
-            self._connected = True
-            self._set_connected(True)  # under the lock: stats never disagree with .connected
-            waiting = len(self._pending) + len(self._retained)
-            again = self._ever_connected
-            self._ever_connected = True
-            self._trouble = None
-            self._dropping = False
-            self._state.notify_all()
+        # `online` goes out first, before anything pending, and never after close()'s
+        # `offline`: both are published under `_publishing`, and `_closing` is read under it.
+        with self._publishing:
+            with self._state:
+                if self._closing:
+                    return
+                self._connected = True
+                self._set_connected(True)  # under the lock: stats never disagree with .connected
+                waiting = len(self._pending) + len(self._retained)
+                again = self._ever_connected
+                self._ever_connected = True
+                self._trouble = None
+                self._dropping = False
+                self._state.notify_all()
+            client.publish(self.cfg.availability_topic, ONLINE, qos=QOS, retain=True)
         logger.info(
             "MQTT connected to %s%s%s",
             self.where,
