@@ -21,7 +21,7 @@ import pytest
 
 from harness.subscriber import Subscriber, retained
 from harness.tcpproxy import TcpProxy
-from servers import MosquittoServer, MosquittoTlsServer, free_ports, require_binary
+from servers import MosquittoServer, MosquittoTlsServer, free_ports, poll_until, require_binary
 from vuegraf.config import MqttConfig, TagConfig
 from vuegraf.model import Point, Scale
 from vuegraf.sinks.mqtt import MqttSink
@@ -312,6 +312,15 @@ def test_broker_restart_delivers_what_was_pending_in_order(
         )
         sink.write(minute(0, {"Oven": 0.0}))
         assert [r.json() for r in first.take(1)] == [message(0, "Oven", 0.0)]
+        # The broker's acknowledgement must be back before the link is cut: a QoS 1 message
+        # whose PUBACK the cut swallowed is rightly sent again after it.
+        poll_until(
+            lambda: [info.is_published() for info in sink._in_flight],
+            all,
+            timeout=30.0,
+            interval=0.02,
+            describe=lambda acked: f"minute 0 not acknowledged by the broker: {acked}",
+        )
 
         outage(proxy, sink, range(1, 6), restart=broker)
         sub = Subscriber(broker.port, topic)  # the restarted broker forgot the first one
