@@ -314,14 +314,25 @@ class AccountCollector:
         parts = ", ".join(f"{k} {v}" for k, v in estimate.items())
         budget = self.config.daily_request_budget
         if total > budget:
+            # The advice names what pushed the account over: the larger of second data and
+            # device reads where either is more than the hourly device read of the
+            # defaults, else the minute interval.
+            advice = {
+                "second": "restrict second data with detailedDataChannels or raise "
+                "detailedIntervalSecs",
+                "devices": "raise deviceRefreshSecs",
+                "minute": "raise updateIntervalSecs",
+            }
+            extra = max(("second", "devices"), key=lambda k: estimate.get(k, 0))
+            biggest = extra if estimate.get(extra, 0) > 24 else "minute"
             logger.warning(
                 "Account %s: about %d Emporia requests a day (%s), over the %d Emporia asks "
-                "clients to stay under; restrict second data with detailedDataChannels or "
-                "raise detailedIntervalSecs",
+                "clients to stay under; %s",
                 self.name,
                 total,
                 parts,
                 budget,
+                advice[biggest],
             )
         else:
             logger.info(
