@@ -26,8 +26,9 @@ WORKDIR /src
 COPY setup.py pyproject.toml README.md LICENSE ./
 COPY src ./src
 # PyPI has binary wheels of every dependency for linux/amd64 and linux/arm64, so nothing is
-# compiled. pip compiles the modules to bytecode here: the final image's /opt/venv is read only
-# for the vuegraf user. pip goes last, as it cannot uninstall the running copy of itself twice.
+# compiled from C. pip writes the modules' bytecode here, as the vuegraf user cannot write into
+# /opt/venv at run time. Then setuptools and, last, pip itself leave the venv: vuegraf needs
+# neither to run.
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/python3 -m pip install --no-cache-dir . \
  && /opt/venv/bin/python3 -m pip uninstall --yes setuptools \

@@ -60,7 +60,7 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,7 +69,7 @@ from typing import Any
 import pytest
 
 from harness import oracle
-from harness.completeness import compare, expected_points, seed_minute, stored_points
+from harness.completeness import Stored, compare, expected_points, seed_minute, stored_points
 from harness.tcpproxy import TcpProxy
 from servers import (
     DockerEngine,
@@ -344,7 +344,9 @@ class Container:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.logs().splitlines()[-lines:])
 
-    def wait_for(self, condition: Any, what: str, timeout: float = DEADLINE) -> None:
+    def wait_for(
+        self, condition: Callable[[], bool], what: str, timeout: float = DEADLINE
+    ) -> None:
         """Until `condition()` holds, while the container runs."""
         deadline = time.monotonic() + timeout
         while not condition():
@@ -439,7 +441,7 @@ def test_image_collects_stops_cleanly_and_a_new_container_fills_the_gap(
     buildkit_log = tmp_path / "buildkit.log"
     buildkit: subprocess.Popen[bytes] | None = None
 
-    def minutes(since: datetime, until: datetime) -> Any:
+    def minutes(since: datetime, until: datetime) -> Stored:
         return stored_points(client, ACCOUNT, "False", since, until)
 
     try:
