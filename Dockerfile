@@ -1,45 +1,58 @@
-# syntax=docker/dockerfile:1
 #
 # The vuegraf image. Build:   docker build --build-arg VERSION=<version> -t vuegraf .
 # Run (config in ./conf):     docker run -d -v "$PWD/conf:/opt/vuegraf/conf:ro" vuegraf
-# Needs BuildKit (the default builder since Docker 23) for RUN --mount.
+# Builds with Docker 20.10 and newer, with the classic builder or BuildKit: no parser
+# directive, no RUN --mount, nothing a builder must fetch besides the base image.
 # More, and the Compose setup with InfluxDB 2 and dashboards: docs/docker.md.
 #
-# Stage "build" turns vuegraf and every dependency into wheels. The final stage installs only
-# those wheels from a bind mount: no compiler, no build tools, no source tree, no pip cache and
-# no wheel files end up in a layer of the image.
+# Stage "build" installs vuegraf and every dependency into the virtual environment /opt/venv
+# and removes pip and setuptools from it. The final stage copies only that directory: no
+# compiler, no build tools, no source tree, no pip cache and no wheel files end up in a layer
+# of the image.
+#
+# BASE_IMAGE is any Debian 12 (bookworm) based image with `python3` 3.11+ and its venv module:
+# python:3.11-slim-bookworm (the default), or debian:bookworm-slim with the Debian packages
+# python3 and python3-venv installed. Both stages use it: the venv's python is a link to the
+# base image's python3.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-FROM python:3.11-slim-bookworm AS build
+FROM ${BASE_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
 # setup.py reads the version from src/vuegraf/__init__.py and README.md as long description.
 COPY setup.py pyproject.toml README.md LICENSE ./
 COPY src ./src
-# vuegraf's own wheel first, then the wheels of everything it depends on (PyPI has binary
-# wheels of all of them for linux/amd64 and linux/arm64, so nothing is compiled there).
-RUN pip wheel --no-deps -w /wheels . \
- && pip wheel -w /wheels /wheels/vuegraf-*.whl
+# PyPI has binary wheels of every dependency for linux/amd64 and linux/arm64, so nothing is
+# compiled from C. pip writes the modules' bytecode here, as the vuegraf user cannot write into
+# /opt/venv at run time. Then setuptools and, last, pip itself leave the venv: vuegraf needs
+# neither to run.
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/python3 -m pip install --no-cache-dir . \
+ && /opt/venv/bin/python3 -m pip uninstall --yes setuptools \
+ && /opt/venv/bin/python3 -m pip uninstall --yes pip \
+ && /opt/venv/bin/vuegraf --version
 
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
+ARG BASE_IMAGE
 ARG VERSION=unknown
 LABEL org.opencontainers.image.title="vuegraf" \
       org.opencontainers.image.description="Emporia Vue energy usage into InfluxDB 1.x/2.x, SQLite and MQTT" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.base.name="docker.io/library/python:3.11-slim-bookworm"
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
 
+# PATH is spelled out, not extended from the base image's: an image made with `docker import`
+# has no PATH of its own. /opt/venv/bin first puts `vuegraf` and `vuegraf-health` on it.
 # VUEGRAF_STATE_DIR is where vuegraf keeps its state (health.json, queues) unless the config
 # key "stateDir" says otherwise; vuegraf-health reads health.json from here.
-ENV PYTHONUNBUFFERED=1 \
+ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VUEGRAF_STATE_DIR=/opt/vuegraf/state
 
 RUN groupadd --gid 1012 vuegraf \
@@ -48,11 +61,8 @@ RUN groupadd --gid 1012 vuegraf \
  && mkdir -p /opt/vuegraf/conf /opt/vuegraf/state \
  && chown vuegraf:vuegraf /opt/vuegraf/state
 
-# Only the wheels from the build stage; setuptools and wheel (build tools vuegraf does not use
-# at run time) are removed from the base image's Python as well.
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels vuegraf \
- && pip uninstall --yes setuptools wheel
+# Only the virtual environment of the build stage, owned by root: vuegraf cannot change it.
+COPY --from=build /opt/venv /opt/venv
 
 WORKDIR /opt/vuegraf
 USER 1012:1012

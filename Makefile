@@ -18,7 +18,7 @@ $(STAMP): setup.py pyproject.toml
 
 venv: $(STAMP) ## create .venv with vuegraf and the test tools
 
-deps: ## install the test servers (InfluxDB 1.x, VictoriaMetrics, Mosquitto) with apt if missing
+deps: ## install the test servers (InfluxDB 1.x, VictoriaMetrics, Mosquitto, Docker) with apt if missing
 	bash .ci/install-deps
 
 test: deps $(STAMP) ## set up and run every test (integration tests start their own servers)
@@ -47,8 +47,16 @@ lint: $(STAMP) ## ruff and mypy over sources, tests and benchmarks (mypy setting
 demo: $(STAMP) ## bundled simulator in, embedded SQLite store out; prints watts as they arrive
 	$(VPY) -m vuegraf.demo
 
-docker: ## build the Docker image (needs a Docker engine)
-	docker build --build-arg VERSION=$$(sed -n 's/^__version__ = "\(.*\)"/\1/p' src/vuegraf/__init__.py) -t vuegraf .
+# `make docker` works with Docker 20.10 and newer, with the classic builder or BuildKit. More
+# `docker build` options go in DOCKER_BUILD_OPTS, e.g. another Debian 12 base with Python 3.11+:
+#   make docker DOCKER_BUILD_OPTS="--build-arg BASE_IMAGE=my-debian-python:12"
+DOCKER ?= docker
+DOCKER_IMAGE ?= vuegraf
+DOCKER_BUILD_OPTS ?=
+
+docker: ## build the Docker image (tag: DOCKER_IMAGE, default vuegraf; needs Docker 20.10 or newer)
+	$(DOCKER) build --build-arg VERSION="$$(sed -n 's/^__version__ = "\(.*\)"/\1/p' src/vuegraf/__init__.py)" \
+		$(DOCKER_BUILD_OPTS) -t $(DOCKER_IMAGE) .
 
 clean: ## remove the venv, caches and demo data
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache demo

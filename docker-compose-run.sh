@@ -9,8 +9,8 @@
 #      password (never printed; they stay in .env, mode 600);
 #   3. renders docker-compose.yaml.template into docker-compose.yaml with the absolute paths
 #      of this checkout and of CONF_DIR;
-#   4. runs `docker compose up -d --build` (or `docker-compose` when the plugin is missing),
-#      unless --no-start is given.
+#   4. runs `docker compose up -d --build` with the Compose that is installed: the plugin
+#      (`docker compose`), else Compose v1 (`docker-compose`); with --no-start it only says so.
 # See docs/docker.md.
 set -euo pipefail
 
@@ -125,19 +125,26 @@ echo "config: $config"
 echo "$env_note"
 echo "docker-compose.yaml: rendered from docker-compose.yaml.template"
 
-if [ "$start" -eq 0 ]; then
-    echo "not started (--no-start); to start: cd '$here' && docker compose up -d --build"
-    exit 0
-fi
-
 # --- 4. start --------------------------------------------------------------------------------
+# The Compose plugin where it works, else Compose v1 (Debian 12's docker-compose package). Both
+# build the image with whatever builder Docker uses by default: the Dockerfile needs no BuildKit.
+compose=()
 if docker compose version >/dev/null 2>&1; then
     compose=(docker compose)
 elif docker-compose version >/dev/null 2>&1; then
     compose=(docker-compose)
-    # The Dockerfile needs BuildKit (RUN --mount); docker-compose 1.x only uses it when asked.
-    export COMPOSE_DOCKER_CLI_BUILD=1 DOCKER_BUILDKIT=1
-else
+fi
+
+if [ "$start" -eq 0 ]; then
+    if [ "${#compose[@]}" -eq 0 ]; then
+        echo "not started (--no-start); Docker Compose is not installed here: install it," \
+            "then: cd '$here' && docker compose up -d --build (Compose v1: docker-compose up -d --build)"
+    else
+        echo "not started (--no-start); to start: cd '$here' && ${compose[*]} up -d --build"
+    fi
+    exit 0
+fi
+if [ "${#compose[@]}" -eq 0 ]; then
     echo "error: neither 'docker compose' nor 'docker-compose' works here; install Docker Compose" >&2
     exit 1
 fi

@@ -1,4 +1,5 @@
-"""Real servers for integration tests: InfluxDB 1.x, VictoriaMetrics and Mosquitto.
+"""Real servers for integration tests: InfluxDB 1.x, VictoriaMetrics, Mosquitto, Prometheus and
+a Docker engine.
 
 Each class starts one server as a child process, bound to 127.0.0.1 on a free port, with its
 data, config and log in a private temp dir, and waits until it answers. Each class's
@@ -28,6 +29,7 @@ import base64
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,7 +39,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -53,6 +55,9 @@ DEBIAN_PACKAGES = {
     "mosquitto_passwd": "mosquitto",
     "mosquitto_pub": "mosquitto-clients",
     "mosquitto_sub": "mosquitto-clients",
+    "dockerd": "docker.io",
+    "docker": "docker.io",
+    "debootstrap": "debootstrap",
 }
 
 # Daemons often live in sbin, which is not on every user's PATH.
@@ -83,6 +88,16 @@ def require_binary(name: str) -> str:
     )
     if in_ci():
         pytest.fail(f"{reason} (CI=true: a missing server is a failure, not a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_root(what: str) -> None:
+    """Skip the test unless it runs as root (``what`` says what needs it); under CI, fail."""
+    if os.geteuid() == 0:
+        return
+    reason = f"{what} needs root; this test runs as uid {os.geteuid()}"
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: a test that cannot run is a failure)", pytrace=False)
     pytest.skip(reason)
 
 
@@ -833,3 +848,155 @@ class MosquittoTlsServer(MosquittoServer):
             f"keyfile {tls_dir / 'server.key'}",
             f"require_certificate {'true' if self.require_certificate else 'false'}",
         ]
+
+
+# -- Docker -----------------------------------------------------------------------------------
+
+#: The Docker client of Debian's docker.io package. Another `docker` may come first on PATH (a
+#: newer client installed by hand, as /usr/local/bin/docker is on some machines): the tests call
+#: this one when it is there, so that they run what a Debian 12 user has, a client of the same
+#: version as Debian's engine, whose `docker build` uses the classic builder unless told.
+DEBIAN_DOCKER_CLIENT = "/usr/bin/docker"
+
+
+def docker_client() -> str:
+    """Debian's ``docker`` when installed, else whichever ``docker`` is found (a skip or, under
+    CI, a failure when there is none)."""
+    if os.access(DEBIAN_DOCKER_CLIENT, os.X_OK):
+        return DEBIAN_DOCKER_CLIENT
+    return require_binary("docker")
+
+
+def _unescape_mount_point(field: str) -> str:
+    # /proc/self/mountinfo writes space, tab, newline and backslash as octal escapes.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts_under(path: Path) -> list[str]:
+    """The mount points at or below ``path``, the most recently mounted first."""
+    root = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            point = _unescape_mount_point(line.split()[4])
+            if point == root or point.startswith(root + "/"):
+                found.append(point)
+    return found[::-1]
+
+
+def unmount_under(path: Path) -> None:
+    """Lazily unmount whatever is still mounted at or below ``path``: dockerd leaves its network
+    namespace file mounted, and a debootstrap that failed half-way its /proc, so a plain rmtree
+    would fail or reach into them."""
+    for point in mounts_under(path):
+        subprocess.run(["umount", "-l", point], capture_output=True, timeout=30, check=False)
+
+
+class DockerEngine(_ServerProcess):
+    """A Docker engine of the test's own: ``dockerd`` with its data root, exec root, pid file,
+    API socket and daemon.json in the temp dir, so it shares nothing with a Docker engine the
+    machine may run (nor reads its /etc/docker/daemon.json), and a containerd namespace of its
+    own in case dockerd finds a system containerd to use rather than starting its own.
+
+    No bridge and no iptables rules: it changes nothing in the host's network, and builds and
+    containers run with ``--network host``, which also lets them reach servers on the host's
+    loopback. ``stop()`` sends SIGTERM (dockerd then stops its containers and the containerd it
+    started), unmounts what is left mounted and removes the temp dir. Needs root.
+
+    ``docker(*args)`` runs the client ``client`` against it; in ``environ()`` any ``docker`` (and
+    so ``make docker``) talks to it, with a client config dir of its own.
+    """
+
+    name = "dockerd"
+    port_count = 0  # the API is a unix socket in the temp dir
+
+    def __init__(
+        self,
+        binary: str = "dockerd",
+        *,
+        client: str = "docker",
+        startup_timeout: float = 60.0,
+        stop_timeout: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            binary, startup_timeout=startup_timeout, stop_timeout=stop_timeout, **kwargs
+        )
+        self.client = client
+
+    @property
+    def socket_path(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "docker.sock"
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def environ(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """This process's environment, pointed at this engine."""
+        assert self.dir is not None
+        env = {**os.environ, "DOCKER_HOST": self.url, "DOCKER_CONFIG": str(self.dir / "client")}
+        env.update(extra or {})
+        return env
+
+    def docker(
+        self,
+        *args: str,
+        timeout: float = 120.0,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``docker ARGS`` against this engine; with ``check`` a non-zero exit raises
+        AssertionError with the command's output."""
+        result = subprocess.run(
+            [self.client, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.environ(env),
+            stdin=subprocess.DEVNULL,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"docker {' '.join(args)} exited with {result.returncode}\n"
+                f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
+            )
+        return result
+
+    def _prepare(self) -> None:
+        assert self.dir is not None
+        (self.dir / "daemon.json").write_text("{}\n")
+        (self.dir / "client").mkdir(exist_ok=True)
+
+    def _command(self) -> list[str]:
+        assert self.dir is not None
+        namespace = self.dir.name  # unique: the temp dir's name
+        return [
+            self.binary,
+            f"--config-file={self.dir / 'daemon.json'}",
+            f"--data-root={self.dir / 'data'}",
+            f"--exec-root={self.dir / 'exec'}",
+            f"--pidfile={self.dir / 'dockerd.pid'}",
+            f"--host={self.url}",
+            f"--containerd-namespace={namespace}",
+            f"--containerd-plugins-namespace={namespace}-plugins",
+            "--bridge=none",
+            "--iptables=false",
+        ]
+
+    def _is_ready(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            sock.connect(str(self.socket_path))
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        status, _, rest = answer.partition(b"\r\n")
+        return status.split(b" ")[1:2] == [b"200"] and rest.endswith(b"\r\n\r\nOK")
+
+    def _remove_dir(self) -> None:
+        if self.dir is not None:
+            unmount_under(self.dir)
+        super()._remove_dir()

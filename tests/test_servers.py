@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import socket
+import subprocess
 import time
 import uuid
 
@@ -42,6 +43,50 @@ def test_require_binary_skips_outside_ci(
         monkeypatch.setenv("CI", value)
     with pytest.raises(pytest.skip.Exception, match="no-such-binary-vuegraf"):
         require_binary("no-such-binary-vuegraf")
+
+
+def test_require_root_skips_outside_ci_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(servers.os, "geteuid", lambda: 1000)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="dockerd needs root; .* uid 1000"):
+        servers.require_root("dockerd")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="dockerd needs root"):
+        servers.require_root("dockerd")
+    monkeypatch.setattr(servers.os, "geteuid", lambda: 0)
+    servers.require_root("dockerd")  # root: nothing happens
+
+
+def test_docker_client_prefers_debians(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    debian = tmp_path / "usr-bin-docker"
+    debian.write_text("#!/bin/sh\n")
+    debian.chmod(0o755)
+    other = tmp_path / "path" / "docker"
+    other.parent.mkdir()
+    other.write_text("#!/bin/sh\n")
+    other.chmod(0o755)
+    monkeypatch.setenv("PATH", str(other.parent))
+    monkeypatch.setattr(servers, "DEBIAN_DOCKER_CLIENT", str(debian))
+    assert servers.docker_client() == str(debian)
+    monkeypatch.setattr(servers, "DEBIAN_DOCKER_CLIENT", str(tmp_path / "missing"))
+    assert servers.docker_client() == str(other)
+
+
+@integration
+def test_unmount_under_finds_and_removes_nested_mounts(tmp_path) -> None:
+    servers.require_root("mounting a tmpfs")
+    outer = tmp_path / "a dir\twith space, tab"
+    inner = outer / "inner"
+    inner.mkdir(parents=True)
+    try:
+        for point in (outer, inner):
+            subprocess.run(["mount", "-t", "tmpfs", "none", str(point)], check=True)
+            (point / "inner").mkdir(exist_ok=True)
+        # The most recent mount first, with the escapes of /proc/self/mountinfo undone.
+        assert servers.mounts_under(tmp_path) == [str(inner), str(outer)]
+    finally:
+        servers.unmount_under(tmp_path)
+    assert servers.mounts_under(tmp_path) == []
 
 
 # -- InfluxDB 1.x -----------------------------------------------------------------------------

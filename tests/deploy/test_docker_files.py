@@ -1,12 +1,14 @@
-"""The files users run vuegraf with under Docker, checked without Docker.
+"""The files users run vuegraf with under Docker, checked without a Docker engine.
 
-There is no Docker engine where these tests run, so nothing is built or started. Instead the
-Dockerfile, .dockerignore, the Compose template and env.template are parsed and checked against
-each other and against the program (its command line, its state directory variable); the shell
-scripts are checked with `bash -n` and shellcheck (skipped when not installed) and run against
-stand-in `docker`, `docker-compose` and `influx` commands; the rendered Compose file goes through
-`docker-compose config`, which needs no engine (skipped when not installed); and every runnable
-shell block of docs/docker.md is run in a copy of the repository.
+The image is built and run for real by tests/deploy/test_docker_image.py (on an engine of its
+own, when dockerd and debootstrap are installed). Here the Dockerfile, .dockerignore, the
+Compose template and env.template are parsed and checked against each other and against the
+program (its command line, its state directory variable), and the Dockerfile against what the
+classic builder of Docker 20.10 accepts; the shell scripts are checked with `bash -n` and
+shellcheck (skipped when not installed) and run against stand-in `docker`, `docker-compose` and
+`influx` commands (and the real `docker-compose` 1.x where installed); the rendered Compose file
+goes through `docker-compose config`, which needs no engine (skipped when not installed); and
+every runnable shell block of docs/docker.md is run in a copy of the repository.
 
 PyYAML is not a dependency, so the Compose template is read by `read_yaml` below: a small
 reader for the block-style subset that file uses (it raises on anything else, so a template
@@ -44,7 +46,8 @@ DOCS = ROOT / "docs/docker.md"
 
 STATE_DIR = "/opt/vuegraf/state"
 CONF_DIR = "/opt/vuegraf/conf"
-PYTHON_IMAGE = re.compile(r"^python:3\.(\d+)-slim-bookworm$")
+DEFAULT_BASE = "python:3.11-slim-bookworm"
+VENV = "/opt/venv"
 SECRET_ENV = ("DOCKER_INFLUXDB_INIT_ADMIN_TOKEN", "DOCKER_INFLUXDB_INIT_PASSWORD")
 
 
@@ -64,8 +67,22 @@ class Instruction:
         return value
 
 
-def parse_dockerfile(text: str) -> list[list[Instruction]]:
-    """Instructions grouped by stage; continuation lines joined, comments dropped."""
+@dataclass(frozen=True)
+class Dockerfile:
+    directives: list[str]  # parser directives (`# syntax=...`, `# escape=...`) at the very top
+    preamble: list[Instruction]  # what comes before the first FROM (only ARG may)
+    stages: list[list[Instruction]]
+
+
+def parse_dockerfile(text: str) -> Dockerfile:
+    """Parser directives, the global ARGs and the instructions of each stage; continuation
+    lines joined, comments dropped."""
+    directives = []
+    for raw in text.splitlines():
+        m = re.match(r"^#\s*([a-zA-Z]+)\s*=", raw)
+        if not m:
+            break  # directives end at the first line that is not one (comment, blank, FROM)
+        directives.append(m.group(1).lower())
     instructions: list[Instruction] = []
     pending = ""
     for raw in text.splitlines():
@@ -80,13 +97,17 @@ def parse_dockerfile(text: str) -> list[list[Instruction]]:
         cmd, _, args = full.partition(" ")
         instructions.append(Instruction(cmd.upper(), args.strip()))
     assert not pending, "Dockerfile ends inside a continued line"
+    preamble: list[Instruction] = []
     stages: list[list[Instruction]] = []
     for ins in instructions:
         if ins.cmd == "FROM":
             stages.append([])
-        assert stages, f"{ins.cmd} before the first FROM"
-        stages[-1].append(ins)
-    return stages
+        if stages:
+            stages[-1].append(ins)
+        else:
+            assert ins.cmd == "ARG", f"{ins.cmd} before the first FROM (only ARG may be there)"
+            preamble.append(ins)
+    return Dockerfile(directives, preamble, stages)
 
 
 def flags_and_rest(args: str) -> tuple[dict[str, str], str]:
@@ -112,8 +133,13 @@ def seconds(duration: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def stages() -> list[list[Instruction]]:
+def dockerfile() -> Dockerfile:
     return parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def stages(dockerfile) -> list[list[Instruction]]:
+    return dockerfile.stages
 
 
 @pytest.fixture(scope="module")
@@ -138,38 +164,79 @@ def env_of(stage: list[Instruction]) -> dict[str, str]:
     return env
 
 
-def test_two_stages_on_the_same_pinned_python_minor(stages):
-    assert len(stages) >= 2, "multi-stage: a build stage and the final stage"
+def build_args(stage: list[Instruction]) -> dict[str, str | None]:
+    args: dict[str, str | None] = {}
+    for ins in stage:
+        if ins.cmd == "ARG":
+            name, sep, default = ins.args.partition("=")
+            args[name] = default if sep else None
+    return args
+
+
+def test_dockerfile_needs_no_buildkit(dockerfile):
+    """Docker 20.10 builds with its classic builder unless told otherwise, and Compose v1
+    always does: no parser directive (`# syntax=` makes BuildKit fetch a frontend image from a
+    registry), and nothing only BuildKit understands."""
+    assert dockerfile.directives == [], "no parser directives"
+    for stage in dockerfile.stages:
+        for ins in stage:
+            flags, _rest = flags_and_rest(ins.args)
+            if ins.cmd == "RUN":
+                assert not flags, f"RUN {ins.args}: RUN --mount/--network/--security need BuildKit"
+                assert "<<" not in ins.args, f"RUN {ins.args}: here-documents need BuildKit"
+            if ins.cmd in ("COPY", "ADD"):
+                assert set(flags) <= {"from", "chown"}, f"{ins.cmd} {ins.args}: BuildKit only"
+                assert "<<" not in ins.args, f"{ins.cmd} {ins.args}: here-documents need BuildKit"
+
+
+def test_two_stages_on_one_overridable_base_image(dockerfile, stages):
+    # The base is a build argument declared before the first FROM, python:3.11 by default.
+    assert build_args(dockerfile.preamble) == {"BASE_IMAGE": DEFAULT_BASE}
+    assert len(stages) == 2, "a build stage and the final stage"
     for stage in stages:
-        image = stage[0].args.split()[0]
-        assert PYTHON_IMAGE.match(image), f"FROM {image}: want python:3.<minor>-slim-bookworm"
-    assert {s[0].args.split()[0] for s in stages} == {"python:3.11-slim-bookworm"}
+        assert stage[0].args.split()[0] == "${BASE_IMAGE}"
     assert stages[0][0].args.split()[1:] == ["AS", "build"]
+    assert stages[1][0].args.split()[1:] == []
+    # The default base's Python is one vuegraf supports.
+    minor = re.fullmatch(r"python:3\.(\d+)-slim-bookworm", DEFAULT_BASE)
+    assert minor and (3, int(minor.group(1))) >= (3, 11)
+    assert re.search(r'python_requires=">=3\.11"', (ROOT / "setup.py").read_text())
 
 
-def test_build_stage_makes_the_vuegraf_wheel_and_the_dependency_wheels(stages):
-    runs = " ".join(i.args for s in stages[:-1] for i in s if i.cmd == "RUN")
-    assert "pip wheel --no-deps -w /wheels ." in runs
-    assert re.search(r"pip wheel -w /wheels /wheels/vuegraf-\*\.whl", runs)
+def test_build_stage_installs_vuegraf_into_a_venv_without_pip_or_setuptools(stages):
+    runs = [i.args for i in stages[0] if i.cmd == "RUN"]
+    script = " && ".join(runs)
+    # `python3`, which every base has (Debian's python3 package has no `python` command).
+    assert not re.search(r"(?<![\w/.-])python(?![\w.-])", script), "use python3, not python"
+    steps = [step.strip() for step in script.split("&&")]
+    assert steps[0] == f"python3 -m venv {VENV}"
+    pip = f"{VENV}/bin/python3 -m pip"
+    installs = [step for step in steps if step.startswith(f"{pip} install")]
+    assert installs == [f"{pip} install --no-cache-dir ."]
+    # Build tools are gone from the venv before it is copied; pip last (it removes itself).
+    uninstalls = [step for step in steps if step.startswith(f"{pip} uninstall")]
+    removed = [set(u.split("--yes")[1].split()) for u in uninstalls]
+    assert {"setuptools"} <= set().union(*removed) and removed[-1] == {"pip"}
+    assert steps.index(installs[0]) < steps.index(uninstalls[0])
+    # A smoke test of the installed command ends the stage.
+    assert steps[-1] == f"{VENV}/bin/vuegraf --version"
+    assert env_of(stages[0]).get("PIP_NO_CACHE_DIR") == "1"
 
 
-def test_final_stage_installs_only_the_wheels_with_no_build_tools_and_no_cache(final):
-    runs = [i.args for i in final if i.cmd == "RUN"]
-    installs = [r for r in runs if "pip install" in r]
-    assert len(installs) == 1, installs
-    install = installs[0]
-    assert "--mount=type=bind,from=build,source=/wheels,target=/wheels" in install
-    assert "--no-index" in install and "--find-links=/wheels" in install
-    assert "--no-cache-dir" in install
-    assert env_of(final).get("PIP_NO_CACHE_DIR") == "1"
-    for run in runs:
+def test_final_stage_copies_only_the_venv_and_installs_nothing(final):
+    copies = [i for i in final if i.cmd in ("COPY", "ADD")]
+    assert [(c.cmd, c.args) for c in copies] == [("COPY", f"--from=build {VENV} {VENV}")]
+    for run in (i.args for i in final if i.cmd == "RUN"):
+        assert "pip" not in run and "venv" not in run, run
         assert "apt-get" not in run and "apk " not in run, run
         assert not re.search(r"\b(gcc|g\+\+|build-essential|make|cargo|rustc)\b", run), run
         assert not re.search(r"\S+-dev\b", run), run
-        assert "pip wheel" not in run, run
-    # Nothing from the build context (source, tests, configs) is copied into the final image.
-    for ins in final:
-        assert ins.cmd not in ("COPY", "ADD"), f"final stage must not {ins.cmd} {ins.args}"
+    # The venv's commands come first on PATH; the rest is spelled out, since a base made with
+    # `docker import` has no PATH to extend.
+    path = env_of(final)["PATH"].split(":")
+    assert path[0] == f"{VENV}/bin"
+    assert path[1:] == ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin",
+                        "/bin"]
 
 
 def test_final_stage_runs_as_uid_1012_named_vuegraf(final):
@@ -247,6 +314,9 @@ def test_oci_labels(final):
     for key in ("title", "description", "licenses", "version"):
         assert labels.get(f"org.opencontainers.image.{key}"), key
     assert labels["org.opencontainers.image.title"] == "vuegraf"
+    # The base actually built on, which the stage must declare again to see.
+    assert labels["org.opencontainers.image.base.name"] == "${BASE_IMAGE}"
+    assert "BASE_IMAGE" in build_args(final)
     assert labels["org.opencontainers.image.licenses"] == "MIT"
     assert 'license="MIT"' in (ROOT / "setup.py").read_text()
     assert "MIT License" in (ROOT / "LICENSE").read_text()
@@ -860,11 +930,12 @@ def test_rendered_compose_file_passes_docker_compose_config(checkout, fake_path)
 def test_run_script_falls_back_to_docker_compose(checkout, fake_path):
     bindir, env = fake_path
     make_fake(bindir, "docker", 'if [ "$1" = compose ]; then exit 1; fi')
-    # The Dockerfile's RUN --mount needs BuildKit, which docker-compose 1.x must be told to use.
+    # Compose v1 builds with the classic builder: the script leaves the builder as it is.
     make_fake(
         bindir,
         "docker-compose",
-        'echo "buildkit=${DOCKER_BUILDKIT:-} cli=${COMPOSE_DOCKER_CLI_BUILD:-}" >>"$FAKE_LOG"',
+        'echo "buildkit=${DOCKER_BUILDKIT-unset} cli=${COMPOSE_DOCKER_CLI_BUILD-unset}"'
+        ' >>"$FAKE_LOG"',
     )
     write_config(checkout / "conf")
     result = run_script(checkout, env)
@@ -872,8 +943,12 @@ def test_run_script_falls_back_to_docker_compose(checkout, fake_path):
     calls = Path(env["FAKE_LOG"]).read_text().splitlines()
     assert calls[-2:] == [
         "docker-compose -f docker-compose.yaml up -d --build",
-        "buildkit=1 cli=1",
+        "buildkit=unset cli=unset",
     ]
+    # Every command the script tells the user is the one installed.
+    assert "started with 'docker-compose'" in result.stdout
+    assert f"logs: cd '{checkout}' && docker-compose logs -f vuegraf" in result.stdout
+    assert "docker compose " not in result.stdout
 
 
 def test_run_script_without_any_compose_says_so(checkout, fake_path):
@@ -884,14 +959,41 @@ def test_run_script_without_any_compose_says_so(checkout, fake_path):
     assert "install Docker Compose" in result.stderr
 
 
-def test_run_script_no_start_touches_no_docker(checkout, fake_path):
+@pytest.mark.parametrize("installed", ["plugin", "v1", "none"])
+def test_run_script_no_start_names_the_compose_that_is_installed(checkout, fake_path, installed):
     bindir, env = fake_path
-    make_fake(bindir, "docker", "exit 99")
+    plugin = "exit 0" if installed == "plugin" else 'if [ "$1" = compose ]; then exit 1; fi'
+    make_fake(bindir, "docker", plugin)
+    if installed == "v1":
+        make_fake(bindir, "docker-compose")
     write_config(checkout / "conf")
     result = run_script(checkout, env, "--no-start")
     assert result.returncode == 0, result.stderr
     assert (checkout / "docker-compose.yaml").exists()
-    assert Path(env["FAKE_LOG"]).read_text() == ""
+    # Only asked for their versions: nothing is built or started.
+    calls = Path(env["FAKE_LOG"]).read_text().splitlines()
+    assert all(call.endswith(" version") for call in calls), calls
+    (line,) = [line for line in result.stdout.splitlines() if "--no-start" in line]
+    if installed == "plugin":
+        assert line.endswith(f"to start: cd '{checkout}' && docker compose up -d --build")
+    elif installed == "v1":
+        assert line.endswith(f"to start: cd '{checkout}' && docker-compose up -d --build")
+    else:
+        assert "Docker Compose is not installed here" in line
+        assert "docker compose up -d --build" in line and "docker-compose up -d --build" in line
+
+
+def test_run_script_no_start_names_the_real_docker_compose_v1(checkout, fake_path):
+    """Debian 12 with docker.io and docker-compose: no Compose plugin, Compose 1.29. The real
+    docker-compose answers `version` without an engine."""
+    real = require_binary("docker-compose")
+    bindir, env = fake_path
+    make_fake(bindir, "docker", 'if [ "$1" = compose ]; then exit 1; fi')
+    (bindir / "docker-compose").symlink_to(real)
+    write_config(checkout / "conf")
+    result = run_script(checkout, env, "--no-start")
+    assert result.returncode == 0, result.stderr
+    assert f"to start: cd '{checkout}' && docker-compose up -d --build" in result.stdout
 
 
 def test_run_script_refuses_an_env_without_secrets(checkout, fake_path):
