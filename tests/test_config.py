@@ -537,6 +537,10 @@ NOT_SLIPS = [
     ("", "_influxDb", "_influxDb"),  # a section set aside on purpose
     ("", "#mqtt", '["#mqtt"]'),
     ("", "influxDb2", "influxDb2"),  # a numbered copy kept beside the real one
+    # Set aside by a trailing mark: upstream ignored them, and so does vuegraf.
+    ("", "mqtt_", "mqtt_"),
+    ("", "influxDb-", '["influxDb-"]'),
+    ("accounts.0.devices.0", "channels_", "accounts[0].devices[0].channels_"),
     ("", "mqtt_disabled", "mqtt_disabled"),
     ("", "influxDbOld", "influxDbOld"),
     ("", "historyDays", "historyDays"),
@@ -554,6 +558,26 @@ NOT_SLIPS = [
     ("mqtt", "ssl", "mqtt.ssl"),
     ("mqtt", "cert", "mqtt.cert"),
 ]
+
+
+@pytest.mark.parametrize("copy", ["influxDB", "mqttx", "influxDbOld"])
+def test_a_section_copied_beside_the_real_one_is_only_warned_about(
+    copy: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`"influxDB": {...}` beside `"influxDb": {...}`: the real section is there and is used;
+    the copy is one a user keeps on purpose (as upstream allowed), not a slip."""
+    data = valid()
+    data[copy] = {"host": "old.local"}
+    with caplog.at_level(logging.WARNING, logger="vuegraf.config"):
+        cfg = parse(data)
+    assert caplog.messages == [f"ignoring unknown config keys: {copy}"]
+    assert cfg.influx is not None and cfg.mqtt is not None
+    # Alone, the same key is a slip: the data would go elsewhere.
+    real = "influxDb" if copy.lower().startswith("influx") else "mqtt"
+    if copy != "influxDbOld":
+        del data[real]
+        with pytest.raises(ConfigError, match=f'^{copy}: unknown key; did you mean "{real}"'):
+            parse(data)
 
 
 @pytest.mark.parametrize(("where", "key", "key_path"), NOT_SLIPS)
@@ -1286,6 +1310,11 @@ def test_mqtt_new_keys_set(tmp_path: Path) -> None:
     assert (mqtt.keepalive, mqtt.max_pending) == (30, 500)
     assert (mqtt.per_channel_topics, mqtt.topic_prefix) == (True, "home/energy")
     assert mqtt.availability_topic == "home/energy/status"  # follows the prefix by default
+    # An upstream config whose message topic is the default availability topic still loads;
+    # the availability topic moves aside.
+    moved = parse_config({**data, "mqtt": {**data["mqtt"], "topic": "home/energy/status"}},
+                         tmp_path / "v.json", environ={}).mqtt
+    assert moved is not None and moved.availability_topic == "home/energy/availability"
     data["mqtt"]["availabilityTopic"] = "/bridges/vuegraf/state/"
     again = parse_config(data, tmp_path / "v.json", environ={}).mqtt
     assert again is not None and again.availability_topic == "bridges/vuegraf/state"
@@ -1317,7 +1346,6 @@ def test_mqtt_new_keys_set(tmp_path: Path) -> None:
             "mqtt.availabilityTopic",
             "differ from mqtt.topic",
         ),
-        ({"topic": "vuegraf/status"}, "mqtt.availabilityTopic", "set availabilityTopic"),
     ],
 )
 def test_mqtt_new_keys_malformed(

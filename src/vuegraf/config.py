@@ -44,6 +44,7 @@ DEFAULT_MQTT_TOPIC_PREFIX = "vuegraf"
 DEFAULT_MQTT_MAX_PENDING = 10_000
 #: Last level of the default availability topic, `<topicPrefix>/status`.
 MQTT_STATUS_LEVEL = "status"
+MQTT_AVAILABILITY_LEVEL = "availability"  # the default's level when mqtt.topic is on "status"
 
 
 class ConfigError(Exception):
@@ -378,6 +379,8 @@ class _Section:
         for key in self.data:
             if key in self.known:
                 continue
+            if isinstance(self.data[key], dict) and _closest(_folded(key), self.known) in self.data:
+                continue  # "influxDB": {...} beside "influxDb": a section copy kept on purpose
             hint = _slip_hint(key, self.known, sections or {})
             if hint is not None:
                 raise ConfigError(self.key(key), f"unknown key; did you mean {hint}?")
@@ -446,9 +449,9 @@ def _slip_hint(
 ) -> str | None:
     """What the unknown `key` was likely meant to be, as JSON to write instead; None when it
     looks like no known key (then it is only warned about)."""
-    if not key[:1].isalnum() or key in _EVERY_KEY:
-        # "_mqtt": a section set aside on purpose; "host" in a v2 section: a real key of
-        # another section (upstream's sample keeps v1 and v2 keys side by side).
+    if not key[:1].isalnum() or not key[-1:].isalnum() or key in _EVERY_KEY:
+        # "_mqtt", "mqtt_": a section set aside on purpose; "host" in a v2 section: a real key
+        # of another section (upstream's sample keeps v1 and v2 keys side by side).
         return None
     typed = _folded(key)
     match = _closest(typed, known)
@@ -774,14 +777,17 @@ def _availability_topic(sec: _Section, topic: str, prefix: str) -> str:
             raise ConfigError(
                 sec.key("availabilityTopic"), "must be a topic without the wildcards + or #"
             )
-    availability = given or f"{prefix}/{MQTT_STATUS_LEVEL}"
-    if availability == topic:
+    if given is None:
+        # An upstream config may already publish its message on `vuegraf/status`: then the
+        # default moves aside rather than the config being refused.
+        default = f"{prefix}/{MQTT_STATUS_LEVEL}"
+        return default if default != topic else f"{prefix}/{MQTT_AVAILABILITY_LEVEL}"
+    if given == topic:
         raise ConfigError(
             sec.key("availabilityTopic"),
-            f"the availability topic {availability} must differ from mqtt.topic"
-            + ("" if given else ": set availabilityTopic or topicPrefix"),
+            f"the availability topic {given} must differ from mqtt.topic",
         )
-    return availability
+    return given
 
 
 def _tls_file(sec: _Section, key: str, tls: bool, config_dir: Path) -> Path | None:
