@@ -131,3 +131,12 @@ def test_backlog_of_days_counts_local_days_across_dst():
     newest = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)  # local midnight, EST
     assert day._buckets(start, newest) == 23
     assert day.backlog(NOW, newest) == 1
+
+
+def test_backlog_still_counts_a_series_backing_off_after_a_failed_request():
+    minute = Tracker(Scale.MINUTE, ZONE)
+    minute.seed([A], {A: NEWEST - minutes(31)}, NOW)
+    request = minute.due(NOW, NEWEST)[0]
+    minute.failed(request, NOW)  # Emporia answered 5xx: the hole is still there
+    assert minute.series[A].retry_at is not None
+    assert minute.backlog(NOW, NEWEST) == 1

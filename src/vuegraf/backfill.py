@@ -48,6 +48,7 @@ class SeriesState:
     retry_at: datetime | None = None  # back-off after an empty answer or a failure
     backoff: timedelta = BACKOFF_START
     error_backoff: timedelta = ERROR_BACKOFF_START
+    empty: bool = False  # the last answer held no value at all (an offline plug)
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,7 @@ class Tracker:
                 mark = min(mark, start)  # too young to give up on
         state.filled = max(state.filled, mark)
         state.error_backoff = ERROR_BACKOFF_START
+        state.empty = not got_any
         if got_any:
             state.retry_at = None
             state.backoff = BACKOFF_START
@@ -238,10 +240,11 @@ class Tracker:
     def backlog(self, now: datetime, newest: datetime) -> int:
         """Chart requests still needed to fill every hole up to `newest`, at the largest
         window a request may cover. Series backing off after an empty answer (an offline
-        plug) are left out: they are asked now and then, not worked through."""
+        plug) are left out: they are asked now and then, not worked through. Those backing
+        off after a failed request still count: their holes are there."""
         total = 0
         for state in self.series.values():
-            if state.filled > newest or state.retry_at is not None:
+            if state.filled > newest or (state.empty and state.retry_at is not None):
                 continue
             first = max(state.filled, self.earliest(now))
             total += -(-self._buckets(first, newest) // MAX_BUCKETS[self.scale])

@@ -494,9 +494,11 @@ class AccountCollector:
         done. A fill that one tick finishes (a short outage) is a DEBUG line."""
         if not result.fill_requests:
             return
+        # Second data is fetched every detailedIntervalSecs, not worked through tick by
+        # tick: it would always look a little behind. Its requests count as done, not left.
         left = sum(
-            tracker.backlog(now, self._newest_bucket(scale, now))
-            for scale, tracker in self.trackers.items()
+            self.trackers[scale].backlog(now, self._newest_bucket(scale, now))
+            for scale in self.scales
         )
         run = self._fill_run or FillRun(started=now)
         run.requests += result.fill_requests

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from vuegraf.config import InfluxV1Config, InfluxV2Config, TagConfig
 from vuegraf.model import MEASUREMENT, Point, Scale
-from vuegraf.sinks.base import SinkError, classify_status
+from vuegraf.sinks.base import SinkError, StoreReadError, classify_status
 from vuegraf.sinks.lineproto import encode_all
 from vuegraf.sinks.readback import (
     FirstAnswering,
@@ -105,10 +105,6 @@ class InfluxV1Sink:
         logger.info(
             "InfluxDB v1 at %s:%s, database %s", self.cfg.host, self.cfg.port, self.cfg.database
         )
-        try:
-            self._create_database()  # before the first read back, not only the first write
-        except SinkError as err:
-            logger.debug("InfluxDB: database not checked yet (%s); again before a write", err)
 
     @property
     def client(self) -> Any:
@@ -152,6 +148,14 @@ class InfluxV1Sink:
         """One query per (account, scale): the newest point of each series (readback.py)."""
         if self._reader is None:
             raise RuntimeError("sink is not open")
+        if not self._database_ready:
+            # Created before the first read back too, so a first start reads an empty
+            # database; not in open(), which must not wait on a host that does not answer.
+            # Unreachable: the read would be too; the caller asks again later.
+            try:
+                self._create_database()
+            except SinkError as err:
+                raise StoreReadError(str(err), retryable=err.retryable) from None
         return self._reader.last_times(account, scale, since, until)
 
     def delete_all(self, now: datetime) -> int:
