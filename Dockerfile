@@ -55,11 +55,17 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PYTHONDONTWRITEBYTECODE=1 \
     VUEGRAF_STATE_DIR=/opt/vuegraf/state
 
+# python:3.11-slim-bookworm brings pip, setuptools and wheel into the base python3, which
+# vuegraf (in its own venv) never uses: they leave the image. A Debian base with only
+# python3 and python3-venv has none of them.
 RUN groupadd --gid 1012 vuegraf \
  && useradd --uid 1012 --gid 1012 --no-create-home --home-dir /opt/vuegraf \
         --shell /usr/sbin/nologin vuegraf \
  && mkdir -p /opt/vuegraf/conf /opt/vuegraf/state \
- && chown vuegraf:vuegraf /opt/vuegraf/state
+ && chown vuegraf:vuegraf /opt/vuegraf/state \
+ && if python3 -m pip --version >/dev/null 2>&1; then \
+        python3 -m pip uninstall --yes --no-cache-dir wheel setuptools pip; \
+    fi
 
 # Only the virtual environment of the build stage, owned by root: vuegraf cannot change it.
 COPY --from=build /opt/venv /opt/venv

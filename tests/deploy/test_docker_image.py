@@ -265,8 +265,13 @@ def image(engine: DockerEngine, base_image: str, phases: Phases, tmp_path_factor
 
 # What the image holds, seen from inside (as root, to see everywhere).
 IMAGE_PROBE = r"""
-import importlib.util, json, os, shutil, sys
+import importlib.util, json, os, shutil, subprocess, sys
+base = os.path.join(sys.base_prefix, "bin", "python3")  # the base image's own python3
 print(json.dumps({
+    "pip_commands": [c for c in ("pip", "pip3") if shutil.which(c)],
+    "base_modules": {m: subprocess.run([base, "-c", f"import {m}"],
+                                       capture_output=True).returncode == 0
+                     for m in ("pip", "setuptools", "wheel")},
     "prefix": sys.prefix,
     "commands": {c: shutil.which(c) for c in ("vuegraf", "vuegraf-health")},
     "modules": {m: importlib.util.find_spec(m) is not None
@@ -300,6 +305,9 @@ def check_image(engine: DockerEngine, tag: str, base: str) -> None:
     assert seen["modules"] == {
         "vuegraf": True, "pyemvue": True, "pip": False, "setuptools": False, "wheel": False,
     }
+    # Nor in the base image's python3 (python:3.11-slim brings all three).
+    assert seen["pip_commands"] == []
+    assert seen["base_modules"] == {"pip": False, "setuptools": False, "wheel": False}
     assert seen["leftovers"] == [] and seen["wheel_files"] == []
     assert seen["venv_owner"] == 0, "the venv belongs to root: vuegraf cannot change it"
     # The ENTRYPOINT, as the image's user.
