@@ -227,7 +227,13 @@ def test_final_stage_copies_only_the_venv_and_installs_nothing(final):
     copies = [i for i in final if i.cmd in ("COPY", "ADD")]
     assert [(c.cmd, c.args) for c in copies] == [("COPY", f"--from=build {VENV} {VENV}")]
     for run in (i.args for i in final if i.cmd == "RUN"):
-        assert "pip" not in run and "venv" not in run, run
+        # pip only to take the base image's own pip, setuptools and wheel away, where it has
+        # them (python:3.11-slim does); never to install anything.
+        assert "venv" not in run and not re.search(r"\bpip\S* install\b", run), run
+        commands = set(re.findall(r"python3 -m pip (\S+)", run))
+        assert commands <= {"--version", "uninstall"}, run
+        if "uninstall" in commands:
+            assert "pip uninstall --yes --no-cache-dir wheel setuptools pip;" in run, run
         assert "apt-get" not in run and "apk " not in run, run
         assert not re.search(r"\b(gcc|g\+\+|build-essential|make|cargo|rustc)\b", run), run
         assert not re.search(r"\S+-dev\b", run), run
