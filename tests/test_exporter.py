@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.metrics import RUNTIME_FAMILIES
 from vuegraf import __version__
 from vuegraf.clock import FakeClock
 from vuegraf.config import PrometheusConfig
@@ -383,18 +384,6 @@ def test_the_set_of_counted_minutes_stays_small_for_contiguous_data():
 
 # -- standard process, platform and GC families ------------------------------------------------
 
-RUNTIME_FAMILIES = {
-    "process_cpu_seconds": "counter",
-    "process_resident_memory_bytes": "gauge",
-    "process_virtual_memory_bytes": "gauge",
-    "process_open_fds": "gauge",
-    "process_max_fds": "gauge",
-    "process_start_time_seconds": "gauge",
-    "python_info": "gauge",
-    "python_gc_objects_collected": "counter",
-    "python_gc_objects_uncollectable": "counter",
-    "python_gc_collections": "counter",
-}
 
 
 def test_the_exporter_adds_the_standard_families_in_its_own_registry_only(latest):

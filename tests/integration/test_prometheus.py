@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.metrics import RUNTIME_FAMILIES
 from servers import PrometheusServer, free_ports, poll_until, require_binary
 from vuegraf import __version__
 from vuegraf.config import parse_config
@@ -204,18 +205,7 @@ def test_process_and_python_metrics_describe_the_real_vuegraf_process(tmp_path, 
                 proc.wait()
 
     got = {f.name: f for f in text_string_to_metric_families(body)}
-    for name, kind in {
-        "process_cpu_seconds": "counter",
-        "process_resident_memory_bytes": "gauge",
-        "process_virtual_memory_bytes": "gauge",
-        "process_open_fds": "gauge",
-        "process_max_fds": "gauge",
-        "process_start_time_seconds": "gauge",
-        "python_info": "gauge",
-        "python_gc_objects_collected": "counter",
-        "python_gc_objects_uncollectable": "counter",
-        "python_gc_collections": "counter",
-    }.items():
+    for name, kind in RUNTIME_FAMILIES.items():
         assert name in got and got[name].type == kind, (name, sorted(got))
 
     def value(name: str) -> float:
