@@ -33,7 +33,6 @@ from vuegraf.emporia import (
     describe_unreachable,
 )
 from vuegraf.simulator import SimulatorServer
-from vuegraf.simulator.model import ChannelSpec, DeviceSpec
 
 T0 = datetime(2026, 11, 23, 15, 0, 20, tzinfo=UTC)
 SECRET = "hunter2-very-secret"
@@ -41,15 +40,6 @@ URL_SECRET = "url-s3cret"  # a password in simulatorUrl's user part: never in a 
 # What a requests/urllib3 exception says, which only -d may show.
 LIBRARY_TEXT = ("HTTPConnectionPool", "Max retries exceeded", "urllib3", "NewConnectionError",
                 "NameResolutionError", "Errno", "Traceback")
-SHED_PLUG = DeviceSpec(
-    device_gid=4001,
-    name="Shed Plug",
-    kind="outlet",
-    model="SSO001",
-    firmware="sim-1.0",
-    manufacturer_id="SIM00004001",
-    channels=(ChannelSpec("1,2,3", None, "daytime", 180.0),),
-)
 
 
 class ScriptedClock(FakeClock):
@@ -103,7 +93,7 @@ def test_a_device_name_emporia_does_not_have_is_warned_once_with_emporias_names(
     clock = ScriptedClock(T0, T0 + timedelta(minutes=20))
     with SimulatorServer(seed=5, now=clock.now) as sim:
         sim.log_requests = True
-        clock.events.append((T0 + timedelta(minutes=10), lambda: sim.add_device(SHED_PLUG)))
+        clock.events.append((T0 + timedelta(minutes=10), lambda: sim.add_device(oracle.SHED_PLUG)))
         devices = [
             {"name": "Right Panel", "channels": ["Air Conditioner"]},  # not in this account
             {"name": "Main Panel", "channels": ["Oven"]},

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from vuegraf.config import AccountConfig
 from vuegraf.simulator import UsageModel
+from vuegraf.simulator.model import ChannelSpec, DeviceSpec
 
 ChannelKey = tuple[int, str]  # (device gid, Emporia channel number)
 Key = tuple[str, int]  # a point as stored: (written channel name, Unix seconds of its time)
@@ -119,6 +120,17 @@ def watts(scale: str, kwh: float) -> float:
 # --- names of the default simulator household ------------------------------------------------
 
 DEVICE_NAMES = {1001: "Main Panel", 1002: "Garage Panel", 2001: "Office Plug", 3001: "EV Charger"}
+
+# A plug that tests add to the household while vuegraf runs (`SimulatorServer.add_device`).
+SHED_PLUG = DeviceSpec(
+    device_gid=4001,
+    name="Shed Plug",
+    kind="outlet",
+    model="SSO001",
+    firmware="sim-1.0",
+    manufacturer_id="SIM00004001",
+    channels=(ChannelSpec("1,2,3", None, "daytime", 180.0),),
+)
 
 # No `devices` in the account config: mains and single-channel devices carry the device's
 # name, every other channel `<device name>-<channel number>`.

@@ -21,7 +21,7 @@ from harness.completeness import compare, seed_minute, sqlite_points
 from harness.inprocess import run_daemon, simulator_config
 from vuegraf.clock import FakeClock
 from vuegraf.simulator import SimulatorServer
-from vuegraf.simulator.model import ChannelSpec, DeviceSpec
+from vuegraf.simulator.model import ChannelSpec
 from vuegraf.simulator.server import RequestRecord
 from vuegraf.stats import Stats
 
@@ -31,15 +31,6 @@ SEED = 47
 T0 = datetime(2026, 11, 23, 14, 0, 20, tzinfo=UTC)
 CHANGE_AT = T0 + timedelta(minutes=5)
 END = T0 + timedelta(minutes=40)
-NEW_PLUG = DeviceSpec(
-    device_gid=4001,
-    name="Shed Plug",
-    kind="outlet",
-    model="SSO001",
-    firmware="sim-1.0",
-    manufacturer_id="SIM00004001",
-    channels=(ChannelSpec("1,2,3", None, "daytime", 180.0),),
-)
 NEW_CIRCUIT = ChannelSpec("9", "Workshop", "daytime", 420.0)
 REMOVED_DEVICE = 3001  # the EV charger, nested on the garage panel
 REMOVED_CIRCUIT = (1001, "16")
@@ -84,7 +75,7 @@ def test_added_and_removed_devices_and_circuits_are_picked_up_at_the_refresh(tmp
 
         def change(now: datetime) -> None:
             if now >= CHANGE_AT and not changed:
-                sim.add_device(NEW_PLUG)
+                sim.add_device(oracle.SHED_PLUG)
                 sim.add_circuit(1002, NEW_CIRCUIT)
                 sim.remove_device(REMOVED_DEVICE)
                 sim.remove_circuit(*REMOVED_CIRCUIT)
