@@ -586,8 +586,10 @@ class VictoriaMetricsServer(_ServerProcess):
             predicate,
             timeout,
             0.1,
-            lambda rows: f"VictoriaMetrics export of {match} did not satisfy the condition "
-            f"within {timeout}s; last answer: {rows!r}",
+            lambda rows: (
+                f"VictoriaMetrics export of {match} did not satisfy the condition "
+                f"within {timeout}s; last answer: {rows!r}"
+            ),
         )
 
     def export(self, match: str = DEFAULT_MATCH, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -794,8 +796,10 @@ class PrometheusServer(_ServerProcess):
             predicate,
             timeout,
             0.2,
-            lambda result: f"Prometheus query {promql!r} did not satisfy the condition within "
-            f"{timeout}s; last answer: {result!r}\n--- log tail ---\n{self.log_tail()}",
+            lambda result: (
+                f"Prometheus query {promql!r} did not satisfy the condition within "
+                f"{timeout}s; last answer: {result!r}\n--- log tail ---\n{self.log_tail()}"
+            ),
         )
 
 
@@ -892,6 +896,16 @@ def unmount_under(path: Path) -> None:
         subprocess.run(["umount", "-l", point], capture_output=True, timeout=30, check=False)
 
 
+def containerd_namespace(name: str) -> str:
+    """A containerd namespace made from a unique temp dir name.
+
+    containerd takes only letters and digits joined by single '.', '_' or '-', and mkdtemp's
+    random part may hold '_' next to the prefix's '-' ("vuegraf-dockerd-_jqwz0w4"), which
+    dockerd then refuses at the first build.
+    """
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+
+
 class DockerEngine(_ServerProcess):
     """A Docker engine of the test's own: ``dockerd`` with its data root, exec root, pid file,
     API socket and daemon.json in the temp dir, so it shares nothing with a Docker engine the
@@ -971,7 +985,7 @@ class DockerEngine(_ServerProcess):
 
     def _command(self) -> list[str]:
         assert self.dir is not None
-        namespace = self.dir.name  # unique: the temp dir's name
+        namespace = containerd_namespace(self.dir.name)
         return [
             self.binary,
             f"--config-file={self.dir / 'daemon.json'}",

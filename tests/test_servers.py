@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import re
 import socket
 import subprocess
 import time
@@ -70,6 +71,26 @@ def test_docker_client_prefers_debians(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert servers.docker_client() == str(debian)
     monkeypatch.setattr(servers, "DEBIAN_DOCKER_CLIENT", str(tmp_path / "missing"))
     assert servers.docker_client() == str(other)
+
+
+# containerd's own rule for a namespace, as its error message states it
+CONTAINERD_NAME = re.compile(r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$")
+
+
+@pytest.mark.parametrize(
+    "temp_name",
+    [
+        "vuegraf-dockerd-_jqwz0w4",  # the name that failed a CI run
+        "vuegraf-dockerd-abc_",
+        "vuegraf-dockerd-a__b",
+        "vuegraf-dockerd-x1y2",
+    ],
+)
+def test_containerd_namespace_is_valid_for_any_temp_dir_name(temp_name: str) -> None:
+    namespace = servers.containerd_namespace(temp_name)
+    assert CONTAINERD_NAME.match(namespace), namespace
+    assert CONTAINERD_NAME.match(f"{namespace}-plugins")
+    assert namespace.startswith("vuegraf-dockerd-")
 
 
 @integration
