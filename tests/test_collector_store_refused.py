@@ -13,16 +13,16 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness import oracle
 from harness.completeness import compare
+from harness.inprocess import simulator_config
 from harness.stores import MemoryStore
 from vuegraf.backfill import Tracker
 from vuegraf.clock import FakeClock
-from vuegraf.config import Config, parse_config
+from vuegraf.config import Config
 from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount
 from vuegraf.model import Point, Scale
@@ -34,6 +34,7 @@ from vuegraf.stats import Stats
 SEED = 3
 T0 = datetime(2026, 11, 23, 10, 0, 20, tzinfo=UTC)
 FIRST_LIVE_MINUTE = datetime(2026, 11, 23, 9, 59, tzinfo=UTC)  # the newest complete one at T0
+MINUTES_ONLY = {"detailedDataHoursEnabled": False, "detailedDataDaysEnabled": False}
 SETTLE = timedelta(minutes=5)  # a missed minute is filled within this (settle 2 min + ticks)
 REFUSAL = (
     "InfluxQL /query: HTTP 403: error authorizing query: writer not authorized to execute "
@@ -79,20 +80,6 @@ def missing_or_wrong(got: dict[oracle.Key, float], want: dict[oracle.Key, float]
     return [] if result.ok else [str(result)]
 
 
-def make_config(tmp_path: Path, url: str, **extra: Any) -> Config:
-    return parse_config(
-        {
-            "accounts": [{"name": "Home", "email": "me@example.com", "password": "pw",
-                          "simulatorUrl": url}],
-            "timezone": "America/New_York",
-            "stateDir": "state",
-            **extra,
-        },
-        tmp_path / "vuegraf.json",
-        environ={},
-    )
-
-
 def run(config: Config, clock: FakeClock, store: RefusingStore, sim: SimulatorServer,
         outage: tuple[datetime, datetime] | None = None) -> Stats:
     """One vuegraf process until the clock stops; Emporia answers 503 to everything for the
@@ -126,7 +113,7 @@ def test_reads_refused_all_run_still_fill_an_emporia_outage(
     store = RefusingStore(clock, answers_from=None)
     with SimulatorServer(seed=SEED, now=clock.now) as sim:
         sim.log_requests = True
-        config = make_config(tmp_path, sim.url)
+        config = simulator_config(tmp_path, sim.url)
         with caplog.at_level(logging.INFO, logger="vuegraf"):
             run(config, clock, store, sim,
                 outage=(T0 + timedelta(minutes=5), T0 + timedelta(minutes=10)))
@@ -183,8 +170,7 @@ def test_reads_refused_for_a_while_then_the_hole_before_the_start_is_filled(
             Point("Home", names[gid], name, Scale.MINUTE, PREVIOUS_MINUTE, 1.0)
             for gid, _num, name in oracle.channels(oracle.DEFAULT_NAMES)
         ]
-        config = make_config(tmp_path, sim.url, detailedDataHoursEnabled=False,
-                             detailedDataDaysEnabled=False)
+        config = simulator_config(tmp_path, sim.url, MINUTES_ONLY)
         with caplog.at_level(logging.INFO, logger="vuegraf"):
             stats = run(config, clock, store, sim)
         log = sim.requests_seen()
@@ -221,8 +207,7 @@ def test_reads_refused_in_two_runs_the_gap_between_them_is_filled_from_the_saved
     store = RefusingStore(clocks["now"], answers_from=None)
     with SimulatorServer(seed=SEED, now=lambda: clocks["now"].now()) as sim:
         sim.log_requests = True
-        config = make_config(tmp_path, sim.url, detailedDataHoursEnabled=False,
-                             detailedDataDaysEnabled=False)
+        config = simulator_config(tmp_path, sim.url, MINUTES_ONLY)
         run(config, clocks["now"], store, sim)
         clocks["now"] = store.clock = FakeClock(restart, stop_after=end_b)
         sim.request_log.clear()
@@ -290,8 +275,7 @@ def test_refused_then_no_read_api_fills_from_the_lookback_as_a_start_without_mar
     store = RefusingThenNoReadApi(clock, answers_from=T0 + timedelta(minutes=2))
     with SimulatorServer(seed=SEED, now=clock.now) as sim:
         sim.log_requests = True
-        config = make_config(tmp_path, sim.url, detailedDataHoursEnabled=False,
-                             detailedDataDaysEnabled=False)
+        config = simulator_config(tmp_path, sim.url, MINUTES_ONLY)
         with caplog.at_level(logging.INFO, logger="vuegraf"):
             run(config, clock, store, sim)
         log = sim.requests_seen()

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from harness.emporia_cloud import cognito_cloud, cognito_config
+from harness.inprocess import simulator_config
 from harness.stores import MemoryStore
 from vuegraf.clock import FakeClock
-from vuegraf.config import Config, parse_config
 from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount, RetryPolicy
 from vuegraf.model import Scale
@@ -49,19 +49,6 @@ class EmptyStore(MemoryStore):
         self, account: str, scale: Scale, since: datetime, until: datetime
     ) -> dict[tuple[str, str], datetime]:
         return {}
-
-
-def simulator_config(tmp_path: Path, url: str) -> Config:
-    return parse_config(
-        {
-            "accounts": [{"name": "Home", "email": "me@example.com", "password": "pw",
-                          "simulatorUrl": url}],
-            "timezone": "America/New_York",
-            "stateDir": "state",
-        },
-        tmp_path / "vuegraf.json",
-        environ={},
-    )
 
 
 def said_loudly(caplog: pytest.LogCaptureFixture) -> list[str]:
