@@ -941,14 +941,7 @@ def test_cli_accepts_the_sample_and_starts_collecting(
         path = write(tmp_path, data, SAMPLE.name)
         path.chmod(0o600)
         log = tmp_path / "vuegraf.log"
-        with log.open("wb") as err:
-            proc = subprocess.Popen(
-                test_time.vuegraf(str(path)),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-        try:
+        with test_time.running(log, str(path)) as proc:
             wait_for_log(
                 proc,
                 log,
@@ -957,10 +950,6 @@ def test_cli_accepts_the_sample_and_starts_collecting(
             )
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=CLI_DEADLINE_S)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
     text = log.read_text(errors="replace")
     assert code == 0, text
     assert "Received SIGTERM; stopping" in text

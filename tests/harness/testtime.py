@@ -15,7 +15,10 @@ the real `python -m vuegraf`.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,3 +79,18 @@ class TestTime:
             return [sys.executable, "-m", "vuegraf", *args]
         seconds = repr(self.offset.total_seconds())
         return [sys.executable, str(SHIFTED_VUEGRAF), "--offset-seconds", seconds, "--", *args]
+
+    @contextmanager
+    def running(self, log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+        """`vuegraf ARGS` at this time as a child process with its stderr in `log`; killed on
+        the way out if the test left it running (a failed assertion must not leave it behind)."""
+        with log.open("wb") as err:
+            proc = subprocess.Popen(
+                self.vuegraf(*args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -20,8 +20,7 @@ import re
 import signal
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,7 +40,8 @@ DEADLINE = 120.0  # seconds for anything the test waits on: generous, a slow mac
 ISO_MINUTE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:00Z")
 
 
-def write_config(tmp_path: Path, sim_url: str, mqtt: dict[str, object]) -> Path:
+def write_config(tmp_path: Path, sim_url: str, broker_port: int, mqtt: dict[str, object]) -> Path:
+    """One simulator account publishing to the local broker with the `mqtt` settings."""
     path = tmp_path / "vuegraf.json"
     path.write_text(
         json.dumps(
@@ -56,29 +56,12 @@ def write_config(tmp_path: Path, sim_url: str, mqtt: dict[str, object]) -> Path:
                 ],
                 "timezone": "America/New_York",
                 "stateDir": "state",
-                "mqtt": mqtt,
+                "mqtt": {"host": "127.0.0.1", "port": broker_port, **mqtt},
             }
         )
     )
     path.chmod(0o600)
     return path
-
-
-@contextmanager
-def vuegraf(test_time: TestTime, config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`vuegraf CONFIG` as a child process, killed at the end if the test left it running."""
-    proc = subprocess.Popen(
-        test_time.vuegraf(str(config)),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def tail(log: Path, lines: int = 30) -> str:
@@ -137,16 +120,15 @@ def test_per_channel_payloads_and_availability_of_a_running_then_stopped_vuegraf
             config = write_config(
                 tmp_path,
                 sim.url,
+                mosquitto.port,
                 {
-                    "host": "127.0.0.1",
-                    "port": mosquitto.port,
                     "topic": topic,
                     "perChannelTopics": True,
                     "topicPrefix": prefix,
                 },
             )
             started = test_time.now()
-            with vuegraf(test_time, config, log) as proc:
+            with test_time.running(log, str(config)) as proc:
                 receive_until(
                     sub,
                     got,
@@ -231,14 +213,13 @@ def test_the_broker_says_offline_for_a_vuegraf_killed_with_sigkill(
             config = write_config(
                 tmp_path,
                 sim.url,
+                mosquitto.port,
                 {
-                    "host": "127.0.0.1",
-                    "port": mosquitto.port,
                     "topic": f"{base}/energy_usage",
                     "availabilityTopic": status,
                 },
             )
-            with vuegraf(test_time, config, log) as proc:
+            with test_time.running(log, str(config)) as proc:
                 receive_until(sub, got, lambda g: "online" in payloads(g, status), "online",
                               proc, log)
                 proc.kill()  # SIGKILL: no goodbye, no DISCONNECT; the socket just closes

@@ -178,13 +178,7 @@ def test_process_and_python_metrics_describe_the_real_vuegraf_process(tmp_path, 
         )
         config.chmod(0o600)
         spawned = time.time()
-        proc = subprocess.Popen(
-            test_time.vuegraf(str(config)),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log.open("w"),
-        )
-        try:
+        with test_time.running(log, str(config)) as proc:
             body = poll_until(
                 lambda: metrics_body(f"http://127.0.0.1:{port}/metrics"),
                 lambda text: "vuegraf_up" in text and proc.poll() is None,
@@ -199,10 +193,6 @@ def test_process_and_python_metrics_describe_the_real_vuegraf_process(tmp_path, 
                 [stored_info] = prometheus.query_until('python_info{job="vuegraf"}')
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0, log.read_text(errors="replace")
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
     got = {f.name: f for f in text_string_to_metric_families(body)}
     for name, kind in RUNTIME_FAMILIES.items():

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from harness.completeness import chart_channels, compare, expected_points, stored_points
-from harness.testtime import TestTime
 from vuegraf.config import parse_config
 from vuegraf.model import Scale
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
@@ -31,15 +30,6 @@ pytestmark = pytest.mark.integration
 
 SEED = 61
 STOP_WITHIN = 10.0  # seconds from SIGTERM to exit
-
-
-def start_vuegraf(test_time: TestTime, config: Path, log: Path, *flags: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        test_time.vuegraf(str(config), *flags),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),
-    )
 
 
 def log_lines(log: Path) -> list[str]:
@@ -127,16 +117,16 @@ def test_sigterm_during_startup_fill_exits_0_and_next_start_completes_it(
         want = expected_points(config, model, Scale.MINUTE, since, until)
 
         log1 = tmp_path / "first.log"
-        first = start_vuegraf(test_time, path, log1, "-v")
         old = since + timedelta(days=1)
-        wait_until(
-            first,
-            log1,
-            lambda: minute_count(client, names, since, old) > 0,
-            120,
-            "fill point in InfluxDB",
-        )
-        code, took = terminate(first)
+        with test_time.running(log1, str(path), "-v") as first:
+            wait_until(
+                first,
+                log1,
+                lambda: minute_count(client, names, since, old) > 0,
+                120,
+                "fill point in InfluxDB",
+            )
+            code, took = terminate(first)
         print(f"SIGTERM during the start-up fill: exit {code} after {took:.2f} s")
         assert code == 0, "\n".join(log_lines(log1)[-30:])
         assert took < STOP_WITHIN
@@ -147,19 +137,19 @@ def test_sigterm_during_startup_fill_exits_0_and_next_start_completes_it(
         assert after_first < len(want), "the first start was not stopped mid-way"
 
         log2 = tmp_path / "second.log"
-        second = start_vuegraf(test_time, path, log2)
-        fill_started = time.monotonic()
-        try:
-            wait_until(
-                second,
-                log2,
-                lambda: minute_count(client, names, since, until) >= len(want),
-                120,
-                "complete fill",
-            )
-        finally:
-            fill_took = time.monotonic() - fill_started
-            code2, _ = terminate(second)
+        with test_time.running(log2, str(path)) as second:
+            fill_started = time.monotonic()
+            try:
+                wait_until(
+                    second,
+                    log2,
+                    lambda: minute_count(client, names, since, until) >= len(want),
+                    120,
+                    "complete fill",
+                )
+            finally:
+                fill_took = time.monotonic() - fill_started
+                code2, _ = terminate(second)
         assert code2 == 0, "\n".join(log_lines(log2)[-30:])
 
     result = compare("minute points", stored_points(client, "Home", "False", since, until), want)
@@ -205,8 +195,7 @@ def test_sighup_bad_config_keeps_running_and_good_config_is_picked_up(tmp_path, 
         }
         path = tmp_path / "vuegraf.json"
         write_json(path, good)
-        proc = start_vuegraf(test_time, path, log)
-        try:
+        with test_time.running(log, str(path)) as proc:
             wait_until(proc, log, lambda: count(log, "Cycle at") >= 1, 120, "first cycle")
             rows = sqlite_rows(db)
             assert rows > 0
@@ -260,7 +249,6 @@ def test_sighup_bad_config_keeps_running_and_good_config_is_picked_up(tmp_path, 
             )
             assert count(log, "Config reloaded") == 1
             assert sqlite_rows(db, "Cottage") > 0
-        finally:
             code, took = terminate(proc)
     assert code == 0, "\n".join(log_lines(log)[-30:])
     assert took < STOP_WITHIN
