@@ -96,8 +96,7 @@ class Tracker:
         from them back to `stored_lookback` (hours and days after a long outage: Emporia
         keeps those for years), a new one from `lookback`.
         """
-        floor = self.earliest(now, lookback)
-        stored_floor = self.earliest(now, stored_lookback) if stored_lookback else floor
+        floor, stored_floor = self._floors(now, lookback, stored_lookback)
         saved_marks = saved_marks or {}
         for key in keys:
             stored = last_stored.get(key)
@@ -119,8 +118,7 @@ class Tracker:
         """Start-up when the store cannot be read: the marks the previous run saved are all
         there is to go by (every bucket before a mark was stored by that run); a series
         without one is filled from `lookback`, like an empty store."""
-        floor = self.earliest(now, lookback)
-        stored_floor = self.earliest(now, stored_lookback) if stored_lookback else floor
+        floor, stored_floor = self._floors(now, lookback, stored_lookback)
         for key in keys:
             mark = saved_marks.get(key)
             self.series[key] = SeriesState(
@@ -140,8 +138,7 @@ class Tracker:
         point where that is older than its mark (never before `stored_lookback`), or to
         `lookback` when the store holds none of it, so the holes from before this start are
         filled too. Marks only move back; returns how many did."""
-        floor = self.earliest(now, lookback)
-        stored_floor = self.earliest(now, stored_lookback) if stored_lookback else floor
+        floor, stored_floor = self._floors(now, lookback, stored_lookback)
         moved = 0
         for key in keys:
             state = self.series.get(key)
@@ -153,6 +150,14 @@ class Tracker:
                 state.filled = mark
                 moved += 1
         return moved
+
+    def _floors(
+        self, now: datetime, lookback: timedelta | None, stored_lookback: timedelta | None
+    ) -> tuple[datetime, datetime]:
+        """(where a series with nothing stored starts, the oldest bucket a series with stored
+        points goes back to): the second is the first unless `stored_lookback` is given."""
+        floor = self.earliest(now, lookback)
+        return floor, self.earliest(now, stored_lookback) if stored_lookback else floor
 
     def _after(self, stored: datetime) -> datetime:
         """The bucket after the one holding a point stamped `stored`."""
