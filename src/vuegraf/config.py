@@ -743,9 +743,7 @@ def _mqtt(data: object, unknown: list[str], config_dir: Path) -> MqttConfig | No
     insecure = sec.boolean("insecure", False)
     if insecure and not tls:
         raise ConfigError(sec.key("insecure"), "only applies with tls: true")
-    prefix = (sec.opt_string("topicPrefix") or DEFAULT_MQTT_TOPIC_PREFIX).strip("/")
-    if not prefix or "+" in prefix or "#" in prefix:
-        raise ConfigError(sec.key("topicPrefix"), "must be a topic without the wildcards + or #")
+    prefix = _topic(sec, "topicPrefix", sec.opt_string("topicPrefix") or DEFAULT_MQTT_TOPIC_PREFIX)
     availability = _availability_topic(sec, topic, prefix)
     unknown.extend(sec.unknown())
     return MqttConfig(
@@ -767,21 +765,25 @@ def _mqtt(data: object, unknown: list[str], config_dir: Path) -> MqttConfig | No
     )
 
 
+def _topic(sec: _Section, key: str, value: str) -> str:
+    """`value` of `key` as a topic vuegraf publishes under: '/' at either end dropped, and
+    neither empty nor with a wildcard, which a broker refuses in a published topic."""
+    value = value.strip("/")
+    if not value or "+" in value or "#" in value:
+        raise ConfigError(sec.key(key), "must be a topic without the wildcards + or #")
+    return value
+
+
 def _availability_topic(sec: _Section, topic: str, prefix: str) -> str:
     """`availabilityTopic`, else `<topicPrefix>/status`; never the upstream message topic,
     whose subscribers expect JSON only."""
     given = sec.opt_string("availabilityTopic")
-    if given is not None:
-        given = given.strip("/")
-        if not given or "+" in given or "#" in given:
-            raise ConfigError(
-                sec.key("availabilityTopic"), "must be a topic without the wildcards + or #"
-            )
     if given is None:
         # An upstream config may already publish its message on `vuegraf/status`: then the
         # default moves aside rather than the config being refused.
         default = f"{prefix}/{MQTT_STATUS_LEVEL}"
         return default if default != topic else f"{prefix}/{MQTT_AVAILABILITY_LEVEL}"
+    given = _topic(sec, "availabilityTopic", given)
     if given == topic:
         raise ConfigError(
             sec.key("availabilityTopic"),
