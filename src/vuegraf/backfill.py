@@ -248,10 +248,11 @@ class Tracker:
         plug) are left out: they are asked now and then, not worked through. Those backing
         off after a failed request still count: their holes are there."""
         total = 0
+        earliest = self.earliest(now)
         for state in self.series.values():
             if state.filled > newest or (state.empty and state.retry_at is not None):
                 continue
-            first = max(state.filled, self.earliest(now))
+            first = max(state.filled, earliest)
             total += -(-self._buckets(first, newest) // MAX_BUCKETS[self.scale])
         return total
 
