@@ -9,6 +9,7 @@ raises `SinkError`, whose `retryable` says whether trying later can help.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
@@ -66,6 +67,12 @@ class SeriesStore(Sink, Protocol):
     def delete_all(self, now: datetime) -> int | None:
         """Delete measurement energy_usage; how many points went, when the store can say."""
         ...
+
+
+def ceil_seconds(t: datetime) -> int:
+    """Whole seconds since the epoch, rounded up: points are stored at whole seconds, so a
+    read's `time >= since` and `time < until` keep their meaning in a store's own units."""
+    return math.ceil(t.timestamp())
 
 
 def classify_status(status: int | None) -> bool:

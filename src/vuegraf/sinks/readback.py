@@ -38,7 +38,7 @@ import requests
 
 from vuegraf.config import TagConfig
 from vuegraf.model import FIELD, MEASUREMENT, Scale
-from vuegraf.sinks.base import StoreReadError
+from vuegraf.sinks.base import StoreReadError, ceil_seconds, classify_status
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class InfluxQLReader:
             f"SELECT last({influxql_ident(FIELD)}) FROM {influxql_ident(MEASUREMENT)} "
             f'WHERE "account_name" = {influxql_string(account)} '
             f"AND {influxql_ident(self.tags.name)} = {influxql_string(self.tags.value(scale))} "
-            f"AND time >= {_seconds(since)}s AND time < {_seconds(until)}s "
+            f"AND time >= {ceil_seconds(since)}s AND time < {ceil_seconds(until)}s "
             f"GROUP BY {group}"
         )
 
@@ -253,7 +253,7 @@ class PrometheusReader:
         self.add_station = add_station
 
     def query(self, account: str, scale: Scale, since: datetime, until: datetime) -> str:
-        window = _seconds(until) - _seconds(since)
+        window = ceil_seconds(until) - ceil_seconds(since)
         selector = (
             f"{MEASUREMENT}_{FIELD}{{account_name={promql_string(account)},"
             f"{self.tags.name}={promql_string(self.tags.value(scale))}}}"
@@ -267,11 +267,11 @@ class PrometheusReader:
                 retryable=False,
                 unsupported=True,
             )
-        if _seconds(until) <= _seconds(since):
+        if ceil_seconds(until) <= ceil_seconds(since):
             return {}
         params = {
             "query": self.query(account, scale, since, until),
-            "time": str(_seconds(until) - 1),
+            "time": str(ceil_seconds(until) - 1),
             "nocache": "1",
         }
         status, text = self.http.get("/api/v1/query", params, self.name)
@@ -348,12 +348,6 @@ class FirstAnswering:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _seconds(t: datetime) -> int:
-    """Whole seconds since the epoch, rounded up: points are written at whole seconds, so
-    `time >= since` and `time < until` keep their meaning."""
-    return math.ceil(t.timestamp())
-
-
 def _json(text: str) -> Any:
     try:
         return json.loads(text)
@@ -383,8 +377,7 @@ def _status_error(reader: str, status: int, text: str) -> StoreReadError:
     message = f"{reader}: HTTP {status}: {_short(text)}"
     if status in (404, 405, 501) or (status == 400 and "unsupported path" in text.lower()):
         return StoreReadError(message, retryable=False, unsupported=True)
-    retryable = status in (401, 403, 408, 429) or status >= 500
-    return StoreReadError(message, retryable=retryable)
+    return StoreReadError(message, retryable=classify_status(status))
 
 
 def _not_this_api(reader: str, text: str) -> StoreReadError:

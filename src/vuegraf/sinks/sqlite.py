@@ -8,7 +8,6 @@ InfluxDB), so writing the same point again replaces it instead of duplicating.
 from __future__ import annotations
 
 import logging
-import math
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -16,15 +15,11 @@ from pathlib import Path
 
 from vuegraf.config import TagConfig
 from vuegraf.model import Point, Scale
-from vuegraf.sinks.base import SinkError, StoreReadError
+from vuegraf.sinks.base import SinkError, StoreReadError, ceil_seconds
 from vuegraf.sinks.lineproto import point_tags
 
 logger = logging.getLogger(__name__)
 
-
-def _ceil(t: datetime) -> int:
-    """Whole seconds, rounded up: rows hold whole seconds, so >= and < keep their meaning."""
-    return math.ceil(t.timestamp())
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS energy_usage (
@@ -117,7 +112,7 @@ class SqliteSink:
             "SELECT station_name, device_name, MAX(time) FROM energy_usage "
             "WHERE account_name = ? AND detailed = ? AND time >= ? AND time < ? "
             "GROUP BY station_name, device_name",
-            (account, self.tags.value(scale), _ceil(since), _ceil(until)),
+            (account, self.tags.value(scale), ceil_seconds(since), ceil_seconds(until)),
         ).fetchall()
 
     def delete_all(self, now: datetime) -> int:
