@@ -415,14 +415,11 @@ class EmporiaAccount:
             if isinstance(vue, _AdoptingVue) and not vue.adopted:
                 # pyemvue's login no longer assigns `self.auth`: nothing would be counted.
                 raise PyemvueUnsupported(_unsupported(["PyEmVue.login assigning self.auth"]))
-            auth = getattr(vue, "auth", None)
-            if auth is not None:  # SimulatedAuth ignores the PyEmVue settings
-                auth.connect_timeout, auth.read_timeout = self.timeouts
         except PyemvueUnsupported:
             raise
         except EmporiaError as err:  # raised by _send: already worded
             self._count("login", "error", budgeted=False)
-            raise type(err)(f"{how} login failed: {err}", *_extra(err)) from None
+            raise _reworded(err, f"{how} login failed") from None
         except Exception as err:  # pyemvue raises botocore/requests errors of many kinds
             self._count("login", "error", budgeted=False)
             raise self._translated(f"{how} login failed", err) from None
@@ -483,11 +480,11 @@ class EmporiaAccount:
             result = fn(vue)
         except (EmporiaRateLimited, EmporiaStopped) as err:
             # Not the session's fault: no re-login for these.
-            raise type(err)(f"{what} failed: {err}", *_extra(err)) from None
+            raise _reworded(err, f"{what} failed") from None
         except Exception as err:
             self._call_failed(vue, err)
             if isinstance(err, EmporiaError):
-                raise type(err)(f"{what} failed: {err}") from None
+                raise _reworded(err, f"{what} failed") from None
             raise self._translated(f"{what} failed", err) from None
         self._call_succeeded(vue)
         return result
@@ -827,9 +824,11 @@ def _retry_after(value: str | None, now: datetime) -> timedelta | None:
     return min(max(when - now, timedelta(0)), RETRY_AFTER_CAP)
 
 
-def _extra(err: EmporiaError) -> tuple[Any, ...]:
-    """The constructor arguments after the message, to re-raise `err` with a new one."""
-    return (err.not_before, err.sent) if isinstance(err, EmporiaRateLimited) else ()
+def _reworded(err: EmporiaError, failed: str) -> EmporiaError:
+    """`err` again, of the same class and with the same details, its message led by `failed`
+    (what failed)."""
+    extra = (err.not_before, err.sent) if isinstance(err, EmporiaRateLimited) else ()
+    return type(err)(f"{failed}: {err}", *extra)
 
 
 def _looks_like_auth(err: Exception) -> bool:
