@@ -386,7 +386,6 @@ class _Importer:
         workers: int,
         result: HistoryResult,
         progress: Progress,
-        days: int,
     ) -> None:
         """Submit jobs lazily, at most 2 × workers in flight, tallying each as it ends.
 
@@ -395,8 +394,7 @@ class _Importer:
         started = self.clock.now()
         limit = 2 * workers
         pending = iter(jobs)
-        in_flight: dict[Future[_Outcome], str] = {}
-        running: Counter[str] = Counter()  # account -> its jobs in flight
+        in_flight: dict[Future[_Outcome], str] = {}  # -> the account of the job
         planned = Counter(job.account.name for job in jobs)
         finished: Counter[str] = Counter()  # account -> windows fetched or failed
         progress(0, len(jobs), 0)
@@ -410,17 +408,15 @@ class _Importer:
                         name = job.account.name
                         if self.limited(name) is None:
                             in_flight[pool.submit(self.run_job, job)] = name
-                            running[name] += 1
                     if self.stopping():
                         for future in in_flight:
                             future.cancel()
-                    self._say_limited(result, planned, finished, running, days)
+                    self._say_limited(result, planned, finished, set(in_flight.values()))
                     if not in_flight:
                         break
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in done:
                         name = in_flight.pop(future)
-                        running[name] -= 1
                         if future.cancelled():
                             continue
                         outcome = future.result()
@@ -431,7 +427,7 @@ class _Importer:
             finally:
                 for future in in_flight:
                     future.cancel()
-        self._say_limited(result, planned, finished, running, days)
+        self._say_limited(result, planned, finished, set(in_flight.values()))
         result.stopped = result.done + result.left_windows < len(jobs)
 
     def _say_limited(
@@ -439,14 +435,13 @@ class _Importer:
         result: HistoryResult,
         planned: Counter[str],
         finished: Counter[str],
-        running: Counter[str],
-        days: int,
+        running: set[str],
     ) -> None:
         """One line for each account whose import a 429 ended, once none of its jobs runs."""
         with self._limit_lock:
             limited = dict(self._limited)
         for name, not_before in limited.items():
-            if name in result.rate_limited or running[name] > 0:
+            if name in result.rate_limited or name in running:
                 continue
             left = planned[name] - finished[name]
             result.rate_limited[name] = left
@@ -458,7 +453,7 @@ class _Importer:
                 name,
                 left,
                 planned[name],
-                days,
+                result.days,
                 not_before.strftime("%Y-%m-%d %H:%M:%S"),
             )
 
@@ -528,7 +523,7 @@ def run_history(
         ", ".join(f"{n} {s.value} windows" for s, n in _by_scale(jobs).items()) or "nothing to do",
     )
     importer = _Importer(sinks, config, clock, stats, retry_delays)
-    importer.run(jobs, config.history_concurrency, result, progress or _no_progress, result.days)
+    importer.run(jobs, config.history_concurrency, result, progress or _no_progress)
     del jobs
     result.seconds = (clock.now() - started).total_seconds()
     _log_result(result)
