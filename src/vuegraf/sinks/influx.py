@@ -24,6 +24,7 @@ from vuegraf.model import MEASUREMENT, Point, Scale
 from vuegraf.sinks.base import SinkError, StoreReadError, classify_status
 from vuegraf.sinks.lineproto import encode_all
 from vuegraf.sinks.readback import (
+    DEFAULT_TIMEOUT_SECS,
     FirstAnswering,
     HttpEndpoint,
     InfluxQLReader,
@@ -37,8 +38,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 5000
-DEFAULT_TIMEOUT_SECS = 30.0
 V2_CLIENT_TIMEOUT_MS = 10_000  # influxdb-client's own default
+
+
+def _timeout_secs(timeout_ms: int | None) -> float:
+    """The configured `timeout` (ms) in seconds, or the default: without a timeout, a host
+    that never answers would hang the loop for ever."""
+    return timeout_ms / 1000.0 if timeout_ms else DEFAULT_TIMEOUT_SECS
 
 
 def _chunks(lines: list[str], size: int) -> Iterator[list[str]]:
@@ -63,8 +69,7 @@ class InfluxV1Sink:
     def open(self) -> None:
         import influxdb
 
-        # Without a timeout a host that never answers would hang the loop for ever.
-        timeout = self.cfg.timeout_ms / 1000.0 if self.cfg.timeout_ms else DEFAULT_TIMEOUT_SECS
+        timeout = _timeout_secs(self.cfg.timeout_ms)
         host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
         scheme = "https" if self.cfg.ssl_enable else "http"
         credentials = (
@@ -232,7 +237,7 @@ class InfluxV2Sink:
         )
         self._client = client
         self._write_api = client.write_api(write_options=SYNCHRONOUS)
-        timeout = self.cfg.timeout_ms / 1000.0 if self.cfg.timeout_ms else DEFAULT_TIMEOUT_SECS
+        timeout = _timeout_secs(self.cfg.timeout_ms)
         self._http = HttpEndpoint(
             self.cfg.url, token=self.cfg.token, verify=self.cfg.ssl_verify, timeout=timeout
         )
