@@ -899,9 +899,9 @@ def unmount_under(path: Path) -> None:
 def containerd_namespace(name: str) -> str:
     """A containerd namespace made from a unique temp dir name.
 
-    containerd takes only letters and digits joined by single '.', '_' or '-', and mkdtemp's
-    random part may hold '_' next to the prefix's '-' ("vuegraf-dockerd-_jqwz0w4"), which
-    dockerd then refuses at the first build.
+    containerd takes only letters and digits joined by single '.', '_' or '-'; mkdtemp's
+    random part may start or end with '_' or hold two in a row ("vuegraf-dockerd-_jqwz0w4"),
+    which dockerd then refuses at the first build.
     """
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
 
