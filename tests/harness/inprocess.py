@@ -1,12 +1,14 @@
 """vuegraf's daemon in the test process, on a virtual clock, against the Emporia simulator.
 
-`simulator_config` is the config such a test starts from, `run_daemon` runs the loop with the
+`simulator_config` is the config such a test starts from (`write_simulator_config` the same
+as a file, for a vuegraf child), `run_daemon` runs the loop with the
 production sinks until the clock stops. (What an earlier run left in the store:
 completeness.seed_store. A vuegraf the test must SIGKILL runs as a child: virtual_vuegraf.py.)
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -39,29 +41,46 @@ class LockedClock(FakeClock):
             return super().wait(seconds)
 
 
+def simulator_config_data(
+    sim_url: str, settings: Mapping[str, Any] | None = None, account: str = "Home"
+) -> dict[str, Any]:
+    """One account served by the simulator at `sim_url`, the state directory `state` next to
+    the config file, New York time (the simulated household's zone, so local days agree with
+    Emporia's), and the top-level `settings` (influxDb, mqtt, ...) on top."""
+    return {
+        "accounts": [
+            {
+                "name": account,
+                "email": "me@example.com",
+                "password": "pw",
+                "simulatorUrl": sim_url,
+            }
+        ],
+        "timezone": "America/New_York",
+        "stateDir": "state",
+        **(settings or {}),
+    }
+
+
 def simulator_config(
     tmp_path: Path, sim_url: str, settings: Mapping[str, Any] | None = None, account: str = "Home"
 ) -> Config:
-    """One account served by the simulator at `sim_url`, the state directory tmp_path/state,
-    New York time (the simulated household's zone, so local days agree with Emporia's), and
-    the top-level `settings` (influxDb, mqtt, ...) on top; no environment variables."""
+    """`simulator_config_data` as the config of tmp_path/vuegraf.json; no environment
+    variables."""
     return parse_config(
-        {
-            "accounts": [
-                {
-                    "name": account,
-                    "email": "me@example.com",
-                    "password": "pw",
-                    "simulatorUrl": sim_url,
-                }
-            ],
-            "timezone": "America/New_York",
-            "stateDir": "state",
-            **(settings or {}),
-        },
-        tmp_path / "vuegraf.json",
-        environ={},
+        simulator_config_data(sim_url, settings, account), tmp_path / "vuegraf.json", environ={}
     )
+
+
+def write_simulator_config(
+    tmp_path: Path, sim_url: str, settings: Mapping[str, Any] | None = None, account: str = "Home"
+) -> Path:
+    """`simulator_config_data` written to tmp_path/vuegraf.json (owner-only, as vuegraf wants
+    a file with a password), for a test that runs vuegraf as a child process."""
+    path = tmp_path / "vuegraf.json"
+    path.write_text(json.dumps(simulator_config_data(sim_url, settings, account)))
+    path.chmod(0o600)
+    return path
 
 
 def run_daemon(

@@ -15,7 +15,6 @@ delivered:
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from harness import oracle
+from harness.inprocess import write_simulator_config
 from harness.subscriber import Received, Subscriber, retained
 from harness.testtime import TestTime
 from servers import MosquittoServer, poll_until
@@ -42,26 +42,8 @@ ISO_MINUTE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:00Z")
 
 def write_config(tmp_path: Path, sim_url: str, broker_port: int, mqtt: dict[str, object]) -> Path:
     """One simulator account publishing to the local broker with the `mqtt` settings."""
-    path = tmp_path / "vuegraf.json"
-    path.write_text(
-        json.dumps(
-            {
-                "accounts": [
-                    {
-                        "name": ACCOUNT,
-                        "email": "me@example.com",
-                        "password": "pw",
-                        "simulatorUrl": sim_url,
-                    }
-                ],
-                "timezone": "America/New_York",
-                "stateDir": "state",
-                "mqtt": {"host": "127.0.0.1", "port": broker_port, **mqtt},
-            }
-        )
-    )
-    path.chmod(0o600)
-    return path
+    mqtt = {"host": "127.0.0.1", "port": broker_port, **mqtt}
+    return write_simulator_config(tmp_path, sim_url, {"mqtt": mqtt}, ACCOUNT)
 
 
 def tail(log: Path, lines: int = 30) -> str:

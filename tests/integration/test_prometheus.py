@@ -10,7 +10,6 @@ are checked, and the alerts unit-tested, with the real promtool.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import signal
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.inprocess import write_simulator_config
 from harness.metrics import RUNTIME_FAMILIES
 from servers import PrometheusServer, free_ports, poll_until, require_binary
 from vuegraf import __version__
@@ -159,24 +159,7 @@ def test_process_and_python_metrics_describe_the_real_vuegraf_process(tmp_path, 
     (port,) = free_ports(1)
     log = tmp_path / "vuegraf.log"
     with SimulatorServer(seed=SEED, now=test_time.now) as sim:
-        config = tmp_path / "vuegraf.json"
-        config.write_text(
-            json.dumps(
-                {
-                    "prometheus": {"port": port},
-                    "accounts": [
-                        {
-                            "name": "Home",
-                            "email": "me@example.com",
-                            "password": "pw",
-                            "simulatorUrl": sim.url,
-                        }
-                    ],
-                    "stateDir": "state",
-                }
-            )
-        )
-        config.chmod(0o600)
+        config = write_simulator_config(tmp_path, sim.url, {"prometheus": {"port": port}})
         spawned = time.time()
         with test_time.running(log, str(config)) as proc:
             body = poll_until(
