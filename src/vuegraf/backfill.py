@@ -316,6 +316,8 @@ class Tracker:
         edge = self._edge(now)
         ranked: list[tuple[int, datetime, FillRequest]] = []
         for key, state in self.series.items():
+            if state.filled > newest:
+                continue  # nothing missing up to `newest` (the common case: caught up)
             if state.retry_at is not None and now < state.retry_at:
                 continue
             starts = [
@@ -420,7 +422,7 @@ class Tracker:
         total = 0
         edge = self._edge(now)
         for state in self.series.values():
-            if state.empty and state.retry_at is not None:
+            if state.filled > newest or (state.empty and state.retry_at is not None):
                 continue
             covered: datetime | None = None  # first bucket after the windows counted
             for first, last in self._spans(state, edge, newest):
