@@ -25,7 +25,7 @@ from vuegraf.emporia import EmporiaAccount, EmporiaError, EmporiaRateLimited, Em
 from vuegraf.model import Point, Scale
 from vuegraf.naming import NO_CHART_CHANNELS
 from vuegraf.schedule import daily_request_estimate, last_complete_bucket, point_time
-from vuegraf.sinks.base import SeriesStore, SinkError
+from vuegraf.sinks.base import ReadsBack, SinkError
 
 logger = logging.getLogger(__name__)
 # One line per chart request made for a hole: dozens a cycle while a start-up fill runs, so
@@ -51,6 +51,7 @@ class TickResult:
     fill_points: int = 0  # points those requests brought (also counted in `points`)
     not_before: datetime | None = None  # Emporia answered 429: ask nothing before this
     stopped: bool = False  # a stop cut the tick short: neither an outage nor a recovery
+    fill_due: bool = False  # live values worked: holes may be filled (`AccountCollector.fill`)
 
     def rate_limited(self, err: EmporiaError) -> None:
         """Keep a 429's Retry-After, so the loop does not ask before it."""
@@ -79,7 +80,7 @@ class AccountCollector:
         account: EmporiaAccount,
         config: Config,
         emit: Emit,
-        store: SeriesStore | None,
+        store: ReadsBack | None,
         settle_secs: float = 120.0,
         max_fill_requests: int = MAX_FILL_REQUESTS_PER_TICK,
         should_stop: Callable[[], bool] = lambda: False,
@@ -110,6 +111,7 @@ class AccountCollector:
         self._read_failures = 0  # retryable read-back failures so far
         self._read_skip = 0  # ticks to let pass before asking the store again
         self._fill_run: FillRun | None = None  # a fill that outlasts one tick
+        self._fill_until: Callable[[], bool] | None = None  # set while `fill` runs
 
     @property
     def name(self) -> str:
@@ -455,6 +457,15 @@ class AccountCollector:
 
     def tick(self, now: datetime) -> TickResult:
         """Live values that are due, then hole filling; never raises for Emporia faults."""
+        result = self.live(now)
+        if result.fill_due:
+            self.fill(now, result)
+        return result
+
+    def live(self, now: datetime) -> TickResult:
+        """The first half of a tick: start-up, the store's read back, live values. Its
+        result says whether `fill` may follow (`fill_due`): the daemon runs every account's
+        live half before any account's holes, so a long fill never makes a minute late."""
         result = TickResult()
         if self.started_at is None:
             self.started_at = now
@@ -478,15 +489,26 @@ class AccountCollector:
             # wait for a tick that can fill them.
             self.save_marks()
             return result
-        if self.seconds_enabled and (self._seconds_due is None or now >= self._seconds_due):
-            self._seconds_due = now + timedelta(seconds=self.config.detailed_interval_secs)
-            self._fill(Scale.SECOND, now, result, budget=None)
-        budget = self.max_fill_requests
-        for scale in self.scales:
-            budget -= self._fill(scale, now, result, budget=budget)
+        result.fill_due = True
+        return result
+
+    def fill(
+        self, now: datetime, result: TickResult, until: Callable[[], bool] | None = None
+    ) -> None:
+        """The second half of a tick: chart requests for holes, at most `max_fill_requests`,
+        and none once `until()` says the time for them is over (the next tick is near)."""
+        self._fill_until = until
+        try:
+            if self.seconds_enabled and (self._seconds_due is None or now >= self._seconds_due):
+                self._seconds_due = now + timedelta(seconds=self.config.detailed_interval_secs)
+                self._fill(Scale.SECOND, now, result, budget=None)
+            budget = self.max_fill_requests
+            for scale in self.scales:
+                budget -= self._fill(scale, now, result, budget=budget)
+        finally:
+            self._fill_until = None
         self.save_marks()
         self._report_fill(now, result)
-        return result
 
     def _report_fill(self, now: datetime, result: TickResult) -> None:
         """One INFO line a tick while a fill takes several ticks: requests made of those
@@ -618,8 +640,14 @@ class AccountCollector:
         return made
 
     def _stopping(self, result: TickResult) -> bool:
-        """A stop, or a 429 that holds every request of this account until `not_before`."""
-        return result.stopped or result.not_before is not None or self.should_stop()
+        """A stop, a 429 that holds every request of this account until `not_before`, or
+        the end of the time this tick has for holes."""
+        return (
+            result.stopped
+            or result.not_before is not None
+            or self.should_stop()
+            or (self._fill_until is not None and self._fill_until())
+        )
 
     def _fill_one(self, request: FillRequest, now: datetime, result: TickResult) -> bool:
         gid, num = request.series

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vuegraf.config import TagConfig
 from vuegraf.model import Point, Scale
-from vuegraf.sinks.base import SinkError, StoreReadError, ceil_seconds
+from vuegraf.sinks.base import SeriesStore, SinkError, StoreReadError, ceil_seconds
 from vuegraf.sinks.lineproto import point_tags
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS energy_usage (
 """
 
 
-class SqliteSink:
+class SqliteSink(SeriesStore):
     """SQLite file store; WAL mode so readers (the demo, sqlite3 CLI) never block writes."""
 
     name = "sqlite"
