@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from vuegraf import backoff
 from vuegraf.backfill import DEFAULT_LOOKBACK, FillRequest, SeriesKey, Tracker
 from vuegraf.config import Config
 from vuegraf.emporia import EmporiaAccount, EmporiaError, EmporiaRateLimited, EmporiaStopped
@@ -34,10 +35,6 @@ request_logger = logging.getLogger(f"{__name__}.requests")
 
 # Chart requests for holes per tick and account; the rest waits for the next tick.
 MAX_FILL_REQUESTS_PER_TICK = 60
-# A read back that failed and may work later is asked again at the next tick, then after
-# skipping 1, 3, 7 and at most READ_RETRY_MAX_SKIP ticks: a store that times out costs one
-# timeout now and then, not one every tick.
-READ_RETRY_MAX_SKIP = 15
 
 Emit = Callable[[Sequence[Point], bool], None]  # (points, live)
 
@@ -134,7 +131,7 @@ class AccountCollector:
 
         A store that cannot answer costs the backfill at most, never the live collection:
         - a retryable failure (down, 5xx, 401/403) is logged once and asked again on later
-          ticks (backing off, `READ_RETRY_MAX_SKIP`). Meanwhile holes made from now on (an
+          ticks (backing off, `backoff.STORE_READ`). Meanwhile holes made from now on (an
           Emporia outage) are tracked and filled: each series starts from the mark the
           previous run saved, or else from this process's first live bucket (no 7-day
           refetch because the store came up late). Once it answers, marks move back to
@@ -185,7 +182,7 @@ class AccountCollector:
     def _read_failed(self, err: SinkError, now: datetime) -> None:
         assert self.store is not None
         self._read_failures += 1
-        self._read_skip = min(2 ** (self._read_failures - 1) - 1, READ_RETRY_MAX_SKIP)
+        self._read_skip = backoff.STORE_READ.skipped(self._read_failures)
         if self._read_failures == 1:
             logger.warning(
                 "Account %s: cannot read back from %s (%s); collecting live values meanwhile, "

@@ -37,6 +37,7 @@ from vuegraf.schedule import (
     windows,
 )
 from vuegraf.sinks.base import Sink, SinkError
+from vuegraf.sinks.outputs import Outputs
 from vuegraf.stats import Stats
 
 logger = logging.getLogger(__name__)
@@ -265,9 +266,8 @@ class _Importer:
         stats: Stats | None,
         retry_delays: Sequence[float],
     ) -> None:
-        self.sinks = list(sinks)
+        self.outputs = Outputs(sinks, stats)
         self.clock = clock
-        self.stats = stats
         self.retry_delays = tuple(retry_delays)
         self.limiter = RateLimiter(
             config.history_requests_per_sec, clock, burst=config.history_concurrency
@@ -335,50 +335,46 @@ class _Importer:
         return _Outcome(job, requests, failed=True)
 
     def _write(self, points: list[Point]) -> bool:
-        """Every sink gets the window, one writer at a time; True when all stored it."""
+        """Every sink gets the window, one writer at a time; True when all stored it.
+
+        A sink that failed is tried again (`backoff.HISTORY_RETRY_DELAYS_S`) while the lock
+        is held, on purpose: other windows would fail the same way. One that keeps failing
+        is skipped from then on, and the import stops once no sink is left."""
         if not points:
             return True
-        ok = True
         with self._write_lock:
-            for sink in self.sinks:
-                if sink.name in self._broken:
-                    ok = False
-                    self._count(sink.name, "dropped", len(points))
-                    continue
-                ok = self._write_sink(sink, points) and ok
-        return ok
-
-    def _write_sink(self, sink: Sink, points: list[Point]) -> bool:
-        # Backoff waits hold the write lock on purpose: other windows would fail the same way.
-        for attempt in range(ATTEMPTS):
-            try:
-                sink.write(points)
-            except SinkError as err:
-                if not err.retryable:
-                    logger.error("History: %s rejected %d points: %s", sink.name, len(points), err)
-                    self._count(sink.name, "rejected", len(points))
-                    return False
+            for name in self._broken:
+                self.outputs.count(name, "dropped", len(points))
+            skip = set(self._broken)
+            ok = not skip
+            for attempt in range(ATTEMPTS):
+                failed = self.outputs.write(points, live=False, skip=skip)
+                skip |= {name for name in self.outputs.running_names if name not in failed}
+                for name, err in failed.items():
+                    if not err.retryable:
+                        logger.error("History: %s rejected %d points: %s", name, len(points), err)
+                        self.outputs.count(name, "rejected", len(points))
+                        skip.add(name)
+                        ok = False
+                retry = {n: e for n, e in failed.items() if e.retryable}
+                if not retry:
+                    return ok
                 if attempt + 1 < ATTEMPTS and not self.clock.wait(self._delay(attempt)):
                     continue
-                self._sink_broken(sink, err)
-                self._count(sink.name, "dropped", len(points))
+                for name, err in retry.items():
+                    self._sink_broken(name, err)
+                    self.outputs.count(name, "dropped", len(points))
                 return False
-            self._count(sink.name, "written", len(points))
-            return True
         return False
 
-    def _sink_broken(self, sink: Sink, err: SinkError) -> None:
+    def _sink_broken(self, name: str, err: SinkError) -> None:
         if self.clock.stopped:
             return
-        self._broken.add(sink.name)
-        logger.error("History: %s keeps failing, skipping it from now on: %s", sink.name, err)
-        if all(s.name in self._broken for s in self.sinks):
+        self._broken.add(name)
+        logger.error("History: %s keeps failing, skipping it from now on: %s", name, err)
+        if self._broken >= set(self.outputs.running_names):
             logger.error("History: no sink can store points; stopping the import")
             self._abort.set()
-
-    def _count(self, sink: str, outcome: str, n: int) -> None:
-        if self.stats is not None:
-            self.stats.count_points(sink, outcome, n)
 
     def run(
         self,

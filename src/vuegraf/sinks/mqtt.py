@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from vuegraf import backoff
 from vuegraf.config import MqttConfig, TagConfig
 from vuegraf.model import Point, Scale
 from vuegraf.sinks.base import CountsOwnPoints, LiveOnly, SinkError
@@ -125,7 +126,10 @@ class MqttSink(LiveOnly, CountsOwnPoints):
         add_station: bool,
         stats: Stats | None = None,
         *,
-        reconnect_delays: tuple[float, float] = (1.0, 60.0),
+        reconnect_delays: tuple[float, float] = (
+            backoff.MQTT_RECONNECT.first.total_seconds(),
+            backoff.MQTT_RECONNECT.most.total_seconds(),
+        ),
         close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         self.cfg = cfg

@@ -85,6 +85,10 @@ class Outputs:
         self._lock = threading.Lock()
         self._tally = Tally()
 
+    @property
+    def running_names(self) -> list[str]:
+        return [running.name for running in self.running]
+
     def open(self) -> None:
         """Open every sink; if one fails, close those already open and raise."""
         opened: list[Sink] = []

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from vuegraf import backoff
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.model import Point, Scale
 from vuegraf.sinks.base import Buffered, CountsOwnPoints, Sink, SinkError
@@ -39,7 +40,7 @@ REPLAY_CHUNK = 5000
 REPLAY_SECONDS = 20.0
 # After a failure, writes within this many seconds go straight to the queue: a down server
 # that answers with a timeout would otherwise cost one timeout per write, several per cycle.
-RETRY_SECONDS = 30.0
+RETRY_SECONDS = backoff.STORE_WRITE_RETRY.total_seconds()
 
 _SCHEMA_VERSION = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
