@@ -18,12 +18,12 @@ from vuegraf.emporia import EmporiaError
 from vuegraf.history import (
     MAX_BUCKETS,
     HistoryJob,
-    RateLimiter,
     make_progress,
     plan_history,
     run_history,
 )
 from vuegraf.model import Point, Scale
+from vuegraf.pool import RateLimiter
 from vuegraf.sinks.base import SinkError
 
 UTC = timezone.utc

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Protocol
 
 from vuegraf import backoff
@@ -22,6 +23,7 @@ from vuegraf.collector import AccountCollector, TickResult
 from vuegraf.config import Config
 from vuegraf.emporia import EmporiaAccount
 from vuegraf.model import Point
+from vuegraf.pool import RequestPool
 from vuegraf.schedule import next_tick
 from vuegraf.sinks.base import Sink
 from vuegraf.sinks.outputs import Outputs
@@ -132,11 +134,7 @@ class Daemon:
         self.on_cycle = list(on_cycle)
         workers = min(max(1, concurrency), len(self.collectors))
         # One account alone is collected on the loop's own thread, as it always was.
-        self._pool = (
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vuegraf-account")
-            if workers > 1
-            else None
-        )
+        self._pool = RequestPool(workers, "vuegraf-account") if workers > 1 else None
 
     @property
     def sinks(self) -> list[Sink]:
@@ -172,7 +170,7 @@ class Daemon:
             if self._pool is not None:
                 # Ticks in hand end at their next request (the clock is stopped): no sink is
                 # closed while one of them may still write.
-                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool.shutdown()
                 self._harvest(CycleResult(started=self.clock.now()))
             self.outputs.close()
             logger.info("Stopped after %d cycles", self.cycles)
@@ -248,7 +246,7 @@ class Daemon:
     def _run_pooled(self, due: list[_Account], until: datetime, result: CycleResult) -> None:
         assert self._pool is not None
         for account in due:
-            account.running = self._pool.submit(self._tick, account, until)
+            account.running = self._pool.submit(partial(self._tick, account, until))
         waiting = {a.running: a for a in due if a.running is not None}
         while waiting:
             done, _ = wait(waiting, timeout=0.2, return_when=FIRST_COMPLETED)

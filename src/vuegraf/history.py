@@ -29,6 +29,7 @@ from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import Config
 from vuegraf.emporia import EmporiaError, EmporiaRateLimited, EmporiaStopped
 from vuegraf.model import Point, Scale
+from vuegraf.pool import RateLimiter
 from vuegraf.schedule import (
     bucket_start,
     last_complete_bucket,
@@ -204,38 +205,6 @@ def plan_history(
                 HistoryJob(account, gid, num, scale, first, last) for account, gid, num in channels
             )
     return jobs
-
-
-# --- rate limit --------------------------------------------------------------------------
-
-
-class RateLimiter:
-    """Token bucket shared by the workers: `rate` requests a second, bursts of `burst`.
-
-    Each caller reserves the next free slot under a lock and waits for it outside
-    the lock via the clock, so a stop request ends the wait and FakeClock tests run
-    in virtual time.
-    """
-
-    def __init__(self, rate: float, clock: Clock, burst: int = 1) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be > 0")
-        self.clock = clock
-        self._interval = 1.0 / rate
-        self._tolerance = (max(burst, 1) - 1) * self._interval
-        self._next: float | None = None  # when the bucket is next full, Unix seconds
-        self._lock = threading.Lock()
-
-    def acquire(self) -> bool:
-        """Wait for a token; False if a stop was requested instead."""
-        with self._lock:
-            now = self.clock.now().timestamp()
-            slot = now if self._next is None or self._next < now else self._next
-            self._next = slot + self._interval
-            delay = slot - now - self._tolerance
-        if delay > 0:
-            return not self.clock.wait(delay)
-        return not self.clock.stopped
 
 
 # --- running -----------------------------------------------------------------------------
