@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from harness import oracle
+from vuegraf.backfill import MAX_BUCKETS
 from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
 from vuegraf.emporia import EmporiaError
 from vuegraf.history import (
-    MAX_BUCKETS,
     HistoryJob,
     make_progress,
     plan_history,
@@ -61,10 +61,8 @@ class FakeAccount:
     def chart_channels(self):
         return list(self._channels)
 
-    def chart_points(self, gid, num, scale, first, last):
-        """Every bucket from `first` to `last`, stamped and converted as EmporiaAccount
-        does per README.md "What is written" (with the test's own arithmetic,
-        tests/harness/oracle.py)."""
+    def chart(self, gid, num, scale, first, last):
+        """A value for every bucket from `first` to `last`, (bucket start, kWh)."""
         key = (gid, num, scale, first, last)
         with self._lock:
             self._tries[key] = self._tries.get(key, 0) + 1
@@ -74,15 +72,28 @@ class FakeAccount:
                 self._on_fetch(len(self.fetches))
         if tries <= self._fail(key):
             raise EmporiaError("getChartUsage failed: HTTPError: 503")
-        points = []
+        values = []
         t = first
         while t <= last:
-            kwh = (gid + int(num) + t.timestamp() / 3600) % 7
-            stamp = oracle.stamp(scale.value, t, self.zone)
-            watts = oracle.watts(scale.value, kwh)
-            points.append(Point(self.name, str(gid), num, scale, stamp, watts))
+            values.append((t, (gid + int(num) + t.timestamp() / 3600) % 7))
             t = oracle.bucket_after(scale.value, t, self.zone)
-        return points, []
+        return values
+
+    def chart_values_to_points(self, gid, num, scale, values):
+        """Stamped and converted as EmporiaAccount does per README.md "What is written"
+        (with the test's own arithmetic, tests/harness/oracle.py)."""
+        return [
+            Point(
+                self.name,
+                str(gid),
+                num,
+                scale,
+                oracle.stamp(scale.value, t, self.zone),
+                oracle.watts(scale.value, kwh),
+            )
+            for t, kwh in values
+            if kwh is not None
+        ]
 
 
 class RecordingSink:
@@ -141,15 +152,20 @@ def test_hours_cover_n_days_up_to_the_last_complete_hour_once(tmp_path):
     assert hours == [last - timedelta(hours=i) for i in reversed(range(30 * 24))]
 
 
-def test_order_days_then_hours_newest_first_then_minutes_oldest_first(tmp_path):
+def test_order_days_then_hours_then_minutes_each_series_oldest_first(tmp_path):
+    # Each series is filled oldest first at every scale (the trackers' order; a stopped
+    # import's newest hours are the daemon's backfill after it, from the store's newest
+    # point): minutes first of all near Emporia's retention edge.
     config = make_config(tmp_path)
     jobs = plan_history([FakeAccount(channels=2)], 60, NOW, config)
     scales = [j.scale for j in jobs]
     assert scales == sorted(scales, key=[Scale.DAY, Scale.HOUR, Scale.MINUTE].index)
-    hour_firsts = [j.first for j in jobs if j.scale is Scale.HOUR]
-    assert hour_firsts == sorted(hour_firsts, reverse=True)
-    minute_firsts = [j.first for j in jobs if j.scale is Scale.MINUTE]
-    assert minute_firsts == sorted(minute_firsts)
+    for scale in (Scale.DAY, Scale.HOUR, Scale.MINUTE):
+        for series in {(j.gid, j.channel_num) for j in jobs}:
+            firsts = [
+                j.first for j in jobs if j.scale is scale and (j.gid, j.channel_num) == series
+            ]
+            assert firsts == sorted(firsts) and len(firsts) == len(set(firsts))
 
 
 @pytest.mark.parametrize("days", [30, 720])

@@ -79,6 +79,11 @@ class Tracker:
         start = bucket_start(self.scale, since, self.zone)
         return start if start >= since else next_bucket(self.scale, start, self.zone)
 
+    def _edge(self, now: datetime) -> datetime | None:
+        """The oldest bucket Emporia still keeps (a little inside); None for hours and days,
+        kept for years: their holes are bounded by where they were seeded."""
+        return self.earliest(now) if self.scale in RETENTION else None
+
     def seed(
         self,
         keys: Iterable[SeriesKey],
@@ -192,6 +197,7 @@ class Tracker:
     def due(self, now: datetime, newest: datetime) -> list[FillRequest]:
         """Chart requests to make now, oldest first, covering holes up to `newest` (inclusive)."""
         requests: list[FillRequest] = []
+        edge = self._edge(now)
         for key, state in self.series.items():
             if state.filled > newest:
                 continue
@@ -199,7 +205,7 @@ class Tracker:
                 continue
             if next_bucket(self.scale, state.filled, self.zone) + self.settle > now:
                 continue  # the first missing value may still arrive on its own
-            first = max(state.filled, self.earliest(now))
+            first = max(state.filled, edge) if edge is not None else state.filled
             t = first
             count = 0
             last = first
@@ -216,9 +222,13 @@ class Tracker:
         request: FillRequest,
         values: Sequence[tuple[datetime, float | None]],
         now: datetime,
-    ) -> None:
-        """Move the mark past what the answer settled; back off if it held nothing at all."""
+        back_off_empty: bool = True,
+    ) -> bool:
+        """Move the mark past what the answer settled; back off if it held nothing at all
+        (unless not `back_off_empty`: an import asks the next window at once). True if the
+        mark moved."""
         state = self.series[request.series]
+        before = state.filled
         got_any = any(v is not None for _, v in values)
         mark = next_bucket(self.scale, request.last, self.zone)
         for start, value in values:
@@ -227,12 +237,19 @@ class Tracker:
         state.filled = max(state.filled, mark)
         state.error_backoff = ERROR_BACKOFF_START
         state.empty = not got_any
-        if got_any:
+        if got_any or not back_off_empty:
             state.retry_at = None
             state.backoff = BACKOFF_START
         else:
             state.retry_at = now + state.backoff
             state.backoff = min(state.backoff * 2, BACKOFF_MAX)
+        return state.filled > before
+
+    def give_up(self, request: FillRequest) -> None:
+        """The window cannot be had (it failed every try of an import): count it as known,
+        so the series goes on with the next one."""
+        state = self.series[request.series]
+        state.filled = max(state.filled, next_bucket(self.scale, request.last, self.zone))
 
     def failed(self, request: FillRequest, now: datetime) -> None:
         """The request itself failed (Emporia error): ask this series again later, not at
@@ -248,11 +265,11 @@ class Tracker:
         plug) are left out: they are asked now and then, not worked through. Those backing
         off after a failed request still count: their holes are there."""
         total = 0
-        earliest = self.earliest(now)
+        edge = self._edge(now)
         for state in self.series.values():
             if state.filled > newest or (state.empty and state.retry_at is not None):
                 continue
-            first = max(state.filled, earliest)
+            first = max(state.filled, edge) if edge is not None else state.filled
             total += -(-self._buckets(first, newest) // MAX_BUCKETS[self.scale])
         return total
 

@@ -14,10 +14,11 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from vuegraf import backoff
 from vuegraf.backfill import DEFAULT_LOOKBACK, FillRequest, SeriesKey, Tracker
@@ -664,19 +665,19 @@ class AccountCollector:
             result.fill_errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
             self.trackers[request.scale].failed(request, now)
             return False
-        points = self.account.chart_values_to_points(
-            gid,
-            num,
-            request.scale,
-            [(start, kwh) for start, kwh in values if request.first <= start <= request.last],
-        )
-        if points:
+        written: list[Point] = []
+
+        def emit(points: list[Point]) -> None:
             self.emit(points, False)  # filled holes: stored, but not news for MQTT
-            result.points += len(points)
-            result.fill_points += len(points)
-        before = self.trackers[request.scale].series[request.series].filled
-        self.trackers[request.scale].answered(request, values, now)
-        after = self.trackers[request.scale].series[request.series].filled
+            written.extend(points)
+
+        tracker = self.trackers[request.scale]
+        before = tracker.series[request.series].filled
+        store_answer(self.account, tracker, request, values, now, emit)
+        after = tracker.series[request.series].filled
+        result.points += len(written)
+        result.fill_points += len(written)
+        points = written
         if len(points) or after > before:
             request_logger.debug(
                 "Account %s: filled %s of device %s channel %s, %s..%s: %d points",
@@ -689,6 +690,52 @@ class AccountCollector:
                 len(points),
             )
         return after > before
+
+
+class ChartSource(Protocol):
+    """What filling holes needs of an account (an `EmporiaAccount` in production)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def refresh_devices_if_due(self) -> None: ...
+
+    def chart_channels(self) -> list[SeriesKey]: ...
+
+    def chart(
+        self, device_gid: int, channel_num: str, scale: Scale, first: datetime, last: datetime
+    ) -> list[tuple[datetime, float | None]]: ...
+
+    def chart_values_to_points(
+        self,
+        device_gid: int,
+        channel_num: str,
+        scale: Scale,
+        values: Iterable[tuple[datetime, float | None]],
+    ) -> list[Point]: ...
+
+
+def store_answer(
+    source: ChartSource,
+    tracker: Tracker,
+    request: FillRequest,
+    values: Sequence[tuple[datetime, float | None]],
+    now: datetime,
+    emit: Callable[[list[Point]], object],
+    back_off_empty: bool = True,
+) -> tuple[int, bool]:
+    """A chart answer for a hole: its points (those inside the window asked for) to `emit`,
+    then the tracker told what it settled. Live filling and the history drain both come
+    through here. Returns how many buckets of the window Emporia had no value for, and
+    whether the tracker moved on (False: asking the same window again would tell nothing
+    new)."""
+    gid, num = request.series
+    inside = [(start, kwh) for start, kwh in values if request.first <= start <= request.last]
+    points = source.chart_values_to_points(gid, num, request.scale, inside)
+    if points:
+        emit(points)
+    moved = tracker.answered(request, values, now, back_off_empty=back_off_empty)
+    return sum(1 for _start, kwh in inside if kwh is None), moved
 
 
 def _duration(seconds: float) -> str:
