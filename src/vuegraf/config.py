@@ -878,13 +878,6 @@ class Config:
             return system_zone()
         return ZoneInfo(self.timezone_name)
 
-    def __getstate__(self) -> dict[str, object]:
-        # A zone read from /etc/localtime cannot be pickled or deep-copied: a copy looks
-        # it up again instead.
-        state = dict(self.__dict__)
-        state.pop("zone", None)
-        return state
-
 
 _TOP = _Spec(Config)
 # Every key vuegraf reads in some object, the `...File` ones included.
