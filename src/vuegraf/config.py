@@ -832,6 +832,10 @@ class Config:
     state_dir: Path | None = field(
         default=None, metadata=key("stateDir", _path, default_from=_default_state_dir)
     )
+    # Accounts collected at once, each on a thread of its own while its requests block.
+    account_concurrency: int = field(
+        default=16, metadata=key("accountConcurrency", _integer(1, 256))
+    )
     # Chart requests in flight at once, and their rate limit.
     history_concurrency: int = field(
         default=4, metadata=key("historyConcurrency", _integer(1, 32))

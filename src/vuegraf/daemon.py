@@ -32,9 +32,6 @@ from vuegraf.stats import Stats
 
 logger = logging.getLogger(__name__)
 
-# Accounts collected at once. Emporia's requests block (about 0.1 to 1 s each), so a thread
-# per account in hand; 16 keep a minute of 1 000 accounts within seconds of its tick.
-DEFAULT_ACCOUNT_CONCURRENCY = 16
 
 
 @dataclass
@@ -95,12 +92,13 @@ class Daemon:
         backfill: bool = True,
         collectors: Sequence[Collector] | None = None,
         on_cycle: Sequence[Callable[[datetime], None]] = (),
-        concurrency: int = DEFAULT_ACCOUNT_CONCURRENCY,
+        concurrency: int | None = None,
     ) -> None:
         """`backfill=False` fills no hole from before the start (the store is not read).
 
         `collectors` replaces the per-account collectors (tests drive the loop with fakes).
-        `concurrency`: accounts collected at once (threads; one account alone runs inline).
+        `concurrency`: accounts collected at once (threads; one account alone runs inline),
+        `accountConcurrency` unless given.
         """
         self.config = config
         self.clock = clock
@@ -132,6 +130,8 @@ class Daemon:
         ]
         self._rng = random.Random()
         self.on_cycle = list(on_cycle)
+        if concurrency is None:
+            concurrency = config.account_concurrency
         workers = min(max(1, concurrency), len(self.collectors))
         # One account alone is collected on the loop's own thread, as it always was.
         self._pool = RequestPool(workers, "vuegraf-account") if workers > 1 else None
