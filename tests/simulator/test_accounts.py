@@ -6,8 +6,15 @@ and literals; the root URL must answer byte for byte as a server without account
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
 
 import pytest
 import requests
@@ -15,6 +22,7 @@ from pyemvue import PyEmVue
 from pyemvue.device import VueDeviceChannel
 
 from vuegraf.simulator import Scenario, SimulatorServer
+from vuegraf.simulator.__main__ import main
 from vuegraf.simulator.model import ScenarioError, account_seed
 
 NOW = datetime(2026, 11, 24, 15, 7, 30, tzinfo=UTC)
@@ -236,3 +244,33 @@ def test_pyemvue_carries_the_prefix_to_every_endpoint(sim: SimulatorServer) -> N
         "customers", "devices", "getDeviceListUsages", "getChartUsage", "status",
     }
     assert sim.stats()["total"] == 0
+
+
+def test_the_command_serves_accounts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vuegraf.simulator", "--port", "0", "--accounts", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip().removeprefix("vuegraf-simulator listening on ")
+        answer = requests.get(f"{url}/account/2/customers", headers=HEADERS, timeout=30)
+        assert answer.json()["customerGid"] == 424245
+        missing = requests.get(f"{url}/account/3/customers", headers=HEADERS, timeout=30)
+        assert missing.status_code == 404
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    path = tmp_path / "big.json"
+    data = json.loads((resources.files("vuegraf.simulator") / "default_scenario.json").read_text())
+    (charger,) = [d for d in data["devices"] if d["deviceGid"] == 3001]  # nothing nests on it
+    charger["deviceGid"] = 123456
+    path.write_text(json.dumps(data))
+    assert main(["--scenario", str(path), "--port", "0", "--accounts", "2"]) == 2
+    assert "123456" in capsys.readouterr().err
