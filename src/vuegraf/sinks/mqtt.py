@@ -410,6 +410,7 @@ class MqttSink(LiveOnly, CountsOwnPoints):
                 "MQTT broker %s away and %d messages pending: dropping the oldest",
                 self.where,
                 self.cfg.max_pending,
+                repeat=False,  # one line an outage: each write would repeat it
             )
 
     def _trouble_once(self, what: str, level: int, msg: str, *args: object) -> None:
