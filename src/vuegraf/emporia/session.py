@@ -1,4 +1,4 @@
-"""The only module that talks to pyemvue: login, device metadata, usage → points.
+"""One Emporia account: login, device metadata, usage → points.
 
 One `EmporiaAccount` per configured account. Device metadata is read at start
 and again on a timer or when a usage answer names a device we do not know; the
