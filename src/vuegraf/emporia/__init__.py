@@ -7,19 +7,21 @@ and one catalogue together for a configured account. The names below are the one
 of vuegraf imports, so callers need not know which module holds what.
 """
 
-from vuegraf.emporia.session import (
-    RELOGIN_AFTER_FAILURES,
-    SUPPORTED_PYEMVUE,
-    EmporiaAccount,
+from vuegraf.emporia.account import EmporiaAccount
+from vuegraf.emporia.errors import (
     EmporiaError,
     EmporiaRateLimited,
     EmporiaServerError,
     EmporiaStopped,
     EmporiaUnreachable,
     PyemvueUnsupported,
+    describe_unreachable,
+)
+from vuegraf.emporia.session import (
+    RELOGIN_AFTER_FAILURES,
+    SUPPORTED_PYEMVUE,
     RateLimits,
     RetryPolicy,
-    describe_unreachable,
     pyemvue_problem,
 )
 
