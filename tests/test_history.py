@@ -15,8 +15,8 @@ from harness import oracle
 from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
 from vuegraf.emporia import EmporiaError
+from vuegraf.emporia.limits import MAX_BUCKETS
 from vuegraf.history import (
-    MAX_BUCKETS,
     HistoryJob,
     RateLimiter,
     make_progress,

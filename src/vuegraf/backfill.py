@@ -18,25 +18,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
+from vuegraf.emporia.limits import DEFAULT_LOOKBACK, MAX_BUCKETS, RETENTION
 from vuegraf.model import Scale
 from vuegraf.schedule import bucket_start, next_bucket
 
 SeriesKey = tuple[int, str]  # (device gid, channel number)
 
-# How far back an empty store is filled, per scale (Emporia's retention for 1S/1MIN).
-DEFAULT_LOOKBACK = {
-    Scale.SECOND: timedelta(hours=3),
-    Scale.MINUTE: timedelta(days=7),
-    Scale.HOUR: timedelta(days=7),
-    Scale.DAY: timedelta(days=7),
-}
-# Never ask further back than Emporia keeps (a little inside, as the edge moves).
-RETENTION = {
-    Scale.SECOND: timedelta(hours=3) - timedelta(minutes=2),
-    Scale.MINUTE: timedelta(days=7) - timedelta(minutes=10),
-}
-# Largest chart window per request, in buckets (1S: 1 h, 1MIN: 12 h as upstream).
-MAX_BUCKETS = {Scale.SECOND: 3600, Scale.MINUTE: 720, Scale.HOUR: 480, Scale.DAY: 480}
 BACKOFF_START = timedelta(minutes=5)
 ERROR_BACKOFF_START = timedelta(minutes=1)
 BACKOFF_MAX = timedelta(hours=1)

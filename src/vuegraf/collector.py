@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from vuegraf.backfill import DEFAULT_LOOKBACK, FillRequest, SeriesKey, Tracker
+from vuegraf.backfill import FillRequest, SeriesKey, Tracker
 from vuegraf.config import Config
 from vuegraf.emporia import EmporiaAccount, EmporiaError, EmporiaRateLimited, EmporiaStopped
+from vuegraf.emporia.limits import DEFAULT_LOOKBACK, enabled_scales, second_data_enabled
 from vuegraf.model import Point, Scale
 from vuegraf.naming import NO_CHART_CHANNELS
 from vuegraf.schedule import daily_request_estimate, last_complete_bucket, point_time
@@ -91,12 +92,8 @@ class AccountCollector:
         self.settle_secs = settle_secs
         self.max_fill_requests = max_fill_requests
         self.should_stop = should_stop  # SIGTERM: finish the request in hand, start no more
-        self.scales = [Scale.MINUTE]
-        if config.detailed_data_hours_enabled:
-            self.scales.append(Scale.HOUR)
-        if config.detailed_data_days_enabled:
-            self.scales.append(Scale.DAY)
-        self.seconds_enabled = config.detailed_data_enabled and config.detailed_data_seconds_enabled
+        self.scales = enabled_scales(config)
+        self.seconds_enabled = second_data_enabled(config)
         tracked = self.scales + ([Scale.SECOND] if self.seconds_enabled else [])
         self.trackers = {s: Tracker(s, config.zone, settle_secs) for s in tracked}
         self._live_done: dict[Scale, datetime] = {}

@@ -28,6 +28,7 @@ from typing import Protocol, TextIO
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import Config
 from vuegraf.emporia import EmporiaError, EmporiaRateLimited, EmporiaStopped
+from vuegraf.emporia.limits import KEPT, MAX_BUCKETS, history_scales
 from vuegraf.model import Point, Scale
 from vuegraf.schedule import (
     bucket_start,
@@ -41,11 +42,8 @@ from vuegraf.stats import Stats
 
 logger = logging.getLogger(__name__)
 
-# Buckets per getChartUsage request, below Emporia's limits (1MIN: PT13H20M).
-MAX_BUCKETS = {Scale.HOUR: 480, Scale.DAY: 480, Scale.MINUTE: 720}
-# Emporia keeps minute data about 7 days. Minute windows start this much later, so the
+# Minute windows start this much later than Emporia's minute retention (KEPT), so the
 # oldest one is still wholly inside retention when its turn comes after the hour/day part.
-MINUTE_RETENTION = timedelta(days=7)
 MINUTE_RETENTION_MARGIN = timedelta(hours=1)
 # Tries per window (Emporia request or sink write) and the waits between them. Only
 # requests Emporia answered count as tries: one vuegraf held back (stopping, 429) is none.
@@ -125,17 +123,6 @@ class HistoryResult:
 # --- planning ----------------------------------------------------------------------------
 
 
-def history_scales(config: Config) -> list[Scale]:
-    """Scales the import fetches, cheap and important first; hours/days obey their flags."""
-    scales = []
-    if config.detailed_data_days_enabled:
-        scales.append(Scale.DAY)
-    if config.detailed_data_hours_enabled:
-        scales.append(Scale.HOUR)
-    scales.append(Scale.MINUTE)
-    return scales
-
-
 def capped_days(days: int, config: Config) -> int:
     """N limited by maxHistoryDays (as upstream), logged so a user sees why less came in."""
     if days > config.max_history_days:
@@ -167,7 +154,7 @@ def history_windows(
     else:
         start = end - timedelta(days=days)
     if scale is Scale.MINUTE:
-        oldest = now - MINUTE_RETENTION + MINUTE_RETENTION_MARGIN
+        oldest = now - KEPT[Scale.MINUTE] + MINUTE_RETENTION_MARGIN
         aligned = bucket_start(scale, oldest, zone)
         if aligned < oldest:
             aligned = next_bucket(scale, aligned, zone)
