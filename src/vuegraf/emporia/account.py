@@ -7,17 +7,15 @@ names and points the catalogue's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 from pyemvue import PyEmVue
 
 from vuegraf.clock import Clock
 from vuegraf.config import AccountConfig, Config
-from vuegraf.emporia.catalog import DeviceCatalog, DeviceInfo, UsageReading
+from vuegraf.emporia.catalog import DeviceCatalog, DeviceInfo
 from vuegraf.emporia.session import EmporiaSession, RateLimits, RetryPolicy
-from vuegraf.model import Point, Scale
 from vuegraf.stats import Stats
 
 
@@ -39,6 +37,7 @@ class EmporiaAccount:
         None is its default policy); of `config` each half is given only the settings it
         uses, the zone resolved once here."""
         self.account = account
+        self.name = account.name
         self.config = config
         self.clock = clock
         self.session = EmporiaSession(
@@ -59,73 +58,31 @@ class EmporiaAccount:
             emporia_names=config.use_emporia_channel_names,
             zone=config.zone,
         )
+        self.stats = self.session.stats
+        self.token_file = self.session.token_file
+        # The catalogue's reads, under the names callers have always called on the account.
+        catalog = self.catalog
+        self.refresh_devices_if_due = catalog.refresh_devices_if_due
+        self.refresh_devices = catalog.refresh_devices
+        self.usage = catalog.usage
+        self.points = catalog.points
+        self.device_states = catalog.device_states
+        self.chart_channels = catalog.chart_channels
+        self.series_name = catalog.series_name
+        self.chart = catalog.chart
+        self.chart_points = catalog.chart_points
+        self.chart_values_to_points = catalog.chart_values_to_points
 
-    # -- the session's ----------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self.account.name
-
-    @property
-    def stats(self) -> Stats:
-        return self.session.stats
-
-    @property
-    def token_file(self) -> Path | None:
-        return self.session.token_file
+    # What changes while the account runs is read from its half at each use.
 
     @property
     def requests(self) -> int:
-        """Requests this account made today (UTC), for the daily budget."""
         return self.session.requests
 
     @property
     def not_before(self) -> datetime | None:
-        """After a 429: the earliest time Emporia may be asked again (None: any time)."""
         return self.session.not_before
-
-    # -- the catalogue's ----------------------------------------------------------------------
 
     @property
     def devices(self) -> dict[int, DeviceInfo]:
         return self.catalog.devices
-
-    def refresh_devices_if_due(self) -> None:
-        self.catalog.refresh_devices_if_due()
-
-    def refresh_devices(self) -> None:
-        self.catalog.refresh_devices()
-
-    def usage(self, scale: Scale, instant: datetime) -> list[UsageReading]:
-        return self.catalog.usage(scale, instant)
-
-    def points(self, scale: Scale, bucket_start: datetime, stamp: datetime) -> list[Point]:
-        return self.catalog.points(scale, bucket_start, stamp)
-
-    def device_states(self) -> list[tuple[str, str, bool]]:
-        return self.catalog.device_states()
-
-    def chart_channels(self) -> list[tuple[int, str]]:
-        return self.catalog.chart_channels()
-
-    def series_name(self, device_gid: int, channel_num: str) -> tuple[str, str]:
-        return self.catalog.series_name(device_gid, channel_num)
-
-    def chart(
-        self, device_gid: int, channel_num: str, scale: Scale, first: datetime, last: datetime
-    ) -> list[tuple[datetime, float | None]]:
-        return self.catalog.chart(device_gid, channel_num, scale, first, last)
-
-    def chart_points(
-        self, device_gid: int, channel_num: str, scale: Scale, first: datetime, last: datetime
-    ) -> tuple[list[Point], list[datetime]]:
-        return self.catalog.chart_points(device_gid, channel_num, scale, first, last)
-
-    def chart_values_to_points(
-        self,
-        device_gid: int,
-        channel_num: str,
-        scale: Scale,
-        values: Iterable[tuple[datetime, float | None]],
-    ) -> list[Point]:
-        return self.catalog.chart_values_to_points(device_gid, channel_num, scale, values)
