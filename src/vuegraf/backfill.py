@@ -29,28 +29,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
+from vuegraf import backoff
+from vuegraf.emporia.limits import DEFAULT_LOOKBACK, MAX_BUCKETS, RETENTION
 from vuegraf.model import Scale
 from vuegraf.schedule import bucket_start, next_bucket
 
 SeriesKey = tuple[int, str]  # (device gid, channel number)
 
-# How far back an empty store is filled, per scale (Emporia's retention for 1S/1MIN).
-DEFAULT_LOOKBACK = {
-    Scale.SECOND: timedelta(hours=3),
-    Scale.MINUTE: timedelta(days=7),
-    Scale.HOUR: timedelta(days=7),
-    Scale.DAY: timedelta(days=7),
-}
-# Never ask further back than Emporia keeps (a little inside, as the edge moves).
-RETENTION = {
-    Scale.SECOND: timedelta(hours=3) - timedelta(minutes=2),
-    Scale.MINUTE: timedelta(days=7) - timedelta(minutes=10),
-}
-# Largest chart window per request, in buckets (1S: 1 h, 1MIN: 12 h as upstream).
-MAX_BUCKETS = {Scale.SECOND: 3600, Scale.MINUTE: 720, Scale.HOUR: 480, Scale.DAY: 480}
-BACKOFF_START = timedelta(minutes=5)
-ERROR_BACKOFF_START = timedelta(minutes=1)
-BACKOFF_MAX = timedelta(hours=1)
+# A series' back-offs (an empty answer, a failed request): vuegraf.backoff's table.
+BACKOFF_START = backoff.FILL_EMPTY.first
+ERROR_BACKOFF_START = backoff.FILL_ERROR.first
+BACKOFF_MAX = backoff.FILL_EMPTY.most
 # A hole starting this close to Emporia's retention edge is asked for before any other.
 EDGE_MARGIN = {Scale.SECOND: timedelta(minutes=15), Scale.MINUTE: timedelta(hours=2)}
 # Closed holes kept apart per series; beyond this the two oldest are joined (the stored

@@ -17,9 +17,10 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from vuegraf import backoff
-from vuegraf.backfill import DEFAULT_LOOKBACK, FillRequest, Holes, SeriesKey, Tracker
+from vuegraf.backfill import FillRequest, Holes, SeriesKey, Tracker
 from vuegraf.config import Config
 from vuegraf.emporia import EmporiaAccount, EmporiaError, EmporiaRateLimited, EmporiaStopped
+from vuegraf.emporia.limits import DEFAULT_LOOKBACK, enabled_scales, second_data_enabled
 from vuegraf.marks import MarksFile, SavedHoles
 from vuegraf.model import Point, Scale
 from vuegraf.naming import NO_CHART_CHANNELS
@@ -87,12 +88,8 @@ class AccountCollector:
         self.settle_secs = settle_secs
         self.max_fill_requests = max_fill_requests
         self.should_stop = should_stop  # SIGTERM: finish the request in hand, start no more
-        self.scales = [Scale.MINUTE]
-        if config.detailed_data_hours_enabled:
-            self.scales.append(Scale.HOUR)
-        if config.detailed_data_days_enabled:
-            self.scales.append(Scale.DAY)
-        self.seconds_enabled = config.detailed_data_enabled and config.detailed_data_seconds_enabled
+        self.scales = enabled_scales(config)
+        self.seconds_enabled = second_data_enabled(config)
         tracked = self.scales + ([Scale.SECOND] if self.seconds_enabled else [])
         self.trackers = {s: Tracker(s, config.zone, settle_secs) for s in tracked}
         self._live_done: dict[Scale, datetime] = {}

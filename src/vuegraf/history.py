@@ -23,12 +23,13 @@ from datetime import datetime, time, timedelta, tzinfo
 from typing import TextIO
 
 from vuegraf import backoff
-from vuegraf.backfill import RETENTION, Tracker
+from vuegraf.backfill import Tracker
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.collector import ChartSource
 from vuegraf.config import Config
 from vuegraf.drain import Drain, DrainAccount, DrainTally, Window, seed_history
 from vuegraf.emporia import EmporiaError, EmporiaRateLimited
+from vuegraf.emporia.limits import KEPT, history_scales
 from vuegraf.model import Scale
 from vuegraf.pool import RateLimiter, RequestPool
 from vuegraf.schedule import bucket_start, last_complete_bucket, local_day_start, next_bucket
@@ -38,8 +39,8 @@ from vuegraf.stats import Stats
 
 logger = logging.getLogger(__name__)
 
-# Minute windows start this much inside Emporia's minute retention, so the oldest one is
-# still wholly inside it when its turn comes after the hour and day windows.
+# Minute windows start this much later than Emporia's minute retention (KEPT), so the
+# oldest one is still wholly inside retention when its turn comes after the hour/day part.
 MINUTE_RETENTION_MARGIN = timedelta(hours=1)
 
 Progress = Callable[[int, int, int], None]
@@ -107,17 +108,6 @@ class HistoryResult:
 # --- what an import covers ---------------------------------------------------------------
 
 
-def history_scales(config: Config) -> list[Scale]:
-    """Scales the import fetches, cheap and important first; hours/days obey their flags."""
-    scales = []
-    if config.detailed_data_days_enabled:
-        scales.append(Scale.DAY)
-    if config.detailed_data_hours_enabled:
-        scales.append(Scale.HOUR)
-    scales.append(Scale.MINUTE)
-    return scales
-
-
 def capped_days(days: int, config: Config) -> int:
     """N limited by maxHistoryDays (as upstream), logged so a user sees why less came in."""
     if days > config.max_history_days:
@@ -142,8 +132,8 @@ def history_start(
         # Noon always exists, so DST at midnight cannot shift the date.
         return local_day_start(datetime.combine(first_date, time(12), tzinfo=zone), zone)
     start = next_bucket(scale, last, zone) - timedelta(days=days)
-    if scale in RETENTION:
-        oldest = now - RETENTION[scale] - timedelta(minutes=10) + MINUTE_RETENTION_MARGIN
+    if scale is Scale.MINUTE:
+        oldest = now - KEPT[Scale.MINUTE] + MINUTE_RETENTION_MARGIN
         aligned = bucket_start(scale, oldest, zone)
         if aligned < oldest:
             aligned = next_bucket(scale, aligned, zone)

@@ -148,8 +148,13 @@ def daily_request_estimate(
     if days:
         estimate["day"] = 1
     if second_channels:
+        # Imported here, not at the top: vuegraf.emporia imports this module.
+        from vuegraf.emporia.limits import KEPT, MAX_BUCKETS
+
         runs = math.ceil(day / detailed_interval_secs)
-        windows = math.ceil(min(detailed_interval_secs, 3 * 3600) / 3600)
+        # Each run asks for the seconds since the last (no further back than Emporia keeps).
+        span = min(detailed_interval_secs, KEPT[Scale.SECOND].total_seconds())
+        windows = math.ceil(span / MAX_BUCKETS[Scale.SECOND])
         estimate["second"] = runs * windows * second_channels
     estimate["devices"] = math.ceil(day / device_refresh_secs)
     return estimate
