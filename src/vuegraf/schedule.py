@@ -89,7 +89,7 @@ def bucket_starts(scale: Scale, first: datetime, count: int, zone: tzinfo) -> li
 
 
 def point_time(scale: Scale, start: datetime, zone: tzinfo) -> datetime:
-    """Timestamp written for a bucket (DATA-MODEL.md): its start, or 23:59:59 local for days.
+    """Timestamp written for a bucket: its start, or 23:59:59 local time for a day.
 
     Computed from the local date with zoneinfo, so DST days get the right date and
     offset (upstream's pytz `replace` put them an hour early or on the wrong day).

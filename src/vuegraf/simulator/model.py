@@ -5,7 +5,7 @@ server and a re-run all agree without storing anything. A bucket's kWh is closed
 power x bucket length x a hashed noise factor — so an hour of per-second data costs a few
 thousand cheap evaluations and never a loop over the seconds inside a bucket.
 
-Semantics chosen (Emporia's live view, kept simple; see EMPORIA-API.md):
+Semantics chosen (Emporia's live view, kept simple; docs/ARCHITECTURE.md, "The Emporia API"):
 
 - A circuit's usage EXCLUDES the devices nested on it, at every scale and on both endpoints:
   circuit "5" (Office) of Main Panel is the office minus the Office Plug. (Real Emporia's chart

@@ -75,7 +75,7 @@ def latest_minute_points(points: Sequence[Point]) -> list[Point]:
 def latest_minute_messages(
     points: Sequence[Point], tags: TagConfig, add_station: bool
 ) -> list[dict[str, object]]:
-    """One message per channel: its newest minute point in the batch (DATA-MODEL.md)."""
+    """One message per channel: its newest minute point in the batch, as upstream sent."""
     messages = []
     for p in latest_minute_points(points):
         msg: dict[str, object] = {
