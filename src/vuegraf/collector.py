@@ -13,14 +13,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
+from pathlib import Path
 from typing import Protocol
 
 from vuegraf import backoff
 from vuegraf.backfill import FillRequest, Holes, SeriesKey, Tracker
-from vuegraf.config import Config
 from vuegraf.emporia import EmporiaAccount, EmporiaError, EmporiaRateLimited, EmporiaStopped
-from vuegraf.emporia.limits import DEFAULT_LOOKBACK, enabled_scales, second_data_enabled
+from vuegraf.emporia.limits import (
+    DEFAULT_LOOKBACK,
+    ScaleSwitches,
+    enabled_scales,
+    second_data_enabled,
+)
 from vuegraf.marks import MarksFile, SavedHoles
 from vuegraf.model import Point, Scale
 from vuegraf.naming import NO_CHART_CHANNELS
@@ -36,6 +41,31 @@ request_logger = logging.getLogger(f"{__name__}.requests")
 MAX_FILL_REQUESTS_PER_TICK = 60
 
 Emit = Callable[[Sequence[Point], bool], None]  # (points, live)
+
+
+class CollectorSettings(ScaleSwitches, Protocol):
+    """The settings an account's collection reads (a `Config` has them all)."""
+
+    @property
+    def zone(self) -> tzinfo: ...
+    @property
+    def update_interval_secs(self) -> int: ...
+    @property
+    def lag_secs(self) -> int: ...
+    @property
+    def add_station_field(self) -> bool: ...
+    @property
+    def detailed_interval_secs(self) -> int: ...
+    @property
+    def detailed_data_channels(self) -> tuple[str, ...] | None: ...
+    @property
+    def max_history_days(self) -> int: ...
+    @property
+    def device_refresh_secs(self) -> int: ...
+    @property
+    def daily_request_budget(self) -> int: ...
+    @property
+    def state_dir(self) -> Path | None: ...
 
 
 @dataclass
@@ -74,7 +104,7 @@ class AccountCollector:
     def __init__(
         self,
         account: EmporiaAccount,
-        config: Config,
+        config: CollectorSettings,
         emit: Emit,
         store: ReadsBack | None,
         settle_secs: float = 120.0,

@@ -19,8 +19,7 @@ from typing import Protocol
 
 from vuegraf import backoff
 from vuegraf.clock import Clock
-from vuegraf.collector import AccountCollector, TickResult
-from vuegraf.config import Config
+from vuegraf.collector import AccountCollector, CollectorSettings, TickResult
 from vuegraf.emporia import EmporiaAccount
 from vuegraf.model import Point
 from vuegraf.pool import RequestPool
@@ -69,6 +68,13 @@ def _summary(errors: list[str]) -> str:
     return errors[0] + more
 
 
+class DaemonSettings(CollectorSettings, Protocol):
+    """The settings the loop reads, besides those its collectors read."""
+
+    @property
+    def account_concurrency(self) -> int: ...
+
+
 @dataclass
 class _Account:
     """The loop's view of one account: its outage logs, its back-off, its tick in hand."""
@@ -83,7 +89,7 @@ class _Account:
 class Daemon:
     def __init__(
         self,
-        config: Config,
+        config: DaemonSettings,
         accounts: Sequence[EmporiaAccount],
         sinks: Sequence[Sink],
         clock: Clock,

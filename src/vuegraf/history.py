@@ -20,16 +20,15 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, tzinfo
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from vuegraf import backoff
 from vuegraf.backfill import Tracker
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.collector import ChartSource
-from vuegraf.config import Config
 from vuegraf.drain import Drain, DrainAccount, DrainTally, Window, seed_history
 from vuegraf.emporia import EmporiaError, EmporiaRateLimited
-from vuegraf.emporia.limits import KEPT, history_scales
+from vuegraf.emporia.limits import KEPT, ScaleSwitches, history_scales
 from vuegraf.model import Scale
 from vuegraf.pool import RateLimiter, RequestPool
 from vuegraf.schedule import bucket_start, last_complete_bucket, local_day_start, next_bucket
@@ -45,6 +44,21 @@ MINUTE_RETENTION_MARGIN = timedelta(hours=1)
 
 Progress = Callable[[int, int, int], None]
 ChartAccount = ChartSource  # what an import needs of an account
+
+
+class HistorySettings(ScaleSwitches, Protocol):
+    """The settings an import reads (a `Config` has them all)."""
+
+    @property
+    def zone(self) -> tzinfo: ...
+    @property
+    def lag_secs(self) -> int: ...
+    @property
+    def max_history_days(self) -> int: ...
+    @property
+    def history_concurrency(self) -> int: ...
+    @property
+    def history_requests_per_sec(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -108,7 +122,7 @@ class HistoryResult:
 # --- what an import covers ---------------------------------------------------------------
 
 
-def capped_days(days: int, config: Config) -> int:
+def capped_days(days: int, config: HistorySettings) -> int:
     """N limited by maxHistoryDays (as upstream), logged so a user sees why less came in."""
     if days > config.max_history_days:
         logger.warning(
@@ -145,7 +159,7 @@ def _seeded(
     account: ChartAccount,
     days: int,
     now: datetime,
-    config: Config,
+    config: HistorySettings,
     scales: Collection[Scale] | None,
 ) -> DrainAccount:
     """`account`'s trackers for an import of `days` days, as if the store held nothing."""
@@ -162,7 +176,7 @@ def plan_history(
     accounts: Sequence[ChartAccount],
     days: int,
     now: datetime,
-    config: Config,
+    config: HistorySettings,
     scales: Collection[Scale] | None = None,
 ) -> list[HistoryJob]:
     """Every chart request an import of `days` days makes if each one is answered in full:
@@ -193,7 +207,7 @@ def run_history(
     accounts: Sequence[ChartAccount],
     sinks: Sequence[Sink],
     days: int,
-    config: Config,
+    config: HistorySettings,
     clock: Clock,
     stats: Stats | None = None,
     progress: Progress | None = None,
