@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-POLL_SECONDS = 0.002
+POLL_SECONDS = 0.005  # a parked child costs about 2 % of a core
 BUSY = "busy"
 
 
