@@ -88,7 +88,7 @@ def main() -> int:
         store = CountingStore(build_store(config), clock)
         accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
         daemon = Daemon(config, accounts, [store], clock, stats=stats)
-        assert daemon.store is store
+        assert daemon.store is not None and daemon.store.name == store.name
 
         def run_until(end: datetime, on_cycle=None) -> None:
             while True:

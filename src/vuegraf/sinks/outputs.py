@@ -14,8 +14,9 @@ import logging
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from vuegraf.model import Point
+from vuegraf.model import Point, Scale
 from vuegraf.sinks.base import (
     Buffered,
     CountsOwnPoints,
@@ -60,6 +61,26 @@ class RunningSink:
         return self.sink.name
 
 
+class _OneAtATime(ReadsBack):
+    """A store's read back, one call at a time and never during a write: the sink contract
+    is one thread at a time, and the accounts' threads read it when they start."""
+
+    def __init__(self, store: ReadsBack, lock: threading.Lock) -> None:
+        self.inner = store
+        self.name = store.name
+        self._lock = lock
+
+    def last_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], datetime]:
+        with self._lock:
+            return self.inner.last_times(account, scale, since, until)
+
+    def delete_all(self, now: datetime) -> int | None:
+        with self._lock:
+            return self.inner.delete_all(now)
+
+
 @dataclass
 class Tally:
     """What reached the sinks since the last `Outputs.take_tally` (one cycle)."""
@@ -78,12 +99,12 @@ class Outputs:
         self.stats = stats
         self.dump_points = dump_points
         self.running = [RunningSink.of(s) for s in self.sinks]
-        # The store that can say what it holds (backfill reads it): the first one declared.
-        self.store: ReadsBack | None = next(
-            (store for store in map(readable_store, self.sinks) if store is not None), None
-        )
         self._lock = threading.Lock()
         self._tally = Tally()
+        # The store that can say what it holds (backfill reads it): the first one declared,
+        # read under the same lock as every write, since several accounts' threads read it.
+        found = next((s for s in map(readable_store, self.sinks) if s is not None), None)
+        self.store: ReadsBack | None = None if found is None else _OneAtATime(found, self._lock)
 
     @property
     def running_names(self) -> list[str]:
