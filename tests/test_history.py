@@ -45,8 +45,11 @@ def make_config(tmp_path, **keys):
 class FakeAccount:
     """Serves a deterministic value per bucket; `fail(job)` says how many tries to refuse."""
 
-    def __init__(self, name="Home", channels=28, zone=NY, fail=None, on_fetch=None):
+    def __init__(
+        self, name="Home", channels=28, zone=NY, fail=None, on_fetch=None, installed=None
+    ):
         self.name = name
+        self.installed = installed  # no value for a bucket before this (a newer device)
         self.zone = zone
         self._channels = [(1000 + i // 16, str(i % 16 + 1)) for i in range(channels)]
         self._fail = fail or (lambda key: 0)
@@ -75,7 +78,8 @@ class FakeAccount:
         values = []
         t = first
         while t <= last:
-            values.append((t, (gid + int(num) + t.timestamp() / 3600) % 7))
+            young = self.installed is not None and t < self.installed
+            values.append((t, None if young else (gid + int(num) + t.timestamp() / 3600) % 7))
             t = oracle.bucket_after(scale.value, t, self.zone)
         return values
 
@@ -326,6 +330,25 @@ def test_each_window_is_written_once_as_it_arrives(tmp_path):
     in_flight = 2 * config.history_concurrency
     assert all(w >= i - in_flight for i, w in enumerate(writes_before_fetch))
     assert result.requests == Counter(j.scale for j in jobs)  # one request per window
+
+
+def test_a_device_newer_than_the_import_is_imported_from_its_first_value(tmp_path):
+    # 365 days of hours, a device installed 30 days ago: 18 empty windows, then its 720
+    # hours. An empty whole window is a span before the device existed, not an offline plug
+    # to back off from: the next window is asked at once and the import runs to the end.
+    config = make_config(tmp_path)
+    installed = datetime(2026, 10, 24, 20, tzinfo=UTC)  # 30 days before the last hour
+    sink = RecordingSink()
+    account = FakeAccount(channels=1, installed=installed)
+    result = run_history(
+        [account], [sink], 365, config, FakeClock(NOW), scales={Scale.HOUR}
+    )
+    hours = sorted(p.time for batch in sink.batches for p in batch)
+    last = datetime(2026, 11, 23, 19, tzinfo=UTC)  # the last complete hour at NOW
+    assert hours == [last - timedelta(hours=i) for i in reversed(range(30 * 24))]
+    assert result.ok and not result.stopped
+    assert result.done == result.jobs == math.ceil(365 * 24 / 480)
+    assert result.missing[Scale.HOUR] == (365 - 30) * 24
 
 
 def test_import_twice_writes_the_same_points(tmp_path):

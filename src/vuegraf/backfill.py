@@ -39,7 +39,6 @@ SeriesKey = tuple[int, str]  # (device gid, channel number)
 # A series' back-offs (an empty answer, a failed request): vuegraf.backoff's table.
 BACKOFF_START = backoff.FILL_EMPTY.first
 ERROR_BACKOFF_START = backoff.FILL_ERROR.first
-BACKOFF_MAX = backoff.FILL_EMPTY.most
 # A hole starting this close to Emporia's retention edge is asked for before any other.
 EDGE_MARGIN = {Scale.SECOND: timedelta(minutes=15), Scale.MINUTE: timedelta(hours=2)}
 # Closed holes kept apart per series; beyond this the two oldest are joined (the stored
@@ -378,13 +377,19 @@ class Tracker:
         for start, value in values:
             if value is None and next_bucket(self.scale, start, self.zone) + self.settle > now:
                 end = min(end, start)  # too young to give up on
-        reached_open = request.last >= state.open_from
+        # Empty up to the present (a window cut short by the newest bucket, not a whole one
+        # with more after it): an offline plug, asked again later. An empty whole window is
+        # a span before a device existed, or a long outage: the next one is asked at once.
+        reached_open = (
+            request.last >= state.open_from
+            and self._buckets(request.first, request.last) < MAX_BUCKETS[self.scale]
+        )
         progressed = state.known(request.first, end)
         state.error_backoff = ERROR_BACKOFF_START
         state.empty = not got_any and reached_open
         if state.empty:
             state.retry_at = now + state.backoff
-            state.backoff = min(state.backoff * 2, BACKOFF_MAX)
+            state.backoff = backoff.FILL_EMPTY.doubled(state.backoff)
         else:
             # Values, or an empty window with stored ones after it (before a device was
             # installed): nothing to wait for, the next window is asked at once.
@@ -406,7 +411,7 @@ class Tracker:
         state = self.series[request.series]
         wait = state.error_backoff
         state.retry_at = now + wait
-        state.error_backoff = min(wait * 2, BACKOFF_MAX)
+        state.error_backoff = backoff.FILL_ERROR.doubled(wait)
 
     def backlog(self, now: datetime, newest: datetime) -> int:
         """Chart requests still needed to fill every hole up to `newest`, at the largest

@@ -22,13 +22,6 @@ class Backoff:
     first: timedelta
     most: timedelta
 
-    def after(self, failures: int) -> timedelta:
-        """The wait after `failures` consecutive failures (1: the first one)."""
-        if failures < 1:
-            return timedelta(0)
-        wait = self.first * (1 << min(failures - 1, 32))
-        return min(wait, self.most)
-
     def doubled(self, wait: timedelta) -> timedelta:
         """The wait after one more failure than the one that waited `wait`."""
         return min(wait * 2, self.most)

@@ -436,13 +436,6 @@ class AccountCollector:
 
     # -- each tick -----------------------------------------------------------------
 
-    def tick(self, now: datetime) -> TickResult:
-        """Live values that are due, then hole filling; never raises for Emporia faults."""
-        result = self.live(now)
-        if result.fill_due:
-            self.fill(now, result)
-        return result
-
     def live(self, now: datetime) -> TickResult:
         """The first half of a tick: start-up, the store's read back, live values. Its
         result says whether `fill` may follow (`fill_due`): the daemon runs every account's

@@ -41,6 +41,7 @@ class CycleResult:
     points: int = 0
     failed_accounts: list[str] = field(default_factory=list)
     failed_sinks: list[str] = field(default_factory=list)
+    busy_accounts: list[str] = field(default_factory=list)  # last tick still at work
 
     @property
     def ok(self) -> bool:
@@ -142,6 +143,7 @@ class Daemon:
         workers = min(max(1, concurrency), len(self.collectors))
         # One account alone is collected on the loop's own thread, as it always was.
         self._pool = RequestPool(workers, "vuegraf-account") if workers > 1 else None
+        self._next_due: datetime | None = None  # the tick after the last cycle's start
 
     @property
     def sinks(self) -> list[Sink]:
@@ -169,18 +171,30 @@ class Daemon:
             self.run_cycle()
             while not self.clock.stopped and (max_cycles is None or self.cycles < max_cycles):
                 now = self.clock.now()
-                tick = next_tick(now, self.config.update_interval_secs, self.config.lag_secs)
+                tick = self._next_tick(now)
                 if self.clock.wait((tick - now).total_seconds()):
                     break
                 self.run_cycle(tick)
         finally:
-            if self._pool is not None:
-                # Ticks in hand end at their next request (the clock is stopped): no sink is
-                # closed while one of them may still write.
-                self._pool.shutdown()
-                self._harvest(CycleResult(started=self.clock.now()))
-            self.outputs.close()
-            logger.info("Stopped after %d cycles", self.cycles)
+            try:
+                if self._pool is not None:
+                    # Ticks in hand end at their next request (the clock is stopped): no
+                    # sink is closed while one of them may still write.
+                    self._pool.shutdown()
+                    self._harvest(CycleResult(started=self.clock.now()))
+            finally:
+                self.outputs.close()
+                logger.info("Stopped after %d cycles", self.cycles)
+
+    def _next_tick(self, now: datetime) -> datetime:
+        """The tick after the last cycle's start, even if that cycle ended a little after it
+        (a pooled cycle stops waiting only when that tick is due); a whole interval late, the
+        next one from now: missed ticks are skipped, not caught up."""
+        interval = self.config.update_interval_secs
+        due = self._next_due
+        if due is not None and now < due + timedelta(seconds=interval):
+            return due
+        return next_tick(now, interval, self.config.lag_secs)
 
     def run_cycle(self, tick: datetime | None = None) -> CycleResult:
         """One tick for every account: live values due now, then holes to fill.
@@ -194,13 +208,14 @@ class Daemon:
         started = self.clock.now()
         result = CycleResult(started=started)
         self.cycles += 1
-        self.outputs.take_tally()
         self._harvest(result)
         next_due = next_tick(started, self.config.update_interval_secs, self.config.lag_secs)
+        self._next_due = next_due
         due = []
         for account in self._accounts:
             if account.running is not None:
-                result.failed_accounts.append(account.collector.name)  # still at work
+                # Still at work (a slow Emporia, a long fill): no failure, but not asked twice.
+                result.busy_accounts.append(account.collector.name)
                 logger.debug("Account %s: last tick still at work", account.collector.name)
             elif account.retry_at is not None and self.clock.now() < account.retry_at:
                 result.failed_accounts.append(account.collector.name)  # still backing off
@@ -212,7 +227,9 @@ class Daemon:
                     break
                 self._done(account, self._tick(account), result)
         else:
-            self._run_pooled(due, next_due, result)
+            # Holes stop a little before the tick, so the workers are free for the minutes.
+            margin = timedelta(seconds=min(5.0, self.config.update_interval_secs / 4))
+            self._run_pooled(due, next_due, next_due - margin, result)
         if not self.clock.stopped:
             self.outputs.flush()  # replay a backlog even when this cycle wrote nothing
         tally = self.outputs.take_tally()
@@ -229,7 +246,7 @@ class Daemon:
             "Cycle at %s: %d points from %d account(s) to %s",
             started.strftime("%Y-%m-%d %H:%M:%S"),
             result.points,
-            len(self.collectors) - len(result.failed_accounts),
+            len(self.collectors) - len(result.failed_accounts) - len(result.busy_accounts),
             self.outputs.status(result.failed_sinks),
         )
         if tick is not None:
@@ -249,7 +266,9 @@ class Daemon:
             account.collector.fill(self.clock.now(), outcome)
         return outcome
 
-    def _run_pooled(self, due: list[_Account], until: datetime, result: CycleResult) -> None:
+    def _run_pooled(
+        self, due: list[_Account], until: datetime, fill_until: datetime, result: CycleResult
+    ) -> None:
         """Every account's live half first; each one's fill is queued when its live half
         ends, so it waits behind every live half not yet begun (the pool is first in, first
         out): a long fill never makes another account's minute late."""
@@ -261,11 +280,12 @@ class Daemon:
             future = pool.submit(partial(account.collector.live, self.clock.now()))
             account.running = future
             waiting[future] = account
-        stop = partial(self._past, until)
+        stop = partial(self._past, fill_until)
         while waiting:
             done, _ = wait(waiting, timeout=0.2, return_when=FIRST_COMPLETED)
             for future in done:
                 account = waiting.pop(future)
+                account.running = None
                 outcome = future.result()
                 if not account.filling and outcome.fill_due:
                     account.filling = True

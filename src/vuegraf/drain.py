@@ -134,6 +134,7 @@ class Drain:
         self._limited: dict[str, datetime] = {}  # account -> Emporia's 429: no request before
         self._broken: set[str] = set()  # sinks that failed every try: skipped from then on
         self._abort = threading.Event()  # every sink broken: fetching more is pointless
+        self._idle: set[str] = set()  # accounts with nothing left to ask
 
     def stopping(self) -> bool:
         return self.clock.stopped or self._abort.is_set()
@@ -180,8 +181,7 @@ class Drain:
             for future in in_flight:
                 future.cancel()
         self._say_limited(tally, in_flight, said, on_limited)
-        left = sum(tally.planned[name] - tally.finished[name] for name in tally.limited)
-        tally.stopped = tally.done + left < tally.windows or self.stopping()
+        tally.stopped = self.stopping()
 
     def _submit(
         self,
@@ -191,12 +191,18 @@ class Drain:
         busy: set[tuple[str, Scale, tuple[int, str]]],
         limit: int,
     ) -> None:
-        """Hand out the next window of every series not already asked, oldest scale first."""
+        """Hand out the next window of every series not already asked: per account, days,
+        then hours, then minutes. An account with nothing due and nothing in flight is done
+        for good (only answers change its trackers), so it is not asked again: the loop's
+        cost grows with the accounts still at work, not with all of them."""
+        flying = Counter(w.account.name for w in in_flight.values())
         for account in accounts:
-            if self._limited_at(account.name) is not None:
+            if account.name in self._idle or self._limited_at(account.name) is not None:
                 continue
+            asked = False
             for scale, tracker in account.trackers.items():
                 for request in tracker.due(now, account.newest[scale]):
+                    asked = True
                     if len(in_flight) >= limit:
                         return
                     window = Window(account, request)
@@ -204,6 +210,8 @@ class Drain:
                         continue
                     busy.add(_key(window))
                     in_flight[self.pool.submit(partial(self._fetch, window))] = window
+            if not asked and not flying[account.name]:
+                self._idle.add(account.name)
 
     def _limited_at(self, account: str) -> datetime | None:
         with self._limit_lock:

@@ -70,7 +70,6 @@ class EmporiaAccount:
         self.chart_channels = catalog.chart_channels
         self.series_name = catalog.series_name
         self.chart = catalog.chart
-        self.chart_points = catalog.chart_points
         self.chart_values_to_points = catalog.chart_values_to_points
 
     # What changes while the account runs is read from its half at each use.

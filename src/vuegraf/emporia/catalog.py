@@ -292,14 +292,6 @@ class DeviceCatalog:
             (t, None if kwh is None else float(kwh)) for t, kwh in zip(starts, usage, strict=True)
         ]
 
-    def chart_points(
-        self, device_gid: int, channel_num: str, scale: Scale, first: datetime, last: datetime
-    ) -> tuple[list[Point], list[datetime]]:
-        """Chart data as points, plus the bucket starts that had no value."""
-        values = self.chart(device_gid, channel_num, scale, first, last)
-        missing = [start for start, kwh in values if kwh is None]
-        return self.chart_values_to_points(device_gid, channel_num, scale, values), missing
-
     def chart_values_to_points(
         self,
         device_gid: int,

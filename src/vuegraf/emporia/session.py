@@ -63,7 +63,6 @@ logger = logging.getLogger(__name__)
 # The back-off rules of this module live in vuegraf.backoff, with every other one.
 RELOGIN_AFTER_FAILURES = backoff.RELOGIN_AFTER_FAILURES
 RATE_LIMIT_WAIT = backoff.RATE_LIMITED.first
-RATE_LIMIT_MAX_WAIT = backoff.RATE_LIMITED.most
 RETRY_AFTER_CAP = backoff.RETRY_AFTER_CAP
 # The pyemvue releases whose internals `_adopt` is written for (setup.py pins the same range).
 SUPPORTED_PYEMVUE = ">=0.18.9,<0.19"
@@ -163,7 +162,7 @@ class RateLimits:
                 return limit.not_before
             if given is None:
                 wait = limit.wait
-                limit.wait = min(wait * 2, RATE_LIMIT_MAX_WAIT)
+                limit.wait = backoff.RATE_LIMITED.doubled(wait)
             else:
                 wait = min(given, RETRY_AFTER_CAP)
             until = now + wait

@@ -62,8 +62,9 @@ class RunningSink:
 
 
 class _OneAtATime(ReadsBack):
-    """A store's read back, one call at a time and never during a write: the sink contract
-    is one thread at a time, and the accounts' threads read it when they start."""
+    """A store's read back, one call at a time: the accounts' threads read it when they start,
+    and the read API is chosen by the first answer (`readback.FirstAnswering`). A store whose
+    reads and writes share a connection guards it itself (`SqliteSink`)."""
 
     def __init__(self, store: ReadsBack, lock: threading.Lock) -> None:
         self.inner = store
@@ -102,9 +103,12 @@ class Outputs:
         self._lock = threading.Lock()
         self._tally = Tally()
         # The store that can say what it holds (backfill reads it): the first one declared,
-        # read under the same lock as every write, since several accounts' threads read it.
+        # read one call at a time, since several accounts' threads read it when they start.
+        # Not under the write lock: a store slow to answer must not hold every live write.
         found = next((s for s in map(readable_store, self.sinks) if s is not None), None)
-        self.store: ReadsBack | None = None if found is None else _OneAtATime(found, self._lock)
+        self.store: ReadsBack | None = (
+            None if found is None else _OneAtATime(found, threading.Lock())
+        )
 
     @property
     def running_names(self) -> list[str]:
