@@ -27,12 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 
 from vuegraf import backoff
 from vuegraf.emporia.limits import DEFAULT_LOOKBACK, MAX_BUCKETS, RETENTION
 from vuegraf.model import Scale
-from vuegraf.schedule import bucket_start, next_bucket
+from vuegraf.schedule import bucket_start, local_day_start, next_bucket
 
 SeriesKey = tuple[int, str]  # (device gid, channel number)
 
@@ -349,6 +349,10 @@ class Tracker:
         """The bucket just before the one starting at `bucket`."""
         return bucket_start(self.scale, bucket - timedelta(seconds=1), self.zone)
 
+    def _day_start(self, day: date) -> datetime:
+        """When local `day` begins (noon always exists, so DST at midnight cannot move it)."""
+        return local_day_start(datetime.combine(day, time(12), tzinfo=self.zone), self.zone)
+
     def _window_last(self, first: datetime, newest: datetime) -> datetime:
         """The last bucket a request from `first` covers: `MAX_BUCKETS` of them, at most up
         to `newest`."""
@@ -356,12 +360,11 @@ class Tracker:
             step = self.scale.seconds
             count = min(MAX_BUCKETS[self.scale] - 1, int((newest - first).total_seconds()) // step)
             return first + timedelta(seconds=max(0, count) * step)
-        t, last = first, first
-        for _ in range(MAX_BUCKETS[self.scale]):
-            if t > newest:
-                break
-            last, t = t, next_bucket(self.scale, t, self.zone)
-        return last
+        if first > newest:
+            return first
+        # Local dates, not 24-hour steps: a day has 23 or 25 hours across DST.
+        last_date = first.astimezone(self.zone).date() + timedelta(days=MAX_BUCKETS[self.scale] - 1)
+        return min(self._day_start(last_date), newest)
 
     def answered(
         self,
@@ -447,11 +450,9 @@ class Tracker:
 
     def _buckets(self, first: datetime, last: datetime) -> int:
         """Buckets from `first` to `last`, both included."""
-        if self.scale is Scale.DAY:  # 23- and 25-hour days: walk them
-            count, t = 0, first
-            while t <= last:
-                count, t = count + 1, next_bucket(self.scale, t, self.zone)
-            return count
+        if self.scale is Scale.DAY:  # 23- and 25-hour days: count local dates
+            days = (last.astimezone(self.zone).date() - first.astimezone(self.zone).date()).days
+            return max(0, days + 1)
         return max(0, int((last - first).total_seconds()) // self.scale.seconds + 1)
 
     def behind(self, newest: datetime) -> int:
