@@ -2,7 +2,7 @@
 
 The keys are declared on the dataclass fields and the accepted sets derived from them;
 the expectations here are written out by hand, so a key lost or gained by a change to the
-declarations shows up as a difference.
+declarations shows up as a difference (a new key is added to ACCEPTED below).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from vuegraf import config
 from vuegraf.config import (
     AccountConfig,
     Config,
@@ -50,8 +51,8 @@ ACCEPTED: dict[str, set[str]] = {
         "detailedDataEnabled", "detailedDataSecondsEnabled", "detailedDataHoursEnabled",
         "detailedDataDaysEnabled", "detailedIntervalSecs", "timezone", "maxHistoryDays",
         "sqlitePath", "useEmporiaChannelNames", "deviceRefreshSecs", "stateDir",
-        "historyConcurrency", "historyRequestsPerSecond", "detailedDataChannels",
-        "dailyRequestBudget", "healthFailureThreshold", "prometheus",
+        "accountConcurrency", "historyConcurrency", "historyRequestsPerSecond",
+        "detailedDataChannels", "dailyRequestBudget", "healthFailureThreshold", "prometheus",
     },
     "influxDb v1": TAG_KEYS | {
         "version", "host", "port", "database", "user", "pass", "passFile", "ssl_enable",
@@ -108,6 +109,28 @@ def unknown_warned(caplog: pytest.LogCaptureFixture) -> list[str]:
     return named
 
 
+def test_the_known_key_sets_are_derived_from_the_declarations() -> None:
+    """The sets the parser checks keys against (and hints from) are exactly the keys
+    declared on the fields: a key gained or lost anywhere fails here."""
+    derived = {
+        "": config._TOP.known,
+        "influxDb v1": config._V1.known,
+        "influxDb v2": config._V2.known,
+        "accounts.0": config._ACCOUNT.known,
+        "accounts.0.devices.0": config._DEVICE.known,
+        "mqtt": config._MQTT.known,
+        "prometheus": config._PROMETHEUS.known,
+    }
+    assert derived == ACCEPTED
+    assert config._EVERY_KEY == EVERY_KEY
+    # Keys of a section written flat at the top level (`mqtt_host`) are looked up in these.
+    assert {name: set(keys) for name, (keys, _) in config._TOP.flat.items()} == {
+        "influxDb": ACCEPTED["influxDb v1"] | ACCEPTED["influxDb v2"],
+        "mqtt": ACCEPTED["mqtt"],
+        "prometheus": ACCEPTED["prometheus"],
+    }
+
+
 @pytest.mark.parametrize("where", sorted(ACCEPTED))
 def test_every_object_accepts_exactly_its_keys(
     where: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -152,7 +175,7 @@ def test_a_declared_key_reaches_its_field_in_every_object(tmp_path: Path) -> Non
         detailedDataSecondsEnabled=False, detailedDataHoursEnabled=False,
         detailedDataDaysEnabled=False, detailedIntervalSecs=60, timezone="Asia/Tokyo",
         maxHistoryDays=9, sqlitePath="s.db", useEmporiaChannelNames=True,
-        deviceRefreshSecs=61, stateDir="st", historyConcurrency=2,
+        deviceRefreshSecs=61, stateDir="st", accountConcurrency=3, historyConcurrency=2,
         historyRequestsPerSecond=1.5, detailedDataChannels=["Oven"], dailyRequestBudget=99,
         healthFailureThreshold=4,
     )
@@ -190,7 +213,8 @@ def test_a_declared_key_reaches_its_field_in_every_object(tmp_path: Path) -> Non
     assert (cfg.use_emporia_channel_names, cfg.device_refresh_secs, cfg.state_dir) == (
         True, 61, tmp_path / "st",
     )
-    assert (cfg.history_concurrency, cfg.history_requests_per_sec) == (2, 1.5)
+    assert (cfg.account_concurrency, cfg.history_concurrency) == (3, 2)
+    assert cfg.history_requests_per_sec == 1.5
     assert (cfg.detailed_data_channels, cfg.daily_request_budget) == (("Oven",), 99)
     assert cfg.health_failure_threshold == 4
 
