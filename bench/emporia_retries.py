@@ -111,7 +111,7 @@ def one_failing_tick(setup: Setup, stop_after_first_503: float | None) -> tuple[
     with cloud() as sim:
         clock = SystemClock()
         account = make_account(setup, config, clock, Stats())
-        daemon = Daemon(config, [account], [], clock, store=None)
+        daemon = Daemon(config, [account], [], clock, backfill=False)
         account.refresh_devices()  # log in and read the devices while all is well
         sim.set_fault(503)
         seen = len(sim.requests_seen())

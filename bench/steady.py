@@ -20,10 +20,11 @@ from pathlib import Path
 
 from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
-from vuegraf.daemon import Daemon, find_store
+from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount
 from vuegraf.schedule import next_tick
 from vuegraf.simulator import SimulatorServer
+from vuegraf.sinks.base import SeriesStore
 from vuegraf.sinks.factory import build_store
 from vuegraf.stats import Stats
 
@@ -38,7 +39,7 @@ def rss_mb() -> float:
     return pages * resource.getpagesize() / 1e6
 
 
-class CountingStore:
+class CountingStore(SeriesStore):
     """Wraps the store to count read-back queries; everything else passes through."""
 
     def __init__(self, inner, clock: FakeClock):
@@ -87,7 +88,7 @@ def main() -> int:
         store = CountingStore(build_store(config), clock)
         accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
         daemon = Daemon(config, accounts, [store], clock, stats=stats)
-        assert find_store([store]) is store
+        assert daemon.store is not None and daemon.store.name == store.name
 
         def run_until(end: datetime, on_cycle=None) -> None:
             while True:

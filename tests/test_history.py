@@ -15,15 +15,15 @@ from harness import oracle
 from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
 from vuegraf.emporia import EmporiaError
+from vuegraf.emporia.limits import MAX_BUCKETS
 from vuegraf.history import (
-    MAX_BUCKETS,
     HistoryJob,
-    RateLimiter,
     make_progress,
     plan_history,
     run_history,
 )
 from vuegraf.model import Point, Scale
+from vuegraf.pool import RateLimiter
 from vuegraf.sinks.base import SinkError
 
 UTC = timezone.utc
@@ -45,8 +45,11 @@ def make_config(tmp_path, **keys):
 class FakeAccount:
     """Serves a deterministic value per bucket; `fail(job)` says how many tries to refuse."""
 
-    def __init__(self, name="Home", channels=28, zone=NY, fail=None, on_fetch=None):
+    def __init__(
+        self, name="Home", channels=28, zone=NY, fail=None, on_fetch=None, installed=None
+    ):
         self.name = name
+        self.installed = installed  # no value for a bucket before this (a newer device)
         self.zone = zone
         self._channels = [(1000 + i // 16, str(i % 16 + 1)) for i in range(channels)]
         self._fail = fail or (lambda key: 0)
@@ -61,10 +64,8 @@ class FakeAccount:
     def chart_channels(self):
         return list(self._channels)
 
-    def chart_points(self, gid, num, scale, first, last):
-        """Every bucket from `first` to `last`, stamped and converted as EmporiaAccount
-        does per README.md "What is written" (with the test's own arithmetic,
-        tests/harness/oracle.py)."""
+    def chart(self, gid, num, scale, first, last):
+        """A value for every bucket from `first` to `last`, (bucket start, kWh)."""
         key = (gid, num, scale, first, last)
         with self._lock:
             self._tries[key] = self._tries.get(key, 0) + 1
@@ -74,15 +75,29 @@ class FakeAccount:
                 self._on_fetch(len(self.fetches))
         if tries <= self._fail(key):
             raise EmporiaError("getChartUsage failed: HTTPError: 503")
-        points = []
+        values = []
         t = first
         while t <= last:
-            kwh = (gid + int(num) + t.timestamp() / 3600) % 7
-            stamp = oracle.stamp(scale.value, t, self.zone)
-            watts = oracle.watts(scale.value, kwh)
-            points.append(Point(self.name, str(gid), num, scale, stamp, watts))
+            young = self.installed is not None and t < self.installed
+            values.append((t, None if young else (gid + int(num) + t.timestamp() / 3600) % 7))
             t = oracle.bucket_after(scale.value, t, self.zone)
-        return points, []
+        return values
+
+    def chart_values_to_points(self, gid, num, scale, values):
+        """Stamped and converted as EmporiaAccount does per README.md "What is written"
+        (with the test's own arithmetic, tests/harness/oracle.py)."""
+        return [
+            Point(
+                self.name,
+                str(gid),
+                num,
+                scale,
+                oracle.stamp(scale.value, t, self.zone),
+                oracle.watts(scale.value, kwh),
+            )
+            for t, kwh in values
+            if kwh is not None
+        ]
 
 
 class RecordingSink:
@@ -141,15 +156,20 @@ def test_hours_cover_n_days_up_to_the_last_complete_hour_once(tmp_path):
     assert hours == [last - timedelta(hours=i) for i in reversed(range(30 * 24))]
 
 
-def test_order_days_then_hours_newest_first_then_minutes_oldest_first(tmp_path):
+def test_order_days_then_hours_then_minutes_each_series_oldest_first(tmp_path):
+    # Each series is filled oldest first at every scale (the trackers' order; a stopped
+    # import's newest hours are the daemon's backfill after it, from the store's newest
+    # point): minutes first of all near Emporia's retention edge.
     config = make_config(tmp_path)
     jobs = plan_history([FakeAccount(channels=2)], 60, NOW, config)
     scales = [j.scale for j in jobs]
     assert scales == sorted(scales, key=[Scale.DAY, Scale.HOUR, Scale.MINUTE].index)
-    hour_firsts = [j.first for j in jobs if j.scale is Scale.HOUR]
-    assert hour_firsts == sorted(hour_firsts, reverse=True)
-    minute_firsts = [j.first for j in jobs if j.scale is Scale.MINUTE]
-    assert minute_firsts == sorted(minute_firsts)
+    for scale in (Scale.DAY, Scale.HOUR, Scale.MINUTE):
+        for series in {(j.gid, j.channel_num) for j in jobs}:
+            firsts = [
+                j.first for j in jobs if j.scale is scale and (j.gid, j.channel_num) == series
+            ]
+            assert firsts == sorted(firsts) and len(firsts) == len(set(firsts))
 
 
 @pytest.mark.parametrize("days", [30, 720])
@@ -310,6 +330,25 @@ def test_each_window_is_written_once_as_it_arrives(tmp_path):
     in_flight = 2 * config.history_concurrency
     assert all(w >= i - in_flight for i, w in enumerate(writes_before_fetch))
     assert result.requests == Counter(j.scale for j in jobs)  # one request per window
+
+
+def test_a_device_newer_than_the_import_is_imported_from_its_first_value(tmp_path):
+    # 365 days of hours, a device installed 30 days ago: 18 empty windows, then its 720
+    # hours. An empty whole window is a span before the device existed, not an offline plug
+    # to back off from: the next window is asked at once and the import runs to the end.
+    config = make_config(tmp_path)
+    installed = datetime(2026, 10, 24, 20, tzinfo=UTC)  # 30 days before the last hour
+    sink = RecordingSink()
+    account = FakeAccount(channels=1, installed=installed)
+    result = run_history(
+        [account], [sink], 365, config, FakeClock(NOW), scales={Scale.HOUR}
+    )
+    hours = sorted(p.time for batch in sink.batches for p in batch)
+    last = datetime(2026, 11, 23, 19, tzinfo=UTC)  # the last complete hour at NOW
+    assert hours == [last - timedelta(hours=i) for i in reversed(range(30 * 24))]
+    assert result.ok and not result.stopped
+    assert result.done == result.jobs == math.ceil(365 * 24 / 480)
+    assert result.missing[Scale.HOUR] == (365 - 30) * 24
 
 
 def test_import_twice_writes_the_same_points(tmp_path):

@@ -57,7 +57,10 @@ class SlowCollector:
         self.emit = emit
         self.calls: list[tuple[datetime, datetime]] = []
 
-    def tick(self, now: datetime) -> TickResult:
+    def fill(self, now: datetime, result: TickResult, until: object = None) -> None:
+        return None
+
+    def live(self, now: datetime) -> TickResult:
         bucket = last_complete_minute(now, 5)
         self.calls.append((now, bucket))
         self.clock.advance(self.rng.uniform(0.05, 20.0))
@@ -109,7 +112,7 @@ def test_overrun_skips_missed_ticks_instead_of_bursting(tmp_path, caplog):
     clock = FakeClock(T0 + timedelta(seconds=30))
 
     class VerySlow(SlowCollector):
-        def tick(self, now):
+        def live(self, now):
             self.calls.append((now, last_complete_minute(now, 5)))
             self.clock.advance(150)  # two and a half intervals
             return TickResult()

@@ -27,30 +27,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 
+from vuegraf import backoff
+from vuegraf.emporia.limits import DEFAULT_LOOKBACK, MAX_BUCKETS, RETENTION
 from vuegraf.model import Scale
-from vuegraf.schedule import bucket_start, next_bucket
+from vuegraf.schedule import bucket_start, local_day_start, next_bucket
 
 SeriesKey = tuple[int, str]  # (device gid, channel number)
 
-# How far back an empty store is filled, per scale (Emporia's retention for 1S/1MIN).
-DEFAULT_LOOKBACK = {
-    Scale.SECOND: timedelta(hours=3),
-    Scale.MINUTE: timedelta(days=7),
-    Scale.HOUR: timedelta(days=7),
-    Scale.DAY: timedelta(days=7),
-}
-# Never ask further back than Emporia keeps (a little inside, as the edge moves).
-RETENTION = {
-    Scale.SECOND: timedelta(hours=3) - timedelta(minutes=2),
-    Scale.MINUTE: timedelta(days=7) - timedelta(minutes=10),
-}
-# Largest chart window per request, in buckets (1S: 1 h, 1MIN: 12 h as upstream).
-MAX_BUCKETS = {Scale.SECOND: 3600, Scale.MINUTE: 720, Scale.HOUR: 480, Scale.DAY: 480}
-BACKOFF_START = timedelta(minutes=5)
-ERROR_BACKOFF_START = timedelta(minutes=1)
-BACKOFF_MAX = timedelta(hours=1)
+# A series' back-offs (an empty answer, a failed request): vuegraf.backoff's table.
+BACKOFF_START = backoff.FILL_EMPTY.first
+ERROR_BACKOFF_START = backoff.FILL_ERROR.first
 # A hole starting this close to Emporia's retention edge is asked for before any other.
 EDGE_MARGIN = {Scale.SECOND: timedelta(minutes=15), Scale.MINUTE: timedelta(hours=2)}
 # Closed holes kept apart per series; beyond this the two oldest are joined (the stored
@@ -363,6 +351,10 @@ class Tracker:
         """The bucket just before the one starting at `bucket`."""
         return bucket_start(self.scale, bucket - timedelta(seconds=1), self.zone)
 
+    def _day_start(self, day: date) -> datetime:
+        """When local `day` begins (noon always exists, so DST at midnight cannot move it)."""
+        return local_day_start(datetime.combine(day, time(12), tzinfo=self.zone), self.zone)
+
     def _window_last(self, first: datetime, newest: datetime) -> datetime:
         """The last bucket a request from `first` covers: `MAX_BUCKETS` of them, at most up
         to `newest`."""
@@ -370,12 +362,11 @@ class Tracker:
             step = self.scale.seconds
             count = min(MAX_BUCKETS[self.scale] - 1, int((newest - first).total_seconds()) // step)
             return first + timedelta(seconds=max(0, count) * step)
-        t, last = first, first
-        for _ in range(MAX_BUCKETS[self.scale]):
-            if t > newest:
-                break
-            last, t = t, next_bucket(self.scale, t, self.zone)
-        return last
+        if first > newest:
+            return first
+        # Local dates, not 24-hour steps: a day has 23 or 25 hours across DST.
+        last_date = first.astimezone(self.zone).date() + timedelta(days=MAX_BUCKETS[self.scale] - 1)
+        return min(self._day_start(last_date), newest)
 
     def answered(
         self,
@@ -391,13 +382,19 @@ class Tracker:
         for start, value in values:
             if value is None and next_bucket(self.scale, start, self.zone) + self.settle > now:
                 end = min(end, start)  # too young to give up on
-        reached_open = request.last >= state.open_from
+        # Empty up to the present (a window cut short by the newest bucket, not a whole one
+        # with more after it): an offline plug, asked again later. An empty whole window is
+        # a span before a device existed, or a long outage: the next one is asked at once.
+        reached_open = (
+            request.last >= state.open_from
+            and self._buckets(request.first, request.last) < MAX_BUCKETS[self.scale]
+        )
         progressed = state.known(request.first, end)
         state.error_backoff = ERROR_BACKOFF_START
         state.empty = not got_any and reached_open
         if state.empty:
             state.retry_at = now + state.backoff
-            state.backoff = min(state.backoff * 2, BACKOFF_MAX)
+            state.backoff = backoff.FILL_EMPTY.doubled(state.backoff)
         else:
             # Values, or an empty window with stored ones after it (before a device was
             # installed): nothing to wait for, the next window is asked at once.
@@ -406,13 +403,20 @@ class Tracker:
                 state.backoff = BACKOFF_START
         return progressed
 
+    def give_up(self, request: FillRequest) -> None:
+        """The window cannot be had (it failed every try of an import): count it as known,
+        so the series goes on with the next one."""
+        self.series[request.series].known(
+            request.first, next_bucket(self.scale, request.last, self.zone)
+        )
+
     def failed(self, request: FillRequest, now: datetime) -> None:
         """The request itself failed (Emporia error): ask this series again later, not at
         every tick, backing off like an empty answer but starting sooner."""
         state = self.series[request.series]
         wait = state.error_backoff
         state.retry_at = now + wait
-        state.error_backoff = min(wait * 2, BACKOFF_MAX)
+        state.error_backoff = backoff.FILL_ERROR.doubled(wait)
 
     def backlog(self, now: datetime, newest: datetime) -> int:
         """Chart requests still needed to fill every hole up to `newest`, at the largest
@@ -448,11 +452,9 @@ class Tracker:
 
     def _buckets(self, first: datetime, last: datetime) -> int:
         """Buckets from `first` to `last`, both included."""
-        if self.scale is Scale.DAY:  # 23- and 25-hour days: walk them
-            count, t = 0, first
-            while t <= last:
-                count, t = count + 1, next_bucket(self.scale, t, self.zone)
-            return count
+        if self.scale is Scale.DAY:  # 23- and 25-hour days: count local dates
+            days = (last.astimezone(self.zone).date() - first.astimezone(self.zone).date()).days
+            return max(0, days + 1)
         return max(0, int((last - first).total_seconds()) // self.scale.seconds + 1)
 
     def behind(self, newest: datetime) -> int:

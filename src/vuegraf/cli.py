@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -18,6 +19,7 @@ from vuegraf.exporter import ExporterServer, LatestValues, PrometheusSink, Vuegr
 from vuegraf.health import HealthFile
 from vuegraf.history import make_progress, run_history
 from vuegraf.redact import install_redaction
+from vuegraf.shard import SHARD_ENV, WHOLE, Shard, ShardError, resolve_shard
 from vuegraf.sinks.base import SinkError
 from vuegraf.sinks.factory import build_sinks, build_store, queue_path
 from vuegraf.stats import Stats
@@ -57,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--resetdatabase",
         action="store_true",
         help="delete all vuegraf data before starting. USE WITH CAUTION",
+    )
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help=f"be replica I of N sharing this config: collect only the accounts whose name "
+        f"hashes to I (default: ${SHARD_ENV}, else all accounts)",
     )
     parser.add_argument(
         "--dryrun",
@@ -110,15 +118,42 @@ def reset_database(config: Config, clock: Clock) -> None:
                 logger.warning("--resetdatabase: deleted the retry queue %s", leftover)
 
 
+def _joined_shard(argv: Sequence[str]) -> list[str]:
+    """`--shard V` as `--shard=V`: argparse takes a value such as `-1/2` for an option and
+    answers with its usage; joined, the value reaches the check and its one-line error."""
+    out: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        if arg == "--":
+            out += [arg, *rest]
+            break
+        if arg == "--shard":
+            value = next(rest, None)
+            out.append(arg if value is None else f"--shard={value}")
+        else:
+            out.append(arg)
+    return out
+
+
 def main(
     argv: Sequence[str] | None = None, clock_factory: Callable[[], Clock] = SystemClock
 ) -> int:
     """`vuegraf CONFIG [flags]`. `clock_factory` makes the clock of each run (one per reload);
     tests pass a clock set to another date, so the same runs can be tried at any date."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_joined_shard(sys.argv[1:] if argv is None else argv))
     setup_logging(args.verbose, args.debug)
     if args.historydays < 0:
         print("--historydays: must be >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        shard = resolve_shard(args.shard, os.environ)
+    except ShardError as err:
+        print(str(err), file=sys.stderr)
+        return EXIT_USAGE
+    if args.resetdatabase and shard.sharded:
+        # The store is shared: a reset by one replica would delete every replica's points.
+        print(f"--resetdatabase: refused with {shard.source} {shard.label} (it deletes every "
+              "replica's data); run it once without sharding", file=sys.stderr)
         return EXIT_USAGE
     try:
         config = load_config(args.configFilename)
@@ -163,7 +198,7 @@ def main(
     history_days = args.historydays
     reset = args.resetdatabase
     while True:
-        code = run(config, args, clock, stats, history_days, reset, limits)
+        code = run(config, args, clock, stats, history_days, reset, limits, shard)
         history_days, reset = 0, False  # once per process, not per reload
         if not reload_asked or code != EXIT_OK:
             return code
@@ -194,17 +229,20 @@ def run(
     history_days: int,
     reset: bool,
     limits: RateLimits | None = None,
+    shard: Shard = WHOLE,
 ) -> int:
     """Build everything from `config` and collect until the clock is stopped.
 
     `limits` holds what Emporia's 429 answers asked; `main` passes the same one to every
-    run, so the first tick after a reload does not ask Emporia before a Retry-After."""
+    run, so the first tick after a reload does not ask Emporia before a Retry-After.
+    `shard`: only the accounts it owns are collected (and imported with --historydays)."""
     if clock.stopped:  # a stop that came during a reload: start nothing
         return EXIT_OK
     limits = limits if limits is not None else RateLimits()
-    accounts = [
-        EmporiaAccount(a, config, clock, stats, limits=limits) for a in config.accounts
-    ]
+    owned = shard.owned(config.accounts)
+    if shard.sharded:
+        log_owned(shard, len(owned), len(config.accounts))
+    accounts = [EmporiaAccount(a, config, clock, stats, limits=limits) for a in owned]
     if reset:
         try:
             reset_database(config, clock)
@@ -217,12 +255,13 @@ def run(
         if clock.stopped:
             return EXIT_OK
 
-    sinks = build_sinks(config, dryrun=args.dryrun, stats=stats, clock=clock)
+    sinks = build_sinks(config, dryrun=args.dryrun, stats=stats, clock=clock, shard=shard)
     health = HealthFile(
         config.state_dir or config.config_path.parent,
         stats,
         config.health_failure_threshold,
         config.update_interval_secs,
+        shard,
     )
     exporter = None
     if config.prometheus is not None:
@@ -263,6 +302,23 @@ def run(
         if exporter is not None:
             exporter.stop()
     return EXIT_OK
+
+
+def log_owned(shard: Shard, owned: int, total: int) -> None:
+    """Say at start which share of the config this replica collects. Owning none is a
+    warning, not an error: a StatefulSet with more replicas than accounts must not
+    crash-loop, and a config that grows gives it accounts at the next reload."""
+    if owned:
+        logger.info(
+            "Shard %s: this replica collects %d of the config's %d accounts",
+            shard.label, owned, total,
+        )
+    else:
+        logger.warning(
+            "Shard %s: none of the config's %d accounts is this replica's; running without "
+            "collecting anything",
+            shard.label, total,
+        )
 
 
 def import_history(

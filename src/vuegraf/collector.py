@@ -11,18 +11,26 @@ backfill never makes live collection late (the rest continues next tick).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Protocol
 
-from vuegraf.backfill import DEFAULT_LOOKBACK, FillRequest, Holes, SeriesKey, Tracker
-from vuegraf.config import Config
+from vuegraf import backoff
+from vuegraf.backfill import FillRequest, Holes, SeriesKey, Tracker
 from vuegraf.emporia import EmporiaAccount, EmporiaError, EmporiaRateLimited, EmporiaStopped
+from vuegraf.emporia.limits import (
+    DEFAULT_LOOKBACK,
+    ScaleSwitches,
+    enabled_scales,
+    second_data_enabled,
+)
 from vuegraf.marks import MarksFile, SavedHoles
 from vuegraf.model import Point, Scale
 from vuegraf.naming import NO_CHART_CHANNELS
 from vuegraf.schedule import daily_request_estimate, last_complete_bucket, point_time
-from vuegraf.sinks.base import SeriesStore, SinkError
+from vuegraf.sinks.base import ReadsBack, SinkError
 
 logger = logging.getLogger(__name__)
 # One line per chart request made for a hole: dozens a cycle while a start-up fill runs, so
@@ -31,12 +39,33 @@ request_logger = logging.getLogger(f"{__name__}.requests")
 
 # Chart requests for holes per tick and account; the rest waits for the next tick.
 MAX_FILL_REQUESTS_PER_TICK = 60
-# A read back that failed and may work later is asked again at the next tick, then after
-# skipping 1, 3, 7 and at most READ_RETRY_MAX_SKIP ticks: a store that times out costs one
-# timeout now and then, not one every tick.
-READ_RETRY_MAX_SKIP = 15
 
 Emit = Callable[[Sequence[Point], bool], None]  # (points, live)
+
+
+class CollectorSettings(ScaleSwitches, Protocol):
+    """The settings an account's collection reads (a `Config` has them all)."""
+
+    @property
+    def zone(self) -> tzinfo: ...
+    @property
+    def update_interval_secs(self) -> int: ...
+    @property
+    def lag_secs(self) -> int: ...
+    @property
+    def add_station_field(self) -> bool: ...
+    @property
+    def detailed_interval_secs(self) -> int: ...
+    @property
+    def detailed_data_channels(self) -> tuple[str, ...] | None: ...
+    @property
+    def max_history_days(self) -> int: ...
+    @property
+    def device_refresh_secs(self) -> int: ...
+    @property
+    def daily_request_budget(self) -> int: ...
+    @property
+    def state_dir(self) -> Path | None: ...
 
 
 @dataclass
@@ -48,6 +77,7 @@ class TickResult:
     fill_points: int = 0  # points those requests brought (also counted in `points`)
     not_before: datetime | None = None  # Emporia answered 429: ask nothing before this
     stopped: bool = False  # a stop cut the tick short: neither an outage nor a recovery
+    fill_due: bool = False  # live values worked: holes may be filled (`AccountCollector.fill`)
 
     def rate_limited(self, err: EmporiaError) -> None:
         """Keep a 429's Retry-After, so the loop does not ask before it."""
@@ -74,9 +104,9 @@ class AccountCollector:
     def __init__(
         self,
         account: EmporiaAccount,
-        config: Config,
+        config: CollectorSettings,
         emit: Emit,
-        store: SeriesStore | None,
+        store: ReadsBack | None,
         settle_secs: float = 120.0,
         max_fill_requests: int = MAX_FILL_REQUESTS_PER_TICK,
         should_stop: Callable[[], bool] = lambda: False,
@@ -88,12 +118,8 @@ class AccountCollector:
         self.settle_secs = settle_secs
         self.max_fill_requests = max_fill_requests
         self.should_stop = should_stop  # SIGTERM: finish the request in hand, start no more
-        self.scales = [Scale.MINUTE]
-        if config.detailed_data_hours_enabled:
-            self.scales.append(Scale.HOUR)
-        if config.detailed_data_days_enabled:
-            self.scales.append(Scale.DAY)
-        self.seconds_enabled = config.detailed_data_enabled and config.detailed_data_seconds_enabled
+        self.scales = enabled_scales(config)
+        self.seconds_enabled = second_data_enabled(config)
         tracked = self.scales + ([Scale.SECOND] if self.seconds_enabled else [])
         self.trackers = {s: Tracker(s, config.zone, settle_secs) for s in tracked}
         self._live_done: dict[Scale, datetime] = {}
@@ -107,6 +133,7 @@ class AccountCollector:
         self._read_failures = 0  # retryable read-back failures so far
         self._read_skip = 0  # ticks to let pass before asking the store again
         self._fill_run: FillRun | None = None  # a fill that outlasts one tick
+        self._fill_until: Callable[[], bool] | None = None  # set while `fill` runs
 
     @property
     def name(self) -> str:
@@ -129,7 +156,7 @@ class AccountCollector:
 
         A store that cannot answer costs the backfill at most, never the live collection:
         - a retryable failure (down, 5xx, 401/403) is logged once and asked again on later
-          ticks (backing off, `READ_RETRY_MAX_SKIP`). Meanwhile holes made from now on (an
+          ticks (backing off, `backoff.STORE_READ`). Meanwhile holes made from now on (an
           Emporia outage) are tracked and filled: each series starts from the mark the
           previous run saved, or else from this process's first live bucket (no 7-day
           refetch because the store came up late). Once it answers, marks move back to
@@ -180,7 +207,7 @@ class AccountCollector:
     def _read_failed(self, err: SinkError, now: datetime) -> None:
         assert self.store is not None
         self._read_failures += 1
-        self._read_skip = min(2 ** (self._read_failures - 1) - 1, READ_RETRY_MAX_SKIP)
+        self._read_skip = backoff.STORE_READ.skipped(self._read_failures)
         if self._read_failures == 1:
             logger.warning(
                 "Account %s: cannot read back from %s (%s); collecting live values meanwhile, "
@@ -409,8 +436,10 @@ class AccountCollector:
 
     # -- each tick -----------------------------------------------------------------
 
-    def tick(self, now: datetime) -> TickResult:
-        """Live values that are due, then hole filling; never raises for Emporia faults."""
+    def live(self, now: datetime) -> TickResult:
+        """The first half of a tick: start-up, the store's read back, live values. Its
+        result says whether `fill` may follow (`fill_due`): the daemon runs every account's
+        live half before any account's holes, so a long fill never makes a minute late."""
         result = TickResult()
         if self.started_at is None:
             self.started_at = now
@@ -434,15 +463,26 @@ class AccountCollector:
             # wait for a tick that can fill them.
             self.save_marks()
             return result
-        if self.seconds_enabled and (self._seconds_due is None or now >= self._seconds_due):
-            self._seconds_due = now + timedelta(seconds=self.config.detailed_interval_secs)
-            self._fill(Scale.SECOND, now, result, budget=None)
-        budget = self.max_fill_requests
-        for scale in self.scales:
-            budget -= self._fill(scale, now, result, budget=budget)
+        result.fill_due = True
+        return result
+
+    def fill(
+        self, now: datetime, result: TickResult, until: Callable[[], bool] | None = None
+    ) -> None:
+        """The second half of a tick: chart requests for holes, at most `max_fill_requests`,
+        and none once `until()` says the time for them is over (the next tick is near)."""
+        self._fill_until = until
+        try:
+            if self.seconds_enabled and (self._seconds_due is None or now >= self._seconds_due):
+                self._seconds_due = now + timedelta(seconds=self.config.detailed_interval_secs)
+                self._fill(Scale.SECOND, now, result, budget=None)
+            budget = self.max_fill_requests
+            for scale in self.scales:
+                budget -= self._fill(scale, now, result, budget=budget)
+        finally:
+            self._fill_until = None
         self.save_marks()
         self._report_fill(now, result)
-        return result
 
     def _report_fill(self, now: datetime, result: TickResult) -> None:
         """One INFO line a tick while a fill takes several ticks: requests made of those
@@ -574,8 +614,14 @@ class AccountCollector:
         return made
 
     def _stopping(self, result: TickResult) -> bool:
-        """A stop, or a 429 that holds every request of this account until `not_before`."""
-        return result.stopped or result.not_before is not None or self.should_stop()
+        """A stop, a 429 that holds every request of this account until `not_before`, or
+        the end of the time this tick has for holes."""
+        return (
+            result.stopped
+            or result.not_before is not None
+            or self.should_stop()
+            or (self._fill_until is not None and self._fill_until())
+        )
 
     def _fill_one(self, request: FillRequest, now: datetime, result: TickResult) -> bool:
         gid, num = request.series
@@ -595,17 +641,18 @@ class AccountCollector:
             result.fill_errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
             self.trackers[request.scale].failed(request, now)
             return False
-        points = self.account.chart_values_to_points(
-            gid,
-            num,
-            request.scale,
-            [(start, kwh) for start, kwh in values if request.first <= start <= request.last],
-        )
-        if points:
+        written: list[Point] = []
+
+        def emit(points: list[Point]) -> None:
             self.emit(points, False)  # filled holes: stored, but not news for MQTT
-            result.points += len(points)
-            result.fill_points += len(points)
-        progressed = self.trackers[request.scale].answered(request, values, now)
+            written.extend(points)
+
+        _missing, progressed = store_answer(
+            self.account, self.trackers[request.scale], request, values, now, emit
+        )
+        result.points += len(written)
+        result.fill_points += len(written)
+        points = written
         if len(points) or progressed:
             request_logger.debug(
                 "Account %s: filled %s of device %s channel %s, %s..%s: %d points",
@@ -618,6 +665,51 @@ class AccountCollector:
                 len(points),
             )
         return progressed
+
+
+class ChartSource(Protocol):
+    """What filling holes needs of an account (an `EmporiaAccount` in production)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def refresh_devices_if_due(self) -> None: ...
+
+    def chart_channels(self) -> list[SeriesKey]: ...
+
+    def chart(
+        self, device_gid: int, channel_num: str, scale: Scale, first: datetime, last: datetime
+    ) -> list[tuple[datetime, float | None]]: ...
+
+    def chart_values_to_points(
+        self,
+        device_gid: int,
+        channel_num: str,
+        scale: Scale,
+        values: Iterable[tuple[datetime, float | None]],
+    ) -> list[Point]: ...
+
+
+def store_answer(
+    source: ChartSource,
+    tracker: Tracker,
+    request: FillRequest,
+    values: Sequence[tuple[datetime, float | None]],
+    now: datetime,
+    emit: Callable[[list[Point]], object],
+) -> tuple[int, bool]:
+    """A chart answer for a hole: its points (those inside the window asked for) to `emit`,
+    then the tracker told what it settled. Live filling and the history drain both come
+    through here. Returns how many buckets of the window Emporia had no value for, and
+    whether the tracker moved on (False: asking the same window again would tell nothing
+    new)."""
+    gid, num = request.series
+    inside = [(start, kwh) for start, kwh in values if request.first <= start <= request.last]
+    points = source.chart_values_to_points(gid, num, request.scale, inside)
+    if points:
+        emit(points)
+    moved = tracker.answered(request, values, now)
+    return sum(1 for _start, kwh in inside if kwh is None), moved
 
 
 def _duration(seconds: float) -> str:

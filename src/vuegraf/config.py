@@ -2,7 +2,7 @@
 
 The file format is upstream's, unchanged, so an existing config keeps working;
 a few optional keys are new (`simulatorUrl`, `sqlitePath`,
-`useEmporiaChannelNames`, `deviceRefreshSecs`). Any problem raises one
+`useEmporiaChannelNames`, `deviceRefreshSecs`...). Any problem raises one
 `ConfigError` naming the key path, so the CLI can print one line and exit 2
 instead of a traceback. An unknown key that is a slip of a known one (`influxdb`,
 `update_interval_secs`, `infuxDb`, `mqtt_host`) is such an error: ignoring it would
@@ -11,6 +11,11 @@ them, and users keep notes in the file); they are named in one warning. A JSON `
 means "not set", exactly like an absent key. Secrets are `repr=False` and never echoed
 in messages.
 
+Each key is declared once, on the dataclass field that holds it: `key(...)` in the
+field's metadata gives its name in the file and its check, the field gives its type and
+default. The parser and the sets of known keys (for the warning and the "did you mean"
+hints) are derived from those declarations, so a new key is one new field.
+
 Secrets need not sit in the file: any string may be or contain `${ENV_VAR}`
 (`$${` is a literal `${`), and `password`, `token` and `pass` may be given as
 `passwordFile`, `tokenFile`, `passFile` (e.g. Docker secrets) instead.
@@ -18,18 +23,20 @@ Secrets need not sit in the file: any string may be or contain `${ENV_VAR}`
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
 import os
 import re
 import stat
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, dataclass, field
 from datetime import tzinfo
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil import tz
@@ -38,13 +45,21 @@ from vuegraf.model import Scale
 
 logger = logging.getLogger(__name__)
 
+# Emporia asked API clients to stay under about this many requests per account per day.
+DEFAULT_DAILY_BUDGET = 2000
 DEFAULT_SQLITE_NAME = "vuegraf.sqlite"
 DEFAULT_MQTT_TOPIC = "vuegraf/energy_usage"
 DEFAULT_MQTT_TOPIC_PREFIX = "vuegraf"
 DEFAULT_MQTT_MAX_PENDING = 10_000
+MQTT_PORT = 1883
+MQTT_TLS_PORT = 8883
 #: Last level of the default availability topic, `<topicPrefix>/status`.
 MQTT_STATUS_LEVEL = "status"
 MQTT_AVAILABILITY_LEVEL = "availability"  # the default's level when mqtt.topic is on "status"
+STATE_DIR_ENV = "VUEGRAF_STATE_DIR"
+DEFAULT_STATE_DIR_NAME = "vuegraf-state"
+
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -60,189 +75,7 @@ class ConfigError(Exception):
         return (type(self), (self.key_path, self.message))
 
 
-@dataclass(frozen=True)
-class TagConfig:
-    """The scale tag as the user named it; only sinks translate a `Scale` through this."""
-
-    name: str = "detailed"
-    second: str = "True"
-    minute: str = "False"
-    hour: str = "Hour"
-    day: str = "Day"
-
-    def value(self, scale: Scale) -> str:
-        """The tag value written for points of `scale`."""
-        return {
-            Scale.SECOND: self.second,
-            Scale.MINUTE: self.minute,
-            Scale.HOUR: self.hour,
-            Scale.DAY: self.day,
-        }[scale]
-
-
-@dataclass(frozen=True)
-class InfluxV1Config:
-    """`influxDb` with `version` 1 or absent."""
-
-    host: str
-    database: str
-    port: int = 8086
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ssl_enable: bool = False
-    ssl_verify: bool = True
-    timeout_ms: int | None = None
-    reset: bool = False
-
-
-@dataclass(frozen=True)
-class InfluxV2Config:
-    """`influxDb` with `version` 2."""
-
-    url: str
-    org: str
-    bucket: str
-    token: str = field(repr=False)
-    ssl_verify: bool = True
-    timeout_ms: int | None = None
-
-
-@dataclass(frozen=True)
-class DeviceConfig:
-    """An account's `devices[]` entry: channel number as text -> circuit name."""
-
-    name: str
-    channels: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # A frozen dataclass still holds a mutable dict; make the mapping read-only too.
-        object.__setattr__(self, "channels", MappingProxyType(dict(self.channels)))
-
-
-@dataclass(frozen=True)
-class AccountConfig:
-    """One Emporia login; `name` becomes the `account_name` tag, hence unique."""
-
-    name: str
-    email: str
-    password: str = field(repr=False)
-    devices: tuple[DeviceConfig, ...] = ()
-    simulator_url: str | None = None
-
-    def device(self, name: str) -> DeviceConfig | None:
-        """The first `devices[]` entry named `name` (upstream used the first match too)."""
-        for dev in self.devices:
-            if dev.name == name:
-                return dev
-        return None
-
-
-@dataclass(frozen=True)
-class MqttConfig:
-    """Where the newest minute point of each channel is published."""
-
-    host: str
-    port: int = 1883
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    topic: str = DEFAULT_MQTT_TOPIC
-    # New keys (none of them upstream's):
-    tls: bool = False  # "tls"; the port defaults to 8883 then
-    ca_file: Path | None = None  # "caFile"; None: the system's CAs
-    cert_file: Path | None = None  # "certFile" + "keyFile": client certificate
-    key_file: Path | None = None
-    insecure: bool = False  # "insecure": skip the server host name check (as mosquitto_pub)
-    keepalive: int = 60  # "keepalive", seconds
-    max_pending: int = DEFAULT_MQTT_MAX_PENDING  # "maxPending": kept while the broker is away
-    per_channel_topics: bool = False  # "perChannelTopics": retained <prefix>/<acct>/<dev>/<ch>
-    topic_prefix: str = DEFAULT_MQTT_TOPIC_PREFIX  # "topicPrefix"
-    # "availabilityTopic": retained "online"/"offline" (and the last will) for everything
-    # vuegraf publishes; "" means `<topic_prefix>/status`, filled in on construction.
-    availability_topic: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.availability_topic:
-            default = f"{self.topic_prefix}/{MQTT_STATUS_LEVEL}"
-            object.__setattr__(self, "availability_topic", default)
-
-
-@dataclass(frozen=True)
-class PrometheusConfig:
-    """Optional /metrics listener; loopback unless the user opens it up."""
-
-    port: int
-    address: str = "127.0.0.1"
-
-
-@dataclass(frozen=True)
-class Config:
-    """Everything `vuegraf.json` says, validated; built by `load_config`/`parse_config`."""
-
-    accounts: tuple[AccountConfig, ...]
-    influx: InfluxV1Config | InfluxV2Config | None
-    tags: TagConfig
-    mqtt: MqttConfig | None
-    sqlite_path: Path
-    config_path: Path
-    update_interval_secs: int = 60
-    lag_secs: int = 5
-    add_station_field: bool = False
-    detailed_data_enabled: bool = False
-    detailed_data_seconds_enabled: bool = True
-    detailed_data_hours_enabled: bool = True
-    detailed_data_days_enabled: bool = True
-    detailed_interval_secs: int = 3600
-    timezone_name: str | None = None
-    max_history_days: int = 720
-    use_emporia_channel_names: bool = False
-    device_refresh_secs: int = 3600
-    # New keys (none of them upstream's):
-    state_dir: Path | None = None  # "stateDir"; None only in hand-built configs
-    history_concurrency: int = 4  # "historyConcurrency": chart requests in flight at once
-    history_requests_per_sec: float = 30.0  # "historyRequestsPerSecond": rate limit
-    detailed_data_channels: tuple[str, ...] | None = None  # "detailedDataChannels": 1S only these
-    daily_request_budget: int = 2000  # "dailyRequestBudget": warn above this per account
-    health_failure_threshold: int = 3  # "healthFailureThreshold": failed cycles → unhealthy
-    prometheus: PrometheusConfig | None = None
-
-    def secrets(self) -> tuple[str, ...]:
-        """Every password and token, for the log redaction filter (never for display)."""
-        values: list[str | None] = [a.password for a in self.accounts]
-        if isinstance(self.influx, InfluxV1Config):
-            values.append(self.influx.password)
-        elif isinstance(self.influx, InfluxV2Config):
-            values.append(self.influx.token)
-        if self.mqtt is not None:
-            values.append(self.mqtt.password)
-        return tuple(dict.fromkeys(v for v in values if v))
-
-    @property
-    def zone(self) -> tzinfo:
-        """The zone whose midnight ends a day point: the configured one, else the system's."""
-        if self.timezone_name is None:
-            return system_zone()
-        return ZoneInfo(self.timezone_name)
-
-
-def system_zone() -> tzinfo:
-    """The machine's zone as a real IANA zone (full DST history, midnight changes), from $TZ
-    or /etc/localtime; dateutil's tzlocal() only as a last resort."""
-    name = os.environ.get("TZ", "").lstrip(":")
-    if name and not name.startswith("/"):
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            pass
-    for path in ([name] if name.startswith("/") else []) + ["/etc/localtime"]:
-        try:
-            with open(path, "rb") as f:
-                return ZoneInfo.from_file(f, key="localtime")
-        except (OSError, ValueError):
-            continue
-    return tz.tzlocal()
-
-
-# --- reading JSON objects with key paths --------------------------------------------------
+# --- key paths ---------------------------------------------------------------------------
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _JSON_TYPES = {
@@ -272,17 +105,110 @@ def _kind(value: object) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def _non_empty(value: object, key_path: str) -> str:
-    """Names become tag values and hosts get dialled: blank would only fail later."""
-    if not isinstance(value, str):
-        raise ConfigError(key_path, f"must be a non-empty string, not {_kind(value)}")
-    if not value.strip():
-        raise ConfigError(key_path, "must be a non-empty string")
-    return value
+# --- how a key is declared -----------------------------------------------------------------
+
+#: Turns a value as written (never None: null means not set) into what the field holds, or
+#: raises a ConfigError naming `where`; the `_Reading` gives the other keys of the object.
+Check = Callable[[object, str, "_Reading[Any]"], object]
+#: A default computed when the key is not set (from other keys, the config's directory...).
+Default = Callable[["_Reading[Any]"], object]
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+@dataclass(frozen=True)
+class Key:
+    """How one value is written in vuegraf.json; kept in the metadata of the field that
+    holds it (see `key`), or on its own for a key that is checked but kept in no field."""
+
+    name: str  # as written in the file
+    check: Check
+    # When not set: this, else the field's default, else the key is required.
+    default_from: Default | None = None
+    # Another field that must be set exactly when this one is (user and password).
+    pair: str | None = None
+    # Earlier fields whose value this one must not repeat (two scales, one tag value).
+    differs_from: tuple[str, ...] = ()
+    # The key that may name a file holding this secret instead (Docker secrets).
+    file_key: str | None = None
+    # The kinds of JSON object this key's value is (or lists), for the known-key sets.
+    sections: tuple[_Spec[Any], ...] = ()
+    # At the top level: how a key of this section may start when written flat (`mqtt_host`),
+    # folded as in `_folded`.
+    flat_prefixes: tuple[str, ...] = ()
+
+
+_KEY = "vuegraf.config.key"
+
+
+def key(
+    name: str,
+    check: Check | None = None,
+    *,
+    default_from: Default | None = None,
+    pair: str | None = None,
+    differs_from: tuple[str, ...] = (),
+    file_key: str | None = None,
+    sections: tuple[_Spec[Any], ...] = (),
+    flat_prefixes: tuple[str, ...] = (),
+) -> Mapping[str, Key]:
+    """Field metadata declaring that the field is read from the key `name`; without a
+    `check`, the value is the one object of `sections`."""
+    if check is None:
+        (spec,) = sections
+        check = _object(spec)
+    return {
+        _KEY: Key(name, check, default_from, pair, differs_from, file_key, sections, flat_prefixes)
+    }
+
+
+def _key_of(f: dataclasses.Field[Any]) -> Key | None:
+    declared = f.metadata.get(_KEY)
+    return declared if isinstance(declared, Key) else None
+
+
+@dataclass(frozen=True)
+class _Spec(Generic[T]):
+    """One kind of JSON object: the dataclass read from it, others whose keys it also holds
+    (the tag keys sit in the influxDb object), and keys checked but kept in no field."""
+
+    cls: type[T]
+    also: tuple[type[Any], ...] = ()
+    loose: tuple[Key, ...] = ()
+
+    def keys(self) -> tuple[Key, ...]:
+        fields = [f for c in (self.cls, *self.also) for f in dataclasses.fields(c)]
+        declared = [k for k in map(_key_of, fields) if k is not None]
+        return (*self.loose, *declared)
+
+    @cached_property
+    def known(self) -> frozenset[str]:
+        """Every key an object of this kind may hold, the `...File` ones included."""
+        return frozenset(n for k in self.keys() for n in (k.name, k.file_key) if n is not None)
+
+    @cached_property
+    def flat(self) -> dict[str, tuple[frozenset[str], tuple[str, ...]]]:
+        """Sections whose keys may be written flat here: their keys and prefixes."""
+        return {
+            k.name: (frozenset().union(*(s.known for s in k.sections)), k.flat_prefixes)
+            for k in self.keys()
+            if k.flat_prefixes
+        }
+
+
+def _specs_under(spec: _Spec[Any]) -> Iterator[_Spec[Any]]:
+    yield spec
+    for k in spec.keys():
+        for inner in k.sections:
+            yield from _specs_under(inner)
+
+
+@dataclass
+class _Context:
+    """What reading one file shares: where relative paths start, the environment, and the
+    unknown keys met so far (warned about once the whole file is valid)."""
+
+    config_dir: Path
+    environ: Mapping[str, str]
+    unknown: list[str] = field(default_factory=list)
 
 
 class _Section:
@@ -301,69 +227,6 @@ class _Section:
     def get(self, key: str) -> object | None:
         """The value, or None when absent or null (both mean "not set")."""
         return self.data.get(key)
-
-    def required(self, key: str) -> object:
-        value = self.get(key)
-        if value is None:
-            raise ConfigError(self.key(key), "required" + self._typo_hint(key))
-        return value
-
-    def string(self, key: str) -> str:
-        return self._check_str(key, self.required(key))
-
-    def opt_string(self, key: str) -> str | None:
-        value = self.get(key)
-        return None if value is None else self._check_str(key, value)
-
-    def _check_str(self, key: str, value: object) -> str:
-        return _non_empty(value, self.key(key))
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise ConfigError(self.key(key), f"must be true or false, not {_kind(value)}")
-        return value
-
-    def opt_integer(self, key: str, minimum: int, maximum: int | None = None) -> int | None:
-        value = self.get(key)
-        if value is None:
-            return None
-        if not _is_int(value):
-            raise ConfigError(self.key(key), f"must be an integer, not {_kind(value)}")
-        assert isinstance(value, int)
-        if maximum is not None and not minimum <= value <= maximum:
-            raise ConfigError(self.key(key), f"must be between {minimum} and {maximum}")
-        if value < minimum:
-            raise ConfigError(self.key(key), f"must be >= {minimum}")
-        return value
-
-    def integer(self, key: str, default: int, minimum: int, maximum: int | None = None) -> int:
-        value = self.opt_integer(key, minimum, maximum)
-        return default if value is None else value
-
-    def number(self, key: str, default: float, above: float) -> float:
-        """A JSON number (integer or decimal) strictly greater than `above`."""
-        value = self.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(self.key(key), f"must be a number, not {_kind(value)}")
-        if not value > above:
-            raise ConfigError(self.key(key), f"must be > {above:g}")
-        return float(value)
-
-    def string_list(self, key: str) -> tuple[str, ...] | None:
-        value = self.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, list) or not value:
-            raise ConfigError(self.key(key), f"must be a non-empty list, not {_kind(value)}")
-        return tuple(_non_empty(v, _index(self.key(key), i)) for i, v in enumerate(value))
-
-    def port(self, key: str, default: int) -> int:
-        return self.integer(key, default, 1, 65535)
 
     def unknown(self) -> list[str]:
         """Key paths of keys this section does not know, in file order."""
@@ -385,11 +248,661 @@ class _Section:
             if hint is not None:
                 raise ConfigError(self.key(key), f"unknown key; did you mean {hint}?")
 
-    def _typo_hint(self, key: str) -> str:
+    def typo_hint(self, key: str) -> str:
         # A missing key is often a misspelt one that is sitting right there as "unknown".
         strangers = [k for k in self.data if k not in self.known]
         close = difflib.get_close_matches(key, strangers, n=1, cutoff=0.6)
         return f" (found unknown key {json.dumps(close[0])})" if close else ""
+
+
+class _Reading(Generic[T]):
+    """One dataclass being read from one JSON object. A field is read on first use, so a
+    key's default or check may ask for another key's value whatever the field order."""
+
+    def __init__(
+        self, cls: type[T], sec: _Section, ctx: _Context, given: Mapping[str, object]
+    ) -> None:
+        self.cls = cls
+        self.sec = sec
+        self.ctx = ctx
+        self._fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        self._values: dict[str, object] = dict(given)
+
+    def __getitem__(self, name: str) -> object:
+        if name not in self._values:
+            f = self._fields[name]
+            self._values[name] = self.value(self._key(name), f)
+        return self._values[name]
+
+    def flag(self, name: str) -> bool:
+        value = self[name]
+        assert isinstance(value, bool)
+        return value
+
+    def text(self, name: str) -> str:
+        value = self[name]
+        assert isinstance(value, str)
+        return value
+
+    def build(self) -> T:
+        for name in self._fields:
+            self[name]  # read, if no other key's check or default has asked for it yet
+        return self.cls(**self._values)
+
+    def _key(self, name: str) -> Key:
+        declared = _key_of(self._fields[name])
+        assert declared is not None, f"{self.cls.__name__}.{name} is read from no key"
+        return declared
+
+    def value(self, key: Key, held_by: dataclasses.Field[Any] | None = None) -> object:
+        """`key`'s value: checked when set, else its default; `held_by` is the field that
+        keeps it (None for a loose key)."""
+        where = self.sec.key(key.name)
+        written = self.sec.get(key.name)
+        if key.file_key is not None:
+            written = self._secret_file(key, written)
+        value: object
+        if written is not None:
+            value = key.check(written, where, self)
+        elif key.default_from is not None:
+            value = key.default_from(self)
+        elif held_by is not None and held_by.default is not MISSING:
+            value = held_by.default
+        elif held_by is not None and held_by.default_factory is not MISSING:
+            value = held_by.default_factory()
+        else:
+            raise ConfigError(where, "required" + self.sec.typo_hint(key.name))
+        if key.pair is not None:
+            other = self._key(key.pair)
+            if (value is None) != (self[key.pair] is None):
+                missing, given = (key, other) if value is None else (other, key)
+                raise ConfigError(self.sec.key(missing.name), f"required when {given.name} is set")
+        for earlier in key.differs_from:
+            if self[earlier] == value:
+                name = self._key(earlier).name
+                raise ConfigError(where, f"must differ from {name} ({value!r})")
+        return value
+
+    def _secret_file(self, key: Key, written: object) -> object:
+        """The secret read from the file `key.file_key` names, when it names one."""
+        assert key.file_key is not None
+        named = self.sec.get(key.file_key)
+        if named is None:
+            return written
+        where = self.sec.key(key.file_key)
+        if written is not None:
+            raise ConfigError(where, f"give either {key.name} or {key.file_key}, not both")
+        file = self.ctx.config_dir / Path(_text(named, where)).expanduser()
+        try:
+            text = file.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise ConfigError(where, f"{file} is not UTF-8 text") from None
+        except OSError as err:
+            raise ConfigError(where, f"cannot read {file}: {err.strerror or err}") from None
+        secret = text.rstrip("\r\n")
+        if not secret:
+            raise ConfigError(where, f"{file} is empty")
+        return secret
+
+
+def _read_object(
+    spec: _Spec[T],
+    data: object,
+    where: str,
+    ctx: _Context,
+    given: Mapping[str, object] | None = None,
+) -> T:
+    """An object of kind `spec` at `where`: slips refused, unknown keys noted, fields read;
+    `given` holds the fields that come from no key."""
+    sec = _Section(data, where, spec.known)
+    sec.reject_slips(spec.flat)
+    ctx.unknown.extend(sec.unknown())
+    reading = _Reading(spec.cls, sec, ctx, given or {})
+    for loose in spec.loose:
+        reading.value(loose)
+    return reading.build()
+
+
+def _object(spec: _Spec[Any]) -> Check:
+    def check(value: object, where: str, r: _Reading[Any]) -> object:
+        return _read_object(spec, value, where, r.ctx)
+
+    return check
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def _text(value: object, where: str, _r: object = None) -> str:
+    """Names become tag values and hosts get dialled: blank would only fail later."""
+    if not isinstance(value, str):
+        raise ConfigError(where, f"must be a non-empty string, not {_kind(value)}")
+    if not value.strip():
+        raise ConfigError(where, "must be a non-empty string")
+    return value
+
+
+def _flag(value: object, where: str, _r: object = None) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(where, f"must be true or false, not {_kind(value)}")
+    return value
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Check:
+    def check(value: object, where: str, _r: object = None) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(where, f"must be an integer, not {_kind(value)}")
+        if maximum is not None and not minimum <= value <= maximum:
+            raise ConfigError(where, f"must be between {minimum} and {maximum}")
+        if value < minimum:
+            raise ConfigError(where, f"must be >= {minimum}")
+        return value
+
+    return check
+
+
+_PORT = _integer(1, 65535)
+
+
+def _above(bound: float) -> Check:
+    """A JSON number (integer or decimal) strictly greater than `bound`, as a float."""
+
+    def check(value: object, where: str, _r: object = None) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(where, f"must be a number, not {_kind(value)}")
+        if not value > bound:
+            raise ConfigError(where, f"must be > {bound:g}")
+        return float(value)
+
+    return check
+
+
+def _texts(value: object, where: str, _r: object = None) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(where, f"must be a non-empty list, not {_kind(value)}")
+    return tuple(_text(v, _index(where, i)) for i, v in enumerate(value))
+
+
+def _credential(value: object, where: str, _r: object = None) -> str | None:
+    """Any string, and an empty one counts as unset: upstream required both keys for
+    InfluxDB v1, so servers without auth were configured with "" and ""."""
+    if not isinstance(value, str):
+        raise ConfigError(where, f"must be a string, not {_kind(value)}")
+    return value or None
+
+
+def _path(value: object, where: str, r: _Reading[Any]) -> Path:
+    """A path relative to the config file's directory (absolute ones stay as they are)."""
+    return r.ctx.config_dir / Path(_text(value, where)).expanduser()
+
+
+def _http_url(value: object, where: str, _r: object = None) -> str:
+    """Both clients need the scheme; catching a bare host name here beats a client error."""
+    url = _text(value, where)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(where, "must start with http:// or https://")
+    return url
+
+
+def _absent(_r: object) -> None:
+    """The default of an optional section whose field has none (hand-built configs name it)."""
+    return None
+
+
+# --- the sections ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TagConfig:
+    """The scale tag as the user named it; only sinks translate a `Scale` through this.
+
+    Its keys sit in the influxDb object; distinct values, or two scales would write into
+    one series."""
+
+    name: str = field(default="detailed", metadata=key("tagName", _text))
+    second: str = field(default="True", metadata=key("tagValue_second", _text))
+    minute: str = field(
+        default="False", metadata=key("tagValue_minute", _text, differs_from=("second",))
+    )
+    hour: str = field(
+        default="Hour", metadata=key("tagValue_hour", _text, differs_from=("second", "minute"))
+    )
+    day: str = field(
+        default="Day",
+        metadata=key("tagValue_day", _text, differs_from=("second", "minute", "hour")),
+    )
+
+    def value(self, scale: Scale) -> str:
+        """The tag value written for points of `scale`."""
+        return {
+            Scale.SECOND: self.second,
+            Scale.MINUTE: self.minute,
+            Scale.HOUR: self.hour,
+            Scale.DAY: self.day,
+        }[scale]
+
+
+def _influx_version(value: object, where: str, _r: object = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value not in (1, 2):
+        raise ConfigError(where, "must be 1 or 2")
+    return value
+
+
+_VERSION = Key("version", _influx_version, default_from=lambda _r: 1)
+
+
+@dataclass(frozen=True)
+class InfluxV1Config:
+    """`influxDb` with `version` 1 or absent."""
+
+    host: str = field(metadata=key("host", _text))
+    database: str = field(metadata=key("database", _text))
+    port: int = field(default=8086, metadata=key("port", _PORT))
+    user: str | None = field(default=None, metadata=key("user", _credential, pair="password"))
+    password: str | None = field(
+        default=None, repr=False, metadata=key("pass", _credential, file_key="passFile")
+    )
+    ssl_enable: bool = field(default=False, metadata=key("ssl_enable", _flag))
+    ssl_verify: bool = field(default=True, metadata=key("ssl_verify", _flag))
+    timeout_ms: int | None = field(default=None, metadata=key("timeout", _integer(1)))
+    reset: bool = field(default=False, metadata=key("reset", _flag))
+
+
+@dataclass(frozen=True)
+class InfluxV2Config:
+    """`influxDb` with `version` 2."""
+
+    url: str = field(metadata=key("url", _http_url))
+    org: str = field(metadata=key("org", _text))
+    bucket: str = field(metadata=key("bucket", _text))
+    token: str = field(repr=False, metadata=key("token", _text, file_key="tokenFile"))
+    ssl_verify: bool = field(default=True, metadata=key("ssl_verify", _flag))
+    timeout_ms: int | None = field(default=None, metadata=key("timeout", _integer(1)))
+
+
+_V1 = _Spec(InfluxV1Config, also=(TagConfig,), loose=(_VERSION,))
+# "reset" is upstream's: checked in both versions, so a v2 file keeps it without a warning.
+_V2 = _Spec(
+    InfluxV2Config,
+    also=(TagConfig,),
+    loose=(_VERSION, Key("reset", _flag, default_from=lambda _r: False)),
+)
+
+
+def _channels(value: object, where: str, _r: object = None) -> dict[str, str]:
+    """A list maps its Nth entry to channel "N"; an object maps "N" to its value.
+
+    Lenient where upstream was: an empty or null list entry leaves that channel
+    to the default name, and object keys may be any channel id ("97", "Balance").
+    """
+    result: dict[str, str] = {}
+    if isinstance(value, list):
+        for i, name in enumerate(value):
+            if name is None or name == "":
+                continue
+            result[str(i + 1)] = _text(name, _index(where, i))
+        return result
+    if isinstance(value, dict):
+        for num, name in value.items():
+            key_path = f"{where}[{json.dumps(num)}]"
+            if not num.strip():
+                raise ConfigError(key_path, "key must be a channel number such as \"1\" or \"97\"")
+            result[num] = _text(name, key_path)
+        return result
+    raise ConfigError(where, f"must be a list or an object, not {_kind(value)}")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """An account's `devices[]` entry: channel number as text -> circuit name."""
+
+    name: str = field(metadata=key("name", _text))
+    channels: Mapping[str, str] = field(default_factory=dict, metadata=key("channels", _channels))
+
+    def __post_init__(self) -> None:
+        # A frozen dataclass still holds a mutable dict; make the mapping read-only too.
+        object.__setattr__(self, "channels", MappingProxyType(dict(self.channels)))
+
+
+_DEVICE = _Spec(DeviceConfig)
+
+
+def _devices(value: object, where: str, r: _Reading[Any]) -> tuple[DeviceConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(where, f"must be a list, not {_kind(value)}")
+    return tuple(
+        _read_object(_DEVICE, item, _index(where, i), r.ctx) for i, item in enumerate(value)
+    )
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """One Emporia login; `name` becomes the `account_name` tag, hence unique."""
+
+    name: str = field(metadata=key("name", _text))
+    email: str = field(metadata=key("email", _text))
+    password: str = field(repr=False, metadata=key("password", _text, file_key="passwordFile"))
+    devices: tuple[DeviceConfig, ...] = field(
+        default=(), metadata=key("devices", _devices, sections=(_DEVICE,))
+    )
+    simulator_url: str | None = field(default=None, metadata=key("simulatorUrl", _http_url))
+
+    def device(self, name: str) -> DeviceConfig | None:
+        """The first `devices[]` entry named `name` (upstream used the first match too)."""
+        for dev in self.devices:
+            if dev.name == name:
+                return dev
+        return None
+
+
+_ACCOUNT = _Spec(AccountConfig)
+
+
+def _message_topic(value: object, where: str, _r: object = None) -> str:
+    topic = _text(value, where)
+    if "+" in topic or "#" in topic:
+        raise ConfigError(where, "must not contain the wildcards + or #")
+    return topic
+
+
+def _topic(value: object, where: str, _r: object = None) -> str:
+    """A topic vuegraf publishes under: '/' at either end dropped, and neither empty nor
+    with a wildcard, which a broker refuses in a published topic."""
+    topic = _text(value, where).strip("/")
+    if not topic or "+" in topic or "#" in topic:
+        raise ConfigError(where, "must be a topic without the wildcards + or #")
+    return topic
+
+
+def _availability_topic(value: object, where: str, r: _Reading[Any]) -> str:
+    """Never the upstream message topic, whose subscribers expect JSON only."""
+    topic = _topic(value, where)
+    if topic == r.text("topic"):
+        raise ConfigError(where, f"the availability topic {topic} must differ from mqtt.topic")
+    return topic
+
+
+def _default_availability_topic(r: _Reading[Any]) -> str:
+    """`<topicPrefix>/status`; an upstream config may already publish its message on
+    `vuegraf/status`: then the default moves aside rather than the config being refused."""
+    prefix = r.text("topic_prefix")
+    default = f"{prefix}/{MQTT_STATUS_LEVEL}"
+    return default if default != r.text("topic") else f"{prefix}/{MQTT_AVAILABILITY_LEVEL}"
+
+
+def _tls_file(value: object, where: str, r: _Reading[Any]) -> Path:
+    """A PEM file for MQTT TLS, relative to the config file; it must exist now, not at 3 a.m."""
+    name = _text(value, where)
+    if not r.flag("tls"):
+        raise ConfigError(where, "only applies with tls: true")
+    path = r.ctx.config_dir / Path(name).expanduser()
+    if not path.is_file():
+        raise ConfigError(where, f"no such file: {path}")
+    return path
+
+
+def _tls_option(value: object, where: str, r: _Reading[Any]) -> bool:
+    on = _flag(value, where)
+    if on and not r.flag("tls"):
+        raise ConfigError(where, "only applies with tls: true")
+    return on
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """Where the newest minute point of each channel is published."""
+
+    host: str = field(metadata=key("host", _text))
+    port: int = field(
+        default=MQTT_PORT,
+        metadata=key(
+            "port", _PORT, default_from=lambda r: MQTT_TLS_PORT if r.flag("tls") else MQTT_PORT
+        ),
+    )
+    username: str | None = field(
+        default=None, metadata=key("username", _credential, pair="password")
+    )
+    password: str | None = field(
+        default=None, repr=False, metadata=key("password", _credential, file_key="passwordFile")
+    )
+    topic: str = field(default=DEFAULT_MQTT_TOPIC, metadata=key("topic", _message_topic))
+    # New keys (none of them upstream's):
+    tls: bool = field(default=False, metadata=key("tls", _flag))
+    # None: the system's CAs.
+    ca_file: Path | None = field(default=None, metadata=key("caFile", _tls_file))
+    # certFile + keyFile: a client certificate.
+    cert_file: Path | None = field(
+        default=None, metadata=key("certFile", _tls_file, pair="key_file")
+    )
+    key_file: Path | None = field(default=None, metadata=key("keyFile", _tls_file))
+    # Skip the server host name check (as mosquitto_pub's --insecure).
+    insecure: bool = field(default=False, metadata=key("insecure", _tls_option))
+    keepalive: int = field(default=60, metadata=key("keepalive", _integer(5, 65535)))  # seconds
+    # Kept while the broker is away.
+    max_pending: int = field(
+        default=DEFAULT_MQTT_MAX_PENDING, metadata=key("maxPending", _integer(1, 10_000_000))
+    )
+    # Retained <prefix>/<acct>/<dev>/<ch> topics.
+    per_channel_topics: bool = field(default=False, metadata=key("perChannelTopics", _flag))
+    topic_prefix: str = field(
+        default=DEFAULT_MQTT_TOPIC_PREFIX, metadata=key("topicPrefix", _topic)
+    )
+    # Retained "online"/"offline" (and the last will) for everything vuegraf publishes; ""
+    # means `<topic_prefix>/status`, filled in on construction.
+    availability_topic: str = field(
+        default="",
+        metadata=key(
+            "availabilityTopic", _availability_topic, default_from=_default_availability_topic
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if not self.availability_topic:
+            default = f"{self.topic_prefix}/{MQTT_STATUS_LEVEL}"
+            object.__setattr__(self, "availability_topic", default)
+
+
+_MQTT = _Spec(MqttConfig)
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    """Optional /metrics listener; loopback unless the user opens it up."""
+
+    port: int = field(metadata=key("port", _PORT))
+    address: str = field(default="127.0.0.1", metadata=key("address", _text))
+
+
+_PROMETHEUS = _Spec(PrometheusConfig)
+
+
+# --- the whole file ----------------------------------------------------------------------------
+
+
+def _influx_spec(value: object, where: str) -> _Spec[InfluxV1Config] | _Spec[InfluxV2Config]:
+    """Which kind of influxDb object `value` is, by its `version` (1 when absent)."""
+    if not isinstance(value, dict):
+        raise ConfigError(where, "must be a JSON object")
+    version = value.get("version")
+    if version is not None and _influx_version(version, _child(where, "version")) == 2:
+        return _V2
+    return _V1
+
+
+def _influx(value: object, where: str, r: _Reading[Any]) -> InfluxV1Config | InfluxV2Config:
+    spec = _influx_spec(value, where)
+    if spec is _V2:
+        return _read_object(_V2, value, where, r.ctx)
+    return _read_object(_V1, value, where, r.ctx)
+
+
+def _tags(value: object, where: str, r: _Reading[Any]) -> TagConfig:
+    """The tag keys of the influxDb object (read, and its unknown keys named, as `influx`)."""
+    r["influx"]  # first: its errors, slips and unknown keys come before the tags'
+    sec = _Section(value, where, _influx_spec(value, where).known)
+    return _Reading(TagConfig, sec, r.ctx, {}).build()
+
+
+def _accounts(value: object, where: str, r: _Reading[Any]) -> tuple[AccountConfig, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(where, f"must be a non-empty list, not {_kind(value)}")
+    if not value:
+        raise ConfigError(where, "must be a non-empty list")
+    accounts: list[AccountConfig] = []
+    for i, item in enumerate(value):
+        account = _read_object(_ACCOUNT, item, _index(where, i), r.ctx)
+        if any(a.name == account.name for a in accounts):
+            raise ConfigError(
+                _child(_index(where, i), "name"), f"duplicate account name {account.name!r}"
+            )
+        accounts.append(account)
+    return tuple(accounts)
+
+
+def _zone_name(value: object, where: str, _r: object = None) -> str | None:
+    """None for the system zone: "TZ" in any case (upstream crashed on "TZ")."""
+    name = _text(value, where)
+    if name.upper() == "TZ":
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ConfigError(where, f"unknown time zone {name!r}") from None
+    return name
+
+
+def _default_sqlite_path(r: _Reading[Any]) -> Path:
+    return r.ctx.config_dir / DEFAULT_SQLITE_NAME
+
+
+def _default_state_dir(r: _Reading[Any]) -> Path:
+    """$VUEGRAF_STATE_DIR (the Docker image sets it), else beside the config."""
+    value = r.ctx.environ.get(STATE_DIR_ENV)
+    return r.ctx.config_dir / (Path(value).expanduser() if value else DEFAULT_STATE_DIR_NAME)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything `vuegraf.json` says, validated; built by `load_config`/`parse_config`."""
+
+    accounts: tuple[AccountConfig, ...] = field(
+        metadata=key("accounts", _accounts, sections=(_ACCOUNT,))
+    )
+    influx: InfluxV1Config | InfluxV2Config | None = field(
+        metadata=key(
+            "influxDb",
+            _influx,
+            default_from=_absent,
+            sections=(_V1, _V2),
+            flat_prefixes=("influxdb", "influx"),
+        )
+    )
+    tags: TagConfig = field(metadata=key("influxDb", _tags, default_from=lambda _r: TagConfig()))
+    mqtt: MqttConfig | None = field(
+        metadata=key("mqtt", default_from=_absent, sections=(_MQTT,), flat_prefixes=("mqtt",))
+    )
+    sqlite_path: Path = field(
+        metadata=key("sqlitePath", _path, default_from=_default_sqlite_path)
+    )
+    config_path: Path  # the file itself, given to the parser
+    update_interval_secs: int = field(default=60, metadata=key("updateIntervalSecs", _integer(1)))
+    lag_secs: int = field(default=5, metadata=key("lagSecs", _integer(0)))
+    add_station_field: bool = field(default=False, metadata=key("addStationField", _flag))
+    detailed_data_enabled: bool = field(default=False, metadata=key("detailedDataEnabled", _flag))
+    detailed_data_seconds_enabled: bool = field(
+        default=True, metadata=key("detailedDataSecondsEnabled", _flag)
+    )
+    detailed_data_hours_enabled: bool = field(
+        default=True, metadata=key("detailedDataHoursEnabled", _flag)
+    )
+    detailed_data_days_enabled: bool = field(
+        default=True, metadata=key("detailedDataDaysEnabled", _flag)
+    )
+    detailed_interval_secs: int = field(
+        default=3600, metadata=key("detailedIntervalSecs", _integer(1))
+    )
+    timezone_name: str | None = field(default=None, metadata=key("timezone", _zone_name))
+    max_history_days: int = field(default=720, metadata=key("maxHistoryDays", _integer(1)))
+    use_emporia_channel_names: bool = field(
+        default=False, metadata=key("useEmporiaChannelNames", _flag)
+    )
+    device_refresh_secs: int = field(default=3600, metadata=key("deviceRefreshSecs", _integer(60)))
+    # New keys (none of them upstream's). stateDir is None only in hand-built configs.
+    state_dir: Path | None = field(
+        default=None, metadata=key("stateDir", _path, default_from=_default_state_dir)
+    )
+    # Accounts collected at once, each on a thread of its own while its requests block.
+    account_concurrency: int = field(
+        default=16, metadata=key("accountConcurrency", _integer(1, 256))
+    )
+    # Chart requests in flight at once, and their rate limit.
+    history_concurrency: int = field(
+        default=4, metadata=key("historyConcurrency", _integer(1, 32))
+    )
+    history_requests_per_sec: float = field(
+        default=30.0, metadata=key("historyRequestsPerSecond", _above(0.0))
+    )
+    # 1S only for these channels.
+    detailed_data_channels: tuple[str, ...] | None = field(
+        default=None, metadata=key("detailedDataChannels", _texts)
+    )
+    # Warn above this many requests per account per day.
+    daily_request_budget: int = field(
+        default=DEFAULT_DAILY_BUDGET, metadata=key("dailyRequestBudget", _integer(1))
+    )
+    # Failed cycles in a row before the health file says unhealthy.
+    health_failure_threshold: int = field(
+        default=3, metadata=key("healthFailureThreshold", _integer(1))
+    )
+    prometheus: PrometheusConfig | None = field(
+        default=None,
+        metadata=key("prometheus", sections=(_PROMETHEUS,), flat_prefixes=("prometheus",)),
+    )
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every password and token, for the log redaction filter (never for display)."""
+        values: list[str | None] = [a.password for a in self.accounts]
+        if isinstance(self.influx, InfluxV1Config):
+            values.append(self.influx.password)
+        elif isinstance(self.influx, InfluxV2Config):
+            values.append(self.influx.token)
+        if self.mqtt is not None:
+            values.append(self.mqtt.password)
+        return tuple(dict.fromkeys(v for v in values if v))
+
+    @cached_property
+    def zone(self) -> tzinfo:
+        """The zone whose midnight ends a day point: the configured one, else the system's.
+
+        Looked up on first use and kept: every tick asks, and the system's zone is a file
+        read. (First use, not parsing: a hand-built config with an unknown zone name raises
+        ZoneInfoNotFoundError here, as before.)"""
+        if self.timezone_name is None:
+            return system_zone()
+        return ZoneInfo(self.timezone_name)
+
+
+_TOP = _Spec(Config)
+# Every key vuegraf reads in some object, the `...File` ones included.
+_EVERY_KEY = frozenset[str]().union(*(spec.known for spec in _specs_under(_TOP)))
+
+
+def system_zone() -> tzinfo:
+    """The machine's zone as a real IANA zone (full DST history, midnight changes), from $TZ
+    or /etc/localtime; dateutil's tzlocal() only as a last resort."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name and not name.startswith("/"):
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    for path in ([name] if name.startswith("/") else []) + ["/etc/localtime"]:
+        try:
+            with open(path, "rb") as f:
+                return ZoneInfo.from_file(f, key="localtime")
+        except (OSError, ValueError):
+            continue
+    return tz.tzlocal()
 
 
 # --- unknown keys that are slips of known ones --------------------------------------------
@@ -438,9 +951,8 @@ def _is_slip(typed: str, known: str) -> bool:
 
 def _closest(typed: str, keys: frozenset[str]) -> str | None:
     """The key of `keys` that the folded `typed` is a slip of (the fewest slips first)."""
-    # A secret may also be given as a file: `password_file` is a slip of `passwordFile`.
-    files = {file for key, file in _SECRET_FILE_KEYS.items() if key in keys}
-    matches = [k for k in keys | files if _is_slip(typed, _folded(k))]
+    # `keys` holds the `...File` keys too: `password_file` is a slip of `passwordFile`.
+    matches = [k for k in keys if _is_slip(typed, _folded(k))]
     return min(matches, key=lambda k: (_slips(typed, _folded(k)), k), default=None)
 
 
@@ -466,387 +978,7 @@ def _slip_hint(
     return None
 
 
-# --- the sections ------------------------------------------------------------------------
-
-_TOP_KEYS = frozenset(
-    {
-        "influxDb",
-        "accounts",
-        "mqtt",
-        "updateIntervalSecs",
-        "lagSecs",
-        "addStationField",
-        "detailedDataEnabled",
-        "detailedDataSecondsEnabled",
-        "detailedDataHoursEnabled",
-        "detailedDataDaysEnabled",
-        "detailedIntervalSecs",
-        "timezone",
-        "maxHistoryDays",
-        "sqlitePath",
-        "useEmporiaChannelNames",
-        "deviceRefreshSecs",
-        "stateDir",
-        "historyConcurrency",
-        "historyRequestsPerSecond",
-        "detailedDataChannels",
-        "dailyRequestBudget",
-        "healthFailureThreshold",
-        "prometheus",
-    }
-)
-_TAG_KEYS = frozenset(
-    {"tagName", "tagValue_second", "tagValue_minute", "tagValue_hour", "tagValue_day"}
-)
-# "reset" is upstream's; accepted (and validated) in both versions without a warning.
-_V1_KEYS = _TAG_KEYS | {
-    "version",
-    "host",
-    "port",
-    "database",
-    "user",
-    "pass",
-    "ssl_enable",
-    "ssl_verify",
-    "timeout",
-    "reset",
-}
-_V2_KEYS = _TAG_KEYS | {
-    "version",
-    "url",
-    "org",
-    "bucket",
-    "token",
-    "ssl_verify",
-    "timeout",
-    "reset",
-}
-_ACCOUNT_KEYS = frozenset({"name", "email", "password", "devices", "simulatorUrl"})
-_DEVICE_KEYS = frozenset({"name", "channels"})
-_MQTT_KEYS = frozenset(
-    {
-        "host",
-        "port",
-        "username",
-        "password",
-        "topic",
-        "tls",
-        "caFile",
-        "certFile",
-        "keyFile",
-        "insecure",
-        "keepalive",
-        "maxPending",
-        "perChannelTopics",
-        "topicPrefix",
-        "availabilityTopic",
-    }
-)
-_PROMETHEUS_KEYS = frozenset({"port", "address"})
-# Sections whose keys a user may write flat at the top level (`mqtt_host`), by the names
-# such a key may start with (folded, see `_folded`; `influx_url` too).
-_FLAT_SECTIONS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
-    "influxDb": (_V1_KEYS | _V2_KEYS, ("influxdb", "influx")),
-    "mqtt": (_MQTT_KEYS, ("mqtt",)),
-    "prometheus": (_PROMETHEUS_KEYS, ("prometheus",)),
-}
-# Which secret may come from which file key (where the section has that secret).
-_SECRET_FILE_KEYS = {"password": "passwordFile", "token": "tokenFile", "pass": "passFile"}
-# Every key vuegraf reads in some section, the `...File` ones included.
-_EVERY_KEY = (
-    _TOP_KEYS | _V1_KEYS | _V2_KEYS | _ACCOUNT_KEYS | _DEVICE_KEYS | _MQTT_KEYS | _PROMETHEUS_KEYS
-    | frozenset(_SECRET_FILE_KEYS.values())
-)
-STATE_DIR_ENV = "VUEGRAF_STATE_DIR"
-DEFAULT_STATE_DIR_NAME = "vuegraf-state"
-
-
-def _tags(sec: _Section) -> TagConfig:
-    """Tag name and values; distinct values, or two scales would write into one series."""
-    default = TagConfig()
-    name = sec.opt_string("tagName") or default.name
-    values: dict[str, str] = {}
-    for scale in ("second", "minute", "hour", "day"):
-        key = f"tagValue_{scale}"
-        value = sec.opt_string(key) or getattr(default, scale)
-        for other, seen in values.items():
-            if seen == value:
-                raise ConfigError(sec.key(key), f"must differ from tagValue_{other} ({value!r})")
-        values[scale] = value
-    return TagConfig(name=name, **values)
-
-
-def _credentials(sec: _Section, user_key: str, pass_key: str) -> tuple[str | None, str | None]:
-    """User and password go together. An empty string counts as unset: upstream required
-    both keys for InfluxDB v1, so servers without auth were configured with "" and ""."""
-    user = sec.get(user_key)
-    password = sec.get(pass_key)
-    for key, value in ((user_key, user), (pass_key, password)):
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(sec.key(key), f"must be a string, not {_kind(value)}")
-    user = user or None
-    password = password or None
-    if user is not None and password is None:
-        raise ConfigError(sec.key(pass_key), f"required when {user_key} is set")
-    if password is not None and user is None:
-        raise ConfigError(sec.key(user_key), f"required when {pass_key} is set")
-    assert user is None or isinstance(user, str)
-    assert password is None or isinstance(password, str)
-    return user, password
-
-
-def _http_url(sec: _Section, key: str, value: str) -> str:
-    """Both clients need the scheme; catching a bare host name here beats a client error."""
-    if not value.startswith(("http://", "https://")):
-        raise ConfigError(sec.key(key), "must start with http:// or https://")
-    return value
-
-
-def _influx(
-    data: object, unknown: list[str]
-) -> tuple[InfluxV1Config | InfluxV2Config | None, TagConfig]:
-    if data is None:
-        return None, TagConfig()
-    probe = _Section(data, "influxDb", _V1_KEYS)
-    version = probe.get("version")
-    if version is None:
-        version = 1
-    if not _is_int(version) or version not in (1, 2):
-        raise ConfigError(probe.key("version"), "must be 1 or 2")
-    if version == 2:
-        sec = _Section(data, "influxDb", _V2_KEYS)
-        sec.reject_slips()
-        sec.boolean("reset", False)
-        influx: InfluxV1Config | InfluxV2Config = InfluxV2Config(
-            url=_http_url(sec, "url", sec.string("url")),
-            org=sec.string("org"),
-            bucket=sec.string("bucket"),
-            token=sec.string("token"),
-            ssl_verify=sec.boolean("ssl_verify", True),
-            timeout_ms=sec.opt_integer("timeout", 1),
-        )
-    else:
-        sec = probe
-        sec.reject_slips()
-        host = sec.string("host")
-        database = sec.string("database")
-        port = sec.port("port", 8086)
-        user, password = _credentials(sec, "user", "pass")
-        influx = InfluxV1Config(
-            host=host,
-            database=database,
-            port=port,
-            user=user,
-            password=password,
-            ssl_enable=sec.boolean("ssl_enable", False),
-            ssl_verify=sec.boolean("ssl_verify", True),
-            timeout_ms=sec.opt_integer("timeout", 1),
-            reset=sec.boolean("reset", False),
-        )
-    tags = _tags(sec)
-    unknown.extend(sec.unknown())
-    return influx, tags
-
-
-def _channels(value: object, path: str) -> dict[str, str]:
-    """A list maps its Nth entry to channel "N"; an object maps "N" to its value.
-
-    Lenient where upstream was: an empty or null list entry leaves that channel
-    to the default name, and object keys may be any channel id ("97", "Balance").
-    """
-    if value is None:
-        return {}
-    result: dict[str, str] = {}
-    if isinstance(value, list):
-        for i, name in enumerate(value):
-            if name is None or name == "":
-                continue
-            result[str(i + 1)] = _non_empty(name, _index(path, i))
-        return result
-    if isinstance(value, dict):
-        for num, name in value.items():
-            key_path = f"{path}[{json.dumps(num)}]"
-            if not num.strip():
-                raise ConfigError(key_path, "key must be a channel number such as \"1\" or \"97\"")
-            result[num] = _non_empty(name, key_path)
-        return result
-    raise ConfigError(path, f"must be a list or an object, not {_kind(value)}")
-
-
-def _devices(acct: _Section, unknown: list[str]) -> tuple[DeviceConfig, ...]:
-    value = acct.get("devices")
-    if value is None:
-        return ()
-    path = acct.key("devices")
-    if not isinstance(value, list):
-        raise ConfigError(path, f"must be a list, not {_kind(value)}")
-    devices = []
-    for i, item in enumerate(value):
-        sec = _Section(item, _index(path, i), _DEVICE_KEYS)
-        sec.reject_slips()
-        name = sec.string("name")
-        channels = _channels(sec.get("channels"), sec.key("channels"))
-        devices.append(DeviceConfig(name=name, channels=channels))
-        unknown.extend(sec.unknown())
-    return tuple(devices)
-
-
-def _simulator_url(sec: _Section) -> str | None:
-    value = sec.opt_string("simulatorUrl")
-    return None if value is None else _http_url(sec, "simulatorUrl", value)
-
-
-def _accounts(data: object, unknown: list[str]) -> tuple[AccountConfig, ...]:
-    if data is None:
-        raise ConfigError("accounts", "required")
-    if not isinstance(data, list):
-        raise ConfigError("accounts", f"must be a non-empty list, not {_kind(data)}")
-    if not data:
-        raise ConfigError("accounts", "must be a non-empty list")
-    accounts: list[AccountConfig] = []
-    for i, item in enumerate(data):
-        sec = _Section(item, _index("accounts", i), _ACCOUNT_KEYS)
-        sec.reject_slips()
-        name = sec.string("name")
-        if any(a.name == name for a in accounts):
-            raise ConfigError(sec.key("name"), f"duplicate account name {name!r}")
-        accounts.append(
-            AccountConfig(
-                name=name,
-                email=sec.string("email"),
-                password=sec.string("password"),
-                devices=_devices(sec, unknown),
-                simulator_url=_simulator_url(sec),
-            )
-        )
-        unknown.extend(sec.unknown())
-    return tuple(accounts)
-
-
-def _mqtt(data: object, unknown: list[str], config_dir: Path) -> MqttConfig | None:
-    if data is None:
-        return None
-    sec = _Section(data, "mqtt", _MQTT_KEYS)
-    sec.reject_slips()
-    host = sec.string("host")
-    tls = sec.boolean("tls", False)
-    port = sec.port("port", 8883 if tls else 1883)
-    username, password = _credentials(sec, "username", "password")
-    topic = sec.opt_string("topic") or DEFAULT_MQTT_TOPIC
-    if "+" in topic or "#" in topic:
-        raise ConfigError(sec.key("topic"), "must not contain the wildcards + or #")
-    files = {key: _tls_file(sec, key, tls, config_dir) for key in ("caFile", "certFile", "keyFile")}
-    if (files["certFile"] is None) != (files["keyFile"] is None):
-        missing = "keyFile" if files["keyFile"] is None else "certFile"
-        other = "certFile" if missing == "keyFile" else "keyFile"
-        raise ConfigError(sec.key(missing), f"required when {other} is set")
-    insecure = sec.boolean("insecure", False)
-    if insecure and not tls:
-        raise ConfigError(sec.key("insecure"), "only applies with tls: true")
-    prefix = _topic(sec, "topicPrefix", sec.opt_string("topicPrefix") or DEFAULT_MQTT_TOPIC_PREFIX)
-    availability = _availability_topic(sec, topic, prefix)
-    unknown.extend(sec.unknown())
-    return MqttConfig(
-        host=host,
-        port=port,
-        username=username,
-        password=password,
-        topic=topic,
-        tls=tls,
-        ca_file=files["caFile"],
-        cert_file=files["certFile"],
-        key_file=files["keyFile"],
-        insecure=insecure,
-        keepalive=sec.integer("keepalive", 60, 5, 65535),
-        max_pending=sec.integer("maxPending", DEFAULT_MQTT_MAX_PENDING, 1, 10_000_000),
-        per_channel_topics=sec.boolean("perChannelTopics", False),
-        topic_prefix=prefix,
-        availability_topic=availability,
-    )
-
-
-def _topic(sec: _Section, key: str, value: str) -> str:
-    """`value` of `key` as a topic vuegraf publishes under: '/' at either end dropped, and
-    neither empty nor with a wildcard, which a broker refuses in a published topic."""
-    value = value.strip("/")
-    if not value or "+" in value or "#" in value:
-        raise ConfigError(sec.key(key), "must be a topic without the wildcards + or #")
-    return value
-
-
-def _availability_topic(sec: _Section, topic: str, prefix: str) -> str:
-    """`availabilityTopic`, else `<topicPrefix>/status`; never the upstream message topic,
-    whose subscribers expect JSON only."""
-    given = sec.opt_string("availabilityTopic")
-    if given is None:
-        # An upstream config may already publish its message on `vuegraf/status`: then the
-        # default moves aside rather than the config being refused.
-        default = f"{prefix}/{MQTT_STATUS_LEVEL}"
-        return default if default != topic else f"{prefix}/{MQTT_AVAILABILITY_LEVEL}"
-    given = _topic(sec, "availabilityTopic", given)
-    if given == topic:
-        raise ConfigError(
-            sec.key("availabilityTopic"),
-            f"the availability topic {given} must differ from mqtt.topic",
-        )
-    return given
-
-
-def _tls_file(sec: _Section, key: str, tls: bool, config_dir: Path) -> Path | None:
-    """A PEM file for MQTT TLS, relative to the config file; it must exist now, not at 3 a.m."""
-    value = sec.opt_string(key)
-    if value is None:
-        return None
-    if not tls:
-        raise ConfigError(sec.key(key), "only applies with tls: true")
-    path = config_dir / Path(value).expanduser()
-    if not path.is_file():
-        raise ConfigError(sec.key(key), f"no such file: {path}")
-    return path
-
-
-def _timezone(top: _Section) -> str | None:
-    """None for the system zone: null, or "TZ" in any case (upstream crashed on "TZ")."""
-    value = top.get("timezone")
-    if value is None:
-        return None
-    name = top.opt_string("timezone")
-    assert name is not None
-    if name.upper() == "TZ":
-        return None
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ConfigError("timezone", f"unknown time zone {name!r}") from None
-    return name
-
-
-def _prometheus(data: object, unknown: list[str]) -> PrometheusConfig | None:
-    if data is None:
-        return None
-    sec = _Section(data, "prometheus", _PROMETHEUS_KEYS)
-    sec.reject_slips()
-    port = sec.opt_integer("port", 1, 65535)
-    if port is None:
-        raise ConfigError(sec.key("port"), "required" + sec._typo_hint("port"))
-    address = sec.opt_string("address") or "127.0.0.1"
-    unknown.extend(sec.unknown())
-    return PrometheusConfig(port=port, address=address)
-
-
-def _state_dir(top: _Section, config_dir: Path, environ: Mapping[str, str]) -> Path:
-    """Config key, else $VUEGRAF_STATE_DIR (the Docker image sets it), else beside the config."""
-    value = top.opt_string("stateDir") or environ.get(STATE_DIR_ENV) or None
-    if value is None:
-        return config_dir / DEFAULT_STATE_DIR_NAME
-    return config_dir / Path(value).expanduser()
-
-
-def _sqlite_path(top: _Section, config_dir: Path) -> Path:
-    value = top.opt_string("sqlitePath")
-    if value is None:
-        return config_dir / DEFAULT_SQLITE_NAME
-    return config_dir / Path(value).expanduser()
+# --- reading the file ------------------------------------------------------------------------
 
 
 def parse_config(
@@ -855,43 +987,12 @@ def parse_config(
     """Validate an already-parsed JSON value; `config_path` anchors relative paths."""
     environ = os.environ if environ is None else environ
     config_path = Path(config_path).absolute()
-    data = _read_secret_files(_expand_env(data, "", environ), config_path.parent)
-    top = _Section(data, "", _TOP_KEYS)
-    top.reject_slips(_FLAT_SECTIONS)
-    unknown: list[str] = top.unknown()
-    influx, tags = _influx(top.get("influxDb"), unknown)
-    accounts = _accounts(top.get("accounts"), unknown)
-    mqtt = _mqtt(top.get("mqtt"), unknown, config_path.parent)
-    config = Config(
-        accounts=accounts,
-        influx=influx,
-        tags=tags,
-        mqtt=mqtt,
-        sqlite_path=_sqlite_path(top, config_path.parent),
-        config_path=config_path,
-        update_interval_secs=top.integer("updateIntervalSecs", 60, 1),
-        lag_secs=top.integer("lagSecs", 5, 0),
-        add_station_field=top.boolean("addStationField", False),
-        detailed_data_enabled=top.boolean("detailedDataEnabled", False),
-        detailed_data_seconds_enabled=top.boolean("detailedDataSecondsEnabled", True),
-        detailed_data_hours_enabled=top.boolean("detailedDataHoursEnabled", True),
-        detailed_data_days_enabled=top.boolean("detailedDataDaysEnabled", True),
-        detailed_interval_secs=top.integer("detailedIntervalSecs", 3600, 1),
-        timezone_name=_timezone(top),
-        max_history_days=top.integer("maxHistoryDays", 720, 1),
-        use_emporia_channel_names=top.boolean("useEmporiaChannelNames", False),
-        device_refresh_secs=top.integer("deviceRefreshSecs", 3600, 60),
-        state_dir=_state_dir(top, config_path.parent, environ),
-        history_concurrency=top.integer("historyConcurrency", 4, 1, 32),
-        history_requests_per_sec=top.number("historyRequestsPerSecond", 30.0, 0.0),
-        detailed_data_channels=top.string_list("detailedDataChannels"),
-        daily_request_budget=top.integer("dailyRequestBudget", 2000, 1),
-        health_failure_threshold=top.integer("healthFailureThreshold", 3, 1),
-        prometheus=_prometheus(top.get("prometheus"), unknown),
-    )
+    ctx = _Context(config_path.parent, environ)
+    data = _expand_env(data, "", environ)
+    config = _read_object(_TOP, data, "", ctx, {"config_path": config_path})
     # Only once the file is valid: on error the CLI's stderr is exactly one line.
-    if unknown:
-        logger.warning("ignoring unknown config keys: %s", ", ".join(unknown))
+    if ctx.unknown:
+        logger.warning("ignoring unknown config keys: %s", ", ".join(ctx.unknown))
     return config
 
 
@@ -920,7 +1021,7 @@ def load_config(path: str | Path) -> Config:
     return config
 
 
-# --- secrets from the environment and from files --------------------------------------------
+# --- secrets from the environment ----------------------------------------------------------
 
 # `$${` first, so that an escaped reference is never read as a real one.
 _ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
@@ -956,62 +1057,30 @@ def _expand_env(data: object, path: str, environ: Mapping[str, str]) -> object:
     return data
 
 
-def _secret_sections(data: object) -> list[tuple[dict[str, object], str, tuple[str, ...]]]:
-    """(section, key path, secret keys) of every section that holds a password or token."""
+# --- a file that holds secrets should be private -------------------------------------------
+
+
+def _secrets_written(data: object, spec: _Spec[Any]) -> Iterator[object]:
+    """What `data`, an object of kind `spec`, has under a secret's key (one that may come
+    from a file), nested objects included. Both influxDb kinds are looked at: a password
+    under either version's key is a password in the file."""
     if not isinstance(data, dict):
-        return []
-    found: list[tuple[dict[str, object], str, tuple[str, ...]]] = []
-    influx = data.get("influxDb")
-    if isinstance(influx, dict):
-        found.append((influx, "influxDb", ("token",) if influx.get("version") == 2 else ("pass",)))
-    mqtt = data.get("mqtt")
-    if isinstance(mqtt, dict):
-        found.append((mqtt, "mqtt", ("password",)))
-    accounts = data.get("accounts")
-    if isinstance(accounts, list):
-        for i, account in enumerate(accounts):
-            if isinstance(account, dict):
-                found.append((account, _index("accounts", i), ("password",)))
-    return found
-
-
-def _read_secret_files(data: object, config_dir: Path) -> object:
-    """Replace `passwordFile` & co. by the file's content under `password` & co.
-
-    Works on the fresh copy `_expand_env` made, so the caller's data is untouched.
-    """
-    for section, path, secret_keys in _secret_sections(data):
-        for key in secret_keys:
-            file_key = _SECRET_FILE_KEYS[key]
-            if section.get(file_key) is None:
-                section.pop(file_key, None)  # null means not set
-                continue
-            key_path = _child(path, file_key)
-            if section.get(key) is not None:
-                raise ConfigError(key_path, f"give either {key} or {file_key}, not both")
-            name = _non_empty(section.pop(file_key), key_path)
-            file = config_dir / Path(name).expanduser()
-            try:
-                text = file.read_text(encoding="utf-8-sig")
-            except UnicodeDecodeError:
-                raise ConfigError(key_path, f"{file} is not UTF-8 text") from None
-            except OSError as err:
-                raise ConfigError(key_path, f"cannot read {file}: {err.strerror or err}") from None
-            secret = text.rstrip("\r\n")
-            if not secret:
-                raise ConfigError(key_path, f"{file} is empty")
-            section[key] = secret
-    return data
+        return
+    for declared in spec.keys():
+        value = data.get(declared.name)
+        if declared.file_key is not None:
+            yield value
+        for inner in declared.sections:
+            for item in value if isinstance(value, list) else [value]:
+                yield from _secrets_written(item, inner)
 
 
 def _holds_literal_secret(data: object) -> bool:
     """Whether the file itself holds a password or token (not only ${...} or *File keys)."""
-    for section, _path, secret_keys in _secret_sections(data):
-        for key in secret_keys:
-            value = section.get(key)
-            if isinstance(value, str) and _ENV_REFERENCE.sub("", value):
-                return True
-    return False
+    return any(
+        isinstance(value, str) and _ENV_REFERENCE.sub("", value)
+        for value in _secrets_written(data, _TOP)
+    )
 
 
 def _warn_if_readable_by_others(path: Path, data: object) -> None:

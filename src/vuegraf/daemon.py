@@ -11,20 +11,26 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol, cast
+from functools import partial
+from typing import Protocol
 
+from vuegraf import backoff
 from vuegraf.clock import Clock
-from vuegraf.collector import AccountCollector, TickResult
-from vuegraf.config import Config
+from vuegraf.collector import AccountCollector, CollectorSettings, TickResult
 from vuegraf.emporia import EmporiaAccount
 from vuegraf.model import Point
+from vuegraf.pool import RequestPool
 from vuegraf.schedule import next_tick
-from vuegraf.sinks.base import SeriesStore, Sink, SinkError
+from vuegraf.sinks.base import Sink
+from vuegraf.sinks.outputs import Outputs
+from vuegraf.statelog import StateLog
 from vuegraf.stats import Stats
 
 logger = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -35,6 +41,7 @@ class CycleResult:
     points: int = 0
     failed_accounts: list[str] = field(default_factory=list)
     failed_sinks: list[str] = field(default_factory=list)
+    busy_accounts: list[str] = field(default_factory=list)  # last tick still at work
 
     @property
     def ok(self) -> bool:
@@ -42,33 +49,16 @@ class CycleResult:
 
 
 class Collector(Protocol):
-    """A source: one account's collection, run once per tick."""
+    """A source: one account's collection, in two halves per tick (see AccountCollector)."""
 
     @property
     def name(self) -> str: ...
 
-    def tick(self, now: datetime) -> TickResult: ...
+    def live(self, now: datetime) -> TickResult: ...
 
-
-class _StateLog:
-    """Logs an outage once (at ERROR, or `level`) and its end once at INFO, not every cycle."""
-
-    def __init__(self, what: str, level: int = logging.ERROR) -> None:
-        self.what = what
-        self.level = level
-        self.failures = 0
-
-    def failed(self, reason: str) -> None:
-        self.failures += 1
-        if self.failures == 1:
-            logger.log(self.level, "%s: %s", self.what, reason)
-        else:
-            logger.debug("%s still failing (%d cycles): %s", self.what, self.failures, reason)
-
-    def succeeded(self) -> None:
-        if self.failures:
-            logger.info("%s: recovered after %d failed cycles", self.what, self.failures)
-        self.failures = 0
+    def fill(
+        self, now: datetime, result: TickResult, until: Callable[[], bool] | None = None
+    ) -> None: ...
 
 
 def _summary(errors: list[str]) -> str:
@@ -79,39 +69,51 @@ def _summary(errors: list[str]) -> str:
     return errors[0] + more
 
 
-def find_store(sinks: Sequence[Sink]) -> SeriesStore | None:
-    """The first sink that can report what it holds (InfluxDB or SQLite), unwrapping queues."""
-    for sink in sinks:
-        inner = getattr(sink, "inner", sink)
-        if hasattr(inner, "last_times"):
-            return cast(SeriesStore, inner)
-    return None
+class DaemonSettings(CollectorSettings, Protocol):
+    """The settings the loop reads, besides those its collectors read."""
+
+    @property
+    def account_concurrency(self) -> int: ...
+
+
+@dataclass
+class _Account:
+    """The loop's view of one account: its outage logs, its back-off, its tick in hand."""
+
+    collector: Collector
+    state: StateLog
+    fill_state: StateLog
+    retry_at: datetime | None = None  # backing off (or Emporia's 429): no tick before this
+    running: Future[TickResult] | None = None  # its tick, still at work in the pool
+    filling: bool = False  # `running` is the tick's second half (its holes)
 
 
 class Daemon:
     def __init__(
         self,
-        config: Config,
+        config: DaemonSettings,
         accounts: Sequence[EmporiaAccount],
         sinks: Sequence[Sink],
         clock: Clock,
         dump_points: bool = False,
         stats: Stats | None = None,
-        store: SeriesStore | None | bool = True,
+        backfill: bool = True,
         collectors: Sequence[Collector] | None = None,
         on_cycle: Sequence[Callable[[datetime], None]] = (),
+        concurrency: int | None = None,
     ) -> None:
-        """`store=True` finds the series store among the sinks; None disables backfill.
+        """`backfill=False` fills no hole from before the start (the store is not read).
 
         `collectors` replaces the per-account collectors (tests drive the loop with fakes).
+        `concurrency`: accounts collected at once (threads; one account alone runs inline),
+        `accountConcurrency` unless given.
         """
         self.config = config
-        self.sinks = list(sinks)
         self.clock = clock
-        self.dump_points = dump_points
         self.stats = stats if stats is not None else Stats()
+        self.outputs = Outputs(sinks, self.stats, dump_points)
         self.cycles = 0
-        self.store = find_store(self.sinks) if store is True else store or None
+        self.store = self.outputs.store if backfill else None
         self.collectors: list[Collector] = (
             list(collectors)
             if collectors is not None
@@ -124,23 +126,32 @@ class Daemon:
         )
         # An account Emporia answered 429 before this loop began (the history import, or
         # the run before a reload): its first tick waits for the time Emporia gave.
-        self._retry_at: dict[str, datetime] = {
-            a.name: a.not_before for a in accounts if a.not_before is not None
-        }
-        self._rng = random.Random()
-        self._account_state = {c.name: _StateLog(f"Account {c.name}") for c in self.collectors}
-        self._fill_state = {
-            c.name: _StateLog(f"Account {c.name}, filling holes", logging.WARNING)
+        not_before = {a.name: a.not_before for a in accounts}
+        self._accounts = [
+            _Account(
+                c,
+                StateLog(logger, f"Account {c.name}"),
+                StateLog(logger, f"Account {c.name}, filling holes", logging.WARNING),
+                retry_at=not_before.get(c.name),
+            )
             for c in self.collectors
-        }
-        self._sink_state = {s.name: _StateLog(f"Sink {s.name}") for s in self.sinks}
-        self._cycle: CycleResult | None = None
+        ]
+        self._rng = random.Random()
         self.on_cycle = list(on_cycle)
+        if concurrency is None:
+            concurrency = config.account_concurrency
+        workers = min(max(1, concurrency), len(self.collectors))
+        # One account alone is collected on the loop's own thread, as it always was.
+        self._pool = RequestPool(workers, "vuegraf-account") if workers > 1 else None
+        self._next_due: datetime | None = None  # the tick after the last cycle's start
+
+    @property
+    def sinks(self) -> list[Sink]:
+        return self.outputs.sinks
 
     def run(self, max_cycles: int | None = None) -> None:
         """Collect now, then at every aligned tick until the clock is stopped."""
-        for sink in self.sinks:
-            sink.open()
+        self.outputs.open()
         try:
             logger.info(
                 "Collecting every %d s (lag %d s) for %d account(s)",
@@ -149,79 +160,81 @@ class Daemon:
                 len(self.collectors),
             )
             now = self.clock.now()
-            for name, retry_at in self._retry_at.items():
-                if retry_at > now:
+            for account in self._accounts:
+                if account.retry_at is not None and account.retry_at > now:
                     logger.info(
                         "Account %s: Emporia asked (HTTP 429) for no request before %s UTC; "
                         "collecting from then on",
-                        name,
-                        retry_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        account.collector.name,
+                        account.retry_at.strftime("%Y-%m-%d %H:%M:%S"),
                     )
             self.run_cycle()
             while not self.clock.stopped and (max_cycles is None or self.cycles < max_cycles):
                 now = self.clock.now()
-                tick = next_tick(now, self.config.update_interval_secs, self.config.lag_secs)
+                tick = self._next_tick(now)
                 if self.clock.wait((tick - now).total_seconds()):
                     break
                 self.run_cycle(tick)
         finally:
-            for sink in self.sinks:
-                flush = getattr(sink, "flush", None)
-                if flush is not None:
-                    try:
-                        flush(max_seconds=3)  # SIGTERM: replay what can be; the rest stays queued
-                    except Exception:
-                        logger.exception("flushing sink %s failed", sink.name)
-            for sink in self.sinks:
-                try:
-                    sink.close()
-                except Exception:
-                    logger.exception("closing sink %s failed", sink.name)
-            logger.info("Stopped after %d cycles", self.cycles)
+            try:
+                if self._pool is not None:
+                    # Ticks in hand end at their next request (the clock is stopped): no
+                    # sink is closed while one of them may still write.
+                    self._pool.shutdown()
+                    self._harvest(CycleResult(started=self.clock.now()))
+            finally:
+                self.outputs.close()
+                logger.info("Stopped after %d cycles", self.cycles)
+
+    def _next_tick(self, now: datetime) -> datetime:
+        """The tick after the last cycle's start, even if that cycle ended a little after it
+        (a pooled cycle stops waiting only when that tick is due); a whole interval late, the
+        next one from now: missed ticks are skipped, not caught up."""
+        interval = self.config.update_interval_secs
+        due = self._next_due
+        if due is not None and now < due + timedelta(seconds=interval):
+            return due
+        return next_tick(now, interval, self.config.lag_secs)
 
     def run_cycle(self, tick: datetime | None = None) -> CycleResult:
-        """One tick for every account: live values due now, then holes to fill."""
+        """One tick for every account: live values due now, then holes to fill.
+
+        With several accounts, every account's live half goes to the pool first and each
+        one's holes follow its live half, so fills queue behind every live value. The cycle
+        waits for them until the next tick is due; an account still at work then (a slow
+        Emporia answer) carries on, is skipped by the next cycle, and is counted when done:
+        one slow account never holds another's minute back.
+        """
         started = self.clock.now()
-        result = self._cycle = CycleResult(started=started)
+        result = CycleResult(started=started)
         self.cycles += 1
-        for collector in self.collectors:
-            if self.clock.stopped:
-                break
-            state = self._account_state[collector.name]
-            retry_at = self._retry_at.get(collector.name)
-            if retry_at is not None and self.clock.now() < retry_at:
-                result.failed_accounts.append(collector.name)  # still backing off
-                continue
-            outcome = collector.tick(self.clock.now())
-            if outcome.fill_errors:
-                self._fill_state[collector.name].failed(_summary(outcome.fill_errors))
-            elif outcome.ok and outcome.fill_requests and not outcome.stopped:
-                # Only fills that were tried and worked end a fill outage: a tick whose
-                # holes are all waiting out a back-off proves nothing.
-                self._fill_state[collector.name].succeeded()
-            if outcome.stopped and outcome.ok:
-                # A stop (SIGTERM, SIGHUP) cut the tick short: neither an outage nor a
-                # recovery, and nothing to back off from.
-                continue
-            if outcome.ok:
-                state.succeeded()
-                self._retry_at.pop(collector.name, None)
+        self._harvest(result)
+        next_due = next_tick(started, self.config.update_interval_secs, self.config.lag_secs)
+        self._next_due = next_due
+        due = []
+        for account in self._accounts:
+            if account.running is not None:
+                # Still at work (a slow Emporia, a long fill): no failure, but not asked twice.
+                result.busy_accounts.append(account.collector.name)
+                logger.debug("Account %s: last tick still at work", account.collector.name)
+            elif account.retry_at is not None and self.clock.now() < account.retry_at:
+                result.failed_accounts.append(account.collector.name)  # still backing off
             else:
-                state.failed(_summary(outcome.errors))
-                result.failed_accounts.append(collector.name)
-                self._retry_at[collector.name] = self.clock.now() + self._backoff(state.failures)
-            if outcome.not_before is not None:
-                # Emporia answered 429: its Retry-After wins over the usual back-off.
-                retry_at = self._retry_at.get(collector.name, outcome.not_before)
-                self._retry_at[collector.name] = max(retry_at, outcome.not_before)
-        self._cycle = None
-        for sink in self.sinks:
-            flush = getattr(sink, "flush", None)
-            if flush is not None and not self.clock.stopped:
-                try:
-                    flush()  # replay a backlog even when this cycle wrote nothing
-                except SinkError as err:
-                    self._sink_state[sink.name].failed(f"replaying its queue failed: {err}")
+                due.append(account)
+        if self._pool is None:
+            for account in due:
+                if self.clock.stopped:
+                    break
+                self._done(account, self._tick(account), result)
+        else:
+            # Holes stop a little before the tick, so the workers are free for the minutes.
+            margin = timedelta(seconds=min(5.0, self.config.update_interval_secs / 4))
+            self._run_pooled(due, next_due, next_due - margin, result)
+        if not self.clock.stopped:
+            self.outputs.flush()  # replay a backlog even when this cycle wrote nothing
+        tally = self.outputs.take_tally()
+        result.points = tally.points
+        result.failed_sinks = tally.failed_sinks
         finished = self.clock.now()
         self.stats.count_cycle(result.ok, (finished - started).total_seconds(), finished)
         for hook in self.on_cycle:
@@ -233,8 +246,8 @@ class Daemon:
             "Cycle at %s: %d points from %d account(s) to %s",
             started.strftime("%Y-%m-%d %H:%M:%S"),
             result.points,
-            len(self.collectors) - len(result.failed_accounts),
-            ", ".join(self._sink_status(s, result) for s in self.sinks) or "nothing",
+            len(self.collectors) - len(result.failed_accounts) - len(result.busy_accounts),
+            self.outputs.status(result.failed_sinks),
         )
         if tick is not None:
             late = (finished - tick).total_seconds()
@@ -246,46 +259,102 @@ class Daemon:
                 )
         return result
 
+    def _tick(self, account: _Account) -> TickResult:
+        """One account's whole tick on the loop's thread: live values, then its holes."""
+        outcome = account.collector.live(self.clock.now())
+        if outcome.fill_due:  # even when stopping: it asks nothing then, but saves the marks
+            account.collector.fill(self.clock.now(), outcome)
+        return outcome
+
+    def _run_pooled(
+        self, due: list[_Account], until: datetime, fill_until: datetime, result: CycleResult
+    ) -> None:
+        """Every account's live half first; each one's fill is queued when its live half
+        ends, so it waits behind every live half not yet begun (the pool is first in, first
+        out): a long fill never makes another account's minute late."""
+        pool = self._pool
+        assert pool is not None
+        waiting: dict[Future[TickResult], _Account] = {}
+        for account in due:
+            account.filling = False
+            future = pool.submit(partial(account.collector.live, self.clock.now()))
+            account.running = future
+            waiting[future] = account
+        stop = partial(self._past, fill_until)
+        while waiting:
+            done, _ = wait(waiting, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in done:
+                account = waiting.pop(future)
+                account.running = None
+                outcome = future.result()
+                if not account.filling and outcome.fill_due:
+                    account.filling = True
+                    future = pool.submit(partial(self._fill, account.collector, outcome, stop))
+                    account.running = future
+                    waiting[future] = account
+                    continue
+                account.running = None
+                self._done(account, outcome, result)
+            if waiting and self.clock.now() >= until and not self.clock.stopped:
+                break  # the next tick is due: these carry on and are counted when done
+
+    def _fill(
+        self, collector: Collector, outcome: TickResult, until: Callable[[], bool]
+    ) -> TickResult:
+        collector.fill(self.clock.now(), outcome, until)
+        return outcome
+
+    def _past(self, until: datetime) -> bool:
+        return self.clock.now() >= until
+
+    def _harvest(self, result: CycleResult) -> None:
+        """Count the ticks an earlier cycle left at work that have ended since."""
+        for account in self._accounts:
+            future = account.running
+            if future is not None and future.done():
+                account.running = None
+                if not future.cancelled():
+                    self._done(account, future.result(), result)
+
+    def _done(self, account: _Account, outcome: TickResult, result: CycleResult) -> None:
+        """An account's tick has ended: log its state changes and set its back-off."""
+        name = account.collector.name
+        if outcome.fill_errors:
+            summary = _summary(outcome.fill_errors)
+            account.fill_state.failed("%s: %s", account.fill_state.what, summary)
+        elif outcome.ok and outcome.fill_requests and not outcome.stopped:
+            # Only fills that were tried and worked end a fill outage: a tick whose holes are
+            # all waiting out a back-off proves nothing.
+            self._recovered(account.fill_state)
+        if outcome.stopped and outcome.ok:
+            # A stop (SIGTERM, SIGHUP) cut the tick short: neither an outage nor a recovery,
+            # and nothing to back off from.
+            return
+        if outcome.ok:
+            self._recovered(account.state)
+            account.retry_at = None
+        else:
+            account.state.failed("%s: %s", account.state.what, _summary(outcome.errors))
+            result.failed_accounts.append(name)
+            account.retry_at = self.clock.now() + self._backoff(account.state.failures)
+        if outcome.not_before is not None:
+            # Emporia answered 429: its Retry-After wins over the usual back-off.
+            retry_at = account.retry_at or outcome.not_before
+            account.retry_at = max(retry_at, outcome.not_before)
+
     @staticmethod
-    def _sink_status(sink: Sink, result: CycleResult) -> str:
-        if sink.name in result.failed_sinks:
-            return f"{sink.name} (failed)"
-        backlog = getattr(sink, "backlog", 0)
-        return f"{sink.name} ({backlog} queued)" if backlog else sink.name
+    def _recovered(state: StateLog) -> None:
+        state.recovered("%s: recovered after %d failed cycles", state.what, state.failures)
 
     def _backoff(self, failures: int) -> timedelta:
-        """Wait before asking a failing account again: next tick, then 2, 4 ... 16 intervals,
-        with jitter so many installs do not hammer Emporia in step after an outage."""
-        if failures <= 1:
+        """Wait before asking a failing account again (backoff.ACCOUNT), stretched at random
+        so many installs do not hammer Emporia in step after an outage."""
+        intervals = backoff.ACCOUNT.skipped(failures)
+        if not intervals:
             return timedelta(0)
-        intervals = min(2 ** (failures - 1), 16) - 1
-        seconds = intervals * self.config.update_interval_secs * self._rng.uniform(0.8, 1.2)
-        return timedelta(seconds=seconds)
+        stretch = self._rng.uniform(*backoff.ACCOUNT_JITTER)
+        return timedelta(seconds=intervals * self.config.update_interval_secs * stretch)
 
     def _emit(self, points: Sequence[Point], live: bool = True) -> None:
-        """Write one batch to every sink (called by the collectors as data arrives).
-
-        Filled holes (`live=False`) skip sinks marked `live_only` (MQTT): subscribers
-        want the newest value, not an hour-old one after it.
-        """
-        if not points:
-            return
-        if self._cycle is not None:
-            self._cycle.points += len(points)
-        if self.dump_points:
-            for p in points:
-                logger.debug("point %s", p)
-        for sink in self.sinks:
-            if not live and getattr(sink, "live_only", False):
-                continue
-            state = self._sink_state[sink.name]
-            try:
-                sink.write(points)
-            except SinkError as err:
-                state.failed(f"write of {len(points)} points failed: {err}")
-                if self._cycle is not None and sink.name not in self._cycle.failed_sinks:
-                    self._cycle.failed_sinks.append(sink.name)
-                continue
-            if not getattr(sink, "counts_points", False):
-                self.stats.count_points(sink.name, "written", len(points))
-            state.succeeded()
+        """Write one batch to every sink (called by the collectors as data arrives)."""
+        self.outputs.write(points, live)

@@ -4,6 +4,10 @@
 `healthFailureThreshold` cycles did not all fail and the file is fresh, 1
 otherwise. A file instead of an HTTP endpoint: no port to open, works with
 `--network none`, and survives the daemon being wedged (the file goes stale).
+
+Each replica of a shard (`--shard`/`VUEGRAF_SHARD`) writes a file of its own, so replicas
+may share a state directory; `vuegraf-health` reads the same variable (or `--shard`) to
+check its own replica's file.
 """
 
 from __future__ import annotations
@@ -18,14 +22,28 @@ from datetime import datetime
 from pathlib import Path
 
 from vuegraf.config import DEFAULT_STATE_DIR_NAME, STATE_DIR_ENV
+from vuegraf.shard import SHARD_ENV, WHOLE, Shard, ShardError, resolve_shard
 from vuegraf.stats import Stats
 
 HEALTH_FILE = "health.json"
 
 
+def health_file_name(shard: Shard = WHOLE) -> str:
+    """`health.json`, or `health-shard-I-of-N.json` for replica I of N."""
+    stem, dot, ext = HEALTH_FILE.partition(".")
+    return f"{stem}{shard.file_suffix}{dot}{ext}"
+
+
 class HealthFile:
-    def __init__(self, state_dir: Path, stats: Stats, threshold: int, interval_secs: int) -> None:
-        self.path = Path(state_dir) / HEALTH_FILE
+    def __init__(
+        self,
+        state_dir: Path,
+        stats: Stats,
+        threshold: int,
+        interval_secs: int,
+        shard: Shard = WHOLE,
+    ) -> None:
+        self.path = Path(state_dir) / health_file_name(shard)
         self.stats = stats
         self.threshold = threshold
         self.interval_secs = interval_secs
@@ -75,9 +93,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="?",
         help=f"state directory (default: ${STATE_DIR_ENV}, else ./{DEFAULT_STATE_DIR_NAME})",
     )
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help=f"the replica to check, as given to vuegraf (default: ${SHARD_ENV}, else none)",
+    )
     args = parser.parse_args(argv)
     state_dir = Path(args.state_dir or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR_NAME)
-    ok, reason = check(state_dir / HEALTH_FILE, time.time())
+    try:
+        shard = resolve_shard(args.shard, os.environ)
+    except ShardError as err:
+        print(err)
+        return 1  # Docker's HEALTHCHECK reserves 2: a bad value is "unhealthy"
+    ok, reason = check(state_dir / health_file_name(shard), time.time())
     print(reason)
     return 0 if ok else 1
 

@@ -12,8 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-# Emporia asked API clients to stay under about this many requests per account per day.
-DEFAULT_DAILY_BUDGET = 2000
+from vuegraf.config import DEFAULT_DAILY_BUDGET
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ import pytest
 from servers import require_binary
 from vuegraf.cli import build_parser
 from vuegraf.config import STATE_DIR_ENV, InfluxV2Config, parse_config
+from vuegraf.shard import SHARD_ENV, Shard, resolve_shard
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -42,6 +43,7 @@ ENV_TEMPLATE = ROOT / "env.template"
 RUN_SCRIPT = ROOT / "docker-compose-run.sh"
 INIT_SCRIPT = ROOT / "deploy/influxdb/apply-vuegraf-template.sh"
 K8S = ROOT / "deploy/k8s"
+K8S_SHARDS = K8S / "shards"
 DOCS = ROOT / "docs/docker.md"
 
 STATE_DIR = "/opt/vuegraf/state"
@@ -703,10 +705,9 @@ def test_compose_variables_come_from_env_template(compose):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def k8s_docs() -> list[dict]:
+def manifests(directory: Path) -> list[dict]:
     docs = []
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(directory.glob("*.yaml")):
         for part in re.split(r"(?m)^---\s*$", path.read_text()):
             doc = read_yaml(part)
             if doc is not None:
@@ -714,9 +715,21 @@ def k8s_docs() -> list[dict]:
     return docs
 
 
-def test_k8s_has_no_configmap_and_no_credentials_in_files(k8s_docs):
+@pytest.fixture(scope="module")
+def k8s_docs() -> list[dict]:
+    return manifests(K8S)
+
+
+@pytest.fixture(scope="module")
+def k8s_shard_docs() -> list[dict]:
+    return manifests(K8S_SHARDS)
+
+
+def test_k8s_has_no_configmap_and_no_credentials_in_files(k8s_docs, k8s_shard_docs):
     assert {d["kind"] for d in k8s_docs} == {"Deployment", "PersistentVolumeClaim"}
-    text = "\n".join(p.read_text() for p in K8S.glob("*"))
+    # The sharded example sits apart: `kubectl apply -f deploy/k8s/` must not start both.
+    assert sorted(d["kind"] for d in k8s_shard_docs) == ["Service", "StatefulSet"]
+    text = "\n".join(p.read_text() for p in sorted(K8S.rglob("*")) if p.is_file())
     assert not re.search(r"kind:\s*ConfigMap|configMap(KeyRef)?:", text)
     # Secrets are created from the user's files (see the manifest's header), never stored here.
     assert not re.search(r"(?im)^\s*(stringData|data):", text)
@@ -746,6 +759,55 @@ def test_k8s_deployment_follows_the_image(k8s_docs, final):
         assert "value" not in env, f"{env['name']}: credentials come from a secretKeyRef"
         assert "secretKeyRef" in env["valueFrom"]
     assert STATE_DIR_ENV not in {e["name"] for e in container.get("env", [])}
+
+
+def test_k8s_statefulset_follows_the_image_and_gives_each_pod_its_shard(k8s_shard_docs, final):
+    (sts,) = [d for d in k8s_shard_docs if d["kind"] == "StatefulSet"]
+    (service,) = [d for d in k8s_shard_docs if d["kind"] == "Service"]
+    spec = sts["spec"]
+    replicas = spec["replicas"]
+    assert replicas > 1
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"] == labels == service["spec"]["selector"]
+    assert spec["serviceName"] == service["metadata"]["name"]
+    assert service["spec"]["clusterIP"] == "None"  # headless: the pods' stable names
+    pod = spec["template"]["spec"]
+    uid = only(final, "USER").args.split(":")[0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert str(pod["securityContext"]["runAsUser"]) == uid
+    (container,) = pod["containers"]
+    assert container["args"] == only(final, "CMD").exec_form()
+    assert "command" not in container  # the image's ENTRYPOINT stays
+    assert container["livenessProbe"]["exec"]["command"][0] == "vuegraf-health"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert set(only(final, "VOLUME").exec_form()) <= set(mounts)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "secret" in volumes[mounts[CONF_DIR]], "the config (with passwords) is a Secret"
+    # Each replica's own state volume, from the claim template, not one shared claim.
+    assert mounts[STATE_DIR] not in volumes
+    claims = {c["metadata"]["name"]: c for c in spec["volumeClaimTemplates"]}
+    assert claims[mounts[STATE_DIR]]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    env = container["env"]
+    names = [e["name"] for e in env]
+    assert STATE_DIR_ENV not in names
+    # VUEGRAF_SHARD is made of the ordinal Kubernetes labels each pod with; a dependent
+    # variable, $(POD_INDEX), must be defined above the one that uses it.
+    assert names.index("POD_INDEX") < names.index(SHARD_ENV)
+    (pod_index,) = [e for e in env if e["name"] == "POD_INDEX"]
+    assert pod_index["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    )
+    (shard,) = [e for e in env if e["name"] == SHARD_ENV]
+    for ordinal in range(replicas):
+        value = shard["value"].replace("$(POD_INDEX)", str(ordinal))
+        assert resolve_shard(None, {SHARD_ENV: value}) == Shard(ordinal, replicas, SHARD_ENV)
+    for e in env:
+        if e["name"] not in ("POD_INDEX", SHARD_ENV):
+            assert "value" not in e, f"{e['name']}: credentials come from a secretKeyRef"
+            assert "secretKeyRef" in e["valueFrom"]
+    header = (K8S_SHARDS / "vuegraf-shards.yaml").read_text()
+    assert "kubectl apply -f deploy/k8s/shards/" in header
 
 
 # ---------------------------------------------------------------------------------------------

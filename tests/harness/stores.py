@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from vuegraf.model import Point, Scale
+from vuegraf.sinks.base import SeriesStore
 
 
-class MemoryStore:
+class MemoryStore(SeriesStore):
     name = "memory"
 
     def __init__(self) -> None:

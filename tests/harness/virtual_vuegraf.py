@@ -1,7 +1,7 @@
 """vuegraf in virtual time, as a child process a test can SIGKILL.
 
     python tests/harness/virtual_vuegraf.py CONFIG CLOCK_FILE [--ms-per-minute 30]
-        [--stop-after-minutes N] [-v]
+        [--stop-after-minutes N] [--follow NAME] [--shard I/N] [-v]
 
 Wires exactly what `vuegraf CONFIG` wires: the config is loaded with `load_config`, secrets
 are redacted from the log, and `vuegraf.cli.run` builds the Emporia accounts, the sinks (the
@@ -16,6 +16,11 @@ left off (or later: the parent may move the file forward to simulate time spent 
 
 SIGTERM and SIGINT stop the clock, as in the CLI; with `--stop-after-minutes` the run also
 ends by itself (exit 0) once that much virtual time has passed.
+
+With `--follow NAME` the child does not move time itself: it follows CLOCK_FILE, which the
+test moves (tests/harness/lockstep.py), and says in a park file of its own when it waits,
+so several children (replicas of a shard: `--shard`, or VUEGRAF_SHARD as `vuegraf` reads
+it) run in one virtual time.
 """
 
 from __future__ import annotations
@@ -29,10 +34,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from vuegraf.cli import run, setup_logging
-from vuegraf.clock import FakeClock
+from vuegraf.clock import Clock, FakeClock
 from vuegraf.config import ConfigError, load_config
 from vuegraf.redact import install_redaction
+from vuegraf.shard import ShardError, resolve_shard
 from vuegraf.stats import Stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, run as a script
+from harness.lockstep import FollowedClock  # noqa: E402
 
 
 def read_clock(path: Path) -> datetime:
@@ -79,13 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("clock_file", type=Path)
     parser.add_argument("--ms-per-minute", type=float, default=30.0)
     parser.add_argument("--stop-after-minutes", type=float, default=None)
+    parser.add_argument("--follow", metavar="NAME", help="follow CLOCK_FILE as the test moves it")
+    parser.add_argument("--shard", metavar="I/N", help="as vuegraf's --shard")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
 
     setup_logging(args.verbose, False)
     try:
+        shard = resolve_shard(args.shard, os.environ)
         config = load_config(args.config)
-    except ConfigError as err:
+    except (ConfigError, ShardError) as err:
         print(str(err), file=sys.stderr)
         return 2
     install_redaction(config.secrets())
@@ -96,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.stop_after_minutes is None
         else start + timedelta(minutes=args.stop_after_minutes)
     )
-    clock = SharedVirtualClock(args.clock_file, args.ms_per_minute / 1000.0, stop_after)
+    clock: Clock
+    if args.follow is not None:
+        clock = FollowedClock(args.clock_file, args.follow)
+    else:
+        clock = SharedVirtualClock(args.clock_file, args.ms_per_minute / 1000.0, stop_after)
 
     def request_stop(_signum: int, _frame: object) -> None:
         clock.stop()
@@ -105,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     print(f"virtual vuegraf {os.getpid()} starting at {start.isoformat()}", file=sys.stderr)
     cli_args = argparse.Namespace(dryrun=False, debug=False)
-    return run(config, cli_args, clock, Stats(budget=config.daily_request_budget), 0, False)
+    stats = Stats(budget=config.daily_request_budget)
+    return run(config, cli_args, clock, stats, 0, False, shard=shard)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 Prints one line, `vuegraf-simulator listening on http://HOST:PORT`, so a parent process (or a
 person) can point `simulatorUrl` at it; SIGINT and SIGTERM stop it cleanly with exit status 0.
+With `--accounts N` it also serves N accounts at `http://HOST:PORT/account/0` .. `/account/N-1`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must not be negative")
+    return value
+
+
 def _instant(text: str) -> datetime:
     try:
         return parse_instant_arg(text)
@@ -47,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (default 8080)")
     parser.add_argument("--scenario", help="scenario JSON (default: the bundled two-panel house)")
     parser.add_argument("--seed", type=int, default=1, help="usage model seed (default 1)")
+    parser.add_argument(
+        "--accounts",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="also serve N accounts, each at URL/account/0 .. URL/account/N-1 (default 0)",
+    )
     parser.add_argument("--latency", type=_seconds, default=0.0, help="seconds before each answer")
     parser.add_argument("--error-rate", type=_rate, default=0.0, help="fraction answered HTTP 500")
     parser.add_argument(
@@ -77,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--frozen needs --now")
     try:
         scenario = Scenario.load(args.scenario) if args.scenario else Scenario.default()
+        if args.accounts:
+            scenario.for_account(0)  # gids a server of many accounts cannot shift: say so here
     except (OSError, ScenarioError) as exc:
         print(f"vuegraf-simulator: {exc}", file=sys.stderr)
         return 2
@@ -98,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_s=args.timeout_secs,
         data_delay_s=args.data_delay,
         now=clock_from(args.now, args.frozen) if args.now is not None else None,
+        accounts=args.accounts,
     )
     try:
         sim.start()

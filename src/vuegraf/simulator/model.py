@@ -5,7 +5,7 @@ server and a re-run all agree without storing anything. A bucket's kWh is closed
 power x bucket length x a hashed noise factor — so an hour of per-second data costs a few
 thousand cheap evaluations and never a loop over the seconds inside a bucket.
 
-Semantics chosen (Emporia's live view, kept simple; see EMPORIA-API.md):
+Semantics chosen (Emporia's live view, kept simple; docs/ARCHITECTURE.md, "The Emporia API"):
 
 - A circuit's usage EXCLUDES the devices nested on it, at every scale and on both endpoints:
   circuit "5" (Office) of Main Panel is the office minus the Office Plug. (Real Emporia's chart
@@ -31,7 +31,7 @@ import json
 import math
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -84,6 +84,8 @@ _TWO_U = 2.0 / _U16  # maps a 16-bit draw onto [0, 2)
 _CACHE_LIMIT = 20_000
 _SALT_WEATHER = 101
 _SALT_EV = 102
+# Account n of a many-account simulator has device gids (n + 1) x this + the scenario's gid.
+ACCOUNT_GID_STRIDE = 100_000
 
 
 class ScenarioError(ValueError):
@@ -175,6 +177,38 @@ class Scenario:
             if dev.device_gid == device_gid:
                 return dev
         raise KeyError(device_gid)
+
+    def for_account(self, number: int) -> Scenario:
+        """Account `number` (0, 1, ...) of a simulator serving many: this household with ids
+        of its own, as no two Emporia accounts share a customer or a device. Customer gid +
+        number + 1; device gids (and parents) + (number + 1) x ACCOUNT_GID_STRIDE; e-mail
+        `user+number@domain`; manufacturer ids with `-number` appended. Names, circuits and
+        profiles stay as they are (its usage differs by its seed, `account_seed`)."""
+        if number < 0:
+            raise ValueError(f"account number {number} is negative")
+        big = [d.device_gid for d in self.devices if not 0 < d.device_gid < ACCOUNT_GID_STRIDE]
+        if big:
+            raise ScenarioError(
+                f"devices: gid {big[0]} is outside 1..{ACCOUNT_GID_STRIDE - 1}, which a "
+                "simulator serving many accounts needs to give each account its own gids"
+            )
+        shift = (number + 1) * ACCOUNT_GID_STRIDE
+        user, at, domain = self.customer.email.partition("@")
+        customer = replace(
+            self.customer,
+            customer_gid=self.customer.customer_gid + number + 1,
+            email=f"{user}+{number}{at}{domain}",
+        )
+        devices = tuple(
+            replace(
+                d,
+                device_gid=d.device_gid + shift,
+                manufacturer_id=f"{d.manufacturer_id}-{number}",
+                parent_gid=None if d.parent_gid is None else d.parent_gid + shift,
+            )
+            for d in self.devices
+        )
+        return replace(self, customer=customer, devices=devices)
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
@@ -287,6 +321,13 @@ def _device(obj: Mapping[str, Any], where: str) -> DeviceSpec:
         bidirectional=_opt(obj, "bidirectional", bool, where, False),
         gap_rate=float(_opt(obj, "gapRate", (int, float), where, 0.0)),
     )
+
+
+def account_seed(seed: int, number: int) -> int:
+    """The usage seed of account `number` of a simulator started with `seed`: a hash of
+    both, so accounts' usage differs and a re-run gives each the same again."""
+    digest = hashlib.blake2b(f"{seed}/{number}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 def _validate(sc: Scenario) -> None:

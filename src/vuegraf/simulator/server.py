@@ -21,21 +21,31 @@ revoked Cognito token), `set_fault` (every request, or those of some endpoints, 
 circuits change, as when a user installs a plug), `log_requests` (a record of every request:
 when by the simulator's clock, endpoint, status) and `on_request` (a hook called with each
 request's endpoint as it arrives, to switch a fault at an exact request).
+
+Many accounts on one server (`accounts=N`): pyemvue's `login_simulator(url)` sends every
+request to `url` + `/` + the API path, so a path prefix in `simulatorUrl` is what reaches the
+server with each request (the username stays in the client). `http://HOST:PORT/account/17`
+is account 17: the scenario's household with ids of its own and usage from a seed of its
+own, its own counts, request log and faults, and the server's other knobs unless set on it.
+The root URL stays the one account it always was. Usage models are built when asked for and
+only the most recently used are kept, so a thousand accounts cost little memory.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 from urllib.parse import parse_qs, urlsplit
 
 from vuegraf.simulator.model import (
@@ -46,6 +56,7 @@ from vuegraf.simulator.model import (
     DeviceSpec,
     Scenario,
     UsageModel,
+    account_seed,
     bucket_floor,
     bucket_next,
     bucket_starts,
@@ -79,10 +90,15 @@ MAX_CHART_BUCKETS = {
 _NOMINAL_SECONDS = {**FIXED_SECONDS, "1D": 86400, "1W": 7 * 86400, "1MON": 30 * 86400}
 _NOMINAL_SECONDS["1Y"] = 365 * 86400
 
+# Usage models a many-account server keeps built at once (see _Models).
+MODELS_KEPT = 64
+
+_ACCOUNT_PATH = re.compile(r"^/account/(0|[1-9][0-9]*)(/.*)?$")
 _INSTANT = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z$")
 _LOCATION = re.compile(r"^/devices/(\d+)/locationProperties$")
 _GID_SPLIT = re.compile(r"[ +,]+")
 _KWH = "KilowattHours"
+T = TypeVar("T")
 
 
 class _HttpError(Exception):
@@ -171,87 +187,122 @@ class RequestRecord:
     status: int
     query: dict[str, str]
     token: str | None  # the authtoken header
+    client: str | None = None  # the user of simulatorUrl's user info (see account_url)
 
 
-class SimulatorServer:
-    """A threaded HTTP server answering pyemvue's Emporia calls; start(), stop(), or `with`."""
+class _Inherited(Generic[T]):
+    """A test knob of an account that, on one of a many-account server's accounts, is the
+    server's until set on the account itself (None: the server's again)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.slot = f"_own_{name}"
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> _Inherited[T]: ...
+
+    @overload
+    def __get__(self, obj: SimulatedAccount, objtype: type | None = None) -> T: ...
+
+    def __get__(
+        self, obj: SimulatedAccount | None, objtype: type | None = None
+    ) -> T | _Inherited[T]:
+        if obj is None:
+            return self
+        value: T | None = obj.__dict__.get(self.slot)
+        if value is None and obj.parent is not None:
+            inherited: T = getattr(obj.parent, self.name)
+            return inherited
+        return value  # type: ignore[return-value]  # None only where T admits it
+
+    def __set__(self, obj: SimulatedAccount, value: T) -> None:
+        obj.__dict__[self.slot] = value
+
+
+class _Models:
+    """The usage models of a many-account server's accounts, at most `size` built at once:
+    a model's caches grow with the buckets asked for, while rebuilding one costs about
+    0.15 ms and gives the same numbers. Memory stays flat however many accounts there are."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._built: OrderedDict[int, SimulatedAccount] = OrderedDict()
+
+    def get(self, account: SimulatedAccount) -> UsageModel:
+        with self._lock:
+            model = account._model
+            if model is None:
+                model = account._model = UsageModel(account.scenario, seed=account.seed)
+            self._built[id(account)] = account
+            self._built.move_to_end(id(account))
+            while len(self._built) > self.size:
+                _key, evicted = self._built.popitem(last=False)
+                evicted._model = None
+            return model
+
+    def replace(self, account: SimulatedAccount, scenario: Scenario) -> None:
+        with self._lock:
+            account.scenario = scenario
+            account._model = None  # built again from the new scenario when next asked
+
+
+class SimulatedAccount:
+    """One Emporia account as the simulator serves it: its scenario and usage model, its
+    test knobs and its request counts and log.
+
+    A `SimulatorServer` is one itself (the account served at its root URL); a server made
+    with `accounts=N` also serves N more, each its own `SimulatedAccount` (`account(n)`)
+    whose knobs are the server's until set on it.
+    """
+
+    latency_s = _Inherited[float]()
+    error_rate = _Inherited[float]()
+    timeout_rate = _Inherited[float]()
+    timeout_s = _Inherited[float]()
+    data_delay_s = _Inherited[float]()
+    now = _Inherited[Callable[[], datetime]]()
+    # token_check(id_token) -> False answers 401; None: any authtoken header is accepted.
+    token_check = _Inherited[Callable[[str], bool] | None]()
+    log_requests = _Inherited[bool]()  # record every API request in `request_log`
+    # on_request(endpoint), called as each API request arrives, before a fault or token
+    # check answers it: tests switch faults, or signal vuegraf, at an exact request.
+    on_request = _Inherited[Callable[[str], None] | None]()
 
     def __init__(
         self,
-        scenario: Scenario | None = None,
-        seed: int = 1,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        latency_s: float = 0.0,
-        error_rate: float = 0.0,
-        timeout_rate: float = 0.0,
-        timeout_s: float = 15.0,
-        data_delay_s: float = 3.0,
-        now: Callable[[], datetime] | None = None,
+        scenario: Scenario,
+        seed: int,
+        stopping: threading.Event,
+        parent: SimulatedAccount | None = None,
+        models: _Models | None = None,
     ) -> None:
-        self.scenario = scenario if scenario is not None else Scenario.default()
-        self.model = UsageModel(self.scenario, seed=seed)
-        self.host = host
-        self.port = port
-        self.latency_s = latency_s
-        self.error_rate = error_rate
-        self.timeout_rate = timeout_rate
-        self.timeout_s = timeout_s
-        self.data_delay_s = data_delay_s
-        self.now: Callable[[], datetime] = now if now is not None else _utc_now
+        self.scenario = scenario
         self.seed = seed
-        self._init_knobs()
-        self._rng = random.Random(seed)
+        self.parent = parent
+        self._models = models
+        self._model: UsageModel | None = None if models is not None else UsageModel(
+            scenario, seed=seed
+        )
+        self._stopping = stopping
+        self.request_log: list[RequestRecord] = []
+        self._fault: Fault | None = None
+        self._scenario_lock = threading.Lock()
+        self._rng: random.Random | None = None  # made on the first request
         self._rng_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._counts: dict[str, dict[str, int]] = {}
         self._errors = 0
         self._timeouts = 0
-        self._stopping = threading.Event()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> SimulatorServer:
-        """Bind (port 0 picks a free one) and serve in a daemon thread."""
-        if self._httpd is not None:
-            return self
-        self._stopping.clear()
-        httpd = _HTTPServer((self.host, self.port), _Handler)
-        httpd.app = self
-        self._httpd = httpd
-        self.port = httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=f"vuegraf-simulator:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; requests held by latency or a simulated timeout are released at once."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        self._stopping.set()
-        httpd.shutdown()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
-
-    def __enter__(self) -> SimulatorServer:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
     @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    def model(self) -> UsageModel:
+        """The usage model of the scenario served now."""
+        model = self._model
+        if self._models is not None:
+            return self._models.get(self)
+        assert model is not None
+        return model
 
     # -- stats ----------------------------------------------------------------------------
 
@@ -281,6 +332,8 @@ class SimulatorServer:
     def _roll(self) -> tuple[bool, bool]:
         """(answer 500, hold past the client's timeout) for one request."""
         with self._rng_lock:
+            if self._rng is None:
+                self._rng = random.Random(self.seed)
             error = self._rng.random() < self.error_rate
             stall = not error and self._rng.random() < self.timeout_rate
         with self._stats_lock:
@@ -316,17 +369,6 @@ class SimulatorServer:
 
     # -- faults, auth and scenario changes (test knobs) --------------------------------------
 
-    def _init_knobs(self) -> None:
-        # token_check(id_token) -> False answers 401; None: any authtoken header is accepted.
-        self.token_check: Callable[[str], bool] | None = None
-        self.log_requests = False  # record every API request in `request_log`
-        # on_request(endpoint), called as each API request arrives, before a fault or token
-        # check answers it: tests switch faults, or signal vuegraf, at an exact request.
-        self.on_request: Callable[[str], None] | None = None
-        self.request_log: list[RequestRecord] = []
-        self._fault: Fault | None = None
-        self._scenario_lock = threading.Lock()
-
     def set_fault(
         self,
         status: int = 429,
@@ -334,7 +376,8 @@ class SimulatorServer:
         retry_after: str | int | None = None,
     ) -> None:
         """From now on answer `status` (with `Retry-After` when given) to every request, or
-        to those of `endpoints` (names as in `stats()`), until `clear_fault()`."""
+        to those of `endpoints` (names as in `stats()`), until `clear_fault()`. On a
+        many-account server, the server's fault holds for every account without one."""
         self._fault = Fault(
             status, frozenset(endpoints) if endpoints is not None else None, retry_after
         )
@@ -344,14 +387,18 @@ class SimulatorServer:
 
     def _faulted(self, endpoint: str) -> Fault | None:
         fault = self._fault
+        if fault is None and self.parent is not None:
+            fault = self.parent._fault
         if fault is None or (fault.endpoints is not None and endpoint not in fault.endpoints):
             return None
         return fault
 
     def _record(self, endpoint: str, scale: str, status: int, query: dict[str, str],
-                token: str | None) -> None:
+                token: str | None, client: str | None = None) -> None:
         if self.log_requests:
-            record = RequestRecord(self.current_time(), endpoint, scale, status, query, token)
+            record = RequestRecord(
+                self.current_time(), endpoint, scale, status, query, token, client
+            )
             with self._stats_lock:
                 self.request_log.append(record)
 
@@ -362,9 +409,12 @@ class SimulatorServer:
 
     def set_scenario(self, scenario: Scenario) -> None:
         """Serve another scenario from now on (same seed: unchanged channels keep their values)."""
+        if self._models is not None:
+            self._models.replace(self, scenario)
+            return
         model = UsageModel(scenario, seed=self.seed)
         with self._scenario_lock:
-            self.scenario, self.model = scenario, model
+            self.scenario, self._model = scenario, model
 
     def add_device(self, device: DeviceSpec) -> None:
         """A device appears on the account (a new plug, a second panel)."""
@@ -652,6 +702,139 @@ class SimulatorServer:
         return {"usageList": usage, "firstUsageInstant": format_instant(starts[0])}
 
 
+class SimulatorServer(SimulatedAccount):
+    """A threaded HTTP server answering pyemvue's Emporia calls; start(), stop(), or `with`.
+
+    It serves one account at its root URL (`url`), and with `accounts=N` N more, account n
+    under `account_url(n)` (`url` + `/account/n`): each with the scenario's household under
+    ids of its own (`Scenario.for_account`) and usage of its own (`account_seed`), counted
+    and logged apart (`account(n).stats()`, `account(n).requests_seen()`).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario | None = None,
+        seed: int = 1,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_s: float = 0.0,
+        error_rate: float = 0.0,
+        timeout_rate: float = 0.0,
+        timeout_s: float = 15.0,
+        data_delay_s: float = 3.0,
+        now: Callable[[], datetime] | None = None,
+        accounts: int = 0,
+        models_kept: int = MODELS_KEPT,
+    ) -> None:
+        scenario = scenario if scenario is not None else Scenario.default()
+        super().__init__(scenario, seed, threading.Event())
+        self.host = host
+        self.port = port
+        self.latency_s = latency_s
+        self.error_rate = error_rate
+        self.timeout_rate = timeout_rate
+        self.timeout_s = timeout_s
+        self.data_delay_s = data_delay_s
+        self.now = now if now is not None else _utc_now
+        self.token_check = None
+        self.log_requests = False
+        self.on_request = None
+        if accounts < 0:
+            raise ValueError(f"accounts={accounts}: must not be negative")
+        if accounts:
+            scenario.for_account(0)  # a scenario whose gids cannot be shifted fails here
+        self.accounts = accounts
+        self._account_models = _Models(models_kept)
+        self._accounts: dict[int, SimulatedAccount] = {}
+        self._accounts_lock = threading.Lock()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- many accounts --------------------------------------------------------------------
+
+    def account(self, number: int) -> SimulatedAccount:
+        """Account `number` (0 .. accounts-1), made on first use; IndexError beyond."""
+        if not 0 <= number < self.accounts:
+            raise IndexError(f"account {number}: this simulator serves 0..{self.accounts - 1}")
+        with self._accounts_lock:
+            acct = self._accounts.get(number)
+            if acct is None:
+                acct = SimulatedAccount(
+                    self.scenario.for_account(number),
+                    account_seed(self.seed, number),
+                    self._stopping,
+                    parent=self,
+                    models=self._account_models,
+                )
+                self._accounts[number] = acct
+            return acct
+
+    def account_url(self, number: int, client: str | None = None) -> str:
+        """The `simulatorUrl` of account `number`. With `client`, requests through it carry
+        that name (as HTTP Basic user info, which requests sends) into `RequestRecord.client`,
+        so a test can tell which of several vuegraf processes asked."""
+        self.account(number)  # IndexError for an account not served
+        user = f"{client}:x@" if client is not None else ""
+        return f"http://{user}{self.host}:{self.port}/account/{number}"
+
+    def served_accounts(self) -> dict[int, SimulatedAccount]:
+        """The accounts asked for so far, by number."""
+        with self._accounts_lock:
+            return dict(self._accounts)
+
+    def route(self, path: str) -> tuple[SimulatedAccount | None, str]:
+        """(the account a request path is for, the path within it); None: no such account."""
+        m = _ACCOUNT_PATH.match(path)
+        if m is None:
+            return self, path
+        number = int(m.group(1))
+        if number >= self.accounts:
+            return None, path
+        return self.account(number), m.group(2) or "/"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> SimulatorServer:
+        """Bind (port 0 picks a free one) and serve in a daemon thread."""
+        if self._httpd is not None:
+            return self
+        self._stopping.clear()
+        httpd = _HTTPServer((self.host, self.port), _Handler)
+        httpd.app = self
+        self._httpd = httpd
+        self.port = httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"vuegraf-simulator:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; requests held by latency or a simulated timeout are released at once."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self._stopping.set()
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+
+    def __enter__(self) -> SimulatorServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() must not wait for a request held by a simulated timeout
@@ -666,6 +849,11 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     # (endpoint, scale, query, authtoken) of the API request being answered, for request_log
     _request: tuple[str, str, dict[str, str], str | None] | None = None
+    _account: SimulatedAccount | None = None  # the account the request is for (see route)
+
+    @property
+    def _app(self) -> SimulatedAccount:
+        return self._account if self._account is not None else self.server.app
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: access lines go to debug logging, never to stderr."""
@@ -685,7 +873,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = self._request
         if request is not None:
             endpoint, scale, query, token = request
-            self.server.app._record(endpoint, scale, int(status), query, token)
+            self._app._record(endpoint, scale, int(status), query, token, self._client())
         try:
             self.send_response(status)
             for name, value in (headers or {}).items():
@@ -705,7 +893,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _refused(self, token: str, endpoint: str) -> bool:
         """Answer a refused token (401) or a set fault; True when answered."""
-        app = self.server.app
+        app = self._app
         check = app.token_check
         if check is not None and not check(token):
             self._error(HTTPStatus.UNAUTHORIZED, "Unauthorized")
@@ -719,10 +907,13 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _dispatch(self, method: str) -> None:
-        app = self.server.app
         parts = urlsplit(self.path)
-        path = parts.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        app, path = self.server.app.route(parts.path.rstrip("/") or "/")
+        if app is None:
+            self._error(HTTPStatus.NOT_FOUND, f"No account at {parts.path}")
+            return
+        self._account = app
         if path.startswith("/simulator/"):
             self._simulator(method, path)
             return
@@ -777,8 +968,19 @@ class _Handler(BaseHTTPRequestHandler):
             return "AppAPI", "-"
         return None, "-"
 
+    def _client(self) -> str | None:
+        """The user of HTTP Basic credentials, which requests sends for a URL's user info."""
+        kind, _, value = (self.headers.get("Authorization") or "").partition(" ")
+        if kind.lower() != "basic":
+            return None
+        try:
+            text = base64.b64decode(value.strip(), validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return text.partition(":")[0] or None
+
     def _answer(self, endpoint: str, path: str, query: dict[str, str]) -> Any:
-        app = self.server.app
+        app = self._app
         if endpoint == "customers":
             return app.customer_json()
         if endpoint == "devices":
@@ -815,7 +1017,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _simulator(self, method: str, path: str) -> None:
-        app = self.server.app
+        app = self._app
         if path == "/simulator/stats" and method == "GET":
             self._send(HTTPStatus.OK, app.stats())
         elif path == "/simulator/reset-stats" and method == "POST":

@@ -10,6 +10,7 @@ raises `SinkError`, whose `retryable` says whether trying later can help.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
@@ -39,6 +40,8 @@ class StoreReadError(SinkError):
 
 
 class Sink(Protocol):
+    """What every output is: a name, and open / write / close as described above."""
+
     name: str
 
     def open(self) -> None: ...
@@ -48,25 +51,84 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-class SeriesStore(Sink, Protocol):
-    """A sink that can say where each series ends (read once at start-up for backfill)
-    and delete everything vuegraf wrote (--resetdatabase).
+# -- abilities: a sink that can do more says so by subclassing one of these -------------------
+# The fan-out (sinks/outputs.py) checks them once, by type, when it is built; nothing probes
+# a sink for attributes.
 
-    Returns, for one account and scale, the time of the newest stored point of
-    each series, keyed by (station name or "" when `addStationField` is off,
-    channel name), in [since, until): `until` is when this process started
-    writing, so what it wrote itself (or queued and replayed) never hides a
-    hole from before. A store that cannot answer raises `StoreReadError`; the
-    caller then only loses the backfill (see collector.py), never collection.
+
+class LiveOnly(ABC):  # noqa: B024  (a marker: declaring it is the whole contract)
+    """Gets live values only (MQTT): filled holes and history are not news for subscribers,
+    and a value from an hour ago must not follow the newest one."""
+
+
+class CountsOwnPoints(ABC):  # noqa: B024
+    """Counts its own outcomes (written, queued, dropped...) in `Stats`, so the fan-out must
+    not count its writes as written again."""
+
+
+class Buffered(ABC):
+    """Keeps what it could not deliver and delivers it later (the durable retry queue).
+
+    `flush` delivers the backlog for at most `max_seconds` (None: no limit) and says
+    whether it is empty; it never raises for an outage. `inner` is the sink it buffers for.
     """
 
+    inner: Sink
+
+    @property
+    @abstractmethod
+    def backlog(self) -> int:
+        """Points waiting to be delivered."""
+
+    @abstractmethod
+    def flush(self, max_seconds: float | None = None) -> bool: ...
+
+
+class ReadsBack(ABC):
+    """A store that can say where each series ends (read at start-up for backfill) and
+    delete everything vuegraf wrote (--resetdatabase).
+
+    `last_times` returns, for one account and scale, the time of the newest stored point of
+    each series, keyed by (station name or "" when `addStationField` is off, channel name),
+    in [since, until): `until` is when this process started writing, so what it wrote itself
+    (or queued and replayed) never hides a hole from before. A store that cannot answer
+    raises `StoreReadError`; the caller then only loses the backfill (see collector.py),
+    never collection.
+    """
+
+    name: str
+
+    @abstractmethod
     def last_times(
         self, account: str, scale: Scale, since: datetime, until: datetime
     ) -> dict[tuple[str, str], datetime]: ...
 
+    @abstractmethod
     def delete_all(self, now: datetime) -> int | None:
         """Delete measurement energy_usage; how many points went, when the store can say."""
-        ...
+
+
+class SeriesStore(ReadsBack):
+    """A sink that reads back: what a config's store is (InfluxDB, SQLite; see
+    `factory.build_store`)."""
+
+    @abstractmethod
+    def open(self) -> None: ...
+
+    @abstractmethod
+    def write(self, points: Sequence[Point]) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def readable_store(sink: Sink) -> ReadsBack | None:
+    """The store behind `sink` that can read back, if any (a buffered sink's inner one)."""
+    if isinstance(sink, ReadsBack):
+        return sink
+    if isinstance(sink, Buffered):
+        return readable_store(sink.inner)
+    return None
 
 
 def ceil_seconds(t: datetime) -> int:

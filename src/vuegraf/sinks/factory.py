@@ -7,6 +7,7 @@ from typing import TextIO
 
 from vuegraf.clock import Clock
 from vuegraf.config import Config, InfluxV1Config, InfluxV2Config
+from vuegraf.shard import WHOLE, Shard
 from vuegraf.sinks.base import SeriesStore, Sink
 from vuegraf.sinks.dryrun import DryRunSink
 from vuegraf.sinks.influx import InfluxV1Sink, InfluxV2Sink
@@ -26,10 +27,11 @@ def build_store(config: Config) -> SeriesStore:
     return SqliteSink(config.sqlite_path, config.tags, station)
 
 
-def queue_path(config: Config, store: Sink) -> Path:
-    """The durable retry queue's file for `store`, in the state directory."""
+def queue_path(config: Config, store: Sink, shard: Shard = WHOLE) -> Path:
+    """The durable retry queue's file for `store`, in the state directory: one per process,
+    so each replica of a shard has its own (`Shard.file_suffix`)."""
     assert config.state_dir is not None
-    return config.state_dir / f"queue-{store.name}.sqlite"
+    return config.state_dir / f"queue-{store.name}{shard.file_suffix}.sqlite"
 
 
 def build_sinks(
@@ -40,6 +42,7 @@ def build_sinks(
     clock: Clock | None = None,
     queued: bool = True,
     mqtt: bool = True,
+    shard: Shard = WHOLE,
 ) -> list[Sink]:
     """The store (behind a durable retry queue in the state directory), plus MQTT if set.
 
@@ -51,7 +54,9 @@ def build_sinks(
         return [DryRunSink(config.tags, station, out)]
     store: Sink = build_store(config)
     if queued and config.state_dir is not None:
-        queue = DurableQueue(queue_path(config, store), DEFAULT_MAX_POINTS, stats, store.name)
+        queue = DurableQueue(
+            queue_path(config, store, shard), DEFAULT_MAX_POINTS, stats, store.name
+        )
         store = QueuedSink(store, queue, stats, clock)
     sinks = [store]
     if mqtt and config.mqtt is not None:

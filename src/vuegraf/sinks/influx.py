@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from vuegraf.config import InfluxV1Config, InfluxV2Config, TagConfig
 from vuegraf.model import MEASUREMENT, Point, Scale
-from vuegraf.sinks.base import SinkError, StoreReadError, classify_status
+from vuegraf.sinks.base import SeriesStore, SinkError, StoreReadError, classify_status
 from vuegraf.sinks.lineproto import encode_all
 from vuegraf.sinks.readback import (
     DEFAULT_TIMEOUT_SECS,
@@ -52,7 +52,7 @@ def _chunks(lines: list[str], size: int) -> Iterator[list[str]]:
         yield lines[i : i + size]
 
 
-class InfluxV1Sink:
+class InfluxV1Sink(SeriesStore):
     """InfluxDB 1.x through the `influxdb` client; creates the database on first write."""
 
     name = "influxdb-v1"
@@ -210,7 +210,7 @@ def _v1_errors(what: str) -> Iterator[None]:
         raise SinkError(f"InfluxDB unreachable: {type(err).__name__}", retryable=True) from None
 
 
-class InfluxV2Sink:
+class InfluxV2Sink(SeriesStore):
     """InfluxDB 2.x through `influxdb-client`, synchronous writes in batches."""
 
     name = "influxdb-v2"

@@ -35,9 +35,11 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from vuegraf import backoff
 from vuegraf.config import MqttConfig, TagConfig
 from vuegraf.model import Point, Scale
-from vuegraf.sinks.base import SinkError
+from vuegraf.sinks.base import CountsOwnPoints, LiveOnly, SinkError
+from vuegraf.statelog import StateLog
 from vuegraf.stats import Stats
 
 if TYPE_CHECKING:
@@ -73,7 +75,7 @@ def latest_minute_points(points: Sequence[Point]) -> list[Point]:
 def latest_minute_messages(
     points: Sequence[Point], tags: TagConfig, add_station: bool
 ) -> list[dict[str, object]]:
-    """One message per channel: its newest minute point in the batch (DATA-MODEL.md)."""
+    """One message per channel: its newest minute point in the batch, as upstream sent."""
     messages = []
     for p in latest_minute_points(points):
         msg: dict[str, object] = {
@@ -106,19 +108,16 @@ def channel_topic(prefix: str, point: Point) -> str:
     return "/".join([prefix, *(topic_part(p) for p in parts)])
 
 
-class MqttSink:
+class MqttSink(LiveOnly, CountsOwnPoints):
     """Publishes to one broker; see the module docstring for the delivery rules.
 
     `reconnect_delays` (min, max seconds, doubling in between) and `close_timeout`
     are arguments so tests can shorten them. It counts its own outcomes in
-    `stats` (messages written and dropped), hence `counts_points`: callers must
-    not count its writes as "written" again.
+    `stats` (messages written and dropped), hence `CountsOwnPoints`. Filled holes are
+    not published (`LiveOnly`): they would follow the newest value.
     """
 
-    live_only = True  # filled holes are not published: they would follow the newest value
-
     name = "mqtt"
-    counts_points = True
 
     def __init__(
         self,
@@ -127,7 +126,10 @@ class MqttSink:
         add_station: bool,
         stats: Stats | None = None,
         *,
-        reconnect_delays: tuple[float, float] = (1.0, 60.0),
+        reconnect_delays: tuple[float, float] = (
+            backoff.MQTT_RECONNECT.first.total_seconds(),
+            backoff.MQTT_RECONNECT.most.total_seconds(),
+        ),
         close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         self.cfg = cfg
@@ -144,8 +146,8 @@ class MqttSink:
         self._closing = False
         self._pending: deque[tuple[str, str]] = deque()  # (topic, JSON payload), oldest first
         self._retained: dict[str, str] = {}  # topic -> newest value, per-channel topics
-        self._dropping = False  # an overflow was logged in this outage
-        self._trouble: str | None = None  # what was last logged about the connection
+        self._dropping = StateLog(logger, "MQTT", logging.WARNING)  # overflow in this outage
+        self._trouble = StateLog(logger, "MQTT")  # the connection's problem, logged when it changes
         # Held while handing messages to paho, so the network thread (on reconnect) and
         # the collector (write) never interleave and the order is kept.
         self._publishing = threading.Lock()
@@ -325,8 +327,8 @@ class MqttSink:
                 waiting = len(self._pending) + len(self._retained)
                 again = self._ever_connected
                 self._ever_connected = True
-                self._trouble = None
-                self._dropping = False
+                self._trouble.reset()
+                self._dropping.reset()
                 self._state.notify_all()
             client.publish(self.cfg.availability_topic, ONLINE, qos=QOS, retain=True)
         logger.info(
@@ -404,21 +406,17 @@ class MqttSink:
     def _dropped(self, n: int) -> None:
         self._count("dropped", n)
         with self._state:
-            first = not self._dropping
-            self._dropping = True
-        if first:
-            logger.warning(
+            self._dropping.failed(
                 "MQTT broker %s away and %d messages pending: dropping the oldest",
                 self.where,
                 self.cfg.max_pending,
+                repeat=False,  # one line an outage: each write would repeat it
             )
 
     def _trouble_once(self, what: str, level: int, msg: str, *args: object) -> None:
         """Log a connection problem when it starts or changes, not at every retry."""
         with self._state:
-            repeated = self._trouble == what
-            self._trouble = what
-        logger.log(logging.DEBUG if repeated else level, msg, *args)
+            self._trouble.failed(msg, *args, kind=what, level=level)
 
     def _set_connected(self, connected: bool) -> None:
         if self.stats is not None:

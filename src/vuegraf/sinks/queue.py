@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from vuegraf import backoff
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.model import Point, Scale
-from vuegraf.sinks.base import Sink, SinkError
+from vuegraf.sinks.base import Buffered, CountsOwnPoints, Sink, SinkError
+from vuegraf.statelog import StateLog
 from vuegraf.stats import Stats
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ REPLAY_CHUNK = 5000
 REPLAY_SECONDS = 20.0
 # After a failure, writes within this many seconds go straight to the queue: a down server
 # that answers with a timeout would otherwise cost one timeout per write, several per cycle.
-RETRY_SECONDS = 30.0
+RETRY_SECONDS = backoff.STORE_WRITE_RETRY.total_seconds()
 
 _SCHEMA_VERSION = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -106,7 +108,8 @@ class DurableQueue:
         self._db: sqlite3.Connection | None = None
         self._depth = 0
         self._series: dict[tuple[str, str, str, str], int] = {}
-        self._dropped_in_episode = 0  # >0 while an overflow episode lasts (until drained)
+        # An overflow episode, until drained; its `failures` count the points dropped.
+        self._overflow = StateLog(logger, f"Retry queue for {sink_name}")
         self._lock = threading.Lock()  # cheap insurance; the contract is still one writer
 
     # -- life cycle ----------------------------------------------------------------------
@@ -258,24 +261,24 @@ class DurableQueue:
             return
         if self.stats is not None:
             self.stats.count_points(self.sink_name, "dropped", n)
-        if not self._dropped_in_episode:
-            logger.error(
-                "Retry queue for %s is full (%d points): dropping the oldest points "
-                "until the backlog drains",
-                self.sink_name,
-                self.max_points,
-            )
-        self._dropped_in_episode += n
+        self._overflow.failed(
+            "Retry queue for %s is full (%d points): dropping the oldest points "
+            "until the backlog drains",
+            self.sink_name,
+            self.max_points,
+            count=n,
+            repeat=False,  # one line an episode: each push would repeat it
+        )
 
     def _drained(self) -> None:
-        if self._dropped_in_episode:
-            logger.warning(
+        if self._overflow.failing:
+            self._overflow.logger.warning(
                 "Retry queue for %s drained; %d of its oldest points were dropped while it "
                 "was full",
                 self.sink_name,
-                self._dropped_in_episode,
+                self._overflow.failures,
             )
-            self._dropped_in_episode = 0
+            self._overflow.reset()
         try:
             # Give the outage's disk space back. executescript, because the pragma frees one
             # page per step and execute() would stop after the first.
@@ -288,7 +291,7 @@ class DurableQueue:
             self.stats.set_queue_depth(self.sink_name, self._depth)
 
 
-class QueuedSink:
+class QueuedSink(Buffered, CountsOwnPoints):
     """Any sink, made outage-proof by a `DurableQueue` in front of it.
 
     `write` never raises for an outage: the points are queued (durably) and
@@ -296,11 +299,8 @@ class QueuedSink:
     SinkError only when the queue itself cannot store them.
 
     It counts its own outcomes in `stats` (written, queued, replayed, rejected;
-    the queue counts dropped), hence `counts_points`: callers must not count
-    its writes as "written" again.
+    the queue counts dropped), hence `CountsOwnPoints`.
     """
-
-    counts_points = True
 
     def __init__(
         self,
@@ -322,8 +322,7 @@ class QueuedSink:
         self.retry_seconds = retry_seconds
         self._next_try: datetime | None = None  # while failing: no attempt before this
         self.name = inner.name
-        self._failures = 0  # failed attempts in the current outage
-        self._outage_since: datetime | None = None
+        self._outage = StateLog(logger, self.name)  # failed attempts in the current outage
         self._replayed = 0  # points replayed since the backlog started
         self._last_rejection: str | None = None
 
@@ -441,35 +440,28 @@ class QueuedSink:
             raise SinkError(str(err), retryable=True) from None
 
     def _failed(self, err: SinkError) -> None:
-        self._next_try = self.clock.now() + timedelta(seconds=self.retry_seconds)
-        self._failures += 1
-        if self._failures == 1:
-            self._outage_since = self.clock.now()
-            logger.error("%s: %s; queuing points until it is back", self.name, err)
-        else:
-            logger.debug("%s still failing (%d attempts): %s", self.name, self._failures, err)
+        now = self.clock.now()
+        self._next_try = now + timedelta(seconds=self.retry_seconds)
+        self._outage.failed("%s: %s; queuing points until it is back", self.name, err, now=now)
 
     def _recovered(self) -> None:
         """Log the end of an outage (or of an earlier run's backlog) once, with the count."""
         self._next_try = None
-        if not self._failures and not self._replayed:
+        if not self._outage.failing and not self._replayed:
             return
-        if self._failures:
-            assert self._outage_since is not None
-            outage = self.clock.now() - self._outage_since
-            logger.info(
+        if self._outage.failing:
+            assert self._outage.since is not None
+            self._outage.recovered(
                 "%s: recovered after %d failed writes (%s); replayed %d queued points",
                 self.name,
-                self._failures,
-                _duration(outage),
+                self._outage.failures,
+                _duration(self.clock.now() - self._outage.since),
                 self._replayed,
             )
         else:
             logger.info(
                 "%s: replayed %d points queued by an earlier run", self.name, self._replayed
             )
-        self._failures = 0
-        self._outage_since = None
         self._replayed = 0
 
     def _reject(self, points: Sequence[Point], err: SinkError) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from vuegraf.config import TagConfig
 from vuegraf.model import Point, Scale
-from vuegraf.sinks.base import SinkError, StoreReadError, ceil_seconds
+from vuegraf.sinks.base import SeriesStore, SinkError, StoreReadError, ceil_seconds
 from vuegraf.sinks.lineproto import point_tags
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ CREATE TABLE IF NOT EXISTS energy_usage (
 """
 
 
-class SqliteSink:
+class SqliteSink(SeriesStore):
     """SQLite file store; WAL mode so readers (the demo, sqlite3 CLI) never block writes."""
 
     name = "sqlite"
@@ -44,6 +45,9 @@ class SqliteSink:
         self.tags = tags
         self.add_station = add_station
         self._db: sqlite3.Connection | None = None
+        # One connection for writes (the fan-out's thread of the moment) and reads (the
+        # accounts' threads at start): one statement at a time on it.
+        self._lock = threading.Lock()
 
     def open(self) -> None:
         try:
@@ -77,7 +81,7 @@ class SqliteSink:
                 )
             )
         try:
-            with self._db:
+            with self._lock, self._db:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO energy_usage VALUES (?, ?, ?, ?, ?, ?)", rows
                 )
@@ -93,7 +97,8 @@ class SqliteSink:
         if self._db is None:
             raise RuntimeError("sink is not open")
         try:
-            rows = self._read_last(account, scale, since, until)
+            with self._lock:
+                rows = self._read_last(account, scale, since, until)
         except sqlite3.Error as err:  # e.g. locked by another process for too long
             raise StoreReadError(f"SQLite read failed: {err}", retryable=True) from None
         times: dict[tuple[str, str], datetime] = {}
@@ -119,7 +124,7 @@ class SqliteSink:
         """--resetdatabase: remove every vuegraf row; returns how many."""
         if self._db is None:
             raise RuntimeError("sink is not open")
-        with self._db:
+        with self._lock, self._db:
             return self._db.execute("DELETE FROM energy_usage").rowcount
 
     def close(self) -> None:
