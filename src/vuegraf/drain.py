@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
@@ -135,6 +135,7 @@ class Drain:
         self._broken: set[str] = set()  # sinks that failed every try: skipped from then on
         self._abort = threading.Event()  # every sink broken: fetching more is pointless
         self._idle: set[str] = set()  # accounts with nothing left to ask
+        self._pending: dict[tuple[str, Scale], deque[FillRequest]] = {}  # due, not yet asked
 
     def stopping(self) -> bool:
         return self.clock.stopped or self._abort.is_set()
@@ -195,19 +196,28 @@ class Drain:
         then hours, then minutes. An account with nothing due and nothing in flight is done
         for good (only answers change its trackers), so it is not asked again: the loop's
         cost grows with the accounts still at work, not with all of them."""
+        if len(in_flight) >= limit:
+            return
         flying = Counter(w.account.name for w in in_flight.values())
         for account in accounts:
             if account.name in self._idle or self._limited_at(account.name) is not None:
                 continue
             asked = False
             for scale, tracker in account.trackers.items():
-                for request in tracker.due(now, account.newest[scale]):
+                # A tracker's due list is asked for once a round (one window per series not
+                # in flight), not at every answer: each answer frees one slot only.
+                pending = self._pending.setdefault((account.name, scale), deque())
+                if not pending:
+                    pending.extend(
+                        r
+                        for r in tracker.due(now, account.newest[scale])
+                        if (account.name, scale, r.series) not in busy
+                    )
+                while pending:
                     asked = True
                     if len(in_flight) >= limit:
                         return
-                    window = Window(account, request)
-                    if _key(window) in busy:
-                        continue
+                    window = Window(account, pending.popleft())
                     busy.add(_key(window))
                     in_flight[self.pool.submit(partial(self._fetch, window))] = window
             if not asked and not flying[account.name]:
