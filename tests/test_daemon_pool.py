@@ -13,15 +13,20 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from harness import oracle
 from vuegraf.clock import FakeClock
 from vuegraf.collector import TickResult
 from vuegraf.config import parse_config
 from vuegraf.daemon import Daemon
 from vuegraf.model import Point, Scale
-from vuegraf.schedule import last_complete_minute
 
 T0 = datetime(2026, 11, 23, 20, 0, 30, tzinfo=UTC)
 DEADLINE = 30.0  # seconds any one condition may take
+
+
+def last_complete_minute(now: datetime) -> datetime:
+    """The newest minute complete 5 s (the lag) before `now` (the test's own arithmetic)."""
+    return oracle.floor_to(now - timedelta(seconds=5), 60) - timedelta(minutes=1)
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -73,7 +78,7 @@ class Account:
         self.lives += 1
         if self.hold_live is not None:
             assert self.hold_live.wait(DEADLINE), "never released"
-        bucket = last_complete_minute(now, 5)
+        bucket = last_complete_minute(now)
         self.emit([Point(self.name, "Panel", "1", Scale.MINUTE, bucket, 100.0)])
         return TickResult(points=1, fill_due=True)
 
@@ -121,7 +126,7 @@ def test_a_hung_account_never_holds_another_accounts_minute(tmp_path):
     clock = FakeClock(T0)
     daemon = Daemon(config(tmp_path, 4), [], [sink], clock, collectors=[hung, *others])
     results = []
-    first_minute = last_complete_minute(T0, 5)
+    first_minute = last_complete_minute(T0)
 
     def run() -> None:
         results.append(daemon.run_cycle())  # the start-up cycle
@@ -169,6 +174,6 @@ def test_a_cycle_that_ends_after_its_next_tick_is_followed_by_that_tick(tmp_path
     accounts = [Filling(f"A{i}", sink.write) for i in range(2)]
     daemon = Daemon(config(tmp_path, 2), [], [sink], clock, collectors=accounts)
     daemon.run(max_cycles=5)
-    first = last_complete_minute(T0, 5)
+    first = last_complete_minute(T0)
     for account in accounts:
         assert sink.minutes(account.name) == [first + timedelta(minutes=i) for i in range(5)]
