@@ -591,7 +591,7 @@ def test_an_unrelated_unknown_key_is_only_warned_about(
     assert caplog.messages == [f"ignoring unknown config keys: {key_path}"]
 
 
-# The keys of upstream vuegraf's vuegraf.json (README "Configuration", DATA-MODEL's list).
+# The keys of upstream vuegraf's vuegraf.json (docs/ARCHITECTURE.md, "Upstream compatibility").
 UPSTREAM_KEYS = [
     "influxDb", "accounts", "mqtt", "updateIntervalSecs", "lagSecs", "addStationField",
     "detailedDataEnabled", "detailedDataSecondsEnabled", "detailedDataHoursEnabled",

@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from harness import oracle
-from vuegraf.backfill import MAX_BUCKETS
 from vuegraf.clock import FakeClock
 from vuegraf.config import parse_config
 from vuegraf.emporia import EmporiaError
+from vuegraf.emporia.limits import MAX_BUCKETS
 from vuegraf.history import (
     HistoryJob,
     make_progress,

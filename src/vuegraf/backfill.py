@@ -1,54 +1,147 @@
 """What is missing, per series and scale, and when to ask Emporia for it.
 
-A `Tracker` holds, for one account and one scale, each chart series' *filled
-mark*: every bucket before it is stored (or was asked for and Emporia had no
-value). Marks come from the store once at start-up (one query per account and
-scale; while it cannot answer, from the marks the last run saved and this start,
-moved back once it does), then move in memory as live values are written, so
-finding holes never costs a database query. A live value that is missing (a failed cycle, a null)
-leaves the mark behind, and the series becomes due for a chart request covering
-the whole hole in one call. Values that may still arrive late get `settle_secs`
-before they are given up; a series that answers with nothing at all (an offline
-plug) backs off instead of being asked again every cycle.
+A `Tracker` holds, for one account and one scale, each chart series' *holes*: the
+buckets not stored yet, as a short list of closed spans (a stored bucket follows each)
+and an open end (nothing stored from there on). They come from the store once at
+start-up (one query per account and scale: where each series ends) together with the
+holes the last run saved (the marks file: the store cannot show a hole behind its newest
+point), then change in memory as live values are written and chart requests answer, so
+finding holes never costs a database query. A live value that is missing (a failed
+cycle, a null, a restart) leaves a hole behind the next one written, and the series
+becomes due for a chart request covering it. Values that may still arrive late get
+`settle_secs` before they are given up.
+
+Which hole is asked for first serves the user first, without losing anything old:
+1. a hole about to leave Emporia's retention (within `EDGE_MARGIN` of it): later it is gone;
+2. a recent hole, one that a single request fills up to the present (the minutes lost to a
+   restart or an outage): filled at the next cycle even while a week-long fill runs;
+3. everything else, oldest first.
+A request covers up to `MAX_BUCKETS` buckets from its hole on, stored buckets and later
+holes included: one request costs the same whatever it spans. A series that answers with
+nothing up to the present (an offline plug) backs off instead of being asked again every
+cycle; empty windows with stored values after them (a device newer than the lookback) are
+given up and the next window asked at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
+from vuegraf import backoff
+from vuegraf.emporia.limits import DEFAULT_LOOKBACK, MAX_BUCKETS, RETENTION
 from vuegraf.model import Scale
 from vuegraf.schedule import bucket_start, next_bucket
 
 SeriesKey = tuple[int, str]  # (device gid, channel number)
 
-# How far back an empty store is filled, per scale (Emporia's retention for 1S/1MIN).
-DEFAULT_LOOKBACK = {
-    Scale.SECOND: timedelta(hours=3),
-    Scale.MINUTE: timedelta(days=7),
-    Scale.HOUR: timedelta(days=7),
-    Scale.DAY: timedelta(days=7),
-}
-# Never ask further back than Emporia keeps (a little inside, as the edge moves).
-RETENTION = {
-    Scale.SECOND: timedelta(hours=3) - timedelta(minutes=2),
-    Scale.MINUTE: timedelta(days=7) - timedelta(minutes=10),
-}
-# Largest chart window per request, in buckets (1S: 1 h, 1MIN: 12 h as upstream).
-MAX_BUCKETS = {Scale.SECOND: 3600, Scale.MINUTE: 720, Scale.HOUR: 480, Scale.DAY: 480}
-BACKOFF_START = timedelta(minutes=5)
-ERROR_BACKOFF_START = timedelta(minutes=1)
-BACKOFF_MAX = timedelta(hours=1)
+# A series' back-offs (an empty answer, a failed request): vuegraf.backoff's table.
+BACKOFF_START = backoff.FILL_EMPTY.first
+ERROR_BACKOFF_START = backoff.FILL_ERROR.first
+BACKOFF_MAX = backoff.FILL_EMPTY.most
+# A hole starting this close to Emporia's retention edge is asked for before any other.
+EDGE_MARGIN = {Scale.SECOND: timedelta(minutes=15), Scale.MINUTE: timedelta(hours=2)}
+# Closed holes kept apart per series; beyond this the two oldest are joined (the stored
+# buckets between them are asked for again, which a window often covers anyway).
+MAX_HOLES = 32
+
+Span = tuple[datetime, datetime]  # buckets [start, end)
+
+
+@dataclass(frozen=True)
+class Holes:
+    """What one series lacks: `closed` spans (oldest first, each followed by a stored bucket)
+    and every bucket from `open_from` on. A restart needs it: the marks file keeps it."""
+
+    closed: tuple[Span, ...]
+    open_from: datetime
+
+    @property
+    def first(self) -> datetime:
+        """The oldest missing bucket: every one before it is stored (the series' *mark*)."""
+        return self.closed[0][0] if self.closed else self.open_from
 
 
 @dataclass
 class SeriesState:
-    filled: datetime  # first bucket start not yet known
+    open_from: datetime  # every bucket from here on is missing
+    holes: list[Span] = field(default_factory=list)  # closed holes before it, oldest first
     retry_at: datetime | None = None  # back-off after an empty answer or a failure
     backoff: timedelta = BACKOFF_START
     error_backoff: timedelta = ERROR_BACKOFF_START
-    empty: bool = False  # the last answer held no value at all (an offline plug)
+    empty: bool = False  # the last answer reached the open end and held no value (offline)
+
+    @classmethod
+    def from_saved(cls, saved: Holes | datetime) -> SeriesState:
+        """A series as a run saved it; a bare time is a mark of the older format (everything
+        before it stored, nothing known after it)."""
+        if isinstance(saved, datetime):
+            return cls(open_from=saved)
+        state = cls(open_from=saved.open_from)
+        state.holes, state.open_from = _joined(list(saved.closed), saved.open_from)
+        return state
+
+    @property
+    def filled(self) -> datetime:
+        """First bucket start not yet known: every bucket before it is stored."""
+        return self.holes[0][0] if self.holes else self.open_from
+
+    def saved(self) -> Holes:
+        return Holes(tuple(self.holes), self.open_from)
+
+    def known(self, first: datetime, end: datetime) -> bool:
+        """Buckets [first, end) are stored (or given up); True if that changed anything."""
+        if end <= first:
+            return False
+        holes: list[Span] = []
+        changed = False
+        for start, stop in self.holes:
+            if stop <= first or start >= end:
+                holes.append((start, stop))
+                continue
+            changed = True
+            if start < first:
+                holes.append((start, first))
+            if stop > end:
+                holes.append((end, stop))
+        if first > self.open_from:
+            holes.append((self.open_from, first))  # a value written past a missing one
+            self.open_from, changed = end, True
+        elif end > self.open_from:
+            self.open_from, changed = end, True
+        self.holes = holes
+        while len(self.holes) > MAX_HOLES:
+            (start, _), (_, stop) = self.holes[0], self.holes[1]
+            self.holes[0:2] = [(start, stop)]
+        return changed
+
+    def missing(self, first: datetime, end: datetime) -> None:
+        """Buckets [first, end) are not stored after all (the store says so)."""
+        self.holes, self.open_from = _joined([*self.holes, (first, end)], self.open_from)
+
+    def open_at(self, start: datetime) -> None:
+        """Nothing from `start` on is stored (the store's newest point is before it)."""
+        self.holes, self.open_from = _joined(self.holes, min(self.open_from, start))
+
+    def clip(self, floor: datetime) -> None:
+        """Nothing before `floor` is asked for (the lookback, Emporia's retention)."""
+        self.holes = [(max(start, floor), stop) for start, stop in self.holes if stop > floor]
+        self.open_from = max(self.open_from, floor)
+
+
+def _joined(spans: list[Span], open_from: datetime) -> tuple[list[Span], datetime]:
+    """`spans` sorted, overlapping and touching ones joined, those reaching `open_from`
+    taken into the open end."""
+    joined: list[Span] = []
+    for start, stop in sorted(s for s in spans if s[0] < s[1]):
+        if joined and start <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], stop))
+        else:
+            joined.append((start, stop))
+    while joined and joined[-1][1] >= open_from:
+        open_from = min(open_from, joined.pop()[0])
+    return joined, open_from
 
 
 @dataclass(frozen=True)
@@ -90,45 +183,51 @@ class Tracker:
         last_stored: dict[SeriesKey, datetime],
         now: datetime,
         lookback: timedelta | None = None,
-        saved_marks: dict[SeriesKey, datetime] | None = None,
+        saved_marks: Mapping[SeriesKey, Holes | datetime] | None = None,
         stored_lookback: timedelta | None = None,
     ) -> None:
-        """Start-up: marks after the last stored bucket, or the lookback for new series.
+        """Start-up: holes after the last stored bucket, or the lookback for new series.
 
         The store only knows each series' newest point, not a hole behind it that the
-        previous run had not filled yet; `saved_marks` (the marks that run saved) keep
-        such holes: the older of the two wins. A series with stored points is filled
-        from them back to `stored_lookback` (hours and days after a long outage: Emporia
-        keeps those for years), a new one from `lookback`.
+        previous run had not filled yet; `saved_marks` (the holes that run saved, or a
+        mark of the older format) keep such holes, and the store's newest point says
+        where the open end is if it is older than the saved one. A series with stored
+        points is filled from them back to `stored_lookback` (hours and days after a long
+        outage: Emporia keeps those for years), a new one from `lookback`.
         """
         floor, stored_floor = self._floors(now, lookback, stored_lookback)
         saved_marks = saved_marks or {}
         for key in keys:
             stored = last_stored.get(key)
             if stored is None:
-                self.series[key] = SeriesState(filled=floor)
+                self.series[key] = SeriesState(open_from=floor)
                 continue
             after = self._after(stored)
-            mark = max(min(after, saved_marks.get(key, after)), stored_floor)
-            self.series[key] = SeriesState(filled=mark)
+            state = SeriesState.from_saved(saved_marks.get(key, after))
+            state.open_at(after)
+            state.clip(stored_floor)
+            self.series[key] = state
 
     def seed_from_marks(
         self,
         keys: Iterable[SeriesKey],
-        saved_marks: dict[SeriesKey, datetime],
+        saved_marks: Mapping[SeriesKey, Holes | datetime],
         now: datetime,
         lookback: timedelta | None = None,
         stored_lookback: timedelta | None = None,
     ) -> None:
-        """Start-up when the store cannot be read: the marks the previous run saved are all
-        there is to go by (every bucket before a mark was stored by that run); a series
-        without one is filled from `lookback`, like an empty store."""
+        """Start-up when the store cannot be read: the holes the previous run saved are all
+        there is to go by (every other bucket was stored by that run); a series without
+        them is filled from `lookback`, like an empty store."""
         floor, stored_floor = self._floors(now, lookback, stored_lookback)
         for key in keys:
-            mark = saved_marks.get(key)
-            self.series[key] = SeriesState(
-                filled=floor if mark is None else max(mark, stored_floor)
-            )
+            saved = saved_marks.get(key)
+            if saved is None:
+                self.series[key] = SeriesState(open_from=floor)
+                continue
+            state = SeriesState.from_saved(saved)
+            state.clip(stored_floor)
+            self.series[key] = state
 
     def lower_to_stored(
         self,
@@ -139,10 +238,10 @@ class Tracker:
         stored_lookback: timedelta | None = None,
     ) -> int:
         """The store answered late, after this run began tracking without it
-        (`seed_from_marks`): each of `keys` goes back to the bucket after its newest stored
-        point where that is older than its mark (never before `stored_lookback`), or to
-        `lookback` when the store holds none of it, so the holes from before this start are
-        filled too. Marks only move back; returns how many did."""
+        (`seed_from_marks`): for each of `keys`, the buckets from the one after its newest
+        stored point (never before `stored_lookback`), or from `lookback` when the store
+        holds none of it, up to its mark become a hole, so the holes from before this start
+        are filled too. Marks only move back; returns how many did."""
         floor, stored_floor = self._floors(now, lookback, stored_lookback)
         moved = 0
         for key in keys:
@@ -152,7 +251,7 @@ class Tracker:
             stored = last_stored.get(key)
             mark = floor if stored is None else max(self._after(stored), stored_floor)
             if mark < state.filled:
-                state.filled = mark
+                state.missing(mark, state.filled)
                 moved += 1
         return moved
 
@@ -169,7 +268,12 @@ class Tracker:
         return next_bucket(self.scale, bucket_start(self.scale, stored, self.zone), self.zone)
 
     def marks(self) -> dict[SeriesKey, datetime]:
+        """Each series' oldest missing bucket."""
         return {key: state.filled for key, state in self.series.items()}
+
+    def holes(self) -> dict[SeriesKey, Holes]:
+        """Each series' holes, as the marks file keeps them."""
+        return {key: state.saved() for key, state in self.series.items()}
 
     def add_series(self, key: SeriesKey, now: datetime) -> None:
         """A channel that appeared while running: fill it from the lookback like an empty store
@@ -177,7 +281,7 @@ class Tracker:
         if key not in self.series:
             state = self.retired.pop(key, None)
             self.series[key] = state if state is not None else SeriesState(
-                filled=self.earliest(now)
+                open_from=self.earliest(now)
             )
 
     def retire(self, key: SeriesKey) -> bool:
@@ -189,67 +293,112 @@ class Tracker:
         return state is not None
 
     def stored(self, key: SeriesKey, bucket: datetime) -> None:
-        """A live value for `bucket` was written: the mark moves if it was the next one due."""
+        """A live value for `bucket` was written: if buckets before it are missing, they
+        become a hole of their own."""
         state = self.series.get(key)
-        if state is not None and state.filled == bucket:
-            state.filled = next_bucket(self.scale, bucket, self.zone)
+        if state is not None:
+            state.known(bucket, next_bucket(self.scale, bucket, self.zone))
 
     def due(self, now: datetime, newest: datetime) -> list[FillRequest]:
-        """Chart requests to make now, oldest first, covering holes up to `newest` (inclusive)."""
-        requests: list[FillRequest] = []
+        """Chart requests to make now, covering holes up to `newest` (inclusive): one per
+        series, for the hole it needs most (see the module's order), most urgent first."""
         edge = self._edge(now)
+        ranked: list[tuple[int, datetime, FillRequest]] = []
         for key, state in self.series.items():
-            if state.filled > newest:
-                continue
             if state.retry_at is not None and now < state.retry_at:
                 continue
-            if next_bucket(self.scale, state.filled, self.zone) + self.settle > now:
-                continue  # the first missing value may still arrive on its own
-            first = max(state.filled, edge) if edge is not None else state.filled
-            t = first
-            count = 0
-            last = first
-            while t <= newest and count < MAX_BUCKETS[self.scale]:
-                last = t
-                t = next_bucket(self.scale, t, self.zone)
-                count += 1
-            requests.append(FillRequest(key, self.scale, first, last))
-        requests.sort(key=lambda r: r.first)
-        return requests
+            starts = [
+                s for s in self._starts(state, edge, newest)
+                if next_bucket(self.scale, s, self.zone) + self.settle <= now
+            ]  # a younger first missing value may still arrive on its own
+            if not starts:
+                continue
+            if edge is not None and starts[0] < edge + EDGE_MARGIN[self.scale]:
+                rank, first = 0, starts[0]
+            else:
+                recent = [s for s in starts if self._window_last(s, newest) >= newest]
+                rank, first = (1, recent[0]) if recent else (2, starts[0])
+            request = FillRequest(key, self.scale, first, self._window_last(first, newest))
+            ranked.append((rank, first, request))
+        ranked.sort(key=lambda r: (r[0], r[1]))
+        return [request for _rank, _first, request in ranked]
+
+    def _starts(
+        self, state: SeriesState, edge: datetime | None, newest: datetime
+    ) -> list[datetime]:
+        """Where each of a series' holes up to `newest` begins, oldest first, past `edge`."""
+        return [first for first, _last in self._spans(state, edge, newest)]
+
+    def _spans(
+        self, state: SeriesState, edge: datetime | None, newest: datetime
+    ) -> list[tuple[datetime, datetime]]:
+        """A series' holes as (first, last) buckets, inclusive, between `edge` and `newest`."""
+        spans: list[tuple[datetime, datetime]] = []
+        ends: list[tuple[datetime, datetime | None]] = [*state.holes, (state.open_from, None)]
+        for start, stop in ends:
+            if edge is not None:
+                if stop is not None and stop <= edge:
+                    continue  # gone from Emporia
+                start = max(start, edge)
+            if start > newest:
+                break
+            last = newest if stop is None else min(self._before(stop), newest)
+            spans.append((start, last))
+        return spans
+
+    def _before(self, bucket: datetime) -> datetime:
+        """The bucket just before the one starting at `bucket`."""
+        return bucket_start(self.scale, bucket - timedelta(seconds=1), self.zone)
+
+    def _window_last(self, first: datetime, newest: datetime) -> datetime:
+        """The last bucket a request from `first` covers: `MAX_BUCKETS` of them, at most up
+        to `newest`."""
+        if self.scale is not Scale.DAY:
+            step = self.scale.seconds
+            count = min(MAX_BUCKETS[self.scale] - 1, int((newest - first).total_seconds()) // step)
+            return first + timedelta(seconds=max(0, count) * step)
+        t, last = first, first
+        for _ in range(MAX_BUCKETS[self.scale]):
+            if t > newest:
+                break
+            last, t = t, next_bucket(self.scale, t, self.zone)
+        return last
 
     def answered(
         self,
         request: FillRequest,
         values: Sequence[tuple[datetime, float | None]],
         now: datetime,
-        back_off_empty: bool = True,
     ) -> bool:
-        """Move the mark past what the answer settled; back off if it held nothing at all
-        (unless not `back_off_empty`: an import asks the next window at once). True if the
-        mark moved."""
+        """What the answer settled is no longer missing; back off if it held nothing at all
+        up to the series' open end. True if any bucket stopped being missing."""
         state = self.series[request.series]
-        before = state.filled
         got_any = any(v is not None for _, v in values)
-        mark = next_bucket(self.scale, request.last, self.zone)
+        end = next_bucket(self.scale, request.last, self.zone)
         for start, value in values:
             if value is None and next_bucket(self.scale, start, self.zone) + self.settle > now:
-                mark = min(mark, start)  # too young to give up on
-        state.filled = max(state.filled, mark)
+                end = min(end, start)  # too young to give up on
+        reached_open = request.last >= state.open_from
+        progressed = state.known(request.first, end)
         state.error_backoff = ERROR_BACKOFF_START
-        state.empty = not got_any
-        if got_any or not back_off_empty:
-            state.retry_at = None
-            state.backoff = BACKOFF_START
-        else:
+        state.empty = not got_any and reached_open
+        if state.empty:
             state.retry_at = now + state.backoff
             state.backoff = min(state.backoff * 2, BACKOFF_MAX)
-        return state.filled > before
+        else:
+            # Values, or an empty window with stored ones after it (before a device was
+            # installed): nothing to wait for, the next window is asked at once.
+            state.retry_at = None
+            if got_any:
+                state.backoff = BACKOFF_START
+        return progressed
 
     def give_up(self, request: FillRequest) -> None:
         """The window cannot be had (it failed every try of an import): count it as known,
         so the series goes on with the next one."""
-        state = self.series[request.series]
-        state.filled = max(state.filled, next_bucket(self.scale, request.last, self.zone))
+        self.series[request.series].known(
+            request.first, next_bucket(self.scale, request.last, self.zone)
+        )
 
     def failed(self, request: FillRequest, now: datetime) -> None:
         """The request itself failed (Emporia error): ask this series again later, not at
@@ -267,11 +416,29 @@ class Tracker:
         total = 0
         edge = self._edge(now)
         for state in self.series.values():
-            if state.filled > newest or (state.empty and state.retry_at is not None):
+            if state.empty and state.retry_at is not None:
                 continue
-            first = max(state.filled, edge) if edge is not None else state.filled
-            total += -(-self._buckets(first, newest) // MAX_BUCKETS[self.scale])
+            covered: datetime | None = None  # first bucket after the windows counted
+            for first, last in self._spans(state, edge, newest):
+                if covered is not None:
+                    if covered > last:
+                        continue
+                    first = max(first, covered)
+                windows = -(-self._buckets(first, last) // MAX_BUCKETS[self.scale])
+                total += windows
+                covered = self._skip(first, windows * MAX_BUCKETS[self.scale], newest)
         return total
+
+    def _skip(self, first: datetime, count: int, newest: datetime) -> datetime:
+        """The bucket `count` buckets after `first` (or any after `newest`, if that is sooner)."""
+        if self.scale is not Scale.DAY:
+            return first + timedelta(seconds=count * self.scale.seconds)
+        t = first
+        for _ in range(count):
+            if t > newest:
+                break
+            t = next_bucket(self.scale, t, self.zone)
+        return t
 
     def _buckets(self, first: datetime, last: datetime) -> int:
         """Buckets from `first` to `last`, both included."""

@@ -10,20 +10,23 @@ backfill never makes live collection late (the rest continues next tick).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Protocol
 
 from vuegraf import backoff
-from vuegraf.backfill import DEFAULT_LOOKBACK, FillRequest, SeriesKey, Tracker
-from vuegraf.config import Config
+from vuegraf.backfill import FillRequest, Holes, SeriesKey, Tracker
 from vuegraf.emporia import EmporiaAccount, EmporiaError, EmporiaRateLimited, EmporiaStopped
+from vuegraf.emporia.limits import (
+    DEFAULT_LOOKBACK,
+    ScaleSwitches,
+    enabled_scales,
+    second_data_enabled,
+)
+from vuegraf.marks import MarksFile, SavedHoles
 from vuegraf.model import Point, Scale
 from vuegraf.naming import NO_CHART_CHANNELS
 from vuegraf.schedule import daily_request_estimate, last_complete_bucket, point_time
@@ -38,6 +41,31 @@ request_logger = logging.getLogger(f"{__name__}.requests")
 MAX_FILL_REQUESTS_PER_TICK = 60
 
 Emit = Callable[[Sequence[Point], bool], None]  # (points, live)
+
+
+class CollectorSettings(ScaleSwitches, Protocol):
+    """The settings an account's collection reads (a `Config` has them all)."""
+
+    @property
+    def zone(self) -> tzinfo: ...
+    @property
+    def update_interval_secs(self) -> int: ...
+    @property
+    def lag_secs(self) -> int: ...
+    @property
+    def add_station_field(self) -> bool: ...
+    @property
+    def detailed_interval_secs(self) -> int: ...
+    @property
+    def detailed_data_channels(self) -> tuple[str, ...] | None: ...
+    @property
+    def max_history_days(self) -> int: ...
+    @property
+    def device_refresh_secs(self) -> int: ...
+    @property
+    def daily_request_budget(self) -> int: ...
+    @property
+    def state_dir(self) -> Path | None: ...
 
 
 @dataclass
@@ -76,7 +104,7 @@ class AccountCollector:
     def __init__(
         self,
         account: EmporiaAccount,
-        config: Config,
+        config: CollectorSettings,
         emit: Emit,
         store: ReadsBack | None,
         settle_secs: float = 120.0,
@@ -90,17 +118,13 @@ class AccountCollector:
         self.settle_secs = settle_secs
         self.max_fill_requests = max_fill_requests
         self.should_stop = should_stop  # SIGTERM: finish the request in hand, start no more
-        self.scales = [Scale.MINUTE]
-        if config.detailed_data_hours_enabled:
-            self.scales.append(Scale.HOUR)
-        if config.detailed_data_days_enabled:
-            self.scales.append(Scale.DAY)
-        self.seconds_enabled = config.detailed_data_enabled and config.detailed_data_seconds_enabled
+        self.scales = enabled_scales(config)
+        self.seconds_enabled = second_data_enabled(config)
         tracked = self.scales + ([Scale.SECOND] if self.seconds_enabled else [])
         self.trackers = {s: Tracker(s, config.zone, settle_secs) for s in tracked}
         self._live_done: dict[Scale, datetime] = {}
-        self._saved_marks: dict[str, dict[SeriesKey, datetime]] = {}
-        self._saved_text = ""
+        self.marks = MarksFile(config.state_dir, account.name)
+        self._saved_marks: SavedHoles = {}
         self.started_at: datetime | None = None  # first tick: the store is read up to here
         self._seconds_due: datetime | None = None
         self._started = False  # devices read
@@ -122,7 +146,7 @@ class AccountCollector:
 
         Raises EmporiaError (tried again next tick)."""
         self.account.refresh_devices_if_due()
-        self._saved_marks = self._load_marks()
+        self._saved_marks = self.marks.load()
         self._started = True
         self._log_budget()
 
@@ -164,7 +188,7 @@ class AccountCollector:
                 self.name,
                 self.store.name,
                 err,
-                f"the marks the last run saved in {self.marks_file}"
+                f"the marks the last run saved in {self.marks.path}"
                 if self._saved_marks
                 else "the lookback (no marks saved by a last run)",
             )
@@ -210,9 +234,9 @@ class AccountCollector:
         total = 0
         for scale, tracker in self.trackers.items():
             keys = self._series_for(scale)
-            saved = self._saved_marks.get(scale.value, {})
+            saved = self._saved_marks.get(scale, {})
             first = self._first_live_bucket(scale, now)
-            marks = {key: saved.get(key, first) for key in keys}
+            marks: dict[SeriesKey, Holes | datetime] = {key: saved.get(key, first) for key in keys}
             tracker.seed_from_marks(
                 keys, marks, now, self._lookback(scale), self._stored_lookback(scale)
             )
@@ -237,7 +261,7 @@ class AccountCollector:
             return
         for scale, tracker in self.trackers.items():
             keys = self._series_for(scale)
-            saved = self._saved_marks.get(scale.value, {})
+            saved = self._saved_marks.get(scale, {})
             if stored is None:
                 tracker.seed_from_marks(
                     keys, saved, now, self._lookback(scale), self._stored_lookback(scale)
@@ -273,7 +297,7 @@ class AccountCollector:
         point (bounded by the lookback). None (the store can never answer): series without
         a saved mark go back to the lookback, as at a start without marks."""
         for scale, tracker in self.trackers.items():
-            saved = self._saved_marks.get(scale.value, {})
+            saved = self._saved_marks.get(scale, {})
             keys = list(tracker.series)
             last = stored.get(scale, {}) if stored is not None else {}
             if stored is None:
@@ -344,53 +368,12 @@ class AccountCollector:
                 budget,
             )
 
-    @property
-    def marks_file(self) -> Path | None:
-        if self.config.state_dir is None:
-            return None
-        digest = hashlib.sha256(self.name.encode()).hexdigest()[:16]
-        return self.config.state_dir / f"marks-{digest}.json"
-
-    def _load_marks(self) -> dict[str, dict[SeriesKey, datetime]]:
-        path = self.marks_file
-        if path is None or not path.exists():
-            return {}
-        try:
-            data = json.loads(path.read_text())
-            return {
-                scale: {
-                    (int(k.split("|", 1)[0]), k.split("|", 1)[1]): datetime.fromtimestamp(v, UTC)
-                    for k, v in marks.items()
-                }
-                for scale, marks in data.get("marks", {}).items()
-            }
-        except (OSError, ValueError, AttributeError, IndexError) as err:
-            logger.warning("Account %s: ignoring unreadable %s: %s", self.name, path, err)
-            return {}
-
     def save_marks(self) -> None:
-        """Persist the trackers' marks (atomically) so a restart still knows unfilled holes."""
-        path = self.marks_file
-        if path is None or self.store is None or not self._seeded:
+        """Persist the trackers' holes so a restart still knows the ones the store cannot show
+        (nothing to keep before the trackers are seeded, nor without a store)."""
+        if self.store is None or not self._seeded:
             return
-        data = {
-            "account": self.name,
-            "marks": {
-                scale.value: {f"{g}|{n}": t.timestamp() for (g, n), t in tracker.marks().items()}
-                for scale, tracker in self.trackers.items()
-            },
-        }
-        text = json.dumps(data, sort_keys=True)
-        if text == self._saved_text:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
-            self._saved_text = text
-        except OSError as err:
-            logger.warning("Account %s: cannot save %s: %s", self.name, path, err)
+        self.marks.save({scale: tracker.holes() for scale, tracker in self.trackers.items()})
 
     def _read_store(self, now: datetime) -> dict[Scale, dict[SeriesKey, datetime]]:
         assert self.store is not None
@@ -671,14 +654,13 @@ class AccountCollector:
             self.emit(points, False)  # filled holes: stored, but not news for MQTT
             written.extend(points)
 
-        tracker = self.trackers[request.scale]
-        before = tracker.series[request.series].filled
-        store_answer(self.account, tracker, request, values, now, emit)
-        after = tracker.series[request.series].filled
+        _missing, progressed = store_answer(
+            self.account, self.trackers[request.scale], request, values, now, emit
+        )
         result.points += len(written)
         result.fill_points += len(written)
         points = written
-        if len(points) or after > before:
+        if len(points) or progressed:
             request_logger.debug(
                 "Account %s: filled %s of device %s channel %s, %s..%s: %d points",
                 self.name,
@@ -689,7 +671,7 @@ class AccountCollector:
                 request.last.isoformat(),
                 len(points),
             )
-        return after > before
+        return progressed
 
 
 class ChartSource(Protocol):
@@ -722,7 +704,6 @@ def store_answer(
     values: Sequence[tuple[datetime, float | None]],
     now: datetime,
     emit: Callable[[list[Point]], object],
-    back_off_empty: bool = True,
 ) -> tuple[int, bool]:
     """A chart answer for a hole: its points (those inside the window asked for) to `emit`,
     then the tracker told what it settled. Live filling and the history drain both come
@@ -734,7 +715,7 @@ def store_answer(
     points = source.chart_values_to_points(gid, num, request.scale, inside)
     if points:
         emit(points)
-    moved = tracker.answered(request, values, now, back_off_empty=back_off_empty)
+    moved = tracker.answered(request, values, now)
     return sum(1 for _start, kwh in inside if kwh is None), moved
 
 

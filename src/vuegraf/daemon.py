@@ -19,8 +19,7 @@ from typing import Protocol
 
 from vuegraf import backoff
 from vuegraf.clock import Clock
-from vuegraf.collector import AccountCollector, TickResult
-from vuegraf.config import Config
+from vuegraf.collector import AccountCollector, CollectorSettings, TickResult
 from vuegraf.emporia import EmporiaAccount
 from vuegraf.model import Point
 from vuegraf.pool import RequestPool
@@ -69,6 +68,13 @@ def _summary(errors: list[str]) -> str:
     return errors[0] + more
 
 
+class DaemonSettings(CollectorSettings, Protocol):
+    """The settings the loop reads, besides those its collectors read."""
+
+    @property
+    def account_concurrency(self) -> int: ...
+
+
 @dataclass
 class _Account:
     """The loop's view of one account: its outage logs, its back-off, its tick in hand."""
@@ -78,12 +84,13 @@ class _Account:
     fill_state: StateLog
     retry_at: datetime | None = None  # backing off (or Emporia's 429): no tick before this
     running: Future[TickResult] | None = None  # its tick, still at work in the pool
+    filling: bool = False  # `running` is the tick's second half (its holes)
 
 
 class Daemon:
     def __init__(
         self,
-        config: Config,
+        config: DaemonSettings,
         accounts: Sequence[EmporiaAccount],
         sinks: Sequence[Sink],
         clock: Clock,
@@ -203,7 +210,7 @@ class Daemon:
             for account in due:
                 if self.clock.stopped:
                     break
-                self._done(account, self._tick(account, None), result)
+                self._done(account, self._tick(account), result)
         else:
             self._run_pooled(due, next_due, result)
         if not self.clock.stopped:
@@ -235,27 +242,50 @@ class Daemon:
                 )
         return result
 
-    def _tick(self, account: _Account, until: datetime | None) -> TickResult:
-        """One account's tick: live values, then its holes until `until` (None: no limit)."""
+    def _tick(self, account: _Account) -> TickResult:
+        """One account's whole tick on the loop's thread: live values, then its holes."""
         outcome = account.collector.live(self.clock.now())
-        if outcome.fill_due:
-            stop = None if until is None else (lambda: self.clock.now() >= until)
-            account.collector.fill(self.clock.now(), outcome, stop)
+        if outcome.fill_due:  # even when stopping: it asks nothing then, but saves the marks
+            account.collector.fill(self.clock.now(), outcome)
         return outcome
 
     def _run_pooled(self, due: list[_Account], until: datetime, result: CycleResult) -> None:
-        assert self._pool is not None
+        """Every account's live half first; each one's fill is queued when its live half
+        ends, so it waits behind every live half not yet begun (the pool is first in, first
+        out): a long fill never makes another account's minute late."""
+        pool = self._pool
+        assert pool is not None
+        waiting: dict[Future[TickResult], _Account] = {}
         for account in due:
-            account.running = self._pool.submit(partial(self._tick, account, until))
-        waiting = {a.running: a for a in due if a.running is not None}
+            account.filling = False
+            future = pool.submit(partial(account.collector.live, self.clock.now()))
+            account.running = future
+            waiting[future] = account
+        stop = partial(self._past, until)
         while waiting:
             done, _ = wait(waiting, timeout=0.2, return_when=FIRST_COMPLETED)
             for future in done:
                 account = waiting.pop(future)
+                outcome = future.result()
+                if not account.filling and outcome.fill_due:
+                    account.filling = True
+                    future = pool.submit(partial(self._fill, account.collector, outcome, stop))
+                    account.running = future
+                    waiting[future] = account
+                    continue
                 account.running = None
-                self._done(account, future.result(), result)
+                self._done(account, outcome, result)
             if waiting and self.clock.now() >= until and not self.clock.stopped:
                 break  # the next tick is due: these carry on and are counted when done
+
+    def _fill(
+        self, collector: Collector, outcome: TickResult, until: Callable[[], bool]
+    ) -> TickResult:
+        collector.fill(self.clock.now(), outcome, until)
+        return outcome
+
+    def _past(self, until: datetime) -> bool:
+        return self.clock.now() >= until
 
     def _harvest(self, result: CycleResult) -> None:
         """Count the ticks an earlier cycle left at work that have ended since."""

@@ -273,7 +273,6 @@ class Drain:
                 fetched.values,
                 self.clock.now(),
                 written.extend,
-                back_off_empty=False,
             )
             if not moved:
                 tracker.give_up(window.request)  # the same window again would not help

@@ -20,15 +20,15 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, tzinfo
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from vuegraf import backoff
-from vuegraf.backfill import RETENTION, Tracker
+from vuegraf.backfill import Tracker
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.collector import ChartSource
-from vuegraf.config import Config
 from vuegraf.drain import Drain, DrainAccount, DrainTally, Window, seed_history
 from vuegraf.emporia import EmporiaError, EmporiaRateLimited
+from vuegraf.emporia.limits import KEPT, ScaleSwitches, history_scales
 from vuegraf.model import Scale
 from vuegraf.pool import RateLimiter, RequestPool
 from vuegraf.schedule import bucket_start, last_complete_bucket, local_day_start, next_bucket
@@ -38,12 +38,27 @@ from vuegraf.stats import Stats
 
 logger = logging.getLogger(__name__)
 
-# Minute windows start this much inside Emporia's minute retention, so the oldest one is
-# still wholly inside it when its turn comes after the hour and day windows.
+# Minute windows start this much later than Emporia's minute retention (KEPT), so the
+# oldest one is still wholly inside retention when its turn comes after the hour/day part.
 MINUTE_RETENTION_MARGIN = timedelta(hours=1)
 
 Progress = Callable[[int, int, int], None]
 ChartAccount = ChartSource  # what an import needs of an account
+
+
+class HistorySettings(ScaleSwitches, Protocol):
+    """The settings an import reads (a `Config` has them all)."""
+
+    @property
+    def zone(self) -> tzinfo: ...
+    @property
+    def lag_secs(self) -> int: ...
+    @property
+    def max_history_days(self) -> int: ...
+    @property
+    def history_concurrency(self) -> int: ...
+    @property
+    def history_requests_per_sec(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -107,18 +122,7 @@ class HistoryResult:
 # --- what an import covers ---------------------------------------------------------------
 
 
-def history_scales(config: Config) -> list[Scale]:
-    """Scales the import fetches, cheap and important first; hours/days obey their flags."""
-    scales = []
-    if config.detailed_data_days_enabled:
-        scales.append(Scale.DAY)
-    if config.detailed_data_hours_enabled:
-        scales.append(Scale.HOUR)
-    scales.append(Scale.MINUTE)
-    return scales
-
-
-def capped_days(days: int, config: Config) -> int:
+def capped_days(days: int, config: HistorySettings) -> int:
     """N limited by maxHistoryDays (as upstream), logged so a user sees why less came in."""
     if days > config.max_history_days:
         logger.warning(
@@ -142,8 +146,8 @@ def history_start(
         # Noon always exists, so DST at midnight cannot shift the date.
         return local_day_start(datetime.combine(first_date, time(12), tzinfo=zone), zone)
     start = next_bucket(scale, last, zone) - timedelta(days=days)
-    if scale in RETENTION:
-        oldest = now - RETENTION[scale] - timedelta(minutes=10) + MINUTE_RETENTION_MARGIN
+    if scale is Scale.MINUTE:
+        oldest = now - KEPT[Scale.MINUTE] + MINUTE_RETENTION_MARGIN
         aligned = bucket_start(scale, oldest, zone)
         if aligned < oldest:
             aligned = next_bucket(scale, aligned, zone)
@@ -155,7 +159,7 @@ def _seeded(
     account: ChartAccount,
     days: int,
     now: datetime,
-    config: Config,
+    config: HistorySettings,
     scales: Collection[Scale] | None,
 ) -> DrainAccount:
     """`account`'s trackers for an import of `days` days, as if the store held nothing."""
@@ -172,7 +176,7 @@ def plan_history(
     accounts: Sequence[ChartAccount],
     days: int,
     now: datetime,
-    config: Config,
+    config: HistorySettings,
     scales: Collection[Scale] | None = None,
 ) -> list[HistoryJob]:
     """Every chart request an import of `days` days makes if each one is answered in full:
@@ -203,7 +207,7 @@ def run_history(
     accounts: Sequence[ChartAccount],
     sinks: Sequence[Sink],
     days: int,
-    config: Config,
+    config: HistorySettings,
     clock: Clock,
     stats: Stats | None = None,
     progress: Progress | None = None,

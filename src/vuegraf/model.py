@@ -24,7 +24,7 @@ class Scale(enum.Enum):
 
     @property
     def watts_per_kwh(self) -> float:
-        """Factor turning Emporia's kWh-per-bucket into the watts written (DATA-MODEL.md)."""
+        """Factor turning Emporia's kWh-per-bucket into the value written (day: Wh, not W)."""
         return _WATTS_PER_KWH[self]
 
     @property
@@ -48,7 +48,7 @@ class Point:
 
     `device` is the Emporia device (written as tag `station_name`), `channel` the
     circuit (written, for historic reasons, as tag `device_name`). `time` is an
-    aware UTC datetime, already stamped per DATA-MODEL.md for its scale.
+    aware UTC datetime, already stamped for its scale (`schedule.point_time`).
     """
 
     account: str

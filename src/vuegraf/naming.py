@@ -1,4 +1,4 @@
-"""Device and channel names, exactly as upstream vuegraf wrote them (DATA-MODEL.md "Naming").
+"""Device and channel names as upstream vuegraf wrote them (docs/ARCHITECTURE.md, "Naming").
 
 Dashboards select series by these strings, so they are a compatibility contract:
 mains and single-channel devices are named after the device, numbered circuits

@@ -89,7 +89,7 @@ def bucket_starts(scale: Scale, first: datetime, count: int, zone: tzinfo) -> li
 
 
 def point_time(scale: Scale, start: datetime, zone: tzinfo) -> datetime:
-    """Timestamp written for a bucket (DATA-MODEL.md): its start, or 23:59:59 local for days.
+    """Timestamp written for a bucket: its start, or 23:59:59 local time for a day.
 
     Computed from the local date with zoneinfo, so DST days get the right date and
     offset (upstream's pytz `replace` put them an hour early or on the wrong day).
@@ -148,8 +148,13 @@ def daily_request_estimate(
     if days:
         estimate["day"] = 1
     if second_channels:
+        # Imported here, not at the top: vuegraf.emporia imports this module.
+        from vuegraf.emporia.limits import KEPT, MAX_BUCKETS
+
         runs = math.ceil(day / detailed_interval_secs)
-        windows = math.ceil(min(detailed_interval_secs, 3 * 3600) / 3600)
+        # Each run asks for the seconds since the last (no further back than Emporia keeps).
+        span = min(detailed_interval_secs, KEPT[Scale.SECOND].total_seconds())
+        windows = math.ceil(span / MAX_BUCKETS[Scale.SECOND])
         estimate["second"] = runs * windows * second_channels
     estimate["devices"] = math.ceil(day / device_refresh_secs)
     return estimate

@@ -37,9 +37,11 @@ class StateLog:
         count: int = 1,
         now: datetime | None = None,
         level: int | None = None,
+        repeat: bool = True,
     ) -> bool:
-        """Count a failure; log `msg % args` if it starts an outage or changes its kind.
-        True when it was logged at the outage's level."""
+        """Count a failure; log `msg % args` if it starts an outage or changes its kind,
+        else at DEBUG (not at all with `repeat=False`). True when it was logged at the
+        outage's level."""
         first = self.failures == 0
         news = first or kind != self._kind
         self.failures += count
@@ -48,7 +50,7 @@ class StateLog:
             self.since = now
         if news:
             self.logger.log(self.level if level is None else level, msg, *args)
-        else:
+        elif repeat:
             again = "%s still failing (%d so far): " + msg
             self.logger.debug(again, self.what, self.failures, *args)
         return news

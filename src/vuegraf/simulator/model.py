@@ -5,7 +5,7 @@ server and a re-run all agree without storing anything. A bucket's kWh is closed
 power x bucket length x a hashed noise factor — so an hour of per-second data costs a few
 thousand cheap evaluations and never a loop over the seconds inside a bucket.
 
-Semantics chosen (Emporia's live view, kept simple; see EMPORIA-API.md):
+Semantics chosen (Emporia's live view, kept simple; docs/ARCHITECTURE.md, "The Emporia API"):
 
 - A circuit's usage EXCLUDES the devices nested on it, at every scale and on both endpoints:
   circuit "5" (Office) of Main Panel is the office minus the Office Plug. (Real Emporia's chart
@@ -17,6 +17,9 @@ Semantics chosen (Emporia's live view, kept simple; see EMPORIA-API.md):
   mains), so the two add up to the mains.
 - A device's gaps (``gapRate``) null every channel of that device for the bucket, per scale,
   independently; the energy still flows, so the parent's mains still counts it.
+- A device with ``installed_at`` (tests set it; scenario files do not) nulls its own channels
+  in every bucket that starts before that instant: Emporia has nothing from before a device
+  was installed. A parent's mains is not changed.
 - Scales 1S..1D are modelled directly (1D from the profile's daily mean, not from 24 hours, so a
   day is only approximately the sum of its hours); 1W/1MON/1Y are sums of the model's days.
 """
@@ -136,6 +139,7 @@ class DeviceSpec:
     remainder_watts: float = 0.0
     bidirectional: bool = False
     gap_rate: float = 0.0
+    installed_at: datetime | None = None  # buckets starting before it are null
 
     @property
     def is_panel(self) -> bool:
@@ -678,15 +682,19 @@ class UsageModel:
             raw = {only: raw[only]} if only in raw else {}
         if dev.spec.gap_rate > 0 and self._gap(dev, scale, start_ts):
             return dict.fromkeys(raw)
+        if dev.spec.installed_at is not None and start < dev.spec.installed_at:
+            return dict.fromkeys(raw)
         zero = dev.zero
         return {num: 0 if num in zero else _round(value) for num, value in raw.items()}
 
     def online(self, device_gid: int, t: datetime) -> bool:
         """Whether the device reports the minute holding `t` (its gaps are offline time)."""
         dev = self._devs[device_gid]
+        start = bucket_floor("1MIN", t, self.tz)
+        if dev.spec.installed_at is not None and start < dev.spec.installed_at:
+            return False
         if dev.spec.gap_rate <= 0:
             return True
-        start = bucket_floor("1MIN", t, self.tz)
         return not self._gap(dev, "1MIN", int((start - _EPOCH).total_seconds()))
 
     def charging(self, device_gid: int, t: datetime) -> bool:

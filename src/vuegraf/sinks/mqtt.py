@@ -75,7 +75,7 @@ def latest_minute_points(points: Sequence[Point]) -> list[Point]:
 def latest_minute_messages(
     points: Sequence[Point], tags: TagConfig, add_station: bool
 ) -> list[dict[str, object]]:
-    """One message per channel: its newest minute point in the batch (DATA-MODEL.md)."""
+    """One message per channel: its newest minute point in the batch, as upstream sent."""
     messages = []
     for p in latest_minute_points(points):
         msg: dict[str, object] = {
@@ -410,6 +410,7 @@ class MqttSink(LiveOnly, CountsOwnPoints):
                 "MQTT broker %s away and %d messages pending: dropping the oldest",
                 self.where,
                 self.cfg.max_pending,
+                repeat=False,  # one line an outage: each write would repeat it
             )
 
     def _trouble_once(self, what: str, level: int, msg: str, *args: object) -> None:

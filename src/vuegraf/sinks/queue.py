@@ -267,6 +267,7 @@ class DurableQueue:
             self.sink_name,
             self.max_points,
             count=n,
+            repeat=False,  # one line an episode: each push would repeat it
         )
 
     def _drained(self) -> None:

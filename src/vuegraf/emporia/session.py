@@ -1,11 +1,7 @@
-"""The only module that talks to pyemvue: login, device metadata, usage → points.
+"""One account's pyemvue session: login, token files, every request counted, 429s honoured.
 
-One `EmporiaAccount` per configured account. Device metadata is read at start
-and again on a timer or when a usage answer names a device we do not know; the
-per-minute path costs exactly one `getDeviceListUsages` request per account.
-
-Every HTTP request pyemvue sends goes through `EmporiaAccount._send` (pyemvue's
-`Auth` is adopted the moment `login` creates it), which is where vuegraf:
+Every HTTP request pyemvue sends goes through `EmporiaSession._send` (pyemvue's `Auth` is
+adopted the moment `login` creates it), which is where vuegraf:
 - counts each request, pyemvue's own retries included, so the daily count is what
   Emporia saw;
 - runs pyemvue's 5xx retries on its terms: fewer attempts, and the waits between
@@ -13,7 +9,10 @@ Every HTTP request pyemvue sends goes through `EmporiaAccount._send` (pyemvue's
   0.5 + 1 + 2 + 4 + 8 s, uninterruptibly, for one failing request);
 - honours HTTP 429: no request to Emporia before its `Retry-After` (or an own
   back-off when it gives none). That state is kept per Emporia account in `RateLimits`,
-  which `cli.main` builds once, so a reload's new `EmporiaAccount` objects remember it.
+  which `cli.main` builds once, so a reload's new sessions remember it.
+
+A session that keeps failing, or whose login was refused, is thrown away and the next call
+logs in afresh (the re-login rule, `_call_failed`).
 
 Adopting pyemvue's `Auth` relies on pyemvue internals (`Auth._do_request`, its retry
 settings, `login` assigning `self.auth`), so setup.py pins pyemvue to `SUPPORTED_PYEMVUE`
@@ -22,19 +21,13 @@ and `pyemvue_problem` says in one line when the installed pyemvue lacks one of t
 
 from __future__ import annotations
 
-import difflib
-import errno
 import hashlib
-import http.client
 import inspect
-import json
 import logging
 import os
-import socket
-import ssl
 import threading
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError
@@ -43,36 +36,35 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import requests
-import urllib3
 from pyemvue import PyEmVue
 from pyemvue.auth import Auth, SimulatedAuth
-from pyemvue.device import VueDeviceChannel
 from pyemvue.pyemvue import API_ROOT
 from requests import Response
-from urllib3.exceptions import NameResolutionError
 
-from vuegraf import __version__
+from vuegraf import __version__, backoff
 from vuegraf.clock import Clock
-from vuegraf.config import AccountConfig, Config
-from vuegraf.model import Point, Scale, point_from_kwh
-from vuegraf.naming import NO_CHART_CHANNELS, channel_name, device_name
-from vuegraf.schedule import bucket_starts, point_time
+from vuegraf.config import AccountConfig
+from vuegraf.emporia.errors import (
+    EmporiaError,
+    EmporiaRateLimited,
+    EmporiaServerError,
+    EmporiaStopped,
+    EmporiaUnreachable,
+    PyemvueUnsupported,
+    describe_unreachable,
+    host_of,
+    reworded,
+    short,
+)
 from vuegraf.stats import Stats
 
 logger = logging.getLogger(__name__)
 
-# pyemvue retries getDeviceListUsages with 2-30 s sleeps whenever any channel is
-# null; an offline plug would stall every cycle for a minute. One attempt: a
-# missing value is logged, counted and filled later from chart data.
-USAGE_ATTEMPTS = 1
-# Requests failing in a row before the session is thrown away and a new login made.
-RELOGIN_AFTER_FAILURES = 5
-# Without a Retry-After, a 429 stops requests for this long, doubling while it lasts.
-RATE_LIMIT_WAIT = timedelta(minutes=1)
-RATE_LIMIT_MAX_WAIT = timedelta(minutes=30)
-# A Retry-After longer than this is taken as this (a wrong header must not stop us for weeks).
-RETRY_AFTER_CAP = timedelta(hours=6)
+# The back-off rules of this module live in vuegraf.backoff, with every other one.
+RELOGIN_AFTER_FAILURES = backoff.RELOGIN_AFTER_FAILURES
+RATE_LIMIT_WAIT = backoff.RATE_LIMITED.first
+RATE_LIMIT_MAX_WAIT = backoff.RATE_LIMITED.most
+RETRY_AFTER_CAP = backoff.RETRY_AFTER_CAP
 # The pyemvue releases whose internals `_adopt` is written for (setup.py pins the same range).
 SUPPORTED_PYEMVUE = ">=0.18.9,<0.19"
 # What vuegraf uses beyond pyemvue's documented calls.
@@ -93,46 +85,13 @@ class RetryPolicy:
     holes filled afterwards). Tests set the delays to zero.
     """
 
-    attempts: int = 3
-    first_delay_s: float = 0.5
-    max_delay_s: float = 4.0
+    attempts: int = backoff.EMPORIA_ATTEMPTS
+    first_delay_s: float = backoff.EMPORIA_RETRY.first.total_seconds()
+    max_delay_s: float = backoff.EMPORIA_RETRY.most.total_seconds()
 
     def delay(self, failed_attempts: int) -> float:
         """Wait after the `failed_attempts`-th 5xx answer, before the next attempt."""
         return min(self.first_delay_s * 2.0 ** (failed_attempts - 1), self.max_delay_s)
-
-
-class EmporiaError(Exception):
-    """A failed Emporia request or login; the cycle is retried at the next tick."""
-
-
-class EmporiaUnreachable(EmporiaError):
-    """No answer: the connection was refused, the host name did not resolve, the request
-    timed out, TLS failed. Never a reason to doubt the session or the stored tokens."""
-
-
-class EmporiaServerError(EmporiaError):
-    """Emporia answered 5xx to every attempt pyemvue made."""
-
-
-class EmporiaRateLimited(EmporiaError):
-    """Emporia answered 429 (or did so recently): no request before `not_before`.
-
-    `sent` is False when vuegraf itself held the request back (an earlier 429's wait is not
-    over): Emporia saw nothing, so it is no failed attempt of anything."""
-
-    def __init__(self, message: str, not_before: datetime, sent: bool = True) -> None:
-        super().__init__(message)
-        self.not_before = not_before
-        self.sent = sent
-
-
-class PyemvueUnsupported(EmporiaError):
-    """The installed pyemvue lacks an internal vuegraf relies on (see `pyemvue_problem`)."""
-
-
-class EmporiaStopped(EmporiaError):
-    """A stop was requested: the request was not sent (or its retries were cut short)."""
 
 
 def pyemvue_version() -> str:
@@ -245,78 +204,17 @@ class _AdoptingVue(PyEmVue):  # type: ignore[misc]  # pyemvue has no type hints
         self._auth = value
 
 
-@dataclass
-class DeviceInfo:
-    """What vuegraf needs to know of one Emporia device (the twin entries merged)."""
-
-    gid: int
-    name: str
-    channels: dict[str, str] = field(default_factory=dict)  # channel number -> Emporia name
-    parent_gid: int | None = None
-    parent_channel: str | None = None
-    connected: bool | None = None  # as Emporia last said (deviceConnected), None: not told
-
-
-@dataclass(frozen=True)
-class UsageReading:
-    """One channel's usage for one bucket, before naming."""
-
-    device_gid: int
-    channel_num: str
-    emporia_name: str
-    kwh: float | None
-
-
-def merge_devices(vue_devices: Iterable[Any]) -> dict[int, DeviceInfo]:
-    """Fold pyemvue's device list (a Vue appears twice, once nameless) into one entry per gid."""
-    devices: dict[int, DeviceInfo] = {}
-    for dev in vue_devices:
-        gid = int(dev.device_gid)
-        info = devices.get(gid)
-        if info is None:
-            info = devices[gid] = DeviceInfo(gid=gid, name="")
-        name = (getattr(dev, "device_name", "") or "").strip()
-        if name and not info.name:
-            info.name = name
-        for chan in getattr(dev, "channels", None) or []:
-            info.channels.setdefault(str(chan.channel_num), chan.name or "")
-        if isinstance(getattr(dev, "connected", None), bool) and (info.connected is None or name):
-            info.connected = dev.connected
-        if getattr(dev, "parent_device_gid", None):
-            info.parent_gid = int(dev.parent_device_gid)
-            info.parent_channel = str(dev.parent_channel_num or "") or None
-    for info in devices.values():
-        info.name = device_name(info.name, info.gid)
-    return devices
-
-
-def flatten_usage(usage_devices: Iterable[Any]) -> list[UsageReading]:
-    """Walk pyemvue's usage answer, nested devices included, one reading per (gid, channel)."""
-    seen: set[tuple[int, str]] = set()
-    readings: list[UsageReading] = []
-    stack = list(usage_devices)
-    while stack:
-        dev = stack.pop(0)
-        for num, chan in (getattr(dev, "channels", None) or {}).items():
-            gid = int(chan.device_gid or dev.device_gid)
-            key = (gid, str(num))
-            if key not in seen:
-                seen.add(key)
-                kwh = None if chan.usage is None else float(chan.usage)
-                readings.append(UsageReading(gid, str(num), chan.name or "", kwh))
-            stack.extend((getattr(chan, "nested_devices", None) or {}).values())
-    return readings
-
-
-class EmporiaAccount:
-    """One configured account: its pyemvue session, device metadata and usage reads."""
+class EmporiaSession:
+    """One configured account's way to Emporia: a pyemvue session made on first use, every
+    request through it counted and held back while a 429's wait lasts, and replaced by a
+    new login when it keeps failing. What the requests ask and mean is the catalogue's."""
 
     def __init__(
         self,
         account: AccountConfig,
-        config: Config,
         clock: Clock,
         stats: Stats | None = None,
+        state_dir: Path | None = None,
         vue_factory: Callable[[], PyEmVue] | None = None,
         timeouts: tuple[float, float] = (6.03, 10.03),
         retry: RetryPolicy = RetryPolicy(),
@@ -324,24 +222,19 @@ class EmporiaAccount:
     ) -> None:
         """`timeouts` are pyemvue's (connect, read) seconds per request; pyemvue itself
         retries 5xx answers (as `retry` says), so vuegraf adds no retry loop of its own
-        per request. `vue_factory` replaces pyemvue in tests; its requests are counted
-        only when it is pyemvue's (a fake has no HTTP to count). `limits` keeps 429 waits
-        beyond this object's life (a reload); by default this account's own."""
+        per request. `state_dir` keeps the login tokens (None: no token file). `vue_factory`
+        replaces pyemvue in tests; its requests are counted only when it is pyemvue's (a
+        fake has no HTTP to count). `limits` keeps 429 waits beyond this object's life (a
+        reload); by default this account's own."""
         self.account = account
-        self.config = config
         self.clock = clock
         self.stats = stats if stats is not None else Stats()
+        self.state_dir = state_dir
         self._vue_factory: Callable[[], PyEmVue] = (
             vue_factory if vue_factory is not None else lambda: _AdoptingVue(self._adopt)
         )
         self.timeouts = timeouts
         self.retry = retry
-        self.devices: dict[int, DeviceInfo] = {}
-        self._devices_read_at: datetime | None = None
-        self._refresh_wanted = True
-        # Configured device names that matched no Emporia device, with Emporia's names then.
-        self._unmatched: dict[str, tuple[str, ...]] = {}
-        self.missing_values = 0
         # History's workers share this account: one of them logs in while the others wait,
         # and the re-login decision and the failure count are made under the same lock.
         self._session_lock = threading.Lock()
@@ -360,10 +253,17 @@ class EmporiaAccount:
     def token_file(self) -> Path | None:
         """Where this account's Cognito tokens are kept (mode 0600), so a restart needs no
         password login. One file per account, named by a digest of the e-mail address."""
-        if self.config.state_dir is None:
+        if self.state_dir is None:
             return None
         digest = hashlib.sha256(self.account.email.lower().encode()).hexdigest()[:16]
-        return self.config.state_dir / f"emporia-tokens-{digest}.json"
+        return self.state_dir / f"emporia-tokens-{digest}.json"
+
+    @property
+    def last_status(self) -> int | None:
+        """The HTTP status of the last request this thread sent (None: none answered), for
+        the pyemvue calls that answer an error status with an empty result."""
+        status: int | None = getattr(self._request, "status", None)
+        return status
 
     def _session(self) -> PyEmVue:
         """The current pyemvue session, logging in first when there is none. One thread
@@ -419,7 +319,7 @@ class EmporiaAccount:
             raise
         except EmporiaError as err:  # raised by _send: already worded
             self._count("login", "error", budgeted=False)
-            raise _reworded(err, f"{how} login failed") from None
+            raise reworded(err, f"{how} login failed") from None
         except Exception as err:  # pyemvue raises botocore/requests errors of many kinds
             self._count("login", "error", budgeted=False)
             raise self._translated(f"{how} login failed", err) from None
@@ -472,19 +372,20 @@ class EmporiaAccount:
                 self.stats.budget,
             )
 
-    def _call(self, what: str, fn: Callable[[PyEmVue], Any]) -> Any:
-        """One pyemvue call (its requests are counted by `_send`), errors as EmporiaError."""
+    def call(self, what: str, fn: Callable[[PyEmVue], Any]) -> Any:
+        """One pyemvue call (its requests are counted by `_send`), errors as EmporiaError
+        led by `what` (the request, as a log line names it)."""
         self._check_rate_limit(what)
         vue = self._session()
         try:
             result = fn(vue)
         except (EmporiaRateLimited, EmporiaStopped) as err:
             # Not the session's fault: no re-login for these.
-            raise _reworded(err, f"{what} failed") from None
+            raise reworded(err, f"{what} failed") from None
         except Exception as err:
             self._call_failed(vue, err)
             if isinstance(err, EmporiaError):
-                raise _reworded(err, f"{what} failed") from None
+                raise reworded(err, f"{what} failed") from None
             raise self._translated(f"{what} failed", err) from None
         self._call_succeeded(vue)
         return result
@@ -494,14 +395,14 @@ class EmporiaAccount:
         connection that failed, the host and why (its full text only at DEBUG: -d)."""
         unreachable = describe_unreachable(err)
         if unreachable is None:
-            return EmporiaError(f"{failed}: {type(err).__name__}: {_short(err)}")
+            return EmporiaError(f"{failed}: {type(err).__name__}: {short(err)}")
         reason, host = unreachable
         logger.debug("Account %s: %s: %s: %s", self.name, failed, type(err).__name__, err)
         return EmporiaUnreachable(f"{failed}: {host or self._api_host()}: {reason}")
 
     def _api_host(self) -> str:
         """The host this account's API requests go to, for messages."""
-        return _host_of(self.account.simulator_url or API_ROOT) or API_ROOT
+        return host_of(self.account.simulator_url or API_ROOT) or API_ROOT
 
     # -- every HTTP request pyemvue sends -------------------------------------------------
 
@@ -582,7 +483,7 @@ class EmporiaAccount:
         if given is None:
             why = "no Retry-After given"
         else:
-            why = f"Retry-After {_short(retry_after)[:40]}"
+            why = f"Retry-After {short(retry_after)[:40]}"
         return EmporiaRateLimited(
             "Emporia answered HTTP 429 (too many requests); next request after "
             f"{not_before.strftime('%Y-%m-%d %H:%M:%S')} UTC ({why})",
@@ -603,189 +504,6 @@ class EmporiaAccount:
     def not_before(self) -> datetime | None:
         """After a 429: the earliest time Emporia may be asked again (None: any time)."""
         return self._limits.not_before(self._limit_key)
-
-    def refresh_devices_if_due(self) -> None:
-        """Re-read device metadata at start, on the refresh timer, or after an unknown device."""
-        now = self.clock.now()
-        due = (
-            self._refresh_wanted
-            or self._devices_read_at is None
-            or now - self._devices_read_at >= timedelta(seconds=self.config.device_refresh_secs)
-        )
-        if due:
-            self.refresh_devices()
-
-    def refresh_devices(self) -> None:
-        vue_devices = self._call("device list request", lambda vue: vue.get_devices())
-        self.devices = merge_devices(vue_devices)
-        self._devices_read_at = self.clock.now()
-        self._refresh_wanted = False
-        logger.info(
-            "Account %s: %d devices, %d channels",
-            self.name,
-            len(self.devices),
-            sum(len(d.channels) for d in self.devices.values()),
-        )
-        self._warn_unmatched_device_names()
-
-    def _warn_unmatched_device_names(self) -> None:
-        """A configured `devices[].name` that names no Emporia device leaves its circuits
-        named `<device>-<n>`: say so, with the names Emporia has. Once per name, again only
-        when Emporia's names have changed since (not at every refresh)."""
-        known = tuple(sorted({dev.name for dev in self.devices.values()}))
-        unmatched: dict[str, tuple[str, ...]] = {}
-        for i, dev in enumerate(self.account.devices):
-            if dev.name in known or dev.name in unmatched:
-                continue
-            unmatched[dev.name] = known
-            if self._unmatched.get(dev.name) == known:
-                continue
-            # Only a near-identical name is suggested: "Right Panel" is no slip of "Main Panel".
-            folded = {name.casefold(): name for name in known}
-            close = difflib.get_close_matches(dev.name.casefold(), folded, n=1, cutoff=0.85)
-            logger.warning(
-                "Account %s: devices[%d].name %s matches no Emporia device, so its channel "
-                "names are not used%s; Emporia's devices: %s",
-                self.name,
-                i,
-                _quoted(dev.name),
-                f" (did you mean {_quoted(folded[close[0]])}?)" if close else "",
-                ", ".join(map(_quoted, known)) or "none",
-            )
-        self._unmatched = unmatched
-
-    def usage(self, scale: Scale, instant: datetime) -> list[UsageReading]:
-        """One getDeviceListUsages request for every device of the account."""
-        self.refresh_devices_if_due()
-        gids = sorted(self.devices)
-        if not gids:
-            return []
-
-        def ask(vue: PyEmVue) -> Any:
-            answer = vue.get_device_list_usage(
-                deviceGids=gids,
-                instant=instant,
-                scale=scale.value,
-                max_retry_attempts=USAGE_ATTEMPTS,
-            )
-            if not answer:
-                # pyemvue answers {} instead of raising when Emporia returns an error status.
-                # Raised inside `_call`: a failure like any other, so repeated ones re-login.
-                status = getattr(self._request, "status", None)
-                said = f"HTTP {status}" if status is not None and status != 200 else "an answer"
-                raise EmporiaError(f"Emporia sent {said} with no usage data")
-            return answer
-
-        answer = self._call("usage request", ask)
-        return flatten_usage(answer.values())
-
-    def points(self, scale: Scale, bucket_start: datetime, stamp: datetime) -> list[Point]:
-        """Every channel's usage for the bucket at `bucket_start`, as points stamped `stamp`."""
-        points: list[Point] = []
-        missing: list[str] = []
-        for reading in self.usage(scale, bucket_start):
-            dev = self.devices.get(reading.device_gid)
-            if dev is None:
-                self._refresh_wanted = True
-                dev_name = device_name(None, reading.device_gid)
-            else:
-                dev_name = dev.name
-            chan = channel_name(
-                self.account,
-                dev_name,
-                reading.channel_num,
-                reading.emporia_name,
-                self.config.use_emporia_channel_names,
-            )
-            if reading.kwh is None:
-                missing.append(chan)
-                continue
-            points.append(point_from_kwh(self.name, dev_name, chan, scale, stamp, reading.kwh))
-        if missing:
-            self.missing_values += len(missing)
-            logger.info(
-                "Account %s: no %s value yet for %s at %s",
-                self.name,
-                scale.value,
-                ", ".join(missing),
-                bucket_start.isoformat(),
-            )
-        if self._refresh_wanted:
-            logger.info("Account %s: unknown device in usage answer; re-reading devices", self.name)
-        return points
-
-    def device_states(self) -> list[tuple[str, str, bool]]:
-        """(account, device, connected) from the metadata already read: never a request."""
-        return [
-            (self.name, dev.name, dev.connected)
-            for dev in self.devices.values()
-            if dev.connected is not None
-        ]
-
-    def chart_channels(self) -> list[tuple[int, str]]:
-        """(device gid, channel number) of every channel Emporia serves chart history for,
-        from the metadata already read (never a request: callers refresh first)."""
-        return [
-            (dev.gid, num)
-            for dev in self.devices.values()
-            for num in dev.channels
-            if num not in NO_CHART_CHANNELS
-        ]
-
-    def series_name(self, device_gid: int, channel_num: str) -> tuple[str, str]:
-        """(device name, channel name) as written for this channel."""
-        dev = self.devices.get(device_gid)
-        dev_name = dev.name if dev else device_name(None, device_gid)
-        emporia_name = dev.channels.get(channel_num) if dev else None
-        chan = channel_name(
-            self.account,
-            dev_name,
-            channel_num,
-            emporia_name,
-            self.config.use_emporia_channel_names,
-        )
-        return dev_name, chan
-
-    def chart(
-        self, device_gid: int, channel_num: str, scale: Scale, first: datetime, last: datetime
-    ) -> list[tuple[datetime, float | None]]:
-        """getChartUsage for buckets `first`..`last` (inclusive): (bucket start, kWh or None)."""
-        channel = VueDeviceChannel(gid=device_gid, channelNum=channel_num)
-        usage, instant = self._call(
-            "chart request",
-            lambda vue: vue.get_chart_usage(channel, first, last, scale=scale.value),
-        )
-        if not usage:
-            return []
-        start = instant if instant is not None else first
-        starts = bucket_starts(scale, start, len(usage), self.config.zone)
-        return [
-            (t, None if kwh is None else float(kwh)) for t, kwh in zip(starts, usage, strict=True)
-        ]
-
-    def chart_points(
-        self, device_gid: int, channel_num: str, scale: Scale, first: datetime, last: datetime
-    ) -> tuple[list[Point], list[datetime]]:
-        """Chart data as points, plus the bucket starts that had no value."""
-        values = self.chart(device_gid, channel_num, scale, first, last)
-        missing = [start for start, kwh in values if kwh is None]
-        return self.chart_values_to_points(device_gid, channel_num, scale, values), missing
-
-    def chart_values_to_points(
-        self,
-        device_gid: int,
-        channel_num: str,
-        scale: Scale,
-        values: Iterable[tuple[datetime, float | None]],
-    ) -> list[Point]:
-        """Named, stamped points for the buckets of a chart answer that have a value."""
-        dev_name, chan = self.series_name(device_gid, channel_num)
-        zone = self.config.zone
-        return [
-            point_from_kwh(self.name, dev_name, chan, scale, point_time(scale, start, zone), kwh)
-            for start, kwh in values
-            if kwh is not None
-        ]
 
 
 _ENDPOINTS = {
@@ -824,13 +542,6 @@ def _retry_after(value: str | None, now: datetime) -> timedelta | None:
     return min(max(when - now, timedelta(0)), RETRY_AFTER_CAP)
 
 
-def _reworded(err: EmporiaError, failed: str) -> EmporiaError:
-    """`err` again, of the same class and with the same details, its message led by `failed`
-    (what failed)."""
-    extra = (err.not_before, err.sent) if isinstance(err, EmporiaRateLimited) else ()
-    return type(err)(f"{failed}: {err}", *extra)
-
-
 def _looks_like_auth(err: Exception) -> bool:
     if describe_unreachable(err) is not None:
         return False  # "port=401" in a connection error is no expired session
@@ -844,101 +555,3 @@ def _private_file(path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     os.close(fd)
     os.chmod(path, 0o600)
-
-
-# Socket errors that mean "no way to the host" (not a file vuegraf or pyemvue failed to open).
-_NETWORK_ERRNOS = frozenset(
-    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.EADDRNOTAVAIL,
-     errno.ECONNABORTED}
-)
-
-
-def _causes(err: BaseException) -> list[BaseException]:
-    """`err` and every exception inside it: raised from or while handling, and what
-    requests, urllib3 and botocore wrap as an argument or a `reason`."""
-    found: list[BaseException] = []
-    todo = [err]
-    while todo:
-        exc = todo.pop(0)
-        if any(exc is seen for seen in found):
-            continue
-        found.append(exc)
-        inner = [exc.__cause__, exc.__context__, getattr(exc, "reason", None), *exc.args]
-        todo.extend(e for e in inner if isinstance(e, BaseException))
-    return found
-
-
-def _reason(causes: list[BaseException]) -> str | None:
-    """Why a connection failed, in a few words; None when `causes` show no connection failure."""
-
-    def has(*types: type[BaseException]) -> BaseException | None:
-        return next((e for e in causes if isinstance(e, types)), None)
-
-    if has(socket.gaierror, NameResolutionError):
-        return "name not resolved"
-    if has(ConnectionRefusedError):
-        return "connection refused"
-    if has(TimeoutError, requests.exceptions.Timeout, urllib3.exceptions.TimeoutError):
-        return "timed out"
-    tls = has(ssl.SSLError)
-    if tls is not None:
-        if isinstance(tls, ssl.SSLCertVerificationError) and tls.verify_message:
-            return f"TLS error: certificate verify failed ({tls.verify_message})"
-        detail = str(getattr(tls, "reason", "") or "").lower().replace("_", " ")
-        return f"TLS error ({detail})" if detail else "TLS error"
-    if has(requests.exceptions.SSLError, urllib3.exceptions.SSLError):
-        return "TLS error"
-    if has(http.client.RemoteDisconnected):
-        return "connection closed without an answer"
-    if has(ConnectionResetError):
-        return "connection reset"
-    for exc in causes:
-        if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
-            return os.strerror(exc.errno).lower()  # "network is unreachable", ...
-    if has(requests.exceptions.ConnectionError, urllib3.exceptions.NewConnectionError,
-           urllib3.exceptions.ProtocolError, ConnectionError):
-        return "connection failed"
-    return None
-
-
-def _host_of(url: str | None) -> str | None:
-    """`host` or `host:port` of a URL (never its user, password, path or query)."""
-    if not url:
-        return None
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        return None
-    if not host:
-        return None
-    host = f"[{host}]" if ":" in host else host
-    return f"{host}:{port}" if port else host
-
-
-def describe_unreachable(err: BaseException) -> tuple[str, str | None] | None:
-    """(why, host) when `err` is a connection that failed (refused, name not resolved, timed
-    out, TLS); None for any other error. `host` is the one the request went to, when the
-    exception says (requests' and botocore's do)."""
-    causes = _causes(err)
-    reason = _reason(causes)
-    if reason is None:
-        return None
-    for exc in causes:
-        request = getattr(exc, "request", None)
-        host = _host_of(getattr(request, "url", None))
-        if host is None:  # botocore (AWS Cognito, the login)
-            endpoint = (getattr(exc, "kwargs", None) or {}).get("endpoint_url")
-            host = _host_of(endpoint) if isinstance(endpoint, str) else None
-        if host is not None:
-            return reason, host
-    return reason, None
-
-
-def _quoted(name: str) -> str:
-    """A device name in double quotes, as it would be written in vuegraf.json."""
-    return json.dumps(name, ensure_ascii=False)
-
-
-def _short(err: object) -> str:
-    return str(err).strip().replace("\n", " ")[:300]

@@ -1,0 +1,322 @@
+"""One account's devices as Emporia describes them, and its answers turned into points.
+
+Device metadata is read at start and again on a timer or when a usage answer names a device
+not yet known; the per-minute path costs exactly one `getDeviceListUsages` request per
+account. Names come from here (`naming` decides them), so a channel is written under the
+same device and channel name whether its value came live or from a chart request.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+from pyemvue import PyEmVue
+from pyemvue.device import VueDeviceChannel
+
+from vuegraf.clock import Clock
+from vuegraf.config import AccountConfig
+from vuegraf.emporia.errors import EmporiaError
+from vuegraf.emporia.session import EmporiaSession
+from vuegraf.model import Point, Scale, point_from_kwh
+from vuegraf.naming import NO_CHART_CHANNELS, channel_name, device_name
+from vuegraf.schedule import bucket_starts, point_time
+
+logger = logging.getLogger(__name__)
+
+# pyemvue retries getDeviceListUsages with 2-30 s sleeps whenever any channel is
+# null; an offline plug would stall every cycle for a minute. One attempt: a
+# missing value is logged, counted and filled later from chart data.
+USAGE_ATTEMPTS = 1
+
+
+@dataclass
+class DeviceInfo:
+    """What vuegraf needs to know of one Emporia device (the twin entries merged)."""
+
+    gid: int
+    name: str
+    channels: dict[str, str] = field(default_factory=dict)  # channel number -> Emporia name
+    parent_gid: int | None = None
+    parent_channel: str | None = None
+    connected: bool | None = None  # as Emporia last said (deviceConnected), None: not told
+
+
+@dataclass(frozen=True)
+class UsageReading:
+    """One channel's usage for one bucket, before naming."""
+
+    device_gid: int
+    channel_num: str
+    emporia_name: str
+    kwh: float | None
+
+
+def merge_devices(vue_devices: Iterable[Any]) -> dict[int, DeviceInfo]:
+    """Fold pyemvue's device list (a Vue appears twice, once nameless) into one entry per gid."""
+    devices: dict[int, DeviceInfo] = {}
+    for dev in vue_devices:
+        gid = int(dev.device_gid)
+        info = devices.get(gid)
+        if info is None:
+            info = devices[gid] = DeviceInfo(gid=gid, name="")
+        name = (getattr(dev, "device_name", "") or "").strip()
+        if name and not info.name:
+            info.name = name
+        for chan in getattr(dev, "channels", None) or []:
+            info.channels.setdefault(str(chan.channel_num), chan.name or "")
+        if isinstance(getattr(dev, "connected", None), bool) and (info.connected is None or name):
+            info.connected = dev.connected
+        if getattr(dev, "parent_device_gid", None):
+            info.parent_gid = int(dev.parent_device_gid)
+            info.parent_channel = str(dev.parent_channel_num or "") or None
+    for info in devices.values():
+        info.name = device_name(info.name, info.gid)
+    return devices
+
+
+def flatten_usage(usage_devices: Iterable[Any]) -> list[UsageReading]:
+    """Walk pyemvue's usage answer, nested devices included, one reading per (gid, channel)."""
+    seen: set[tuple[int, str]] = set()
+    readings: list[UsageReading] = []
+    stack = list(usage_devices)
+    while stack:
+        dev = stack.pop(0)
+        for num, chan in (getattr(dev, "channels", None) or {}).items():
+            gid = int(chan.device_gid or dev.device_gid)
+            key = (gid, str(num))
+            if key not in seen:
+                seen.add(key)
+                kwh = None if chan.usage is None else float(chan.usage)
+                readings.append(UsageReading(gid, str(num), chan.name or "", kwh))
+            stack.extend((getattr(chan, "nested_devices", None) or {}).values())
+    return readings
+
+
+class DeviceCatalog:
+    """One account's devices and channels, and its usage and chart answers as named points.
+
+    It asks Emporia only through `session` (which counts, rate-limits and logs in), and is
+    given the few settings it uses: how often metadata is re-read, whether Emporia's channel
+    names are used, and the zone whose midnight starts a day bucket.
+    """
+
+    def __init__(
+        self,
+        account: AccountConfig,
+        session: EmporiaSession,
+        clock: Clock,
+        *,
+        refresh_secs: float,
+        emporia_names: bool,
+        zone: tzinfo,
+    ) -> None:
+        self.account = account
+        self.session = session
+        self.clock = clock
+        self.refresh_every = timedelta(seconds=refresh_secs)
+        self.emporia_names = emporia_names
+        self.zone = zone
+        self.devices: dict[int, DeviceInfo] = {}
+        self._devices_read_at: datetime | None = None
+        self._refresh_wanted = True
+        # Configured device names that matched no Emporia device, with Emporia's names then.
+        self._unmatched: dict[str, tuple[str, ...]] = {}
+        self.missing_values = 0
+
+    @property
+    def name(self) -> str:
+        return self.account.name
+
+    def refresh_devices_if_due(self) -> None:
+        """Re-read device metadata at start, on the refresh timer, or after an unknown device."""
+        now = self.clock.now()
+        due = (
+            self._refresh_wanted
+            or self._devices_read_at is None
+            or now - self._devices_read_at >= self.refresh_every
+        )
+        if due:
+            self.refresh_devices()
+
+    def refresh_devices(self) -> None:
+        vue_devices = self.session.call("device list request", lambda vue: vue.get_devices())
+        self.devices = merge_devices(vue_devices)
+        self._devices_read_at = self.clock.now()
+        self._refresh_wanted = False
+        logger.info(
+            "Account %s: %d devices, %d channels",
+            self.name,
+            len(self.devices),
+            sum(len(d.channels) for d in self.devices.values()),
+        )
+        self._warn_unmatched_device_names()
+
+    def _warn_unmatched_device_names(self) -> None:
+        """A configured `devices[].name` that names no Emporia device leaves its circuits
+        named `<device>-<n>`: say so, with the names Emporia has. Once per name, again only
+        when Emporia's names have changed since (not at every refresh)."""
+        known = tuple(sorted({dev.name for dev in self.devices.values()}))
+        unmatched: dict[str, tuple[str, ...]] = {}
+        for i, dev in enumerate(self.account.devices):
+            if dev.name in known or dev.name in unmatched:
+                continue
+            unmatched[dev.name] = known
+            if self._unmatched.get(dev.name) == known:
+                continue
+            # Only a near-identical name is suggested: "Right Panel" is no slip of "Main Panel".
+            folded = {name.casefold(): name for name in known}
+            close = difflib.get_close_matches(dev.name.casefold(), folded, n=1, cutoff=0.85)
+            logger.warning(
+                "Account %s: devices[%d].name %s matches no Emporia device, so its channel "
+                "names are not used%s; Emporia's devices: %s",
+                self.name,
+                i,
+                _quoted(dev.name),
+                f" (did you mean {_quoted(folded[close[0]])}?)" if close else "",
+                ", ".join(map(_quoted, known)) or "none",
+            )
+        self._unmatched = unmatched
+
+    def usage(self, scale: Scale, instant: datetime) -> list[UsageReading]:
+        """One getDeviceListUsages request for every device of the account."""
+        self.refresh_devices_if_due()
+        gids = sorted(self.devices)
+        if not gids:
+            return []
+
+        def ask(vue: PyEmVue) -> Any:
+            answer = vue.get_device_list_usage(
+                deviceGids=gids,
+                instant=instant,
+                scale=scale.value,
+                max_retry_attempts=USAGE_ATTEMPTS,
+            )
+            if not answer:
+                # pyemvue answers {} instead of raising when Emporia returns an error status.
+                # Raised inside `call`: a failure like any other, so repeated ones re-login.
+                status = self.session.last_status
+                said = f"HTTP {status}" if status is not None and status != 200 else "an answer"
+                raise EmporiaError(f"Emporia sent {said} with no usage data")
+            return answer
+
+        answer = self.session.call("usage request", ask)
+        return flatten_usage(answer.values())
+
+    def points(self, scale: Scale, bucket_start: datetime, stamp: datetime) -> list[Point]:
+        """Every channel's usage for the bucket at `bucket_start`, as points stamped `stamp`."""
+        points: list[Point] = []
+        missing: list[str] = []
+        for reading in self.usage(scale, bucket_start):
+            dev = self.devices.get(reading.device_gid)
+            if dev is None:
+                self._refresh_wanted = True
+                dev_name = device_name(None, reading.device_gid)
+            else:
+                dev_name = dev.name
+            chan = channel_name(
+                self.account,
+                dev_name,
+                reading.channel_num,
+                reading.emporia_name,
+                self.emporia_names,
+            )
+            if reading.kwh is None:
+                missing.append(chan)
+                continue
+            points.append(point_from_kwh(self.name, dev_name, chan, scale, stamp, reading.kwh))
+        if missing:
+            self.missing_values += len(missing)
+            logger.info(
+                "Account %s: no %s value yet for %s at %s",
+                self.name,
+                scale.value,
+                ", ".join(missing),
+                bucket_start.isoformat(),
+            )
+        if self._refresh_wanted:
+            logger.info("Account %s: unknown device in usage answer; re-reading devices", self.name)
+        return points
+
+    def device_states(self) -> list[tuple[str, str, bool]]:
+        """(account, device, connected) from the metadata already read: never a request."""
+        return [
+            (self.name, dev.name, dev.connected)
+            for dev in self.devices.values()
+            if dev.connected is not None
+        ]
+
+    def chart_channels(self) -> list[tuple[int, str]]:
+        """(device gid, channel number) of every channel Emporia serves chart history for,
+        from the metadata already read (never a request: callers refresh first)."""
+        return [
+            (dev.gid, num)
+            for dev in self.devices.values()
+            for num in dev.channels
+            if num not in NO_CHART_CHANNELS
+        ]
+
+    def series_name(self, device_gid: int, channel_num: str) -> tuple[str, str]:
+        """(device name, channel name) as written for this channel."""
+        dev = self.devices.get(device_gid)
+        dev_name = dev.name if dev else device_name(None, device_gid)
+        emporia_name = dev.channels.get(channel_num) if dev else None
+        chan = channel_name(
+            self.account,
+            dev_name,
+            channel_num,
+            emporia_name,
+            self.emporia_names,
+        )
+        return dev_name, chan
+
+    def chart(
+        self, device_gid: int, channel_num: str, scale: Scale, first: datetime, last: datetime
+    ) -> list[tuple[datetime, float | None]]:
+        """getChartUsage for buckets `first`..`last` (inclusive): (bucket start, kWh or None)."""
+        channel = VueDeviceChannel(gid=device_gid, channelNum=channel_num)
+        usage, instant = self.session.call(
+            "chart request",
+            lambda vue: vue.get_chart_usage(channel, first, last, scale=scale.value),
+        )
+        if not usage:
+            return []
+        start = instant if instant is not None else first
+        starts = bucket_starts(scale, start, len(usage), self.zone)
+        return [
+            (t, None if kwh is None else float(kwh)) for t, kwh in zip(starts, usage, strict=True)
+        ]
+
+    def chart_points(
+        self, device_gid: int, channel_num: str, scale: Scale, first: datetime, last: datetime
+    ) -> tuple[list[Point], list[datetime]]:
+        """Chart data as points, plus the bucket starts that had no value."""
+        values = self.chart(device_gid, channel_num, scale, first, last)
+        missing = [start for start, kwh in values if kwh is None]
+        return self.chart_values_to_points(device_gid, channel_num, scale, values), missing
+
+    def chart_values_to_points(
+        self,
+        device_gid: int,
+        channel_num: str,
+        scale: Scale,
+        values: Iterable[tuple[datetime, float | None]],
+    ) -> list[Point]:
+        """Named, stamped points for the buckets of a chart answer that have a value."""
+        dev_name, chan = self.series_name(device_gid, channel_num)
+        zone = self.zone
+        return [
+            point_from_kwh(self.name, dev_name, chan, scale, point_time(scale, start, zone), kwh)
+            for start, kwh in values
+            if kwh is not None
+        ]
+
+
+def _quoted(name: str) -> str:
+    """A device name in double quotes, as it would be written in vuegraf.json."""
+    return json.dumps(name, ensure_ascii=False)
