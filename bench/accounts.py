@@ -28,8 +28,9 @@ account's newest complete buckets as Emporia serves them (the last 3 minutes, 2 
 days: getDeviceListUsages through the same `EmporiaAccount`, which also logs in and reads
 the devices). The daemon's one read of the store at start then finds every series up to
 date, even if its first tick comes a minute or two after the seeding, so it fills no 7-day
-hole. The first cycle and `--warmup` more ticks are left out; the window starts 40 s after
-a tick (when that tick's requests are done) and lasts `--minutes`.
+hole. The warm-up lasts until `--warmup` cycles in a row were clean (see `CycleLog`); the
+window then starts 40 s after a tick (when that tick's requests are done) and lasts
+`--minutes`.
 
 Printed per N:
 - on time: the share of the window's account-minutes stored within 20 s of their tick. A
@@ -80,10 +81,12 @@ from vuegraf.config import Config
 from vuegraf.emporia import EmporiaAccount
 from vuegraf.model import Point, Scale
 from vuegraf.sinks.base import SeriesStore
+from vuegraf.stats import Stats
 
 ON_TIME_S = 20.0  # the issue's "written within 20 s of its tick"
 RSS_TARGET_MB = 300.0
 MARK_AFTER_TICK_S = 40.0  # window edges: this long after a tick, when its requests are done
+WARMUP_MAX_S = 900.0  # a warm-up that never settles ends here, and the window starts anyway
 GRACE_S = 600.0  # after the window: real seconds the last minutes may still take to be stored
 SAMPLE_S = 1.0  # RSS sampled this often (real seconds)
 SEED_WORKERS = 64
@@ -257,7 +260,6 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     from vuegraf.simulator import Scenario
     from vuegraf.sinks.factory import build_store, queue_path
     from vuegraf.sinks.queue import DEFAULT_MAX_POINTS, DurableQueue, QueuedSink
-    from vuegraf.stats import Stats
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     ended = threading.Event()
@@ -306,14 +308,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     health = HealthFile(
         config.state_dir, stats, config.health_failure_threshold, config.update_interval_secs
     )
-    cycles: list[datetime] = []
+    cycles = CycleLog(stats)
     daemon = Daemon(
         config,
         accounts,
         [QueuedSink(store, queue, stats, clock)],
         clock,
         stats=stats,
-        on_cycle=[health.update, cycles.append],
+        on_cycle=[health.update, cycles.after],
     )
     running = threading.Thread(target=daemon.run, name="daemon")
     started = clock.now()
@@ -337,11 +339,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     cpu = 0.0
     rss_start = 0.0
     try:
-        if not wait_until(None, lambda: bool(cycles)):
+        settled = wait_until(
+            started + timedelta(seconds=WARMUP_MAX_S), lambda: cycles.settled(args.warmup)
+        )
+        if ended.is_set():
             raise _Ended
-        first_cycle_s = (cycles[0] - started).total_seconds()
-        tick = next_tick(cycles[0], config.update_interval_secs, config.lag_secs)
-        begin = tick + args.warmup * interval + timedelta(seconds=MARK_AFTER_TICK_S)
+        warmup_s = (clock.now() - started).total_seconds()
+        mark = timedelta(seconds=MARK_AFTER_TICK_S)
+        begin = next_tick(clock.now() - mark, config.update_interval_secs, config.lag_secs) + mark
         store.since = (begin - interval).timestamp()  # the window's first minute and later
         if not wait_until(begin):
             raise _Ended
@@ -377,7 +382,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 late.append(None if at is None else at - t.timestamp())
                 short += at is not None and store.points(key) < expected[name]
     except _Ended:
-        first_cycle_s = (clock.now() - started).total_seconds()
+        settled, warmup_s = False, (clock.now() - started).total_seconds()
     finally:
         clock.stop()
         running.join()
@@ -393,9 +398,46 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "rss_window_mb": meter.peak_mb,
         "rss_peak_mb": max(Meter.max_rss_mb(), meter.peak_mb),
         "seed_s": seed_s,
-        "first_cycle_s": first_cycle_s,
-        "cycles": len(cycles),
+        "first_cycle_s": (cycles.log[0][0] - started).total_seconds() if cycles.log else None,
+        "warmup_s": warmup_s,
+        "settled": settled,
+        "unclean": cycles.unclean(window),
     }
+
+
+class CycleLog:
+    """The daemon's cycles as they end (its `on_cycle` hook): when, and whether clean: every
+    account collected (none still at work from a tick before, none failed) and no chart
+    request made, so no hole being filled. The warm-up ends after `--warmup` clean cycles in
+    a row: a first cycle that outlasts its minute leaves a hole, filled after the tracker's
+    settling time, so a few cycles pass before the process is steady."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self.log: list[tuple[datetime, bool]] = []
+        self._failed = 0
+        self._charts = 0
+
+    def after(self, finished: datetime) -> None:
+        snap = self.stats.snapshot()
+        charts = sum(n for (_a, endpoint, _o), n in snap.requests.items()
+                     if endpoint == "getChartUsage")
+        clean = snap.failed_cycles == self._failed and charts == self._charts
+        self._failed, self._charts = snap.failed_cycles, charts
+        self.log.append((finished, clean))
+
+    def settled(self, count: int) -> bool:
+        """The last `count` cycles were clean (the first cycle, the start, never counts)."""
+        log = self.log[1:]
+        if not self.log or len(log) < count:
+            return False
+        return all(clean for _t, clean in log[len(log) - count:])
+
+    def unclean(self, window: tuple[datetime, datetime] | None) -> int:
+        """Cycles that ended in `window` and were not clean."""
+        if window is None:
+            return 0
+        return sum(1 for t, clean in self.log if window[0] < t <= window[1] and not clean)
 
 
 class _Ended(Exception):
@@ -463,6 +505,13 @@ def lateness(late: Sequence[float | None], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _start(cmd: list[str], log: IO[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
 
@@ -521,8 +570,10 @@ def measure(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             snaps = []
             out: list[str] = []
             assert big.stdout is not None
+            sim_cpu = []
             for line in big.stdout:
                 if line.strip() in (START, END):
+                    sim_cpu.append(process_cpu_s(sim.pid))
                     snaps.append(snapshot(url, n + 1))
                     load.append(os.getloadavg())
                 else:
@@ -540,6 +591,7 @@ def measure(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         raise RuntimeError(f"the {n}-account vuegraf measured no window (see {big_log.name})")
     figures["requests"] = [requests_between(a, b) for a, b in zip(snaps[0], snaps[1], strict=True)]
     figures["reference"] = reference
+    figures["simulator_cpu_s"] = sim_cpu[1] - sim_cpu[0]
     figures["load"] = load
     figures["warnings"] = sum(
         " WARNING " in line or " ERROR " in line for line in open(big_log.name)
@@ -569,7 +621,11 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> bool:
         stamp = datetime.fromtimestamp(begin, UTC).strftime("%H:%M:%S")
         print(f"N={n}: {minutes:g} min window from {stamp} UTC, accountConcurrency "
               f"{r['concurrency']}, {r['points_per_minute']:g} points per account-minute; "
-              f"seeding {r['seed_s']:.0f} s, first cycle {r['first_cycle_s']:.0f} s")
+              f"seeding {r['seed_s']:.0f} s, first cycle {r['first_cycle_s']:.0f} s, warm-up "
+              f"{r['warmup_s']:.0f} s" + ("" if r["settled"] else " (never settled: "
+              f"{args.warmup} clean cycles in a row not seen)"))
+        print(f"  cycles in the window with an account still at work, failed or filling "
+              f"holes: {r['unclean']}")
         print("  load average (1, 5, 15 min) at start, window start, window end: "
               + "; ".join(" ".join(f"{x:.1f}" for x in triple) for triple in r["load"]))
         print(f"  on time (<= {ON_TIME_S:g} s after the tick): {on_time} of {len(late)} "
@@ -593,7 +649,10 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> bool:
             print(f"    {label:<26} {total.get(label, 0) * 1440 / minutes / n:8.1f}   one "
                   f"account {r['requests'][n].get(label, 0) * 1440 / minutes:8.1f}")
         cpu = r["cpu_s"] / (n * minutes)
-        print(f"  CPU: {r['cpu_s']:.1f} s in the window, {cpu:.4f} s per account-minute")
+        real = (end - begin) / args.speed
+        print(f"  CPU: {r['cpu_s']:.1f} s in the window, {cpu:.4f} s per account-minute; the "
+              f"vuegraf process had {100 * r['cpu_s'] / real:.0f}% of one core, the simulator "
+              f"{100 * r['simulator_cpu_s'] / real:.0f}%")
         ref_late = ref["late"]
         if ref_late:
             print(f"  one account alone: {len(ref_late)} minutes, lateness p50 "
@@ -620,7 +679,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--minutes", type=int, default=10, help="window length (default 10)")
     parser.add_argument("--latency", type=float, default=0.1, help="simulator latency (s)")
     parser.add_argument("--concurrency", type=int, help="accountConcurrency (config default)")
-    parser.add_argument("--warmup", type=int, default=1, help="ticks after the first cycle")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="clean cycles in a row that end the warm-up (default 3)")
     parser.add_argument("--speed", type=float, default=1.0, help="clock speed-up (quick checks)")
     parser.add_argument("--gaps", action="store_true",
                         help="keep the smart plug's offline minutes (3%%) of the household")

@@ -50,7 +50,7 @@ def test_accounts_bench_runs_for_a_short_window():
     # window; whether they were on time depends on the machine's load, so it is not asserted.
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "accounts.py"), "--accounts", "2", "--minutes",
-         "1", "--warmup", "0", "--speed", "20"],
+         "1", "--speed", "20"],
         capture_output=True, text=True, timeout=900,
     )
     assert out.returncode in (0, 1), out.stderr[-3000:]  # 1: a target missed
