@@ -151,3 +151,54 @@ def test_a_hung_account_never_holds_another_accounts_minute(tmp_path):
     assert "Hung" not in third.failed_accounts
     wait_for(lambda: hung.lives == 2, "the hung account asked again")
     daemon.outputs.close()
+
+
+def test_a_fill_not_begun_when_the_next_tick_comes_costs_its_account_no_minute(tmp_path):
+    # Two workers, three accounts: the first two fills to begin hang past the next tick, so
+    # the third account's fill still waits in the pool when that tick comes. Its time is
+    # over (it would ask nothing), so it is dropped and the account is asked for its next
+    # minute; kept, it would hold the account out of the next cycle and run late for nothing.
+    sink = RecordingSink()
+    release = threading.Event()
+    clock = FakeClock(T0)
+    lock = threading.Lock()
+    begun: list[tuple[str, datetime]] = []
+    ended: list[str] = []
+
+    class SlowFills(Account):
+        def fill(self, now: datetime, result: TickResult, until: object = None) -> None:
+            with lock:
+                begun.append((self.name, now))
+                hang = len(begun) <= 2
+                if len(begun) == 1:
+                    clock.advance(60)  # the next tick is due while this fill runs
+            if hang:
+                assert release.wait(DEADLINE), "never released"
+            with lock:
+                ended.append(self.name)
+
+    accounts = [SlowFills(f"A{i}", sink.write) for i in range(3)]
+    daemon = Daemon(config(tmp_path, 2), [], [sink], clock, collectors=accounts)
+    daemon.outputs.open()
+    try:
+        first = daemon.run_cycle()  # returns at the next tick, the two fills still hanging
+        with lock:
+            hung = [name for name, _now in begun]
+        assert len(hung) == 2
+        third = next(a for a in accounts if a.name not in hung)
+        assert third.name not in first.failed_accounts
+        release.set()
+        wait_for(lambda: len(ended) >= 2, "end of the hung fills")
+        second = daemon.run_cycle(clock.now())
+        assert third.name not in second.failed_accounts
+        assert third.lives == 2
+        assert sink.minutes(third.name) == [
+            last_complete_minute(T0, 5), last_complete_minute(clock.now(), 5)
+        ]
+        with lock:
+            # Its only fill is the second cycle's: the first one's was never run.
+            assert [now for name, now in begun if name == third.name] == [clock.now()]
+    finally:
+        release.set()
+        clock.stop()
+        daemon.outputs.close()
