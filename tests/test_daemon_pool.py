@@ -177,3 +177,54 @@ def test_a_cycle_that_ends_after_its_next_tick_is_followed_by_that_tick(tmp_path
     first = last_complete_minute(T0)
     for account in accounts:
         assert sink.minutes(account.name) == [first + timedelta(minutes=i) for i in range(5)]
+
+
+def test_a_fill_not_begun_when_the_next_tick_comes_costs_its_account_no_minute(tmp_path):
+    # Two workers, three accounts: the first two fills to begin hang past the next tick, so
+    # the third account's fill still waits in the pool when that tick comes. Its time is
+    # over (it would ask nothing), so it is dropped and the account is asked for its next
+    # minute; kept, it would hold the account out of the next cycle and run late for nothing.
+    sink = RecordingSink()
+    release = threading.Event()
+    clock = FakeClock(T0)
+    lock = threading.Lock()
+    begun: list[tuple[str, datetime]] = []
+    ended: list[str] = []
+
+    class SlowFills(Account):
+        def fill(self, now: datetime, result: TickResult, until: object = None) -> None:
+            with lock:
+                begun.append((self.name, now))
+                hang = len(begun) <= 2
+                if len(begun) == 1:
+                    clock.advance(60)  # the next tick is due while this fill runs
+            if hang:
+                assert release.wait(DEADLINE), "never released"
+            with lock:
+                ended.append(self.name)
+
+    accounts = [SlowFills(f"A{i}", sink.write) for i in range(3)]
+    daemon = Daemon(config(tmp_path, 2), [], [sink], clock, collectors=accounts)
+    daemon.outputs.open()
+    try:
+        first = daemon.run_cycle()  # returns at the next tick, the two fills still hanging
+        with lock:
+            hung = [name for name, _now in begun]
+        assert len(hung) == 2
+        third = next(a for a in accounts if a.name not in hung)
+        assert third.name not in first.failed_accounts
+        release.set()
+        wait_for(lambda: len(ended) >= 2, "end of the hung fills")
+        second = daemon.run_cycle(clock.now())
+        assert third.name not in second.failed_accounts
+        assert third.lives == 2
+        assert sink.minutes(third.name) == [
+            last_complete_minute(T0), last_complete_minute(clock.now())
+        ]
+        with lock:
+            # Its only fill is the second cycle's: the first one's was never run.
+            assert [now for name, now in begun if name == third.name] == [clock.now()]
+    finally:
+        release.set()
+        clock.stop()
+        daemon.outputs.close()
