@@ -26,7 +26,6 @@ from vuegraf.exporter import (
     LatestValues,
     PrometheusSink,
     VuegrafCollector,
-    _MinuteSet,
 )
 from vuegraf.model import Point, Scale
 from vuegraf.stats import Stats
@@ -314,24 +313,30 @@ def energy(latest: LatestValues, channel: str = "Main Panel") -> tuple[float, fl
     return value.imported_joules, value.exported_joules
 
 
-def test_a_rewritten_minute_is_not_counted_twice(latest):
+def test_a_rewritten_minute_is_counted_once_with_its_last_value(latest):
     sink = PrometheusSink(latest)
     sink.write([minute("Main Panel", 0, 600.0), minute("Main Panel", 1, 300.0)])
     # The next cycle writes minute 1 again (Emporia revised it) and a new minute 2.
     sink.write([minute("Main Panel", 1, 330.0), minute("Main Panel", 2, 120.0)])
     sink.write([minute("Main Panel", 2, 120.0)])  # and the very same point once more
 
-    assert energy(latest) == ((600.0 + 300.0 + 120.0) * 60, 0.0)
+    # The store holds 330 for minute 1 now; the counter agrees with it.
+    assert energy(latest) == ((600.0 + 330.0 + 120.0) * 60, 0.0)
     [value] = latest.snapshot()
     assert (value.watts, value.time) == (120.0, T0 + timedelta(minutes=2))
 
 
-def test_a_rewrite_of_the_newest_minute_updates_the_gauge_only(latest):
+def test_a_rewrite_of_the_newest_minute_updates_the_gauge_and_the_counter(latest):
     latest.update([minute("Main Panel", 0, 600.0)])
     latest.update([minute("Main Panel", 0, 660.0)])
     [value] = latest.snapshot()
     assert value.watts == 660.0
-    assert energy(latest) == (600.0 * 60, 0.0)
+    assert energy(latest) == (660.0 * 60, 0.0)
+    # A revision down never lowers the counter: it is taken from the next minute.
+    latest.update([minute("Main Panel", 0, 600.0)])
+    assert energy(latest) == (660.0 * 60, 0.0)
+    latest.update([minute("Main Panel", 1, 100.0)])
+    assert energy(latest) == ((600.0 + 100.0) * 60, 0.0)
 
 
 def test_a_late_older_minute_counts_once_and_leaves_the_gauge_on_the_newest(latest):
@@ -367,19 +372,6 @@ def test_minutes_older_than_the_energy_window_are_not_counted(clock):
     latest.update([minute("Main Panel", 60, 20.0)])  # exactly one hour back: counted
     latest.update([minute("Main Panel", 59, 40.0)])  # older: history, not counted
     assert energy(latest) == ((10.0 + 20.0) * 60, 0.0)
-
-
-def test_the_set_of_counted_minutes_stays_small_for_contiguous_data():
-    counted = _MinuteSet()
-    for m in range(0, 3 * 1440, 2):  # every other minute of three days ...
-        assert counted.add(m)
-    for m in range(1, 3 * 1440, 2):  # ... then the gaps are filled
-        assert counted.add(m)
-    assert len(counted) == 1
-    assert not counted.add(1000)
-    counted.forget_before(3 * 1440)
-    assert len(counted) == 0
-    assert counted.add(5) and counted.add(7) and counted.add(6) and len(counted) == 1
 
 
 # -- standard process, platform and GC families ------------------------------------------------

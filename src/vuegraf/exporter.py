@@ -18,13 +18,13 @@ exported energy, so each channel has two counters that both only rise:
 `vuegraf_energy_joules_total` (energy drawn: positive minutes) and
 `vuegraf_energy_exported_joules_total` (energy fed back: the magnitude of
 negative minutes). Net energy is the difference of their `increase()`s.
-Each minute is counted once, with the first value seen for it: Emporia's
-later revisions of a minute (rewrites) update the gauge, never the counters.
+The counters are the energy ledger's (energy.py), the same numbers Home Assistant is
+given: each minute counted once, a revision followed without a counter ever falling,
+kept across restarts in the state directory.
 """
 
 from __future__ import annotations
 
-import bisect
 import html
 import logging
 import socket
@@ -45,6 +45,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from vuegraf import __version__
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import PrometheusConfig
+from vuegraf.energy import DEFAULT_WINDOW, ChannelId, EnergyLedger, Totals
 from vuegraf.model import Point, Scale
 from vuegraf.stats import Stats
 
@@ -52,9 +53,6 @@ logger = logging.getLogger(__name__)
 
 #: Channels not written for this long stop being exported (a removed circuit, an unplugged plug).
 DEFAULT_STALE_AFTER = timedelta(minutes=15)
-#: Minutes this much older than a channel's newest are history, not counted into energy:
-#: remembering which minutes were counted must stay bounded.
-DEFAULT_ENERGY_WINDOW = timedelta(days=1)
 #: The sample port in prometheus/prometheus.yml and docs/prometheus.md.
 SUGGESTED_PORT = 9852
 #: Text exposition format 0.0.4: what every Prometheus 2.x understands. All vuegraf names are
@@ -62,65 +60,22 @@ SUGGESTED_PORT = 9852
 CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 SINK_OUTCOMES = ("written", "queued", "replayed", "dropped", "rejected")
-_MINUTE_SECONDS = Scale.MINUTE.seconds
+_NO_ENERGY = Totals(0.0, 0.0)
 
 ChannelKey = tuple[str, str, str]  # (account, device, channel)
 DeviceState = tuple[str, str, bool]  # (account, device, connected)
 
 
-class _MinuteSet:
-    """Which minutes (epoch minute numbers) were counted, as merged [start, end) ranges.
-
-    Live collection writes consecutive minutes, so this stays a handful of ranges
-    however long vuegraf runs; ranges that end before the window are dropped.
-    """
-
-    __slots__ = ("_starts", "_ends")
-
-    def __init__(self) -> None:
-        self._starts: list[int] = []
-        self._ends: list[int] = []
-
-    def add(self, minute: int) -> bool:
-        """Record `minute`; False if it was already there."""
-        i = bisect.bisect_right(self._starts, minute) - 1
-        if i >= 0 and minute < self._ends[i]:
-            return False
-        joins_left = i >= 0 and self._ends[i] == minute
-        joins_right = i + 1 < len(self._starts) and self._starts[i + 1] == minute + 1
-        if joins_left and joins_right:
-            self._ends[i] = self._ends[i + 1]
-            del self._starts[i + 1], self._ends[i + 1]
-        elif joins_left:
-            self._ends[i] = minute + 1
-        elif joins_right:
-            self._starts[i + 1] = minute
-        else:
-            self._starts.insert(i + 1, minute)
-            self._ends.insert(i + 1, minute + 1)
-        return True
-
-    def forget_before(self, minute: int) -> None:
-        """Drop whole ranges that end at or before `minute` (a range spanning it is kept)."""
-        cut = bisect.bisect_right(self._ends, minute)
-        del self._starts[:cut], self._ends[:cut]
-
-    def __len__(self) -> int:
-        return len(self._starts)
-
-
 class _Channel:
     """Mutable per-channel state inside `LatestValues` (guarded by its lock)."""
 
-    __slots__ = ("watts", "time", "seen", "imported_joules", "exported_joules", "counted")
+    __slots__ = ("watts", "time", "seen", "energy_key")
 
     def __init__(self, point: Point, seen: datetime) -> None:
         self.watts = point.watts
         self.time = point.time
         self.seen = seen
-        self.imported_joules = 0.0
-        self.exported_joules = 0.0
-        self.counted = _MinuteSet()
+        self.energy_key = ChannelId.of(point)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,26 +97,34 @@ class LatestValues:
     Written by `PrometheusSink` from the collection loop, read by scrapes from
     HTTP threads. A channel not written for `stale_after` (by the clock, not by
     point time, so a lagging Emporia does not hide channels) is dropped.
+
+    Energy comes from `ledger`: one fed by the daemon's `EnergySink` (shared with Home
+    Assistant), or, when none is given, one of its own that `update` feeds.
     """
 
     def __init__(
         self,
         clock: Clock | None = None,
         stale_after: timedelta = DEFAULT_STALE_AFTER,
-        energy_window: timedelta = DEFAULT_ENERGY_WINDOW,
+        energy_window: timedelta = DEFAULT_WINDOW,
+        ledger: EnergyLedger | None = None,
     ) -> None:
         self._clock = clock if clock is not None else SystemClock()
         self.stale_after = stale_after
-        self._window_minutes = int(energy_window.total_seconds()) // _MINUTE_SECONDS
+        self._own_ledger = ledger is None
+        self.ledger = (
+            ledger if ledger is not None else EnergyLedger(None, self._clock, energy_window)
+        )
         self._lock = threading.Lock()
         self._channels: dict[ChannelKey, _Channel] = {}
 
     def update(self, points: Iterable[Point]) -> int:
         """Store the minute points (other scales are ignored); returns how many were minutes."""
+        batch = points if isinstance(points, Sequence) else list(points)
         now = self._clock.now()
         used = 0
         with self._lock:
-            for point in points:
+            for point in batch:
                 if point.scale is not Scale.MINUTE:
                     continue
                 used += 1
@@ -173,23 +136,11 @@ class LatestValues:
                 if point.time >= state.time:
                     state.watts = point.watts
                     state.time = point.time
-                self._count_energy(state, point)
+                    state.energy_key = ChannelId.of(point)
             self._drop_stale(now)
+        if self._own_ledger:
+            self.ledger.add(batch)
         return used
-
-    def _count_energy(self, state: _Channel, point: Point) -> None:
-        minute = point.epoch_s // _MINUTE_SECONDS
-        horizon = int(state.time.timestamp()) // _MINUTE_SECONDS - self._window_minutes
-        if minute < horizon:
-            return  # too old to know whether it was counted: history, not live data
-        if not state.counted.add(minute):
-            return  # a rewrite of a minute already counted
-        joules = point.watts * _MINUTE_SECONDS
-        if joules >= 0:
-            state.imported_joules += joules
-        else:
-            state.exported_joules -= joules
-        state.counted.forget_before(horizon)
 
     def forget(self, account: str, device: str | None = None, channel: str | None = None) -> int:
         """Stop exporting an account's channels (of one device, or one channel); returns count."""
@@ -209,12 +160,16 @@ class LatestValues:
         """Every live channel, sorted by (account, device, channel)."""
         with self._lock:
             self._drop_stale(self._clock.now())
-            return [
+            channels = sorted(self._channels.items())
+        values = []
+        for key, s in channels:
+            totals = self.ledger.totals(s.energy_key) or _NO_ENERGY
+            values.append(
                 ChannelValue(
-                    key[0], key[1], key[2], s.watts, s.time, s.imported_joules, s.exported_joules
+                    key[0], key[1], key[2], s.watts, s.time, totals.imported, totals.exported
                 )
-                for key, s in sorted(self._channels.items())
-            ]
+            )
+        return values
 
     def _drop_stale(self, now: datetime) -> None:
         stale = [k for k, s in self._channels.items() if now - s.seen >= self.stale_after]

@@ -7,7 +7,7 @@ translate a `Scale` into the tag value the user configured.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 MEASUREMENT = "energy_usage"
@@ -49,6 +49,13 @@ class Point:
     `device` is the Emporia device (written as tag `station_name`), `channel` the
     circuit (written, for historic reasons, as tag `device_name`). `time` is an
     aware UTC datetime, already stamped for its scale (`schedule.point_time`).
+
+    `device_gid` and `channel_num` are Emporia's ids of the channel, when the point came
+    from Emporia: names change when the user renames a circuit in vuegraf.json, ids do not,
+    so whatever must outlive a rename (energy counters, Home Assistant entities) keys on
+    them. They are not part of the point's identity: two points of one series and time
+    are the same point whether or not they carry them (a point read back from the retry
+    queue does not).
     """
 
     account: str
@@ -57,6 +64,8 @@ class Point:
     scale: Scale
     time: datetime
     watts: float
+    device_gid: int | None = field(default=None, compare=False, repr=False)
+    channel_num: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.time.tzinfo is None or self.time.utcoffset() != UTC.utcoffset(None):
@@ -74,7 +83,15 @@ class Point:
 
 
 def point_from_kwh(
-    account: str, device: str, channel: str, scale: Scale, time: datetime, kwh: float
+    account: str,
+    device: str,
+    channel: str,
+    scale: Scale,
+    time: datetime,
+    kwh: float,
+    ids: tuple[int, str] | None = None,
 ) -> Point:
-    """Build a point from Emporia's kWh for one bucket, converting to watts per scale."""
-    return Point(account, device, channel, scale, time, float(kwh) * scale.watts_per_kwh)
+    """Build a point from Emporia's kWh for one bucket, converting to watts per scale;
+    `ids` is Emporia's (device gid, channel number) of the channel."""
+    gid, num = ids if ids is not None else (None, None)
+    return Point(account, device, channel, scale, time, float(kwh) * scale.watts_per_kwh, gid, num)

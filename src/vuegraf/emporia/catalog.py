@@ -24,7 +24,7 @@ from vuegraf.config import AccountConfig
 from vuegraf.emporia.errors import EmporiaError
 from vuegraf.emporia.session import EmporiaSession
 from vuegraf.model import Point, Scale, point_from_kwh
-from vuegraf.naming import NO_CHART_CHANNELS, channel_name, device_name
+from vuegraf.naming import MAINS, NO_CHART_CHANNELS, channel_name, device_name
 from vuegraf.schedule import bucket_starts, point_time
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,20 @@ class DeviceInfo:
     parent_gid: int | None = None
     parent_channel: str | None = None
     connected: bool | None = None  # as Emporia last said (deviceConnected), None: not told
+    # What Home Assistant shows of the device (empty when Emporia does not say).
+    model: str = ""
+    firmware: str = ""
+    manufacturer_id: str = ""
+    # channel number -> Emporia's channel type ("Main", "FiftyAmp", "FiftyAmpBidirectional")
+    channel_types: dict[str, str] = field(default_factory=dict)
+
+    def can_export(self, channel_num: str) -> bool:
+        """Whether Emporia says the channel can run backwards: a bidirectional circuit, or the
+        mains of a panel that has one (solar or a battery behind it feeds the grid)."""
+        kinds = self.channel_types
+        if channel_num == MAINS:
+            return any("bidirectional" in kind.lower() for kind in kinds.values())
+        return "bidirectional" in kinds.get(channel_num, "").lower()
 
 
 @dataclass(frozen=True)
@@ -68,8 +82,18 @@ def merge_devices(vue_devices: Iterable[Any]) -> dict[int, DeviceInfo]:
         name = (getattr(dev, "device_name", "") or "").strip()
         if name and not info.name:
             info.name = name
+        for attr, text in (
+            ("model", getattr(dev, "model", "")),
+            ("firmware", getattr(dev, "firmware", "")),
+            ("manufacturer_id", getattr(dev, "manufacturer_id", "")),
+        ):
+            if isinstance(text, str) and text.strip() and not getattr(info, attr):
+                setattr(info, attr, text.strip())
         for chan in getattr(dev, "channels", None) or []:
             info.channels.setdefault(str(chan.channel_num), chan.name or "")
+            kind = getattr(chan, "type", "")
+            if isinstance(kind, str) and kind:
+                info.channel_types.setdefault(str(chan.channel_num), kind)
         if isinstance(getattr(dev, "connected", None), bool) and (info.connected is None or name):
             info.connected = dev.connected
         if getattr(dev, "parent_device_gid", None):
@@ -229,7 +253,8 @@ class DeviceCatalog:
             if reading.kwh is None:
                 missing.append(chan)
                 continue
-            points.append(point_from_kwh(self.name, dev_name, chan, scale, stamp, reading.kwh))
+            ids = (reading.device_gid, reading.channel_num)
+            points.append(point_from_kwh(self.name, dev_name, chan, scale, stamp, reading.kwh, ids))
         if missing:
             self.missing_values += len(missing)
             logger.info(
@@ -302,8 +327,11 @@ class DeviceCatalog:
         """Named, stamped points for the buckets of a chart answer that have a value."""
         dev_name, chan = self.series_name(device_gid, channel_num)
         zone = self.zone
+        ids = (device_gid, channel_num)
         return [
-            point_from_kwh(self.name, dev_name, chan, scale, point_time(scale, start, zone), kwh)
+            point_from_kwh(
+                self.name, dev_name, chan, scale, point_time(scale, start, zone), kwh, ids
+            )
             for start, kwh in values
             if kwh is not None
         ]
