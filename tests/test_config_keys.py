@@ -22,6 +22,7 @@ from vuegraf.config import (
     AccountConfig,
     Config,
     ConfigError,
+    HomeAssistantConfig,
     InfluxV1Config,
     TagConfig,
     parse_config,
@@ -38,7 +39,7 @@ BASE: dict[str, Any] = {
             "devices": [{"name": "Main Panel", "channels": ["Oven"]}],
         }
     ],
-    "mqtt": {"host": "broker.local"},
+    "mqtt": {"host": "broker.local", "homeAssistant": {}},
     "prometheus": {"port": 9101},
 }
 V2 = {"version": 2, "url": "http://influx2.local:8086", "org": "home", "bucket": "b", "token": "t"}
@@ -66,8 +67,9 @@ ACCEPTED: dict[str, set[str]] = {
     "mqtt": {
         "host", "port", "username", "password", "passwordFile", "topic", "tls", "caFile",
         "certFile", "keyFile", "insecure", "keepalive", "maxPending", "perChannelTopics",
-        "topicPrefix", "availabilityTopic",
+        "topicPrefix", "availabilityTopic", "homeAssistant",
     },
+    "mqtt.homeAssistant": {"discoveryPrefix", "statusTopic"},
     "prometheus": {"port", "address"},
 }
 EVERY_KEY = set().union(*ACCEPTED.values())
@@ -119,6 +121,7 @@ def test_the_known_key_sets_are_derived_from_the_declarations() -> None:
         "accounts.0": config._ACCOUNT.known,
         "accounts.0.devices.0": config._DEVICE.known,
         "mqtt": config._MQTT.known,
+        "mqtt.homeAssistant": config._HOME_ASSISTANT.known,
         "prometheus": config._PROMETHEUS.known,
     }
     assert derived == ACCEPTED
@@ -169,6 +172,7 @@ def test_a_declared_key_reaches_its_field_in_every_object(tmp_path: Path) -> Non
         certFile="client.pem", keyFile="client.key", insecure=True, keepalive=30,
         maxPending=7, perChannelTopics=True, topicPrefix="pre", availabilityTopic="av",
     )
+    data["mqtt"]["homeAssistant"].update(discoveryPrefix="ha", statusTopic="ha/birth")
     data["prometheus"]["address"] = "0.0.0.0"
     data.update(
         updateIntervalSecs=30, lagSecs=1, addStationField=True, detailedDataEnabled=True,
@@ -200,6 +204,7 @@ def test_a_declared_key_reaches_its_field_in_every_object(tmp_path: Path) -> Non
         True, 30, 7, True,
     )
     assert (mqtt.topic_prefix, mqtt.availability_topic) == ("pre", "av")
+    assert mqtt.home_assistant == HomeAssistantConfig("ha", "ha/birth")
     assert cfg.prometheus is not None and cfg.prometheus.address == "0.0.0.0"
     assert (cfg.update_interval_secs, cfg.lag_secs, cfg.add_station_field) == (30, 1, True)
     assert (

@@ -21,7 +21,13 @@ from vuegraf.history import make_progress, run_history
 from vuegraf.redact import install_redaction
 from vuegraf.shard import SHARD_ENV, WHOLE, Shard, ShardError, resolve_shard
 from vuegraf.sinks.base import SinkError
-from vuegraf.sinks.factory import build_sinks, build_store, queue_path
+from vuegraf.sinks.factory import (
+    build_ledger,
+    build_sinks,
+    build_store,
+    queue_path,
+    wants_ledger,
+)
 from vuegraf.stats import Stats
 
 logger = logging.getLogger("vuegraf")
@@ -255,7 +261,17 @@ def run(
         if clock.stopped:
             return EXIT_OK
 
-    sinks = build_sinks(config, dryrun=args.dryrun, stats=stats, clock=clock, shard=shard)
+    ledger = None if args.dryrun or not wants_ledger(config) else build_ledger(config, clock, shard)
+    sinks = build_sinks(
+        config,
+        dryrun=args.dryrun,
+        stats=stats,
+        clock=clock,
+        shard=shard,
+        ledger=ledger,
+        directory=lambda: [(a.name, a.catalog.devices) for a in accounts],
+        owned=[a.name for a in accounts],
+    )
     health = HealthFile(
         config.state_dir or config.config_path.parent,
         stats,
@@ -265,7 +281,7 @@ def run(
     )
     exporter = None
     if config.prometheus is not None:
-        latest = LatestValues(clock)
+        latest = LatestValues(clock, ledger=ledger)
         sinks.append(PrometheusSink(latest))
         collector = VuegrafCollector(
             latest,

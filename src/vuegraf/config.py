@@ -648,6 +648,47 @@ def _tls_option(value: object, where: str, r: _Reading[Any]) -> bool:
     return on
 
 
+DEFAULT_DISCOVERY_PREFIX = "homeassistant"
+#: Last level of the topic Home Assistant announces itself on, under its discovery prefix.
+HOME_ASSISTANT_STATUS_LEVEL = "status"
+
+
+def _default_status_topic(r: _Reading[Any]) -> str:
+    return f"{r.text('discovery_prefix')}/{HOME_ASSISTANT_STATUS_LEVEL}"
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    """`mqtt.homeAssistant`: `true`, or an object with these keys. Sensors for Home
+    Assistant's MQTT discovery: power, energy drawn and fed back per channel, a connectivity
+    sensor per device."""
+
+    discovery_prefix: str = field(
+        default=DEFAULT_DISCOVERY_PREFIX, metadata=key("discoveryPrefix", _topic)
+    )
+    # Where Home Assistant says "online" when it starts: discovery is published again then.
+    status_topic: str = field(
+        default="", metadata=key("statusTopic", _topic, default_from=_default_status_topic)
+    )
+
+    def __post_init__(self) -> None:
+        if not self.status_topic:
+            default = f"{self.discovery_prefix}/{HOME_ASSISTANT_STATUS_LEVEL}"
+            object.__setattr__(self, "status_topic", default)
+
+
+_HOME_ASSISTANT = _Spec(HomeAssistantConfig)
+
+
+def _home_assistant(value: object, where: str, r: _Reading[Any]) -> HomeAssistantConfig | None:
+    """`true` (the defaults), `false` (off), or an object of `HomeAssistantConfig` keys."""
+    if isinstance(value, bool):
+        return HomeAssistantConfig() if value else None
+    if not isinstance(value, dict):
+        raise ConfigError(where, f"must be true, false or an object, not {_kind(value)}")
+    return _read_object(_HOME_ASSISTANT, value, where, r.ctx)
+
+
 @dataclass(frozen=True)
 class MqttConfig:
     """Where the newest minute point of each channel is published."""
@@ -694,6 +735,11 @@ class MqttConfig:
         metadata=key(
             "availabilityTopic", _availability_topic, default_from=_default_availability_topic
         ),
+    )
+    # Home Assistant MQTT discovery; None: off.
+    home_assistant: HomeAssistantConfig | None = field(
+        default=None,
+        metadata=key("homeAssistant", _home_assistant, sections=(_HOME_ASSISTANT,)),
     )
 
     def __post_init__(self) -> None:

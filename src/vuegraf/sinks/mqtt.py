@@ -39,11 +39,18 @@ from vuegraf import backoff
 from vuegraf.config import MqttConfig, TagConfig
 from vuegraf.model import Point, Scale
 from vuegraf.sinks.base import CountsOwnPoints, LiveOnly, SinkError
+from vuegraf.sinks.homeassistant import STATE_LEVEL, HomeAssistant
 from vuegraf.statelog import StateLog
 from vuegraf.stats import Stats
 
 if TYPE_CHECKING:
-    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessageInfo
+    from paho.mqtt.client import (
+        Client,
+        ConnectFlags,
+        DisconnectFlags,
+        MQTTMessage,
+        MQTTMessageInfo,
+    )
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
 
@@ -131,8 +138,17 @@ class MqttSink(LiveOnly, CountsOwnPoints):
             backoff.MQTT_RECONNECT.most.total_seconds(),
         ),
         close_timeout: float = CLOSE_TIMEOUT,
+        home_assistant: HomeAssistant | None = None,
+        availability_topic: str | None = None,
     ) -> None:
+        """`home_assistant`: discovery configs and states to publish as well (see
+        sinks/homeassistant.py); `availability_topic`: instead of the configured one (a
+        shard's replica has its own)."""
         self.cfg = cfg
+        self.home_assistant = home_assistant
+        self.availability_topic = (
+            availability_topic if availability_topic is not None else cfg.availability_topic
+        )
         self.tags = tags
         self.add_station = add_station
         self.stats = stats
@@ -201,8 +217,10 @@ class MqttSink(LiveOnly, CountsOwnPoints):
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
+        if self.home_assistant is not None:
+            client.on_message = self._on_message
         # Set before connecting: the broker publishes it if this connection ends unannounced.
-        client.will_set(self.cfg.availability_topic, OFFLINE, qos=QOS, retain=True)
+        client.will_set(self.availability_topic, OFFLINE, qos=QOS, retain=True)
         self._set_connected(False)
         client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
         self._client = client
@@ -215,8 +233,15 @@ class MqttSink(LiveOnly, CountsOwnPoints):
             f", retained per-channel topics under {self.cfg.topic_prefix}/"
             if self.cfg.per_channel_topics
             else "",
-            self.cfg.availability_topic,
+            self.availability_topic,
         )
+        if self.home_assistant is not None:
+            logger.info(
+                "Home Assistant discovery under %s/, states under %s/%s/",
+                self.home_assistant.cfg.discovery_prefix,
+                self.cfg.topic_prefix,
+                STATE_LEVEL,
+            )
 
     def write(self, points: Sequence[Point]) -> None:
         """Queue this batch's messages and publish what can be published now; never waits."""
@@ -229,6 +254,7 @@ class MqttSink(LiveOnly, CountsOwnPoints):
             (self.cfg.topic, json.dumps(msg))
             for msg in latest_minute_messages(newest, self.tags, self.add_station)
         ]
+        discovery = [] if self.home_assistant is None else self.home_assistant.messages(newest)
         with self._state:
             self._pending.extend(messages)
             overflow = len(self._pending) - self.cfg.max_pending
@@ -237,6 +263,7 @@ class MqttSink(LiveOnly, CountsOwnPoints):
             if self.cfg.per_channel_topics:
                 for p in newest:
                     self._retained[channel_topic(self.cfg.topic_prefix, p)] = channel_payload(p)
+            self._retained.update(discovery)
         if overflow > 0:
             self._dropped(overflow)
         self._publish_pending()
@@ -270,7 +297,7 @@ class MqttSink(LiveOnly, CountsOwnPoints):
         if goodbye and not _published(goodbye[0]):
             logger.warning(
                 "MQTT: %s not confirmed before shutdown; the broker's copy may still say %s",
-                self.cfg.availability_topic,
+                self.availability_topic,
                 ONLINE,
             )
         client.disconnect()
@@ -292,7 +319,7 @@ class MqttSink(LiveOnly, CountsOwnPoints):
                 connected = self._connected
             if not connected:
                 return []  # the broker sends the will, or already did when the link broke
-            info = client.publish(self.cfg.availability_topic, OFFLINE, qos=QOS, retain=True)
+            info = client.publish(self.availability_topic, OFFLINE, qos=QOS, retain=True)
         return [info]
 
     # -- paho callbacks (network thread) -----------------------------------------------
@@ -330,7 +357,11 @@ class MqttSink(LiveOnly, CountsOwnPoints):
                 self._trouble.reset()
                 self._dropping.reset()
                 self._state.notify_all()
-            client.publish(self.cfg.availability_topic, ONLINE, qos=QOS, retain=True)
+            client.publish(self.availability_topic, ONLINE, qos=QOS, retain=True)
+        if self.home_assistant is not None:
+            # Home Assistant says `online` there when it starts: discovery is sent again then.
+            client.subscribe(self.home_assistant.status_topic, qos=QOS)
+            self._announce()
         logger.info(
             "MQTT connected to %s%s%s",
             self.where,
@@ -338,6 +369,22 @@ class MqttSink(LiveOnly, CountsOwnPoints):
             f"; sending {waiting} pending messages" if waiting else "",
         )
         self._publish_pending()
+
+    def _on_message(self, _client: Client, _userdata: Any, message: MQTTMessage) -> None:
+        ha = self.home_assistant
+        if ha is None or message.topic != ha.status_topic:
+            return
+        if message.payload.strip().lower() == ONLINE.encode():
+            logger.info("Home Assistant is online (%s): sending discovery again", ha.status_topic)
+            self._announce()
+            self._publish_pending()
+
+    def _announce(self) -> None:
+        """Queue every Home Assistant config and state (retained), for the next publish."""
+        assert self.home_assistant is not None
+        messages = self.home_assistant.announcement()
+        with self._state:
+            self._retained.update(messages)
 
     def _on_disconnect(
         self,

@@ -1,0 +1,512 @@
+"""Home Assistant MQTT discovery: what to publish so every channel appears as sensors.
+
+This module decides the messages; `MqttSink` delivers them over its one connection (with
+its last will on the availability topic, so a crashed vuegraf shows every entity as
+unavailable). Every message here is retained.
+
+Per channel, three sensors share one JSON state topic
+`<topicPrefix>/homeassistant/<device gid>/<channel>`, holding
+`{"power": W, "energy": kWh, "energy_exported": kWh, "time": "<minute, UTC>"}`:
+
+- power (W, `measurement`), which expires (shows unavailable) when no new minute came for
+  five update intervals: a stale number is never shown as the current one;
+- energy drawn (kWh, `total_increasing`), from the energy ledger (energy.py): it only
+  rises, by each minute of Emporia's data counted once, across restarts;
+- energy fed back (kWh, `total_increasing`), for channels that can run backwards (Emporia
+  says bidirectional, the mains of a panel with such a circuit, or any channel once it was
+  seen feeding back). Never a negative value in a `total_increasing` sensor.
+
+Per device, a `connectivity` binary sensor (Emporia's own view, as of the last device list)
+and a device entry: Emporia's gid as identifier, model, firmware, `via_device` for a plug
+or charger on a panel's circuit.
+
+Ids come from Emporia (device gid, channel number), never from names: a rename in
+vuegraf.json renames the entity and keeps its history. Configs are published when they
+change, again on every connect and whenever Home Assistant says `online` on its status
+topic. A channel or device that Emporia no longer lists gets an empty retained config
+(Home Assistant then removes the entity); so do the entities of an account taken out of
+vuegraf.json. What was announced is kept in the state directory, so this also works across
+restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from vuegraf import __version__
+from vuegraf.config import HomeAssistantConfig
+from vuegraf.energy import ChannelId, EnergyLedger
+from vuegraf.model import Point, Scale
+
+logger = logging.getLogger(__name__)
+
+Message = tuple[str, str]  # (topic, payload), published retained
+STATE_LEVEL = "homeassistant"
+MANUFACTURER = "Emporia"
+FILE_NAME = "homeassistant"
+#: The power sensor shows unavailable after this many update intervals without a new minute.
+EXPIRE_INTERVALS = 5
+MINIMUM_EXPIRE_SECONDS = 300
+MAINS = "1,2,3"
+#: Channels Emporia computes for a panel (no circuit of their own).
+COMPUTED = frozenset({"Balance", "TotalUsage", "MainsFromGrid", "MainsToGrid"})
+_OBJECT_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_ON, _OFF = "ON", "OFF"
+
+
+class DeviceFacts(Protocol):
+    """What Home Assistant is told about an Emporia device (the catalogue's `DeviceInfo`)."""
+
+    name: str
+    channels: dict[str, str]
+    parent_gid: int | None
+    connected: bool | None
+    model: str
+    firmware: str
+
+    def can_export(self, channel_num: str) -> bool: ...
+
+
+#: (account name, its devices by gid as last read; empty: not read yet)
+Directory = Callable[[], Iterable[tuple[str, Mapping[int, DeviceFacts]]]]
+
+
+def object_part(text: str) -> str:
+    """`text` as Home Assistant accepts it in a discovery topic's node and object ids."""
+    return _OBJECT_UNSAFE.sub("_", text)
+
+
+def device_identifier(gid: int) -> str:
+    return f"emporia_{gid}"
+
+
+@dataclass
+class _Channel:
+    """What was last seen of one channel (guarded by the publisher's lock)."""
+
+    account: str
+    device: str
+    channel: str
+    gid: int
+    num: str
+    watts: float | None = None
+    minute: str = ""
+
+
+@dataclass(frozen=True)
+class _Announced:
+    """One published discovery config, as kept in the state file."""
+
+    account: str
+    gid: int
+    channel: str | None  # None: the device's connectivity sensor
+
+
+class HomeAssistant:
+    """Builds discovery configs and states; thread-safe (the collector writes, paho's thread
+    asks for everything again on connect)."""
+
+    def __init__(
+        self,
+        cfg: HomeAssistantConfig,
+        *,
+        topic_prefix: str,
+        availability_topic: str,
+        ledger: EnergyLedger,
+        directory: Directory,
+        accounts: Collection[str],
+        owned: Collection[str] | None = None,
+        update_interval_secs: int = 60,
+        state_path: Path | None = None,
+    ) -> None:
+        """`accounts`: every account of the config; `owned`: those this process collects
+        (a shard's), None for all. Entities of an account no longer configured are removed;
+        those of an account another replica collects are left to it."""
+        self.cfg = cfg
+        self.topic_prefix = topic_prefix
+        self.availability_topic = availability_topic
+        self.ledger = ledger
+        self.directory = directory
+        self.accounts = frozenset(accounts)
+        self.owned = self.accounts if owned is None else frozenset(owned)
+        self.expire_after = max(MINIMUM_EXPIRE_SECONDS, EXPIRE_INTERVALS * update_interval_secs)
+        self.state_path = state_path
+        self._lock = threading.Lock()
+        self._channels: dict[ChannelId, _Channel] = {}
+        self._configs: dict[str, str] = {}  # config topic -> payload published this run
+        self._device_states: dict[int, str] = {}  # gid -> ON/OFF published this run
+        self._announced: dict[str, _Announced] = self._load()
+        self._owners: dict[int, str] = {}  # gid -> the account that announces it
+        self._warned_shared: set[int] = set()
+        self._saved_text: str | None = None
+        self._leftovers = self._forget_unowned()
+
+    @property
+    def status_topic(self) -> str:
+        return self.cfg.status_topic
+
+    # -- what to publish ----------------------------------------------------------------
+
+    def messages(self, points: Sequence[Point]) -> list[Message]:
+        """The messages one live batch calls for: new or changed configs, the states of the
+        channels in it, device connectivity, and removals of what Emporia no longer lists."""
+        with self._lock:
+            touched: dict[ChannelId, _Channel] = {}
+            for point in points:
+                if point.scale is not Scale.MINUTE or point.device_gid is None:
+                    continue
+                if point.channel_num is None or not self._owns_gid(point):
+                    continue
+                key = ChannelId(point.device_gid, point.channel_num)
+                chan = self._channels.get(key)
+                if chan is None:
+                    chan = self._channels[key] = _Channel(
+                        point.account, point.device, point.channel, key.device_gid or 0, key.channel
+                    )
+                chan.account, chan.device, chan.channel = point.account, point.device, point.channel
+                stamp = point.time.strftime("%Y-%m-%dT%H:%M:%SZ")
+                if stamp >= chan.minute:
+                    chan.watts, chan.minute = point.watts, stamp
+                touched[key] = chan
+            devices = self._devices()
+            out = self._leftovers
+            self._leftovers = []
+            for key, chan in touched.items():
+                out += self._configs_for(key, chan, devices, only_changed=True)
+            out += [self._state(key, chan) for key, chan in touched.items()]
+            out += self._device_messages(devices, {c.gid for c in touched.values()})
+            out += self._removals(devices)
+            self._save_if_changed()
+            return out
+
+    def announcement(self) -> list[Message]:
+        """Every config and state known in this run, for a (re)connect or a Home Assistant
+        that just started: a broker without persistence has lost the retained ones."""
+        with self._lock:
+            devices = self._devices()
+            out = list(self._leftovers)
+            self._leftovers = []
+            for key, chan in self._channels.items():
+                out += self._configs_for(key, chan, devices, only_changed=False)
+            out += [self._state(key, chan) for key, chan in self._channels.items()]
+            self._device_states.clear()
+            out += self._device_messages(devices, {c.gid for c in self._channels.values()})
+            self._save_if_changed()
+            return out
+
+    # -- configs --------------------------------------------------------------------------
+
+    def _configs_for(
+        self,
+        key: ChannelId,
+        chan: _Channel,
+        devices: Mapping[int, tuple[str, DeviceFacts]],
+        only_changed: bool,
+    ) -> list[Message]:
+        out: list[Message] = []
+        facts = devices.get(chan.gid, (chan.account, None))[1]
+        for topic, payload in self._channel_configs(key, chan, facts):
+            text = json.dumps(payload, sort_keys=True)
+            if only_changed and self._configs.get(topic) == text:
+                continue
+            self._configs[topic] = text
+            self._announced[topic] = _Announced(chan.account, chan.gid, chan.num)
+            out.append((topic, text))
+        if facts is not None:
+            topic, payload = self._connectivity_config(chan, facts)
+            text = json.dumps(payload, sort_keys=True)
+            if not (only_changed and self._configs.get(topic) == text):
+                self._configs[topic] = text
+                self._announced[topic] = _Announced(chan.account, chan.gid, None)
+                out.append((topic, text))
+        return out
+
+    def _channel_configs(
+        self, key: ChannelId, chan: _Channel, facts: DeviceFacts | None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        label = _label(chan)
+        node = f"vuegraf_{chan.gid}"
+        obj = object_part(chan.num)
+        base: dict[str, Any] = {
+            "state_topic": self.state_topic(chan.gid, chan.num),
+            "availability_topic": self.availability_topic,
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "device": self._device_block(chan, facts),
+            "origin": {"name": "vuegraf", "sw_version": __version__},
+        }
+        configs: list[tuple[str, dict[str, Any]]] = [
+            (
+                self._config_topic("sensor", node, f"{obj}_power"),
+                {
+                    **base,
+                    "name": _named(label, "power"),
+                    "unique_id": f"{node}_{obj}_power",
+                    "device_class": "power",
+                    "state_class": "measurement",
+                    "unit_of_measurement": "W",
+                    "value_template": "{{ value_json.power }}",
+                    "expire_after": self.expire_after,
+                    "suggested_display_precision": 0,
+                },
+            ),
+            (
+                self._config_topic("sensor", node, f"{obj}_energy"),
+                {
+                    **base,
+                    "name": _named(label, "energy"),
+                    "unique_id": f"{node}_{obj}_energy",
+                    "device_class": "energy",
+                    "state_class": "total_increasing",
+                    "unit_of_measurement": "kWh",
+                    "value_template": "{{ value_json.energy }}",
+                    "suggested_display_precision": 3,
+                },
+            ),
+        ]
+        exported_topic = self._config_topic("sensor", node, f"{obj}_energy_exported")
+        totals = self.ledger.totals(key)
+        if (
+            exported_topic in self._announced
+            or (facts is not None and facts.can_export(chan.num))
+            or (totals is not None and totals.exported > 0)
+        ):
+            configs.append(
+                (
+                    exported_topic,
+                    {
+                        **base,
+                        "name": _named(label, "energy exported"),
+                        "unique_id": f"{node}_{obj}_energy_exported",
+                        "device_class": "energy",
+                        "state_class": "total_increasing",
+                        "unit_of_measurement": "kWh",
+                        "value_template": "{{ value_json.energy_exported }}",
+                        "suggested_display_precision": 3,
+                    },
+                )
+            )
+        return configs
+
+    def _connectivity_config(
+        self, chan: _Channel, facts: DeviceFacts
+    ) -> tuple[str, dict[str, Any]]:
+        node = f"vuegraf_{chan.gid}"
+        return self._config_topic("binary_sensor", node, "connected"), {
+            "name": "Connection",
+            "unique_id": f"{node}_connected",
+            "device_class": "connectivity",
+            "entity_category": "diagnostic",
+            "state_topic": self.connectivity_topic(chan.gid),
+            "availability_topic": self.availability_topic,
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "payload_on": _ON,
+            "payload_off": _OFF,
+            "device": self._device_block(chan, facts),
+            "origin": {"name": "vuegraf", "sw_version": __version__},
+        }
+
+    def _device_block(self, chan: _Channel, facts: DeviceFacts | None) -> dict[str, Any]:
+        block: dict[str, Any] = {
+            "identifiers": [device_identifier(chan.gid)],
+            "name": chan.device,
+            "manufacturer": MANUFACTURER,
+        }
+        if facts is not None:
+            if facts.model:
+                block["model"] = facts.model
+            if facts.firmware:
+                block["sw_version"] = facts.firmware
+            if facts.parent_gid:
+                block["via_device"] = device_identifier(facts.parent_gid)
+        return block
+
+    def _config_topic(self, component: str, node: str, obj: str) -> str:
+        return f"{self.cfg.discovery_prefix}/{component}/{node}/{obj}/config"
+
+    def state_topic(self, gid: int, channel_num: str) -> str:
+        return f"{self.topic_prefix}/{STATE_LEVEL}/{gid}/{object_part(channel_num)}"
+
+    def connectivity_topic(self, gid: int) -> str:
+        return f"{self.topic_prefix}/{STATE_LEVEL}/{gid}/connected"
+
+    # -- states ---------------------------------------------------------------------------
+
+    def _state(self, key: ChannelId, chan: _Channel) -> Message:
+        totals = self.ledger.totals(key)
+        state: dict[str, Any] = {
+            "power": None if chan.watts is None else round(chan.watts, 3),
+            "energy": round(totals.imported_kwh, 6) if totals is not None else 0.0,
+            "energy_exported": round(totals.exported_kwh, 6) if totals is not None else 0.0,
+            "time": chan.minute,
+        }
+        return self.state_topic(chan.gid, chan.num), json.dumps(state)
+
+    def _device_messages(
+        self, devices: Mapping[int, tuple[str, DeviceFacts]], gids: Iterable[int]
+    ) -> list[Message]:
+        out: list[Message] = []
+        for gid in sorted(set(gids)):
+            facts = devices.get(gid, ("", None))[1]
+            if facts is None or facts.connected is None:
+                continue
+            value = _ON if facts.connected else _OFF
+            if self._device_states.get(gid) != value:
+                self._device_states[gid] = value
+                out.append((self.connectivity_topic(gid), value))
+        return out
+
+    # -- removals -------------------------------------------------------------------------
+
+    def _devices(self) -> dict[int, tuple[str, DeviceFacts]]:
+        """Every device of the accounts read so far, by gid, with its account."""
+        found: dict[int, tuple[str, DeviceFacts]] = {}
+        for account, devices in self.directory():
+            for gid, facts in devices.items():
+                found.setdefault(gid, (account, facts))
+        return found
+
+    def _removals(self, devices: Mapping[int, tuple[str, DeviceFacts]]) -> list[Message]:
+        """Empty configs for what Emporia no longer lists, for accounts whose device list was
+        read and is not empty (an empty list is more likely Emporia's trouble than a house
+        without devices, and removing every entity would lose the user's settings)."""
+        listed: dict[str, set[int]] = {}
+        for account, devices_of in self.directory():
+            if devices_of:
+                listed[account] = set(devices_of)
+        gone: list[tuple[str, _Announced]] = []
+        for topic, what in self._announced.items():
+            if what.account not in listed:
+                continue
+            facts = devices.get(what.gid, ("", None))[1]
+            if what.gid in listed[what.account] and facts is not None:
+                if what.channel is None or what.channel in facts.channels:
+                    continue
+                if what.channel in COMPUTED:
+                    continue
+            gone.append((topic, what))
+        return self._remove(gone, "is gone from Emporia's list")
+
+    def _remove(self, gone: Sequence[tuple[str, _Announced]], why: str) -> list[Message]:
+        """Empty retained configs for `gone`, and for each channel or device whose last
+        config goes, its state too; one log line per channel or device."""
+        out: list[Message] = []
+        for topic, _what in gone:
+            del self._announced[topic]
+            self._configs.pop(topic, None)
+            out.append((topic, ""))
+        left = {(a.gid, a.channel) for a in self._announced.values()}
+        for gid, channel, account in sorted({(w.gid, w.channel or "", w.account) for _, w in gone}):
+            if (gid, channel or None) in left:
+                continue
+            if channel:
+                self._channels.pop(ChannelId(gid, channel), None)
+                out.append((self.state_topic(gid, channel), ""))
+                what = f"channel {channel} of device {gid}"
+            else:
+                self._device_states.pop(gid, None)
+                out.append((self.connectivity_topic(gid), ""))
+                what = f"device {gid}"
+            logger.info("Home Assistant: %s of account %s %s; its entities are removed",
+                        what, account, why)
+        return out
+
+    def _forget_unowned(self) -> list[Message]:
+        """At start: remove the entities of accounts no longer in the config; forget (leave
+        alone) those of accounts another replica collects."""
+        gone = [(t, w) for t, w in self._announced.items() if w.account not in self.accounts]
+        for topic, what in list(self._announced.items()):
+            if what.account in self.accounts and what.account not in self.owned:
+                del self._announced[topic]
+        return self._remove(gone, "is no longer in the config")
+
+    def _owns_gid(self, point: Point) -> bool:
+        """One account announces a device: a device two configured accounts share would
+        otherwise be two sets of entities fighting over one unique_id."""
+        assert point.device_gid is not None
+        owner = self._owners.setdefault(point.device_gid, point.account)
+        if owner == point.account:
+            return True
+        if point.device_gid not in self._warned_shared:
+            self._warned_shared.add(point.device_gid)
+            logger.warning(
+                "Home Assistant: device %s is in accounts %s and %s; announced once, for %s",
+                point.device_gid,
+                owner,
+                point.account,
+                owner,
+            )
+        return False
+
+    # -- the state file -------------------------------------------------------------------
+
+    def _load(self) -> dict[str, _Announced]:
+        path = self.state_path
+        if path is None or not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+            return {
+                topic: _Announced(str(v["account"]), int(v["gid"]), v["channel"])
+                for topic, v in data["announced"].items()
+            }
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            logger.warning("Home Assistant: ignoring unreadable %s: %s", path, err)
+            return {}
+
+    def _save_if_changed(self) -> None:
+        path = self.state_path
+        if path is None:
+            return
+        text = json.dumps(
+            {
+                "announced": {
+                    topic: {"account": a.account, "gid": a.gid, "channel": a.channel}
+                    for topic, a in sorted(self._announced.items())
+                }
+            },
+            indent=1,
+        )
+        if text == self._saved_text:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            self._saved_text = text
+        except OSError as err:
+            logger.warning("Home Assistant: cannot save %s: %s", path, err)
+
+
+def _label(chan: _Channel) -> str | None:
+    """The channel's part of its entities' names (Home Assistant puts the device's name
+    first): none for the mains and single-channel devices, "Circuit 4" for a circuit left
+    at its default name `<device>-4`."""
+    if chan.channel == chan.device:
+        return None
+    prefix = f"{chan.device}-"
+    if chan.channel.startswith(prefix):
+        rest = chan.channel[len(prefix) :]
+        return f"Circuit {rest}" if rest.isdigit() else rest
+    return chan.channel
+
+
+def _named(label: str | None, what: str) -> str:
+    return f"{label} {what}" if label else what[:1].upper() + what[1:]
+
+
+def state_file(state_dir: Path | None, file_suffix: str = "") -> Path | None:
+    return None if state_dir is None else state_dir / f"{FILE_NAME}{file_suffix}.json"
