@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from vuegraf.simulator import Scenario, UsageModel
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -55,3 +57,25 @@ def test_accounts_bench_runs_for_a_short_window():
     )
     assert out.returncode in (0, 1), out.stderr[-3000:]  # 1: a target missed
     assert "2 of 2 account-minutes stored" in out.stdout, out.stdout
+
+
+def test_home_assistant_bench_runs_and_counts_one_state_per_channel_and_minute():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "homeassistant.py"), "--minutes", "3",
+         "--rounds", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("MQTT, homeAssistant on"))
+    rows: dict[str, float] = {}
+    for line in lines[start + 1 :]:
+        if not line.startswith("  ") or "CPU" in line:
+            break
+        what, count = line.strip().rsplit(maxsplit=1)
+        rows[what] = float(count)
+    # One upstream message and one Home Assistant state per channel and minute; configs only
+    # at the start, which is not counted.
+    channels = len(UsageModel(Scenario.default(), seed=1).channels())
+    assert rows == {"Home Assistant states": channels, "upstream messages": channels}, out.stdout
+    assert "extra CPU per minute for discovery and energy counters" in out.stdout

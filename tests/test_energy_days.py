@@ -25,6 +25,7 @@ from vuegraf.emporia import EmporiaAccount
 from vuegraf.energy import ChannelId, EnergyLedger, EnergySink
 from vuegraf.model import Point, Scale
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
+from vuegraf.sinks.base import Sink
 
 SEED = 21
 CASES = [
@@ -79,7 +80,7 @@ def test_counters_equal_the_models_minutes_at_every_cycle_across_midnight(
             tmp_path / "vuegraf.json",
         )
         accounts = [EmporiaAccount(a, config, clock) for a in config.accounts]
-        sinks = [EnergySink(ledger), store]
+        sinks: list[Sink] = [EnergySink(ledger), store]
         Daemon(config, accounts, sinks, clock, on_cycle=[record]).run()
 
     assert len(seen) >= 25

@@ -1,0 +1,198 @@
+"""Home Assistant discovery and energy counters: MQTT messages per minute, and their CPU cost.
+
+Runs the real daemon in virtual time against the bundled simulator (the default household),
+the embedded SQLite store and a real Mosquitto, twice per round: MQTT as upstream had it
+(`homeAssistant` off), then with Home Assistant discovery on (which adds the energy ledger,
+committed to `energy.sqlite` after every batch). A subscriber on `#` counts what the broker
+delivered. Prints, for the steady minutes after the first:
+
+- MQTT messages per simulated minute, by kind (upstream messages, Home Assistant states,
+  configs, connectivity), for each run;
+- the process CPU seconds per simulated minute of each run (the simulator, pyemvue and SQLite
+  are in both), and the difference: what discovery and the counters cost per minute; the
+  median of `--rounds` rounds, each run measured with `time.process_time`.
+
+    .venv/bin/python bench/homeassistant.py [--minutes 120] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the test servers' launcher
+
+from harness.subscriber import Subscriber  # noqa: E402
+from servers import MosquittoServer, poll_until  # noqa: E402
+from vuegraf.clock import FakeClock  # noqa: E402
+from vuegraf.config import parse_config  # noqa: E402
+from vuegraf.daemon import Daemon  # noqa: E402
+from vuegraf.emporia import EmporiaAccount  # noqa: E402
+from vuegraf.model import Point, Scale  # noqa: E402
+from vuegraf.schedule import next_tick  # noqa: E402
+from vuegraf.simulator import SimulatorServer  # noqa: E402
+from vuegraf.sinks.factory import build_ledger, build_sinks, build_store  # noqa: E402
+from vuegraf.stats import Stats  # noqa: E402
+
+START = datetime(2026, 11, 20, 15, 0, 30, tzinfo=UTC)
+
+
+def kind(topic: str) -> str:
+    if topic.endswith("/config"):
+        return "discovery configs"
+    if topic.endswith("/connected"):
+        return "connectivity states"
+    if "/homeassistant/" in topic:
+        return "Home Assistant states"
+    if topic.endswith("/status"):
+        return "availability"
+    return "upstream messages"
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    poll_until(condition, bool, 60, 0.05, lambda _a: f"no {what} within 60 s")
+
+
+def run(broker: MosquittoServer, minutes: int, home_assistant: bool, tag: str) -> dict:
+    """One vuegraf for `minutes` simulated minutes after a first one; what it cost."""
+    work = Path(tempfile.mkdtemp(prefix="vuegraf-ha-bench-"))
+    prefix = f"bench-{tag}"
+    clock = FakeClock(START)
+    sub = Subscriber(broker.port, "#")
+    with SimulatorServer(seed=1, now=clock.now) as sim:
+        config = parse_config(
+            {
+                "accounts": [
+                    {"name": "Home", "email": "e", "password": "p", "simulatorUrl": sim.url}
+                ],
+                "sqlitePath": str(work / "bench.sqlite"),
+                "stateDir": str(work / "state"),
+                "timezone": "America/New_York",
+                "mqtt": {
+                    "host": "127.0.0.1",
+                    "port": broker.port,
+                    "topic": f"{prefix}/energy_usage",
+                    "topicPrefix": prefix,
+                    "homeAssistant": {"discoveryPrefix": f"{prefix}-ha"} if home_assistant
+                    else False,
+                },
+            },
+            work / "vuegraf.json",
+        )
+        # Every series stored up to just before the start: steady running, not a week's fill.
+        store = build_store(config)
+        store.open()
+        seeded = START.replace(second=0) - timedelta(minutes=2)
+        store.write(
+            [
+                Point("Home", dev, chan, Scale.MINUTE, seeded, 1.0)
+                for _gid, _num, dev, chan, _chart in _channels(sim)
+            ]
+        )
+        store.close()
+        stats = Stats()
+        ledger = build_ledger(config, clock) if home_assistant else None
+        accounts = [EmporiaAccount(a, config, clock, stats) for a in config.accounts]
+        sinks = build_sinks(
+            config,
+            stats=stats,
+            clock=clock,
+            ledger=ledger,
+            directory=lambda: [(a.name, a.catalog.devices) for a in accounts],
+        )
+        daemon = Daemon(config, accounts, sinks, clock, stats=stats)
+        for sink in daemon.sinks:
+            sink.open()
+        mqtt_sink = daemon.sinks[-1]
+        wait_for(lambda: mqtt_sink.connected, "MQTT connected")  # type: ignore[attr-defined]
+
+        def tick_until(end: datetime) -> int:
+            cycles = 0
+            while True:
+                now = clock.now()
+                tick = next_tick(now, config.update_interval_secs, config.lag_secs)
+                if tick >= end:
+                    clock.advance((end - now).total_seconds())
+                    return cycles
+                clock.advance((tick - now).total_seconds())
+                daemon.run_cycle(tick)
+                cycles += 1
+
+        # The first minute: configs, and the short fill after the seeded point.
+        tick_until(START + timedelta(minutes=3))
+        wait_for(lambda: mqtt_sink.pending == 0, "MQTT sent")  # type: ignore[attr-defined]
+        time.sleep(0.5)
+        while not sub.inbox.empty():
+            sub.inbox.get()
+        cpu = time.process_time()
+        cycles = tick_until(START + timedelta(minutes=3 + minutes))
+        cpu = time.process_time() - cpu
+        wait_for(lambda: mqtt_sink.pending == 0, "MQTT sent")  # type: ignore[attr-defined]
+        time.sleep(1.0)
+        got: Counter[str] = Counter()
+        while not sub.inbox.empty():
+            message = sub.inbox.get()
+            if message.topic.startswith(prefix):
+                got[kind(message.topic)] += 1
+        for sink in daemon.sinks:
+            sink.close()
+    sub.client.disconnect()
+    return {"cycles": cycles, "cpu_per_minute": cpu / minutes, "messages": got}
+
+
+def _channels(sim: SimulatorServer) -> list[tuple[int, str, str, str, bool]]:
+    """(gid, number, device name, written channel name, has chart) of the default household,
+    named as vuegraf writes them with no `devices` in the config."""
+    out = []
+    for gid, num, dev, _emporia_name, chart in sim.model.channels():
+        if num == "1,2,3":
+            chan = dev
+        else:
+            chan = f"{dev}-{num}"
+        out.append((gid, num, dev, chan, chart))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=int, default=120)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    results: dict[bool, list[dict]] = {False: [], True: []}
+    with MosquittoServer() as broker:
+        for round_ in range(args.rounds):
+            for home_assistant in (False, True):
+                tag = f"{round_}-{'ha' if home_assistant else 'plain'}"
+                results[home_assistant].append(run(broker, args.minutes, home_assistant, tag))
+    print(f"default simulator household, {args.minutes} simulated minutes per run after the "
+          f"first, {args.rounds} rounds")
+    for home_assistant, label in ((False, "MQTT, homeAssistant off"),
+                                  (True, "MQTT, homeAssistant on")):
+        last = results[home_assistant][-1]
+        per_minute = {k: v / args.minutes for k, v in sorted(last["messages"].items())}
+        total = sum(per_minute.values())
+        print(f"\n{label}: {total:.1f} MQTT messages per minute")
+        for what, n in per_minute.items():
+            print(f"  {what:<24} {n:6.1f}")
+        cpu = [r["cpu_per_minute"] * 1000 for r in results[home_assistant]]
+        print(f"  process CPU per simulated minute: median {statistics.median(cpu):.1f} ms "
+              f"(rounds: {', '.join(f'{c:.1f}' for c in cpu)})")
+    extra = [
+        (on["cpu_per_minute"] - off["cpu_per_minute"]) * 1000
+        for off, on in zip(results[False], results[True], strict=True)
+    ]
+    print(f"\nextra CPU per minute for discovery and energy counters: median "
+          f"{statistics.median(extra):.1f} ms (rounds: {', '.join(f'{e:.1f}' for e in extra)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
