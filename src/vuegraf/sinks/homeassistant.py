@@ -38,6 +38,7 @@ import re
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +56,9 @@ FILE_NAME = "homeassistant"
 #: The power sensor shows unavailable after this many update intervals without a new minute.
 EXPIRE_INTERVALS = 5
 MINIMUM_EXPIRE_SECONDS = 300
+#: A channel that delivered a minute this recently (behind the newest minute seen) is never
+#: taken for gone, whatever the device list says: Emporia's list and its answers may differ.
+STILL_THERE = timedelta(hours=1)
 MAINS = "1,2,3"
 #: Channels Emporia computes for a panel (no circuit of their own).
 COMPUTED = frozenset({"Balance", "TotalUsage", "MainsFromGrid", "MainsToGrid"})
@@ -98,7 +102,7 @@ class _Channel:
     gid: int
     num: str
     watts: float | None = None
-    minute: str = ""
+    minute: datetime | None = None  # of `watts`
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ class HomeAssistant:
         self._device_states: dict[int, str] = {}  # gid -> ON/OFF published this run
         self._announced: dict[str, _Announced] = self._load()
         self._owners: dict[int, str] = {}  # gid -> the account that announces it
+        self._newest: datetime | None = None  # the newest minute seen in this run
         self._warned_shared: set[int] = set()
         self._saved_text: str | None = None
         self._leftovers = self._forget_unowned()
@@ -172,9 +177,10 @@ class HomeAssistant:
                         point.account, point.device, point.channel, key.device_gid or 0, key.channel
                     )
                 chan.account, chan.device, chan.channel = point.account, point.device, point.channel
-                stamp = point.time.strftime("%Y-%m-%dT%H:%M:%SZ")
-                if stamp >= chan.minute:
-                    chan.watts, chan.minute = point.watts, stamp
+                if chan.minute is None or point.time >= chan.minute:
+                    chan.watts, chan.minute = point.watts, point.time
+                if self._newest is None or point.time > self._newest:
+                    self._newest = point.time
                 touched[key] = chan
             devices = self._devices()
             out = self._leftovers
@@ -347,7 +353,7 @@ class HomeAssistant:
             "power": None if chan.watts is None else round(chan.watts, 3),
             "energy": round(totals.imported_kwh, 6) if totals is not None else 0.0,
             "energy_exported": round(totals.exported_kwh, 6) if totals is not None else 0.0,
-            "time": chan.minute,
+            "time": "" if chan.minute is None else chan.minute.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         return self.state_topic(chan.gid, chan.num), json.dumps(state)
 
@@ -391,10 +397,23 @@ class HomeAssistant:
             if what.gid in listed[what.account] and facts is not None:
                 if what.channel is None or what.channel in facts.channels:
                     continue
-                if what.channel in COMPUTED:
-                    continue
+                if what.channel in COMPUTED or what.channel == MAINS:
+                    continue  # a listed device has them, whether or not the list says so
+            if self._seen_lately(what.gid, what.channel):
+                continue
             gone.append((topic, what))
         return self._remove(gone, "is gone from Emporia's list")
+
+    def _seen_lately(self, gid: int, channel: str | None) -> bool:
+        """Whether the channel (None: any channel of the device) delivered a minute lately."""
+        if self._newest is None:
+            return False
+        since = self._newest - STILL_THERE
+        return any(
+            c.minute is not None and c.minute >= since
+            for c in self._channels.values()
+            if c.gid == gid and (channel is None or c.num == channel)
+        )
 
     def _remove(self, gone: Sequence[tuple[str, _Announced]], why: str) -> list[Message]:
         """Empty retained configs for `gone`, and for each channel or device whose last
