@@ -21,6 +21,7 @@ from harness.homeassistant import (
     DISCOVERY_PREFIX,
     STATISTICS_NOT_DEFINED,
     HomeAssistant,
+    require_hass,
 )
 from servers import MosquittoServer
 
@@ -222,3 +223,28 @@ def test_energy_validation_has_no_issue_once_statistics_are_compiled(
     assert validation.issues_of(good) == []
     assert "entity_state_class_measurement_no_last_reset" in validation.issues_of(measured)
     assert "entity_negative_state" in validation.issues_of(negative)
+
+
+def test_restart_and_kill_keep_the_owner_the_broker_and_the_entities(
+    mosquitto: MosquittoServer, publisher: Publisher, node: str
+) -> None:
+    topic, config = energy_sensor(node, "kept")
+    publisher.publish(topic, config)
+    publisher.publish(f"{node}/kept/state", "7.5")
+    with HomeAssistant(require_hass()) as homeassistant:
+        homeassistant.use_broker(mosquitto.host, mosquitto.port)
+        entity = homeassistant.wait_for_entity(f"{node}-kept")
+        homeassistant.wait_for_state(entity.entity_id, "7.5")
+        port = homeassistant.port
+
+        homeassistant.restart()
+        homeassistant.wait_for_mqtt()
+        homeassistant.wait_for_state(entity.entity_id, "7.5")
+
+        homeassistant.kill()
+        publisher.publish(f"{node}/kept/state", "8.0")  # while it is down
+        homeassistant.start()
+        homeassistant.wait_for_mqtt()
+        homeassistant.wait_for_state(entity.entity_id, "8.0")
+        assert homeassistant.port == port
+        assert homeassistant.entity(f"{node}-kept") == entity
