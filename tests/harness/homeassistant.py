@@ -52,6 +52,13 @@ def require_hass() -> str:
     pytest.skip(reason)
 
 
+#: Warnings every run of this set-up logs: not problems of the test.
+_ALWAYS_LOGGED = (
+    "Skipping pip installation of required modules",
+    "Support for the running Python version",
+)
+
+
 class HomeAssistantError(AssertionError):
     """Home Assistant refused a request; the message carries its answer."""
 
@@ -283,6 +290,23 @@ class HomeAssistant(_ServerProcess):
         """The device that has ``identifier`` (e.g. ``("mqtt", "vue-1234")``), None if none."""
         found = [d for d in self.device_registry() if identifier in d.identifiers]
         return found[0] if found else None
+
+    def log_problems(self, containing: str = "") -> list[str]:
+        """The WARNING and ERROR lines Home Assistant logged (every start of this instance)
+        that contain ``containing``, less the two it always logs here (pip skipped, Python
+        3.11 deprecated). A discovery payload HA refuses shows only here, as an ERROR naming
+        its topic; a state or class it dislikes as a WARNING naming the entity."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except (OSError, RuntimeError):
+            return []
+        return [
+            line
+            for line in lines
+            if (" WARNING (" in line or " ERROR (" in line)
+            and containing in line
+            and not any(known in line for known in _ALWAYS_LOGGED)
+        ]
 
     # -- waits -------------------------------------------------------------------------------
 

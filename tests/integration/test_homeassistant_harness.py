@@ -209,6 +209,26 @@ def test_energy_validation_passes_total_increasing_and_fails_the_others(
         i for i in validation.energy_sources[0] if i.type == "entity_negative_state"
     ]
     assert negative_issue.entities == {negative: -3.0}
+    # The sensor integration itself warns of the impossible class, in the log only.
+    homeassistant.wait_for(
+        lambda: homeassistant.log_problems(measured),
+        lambda lines: any("state class 'measurement' which is impossible" in x for x in lines),
+        what=f"a warning about {measured}",
+    )
+    assert homeassistant.log_problems(good) == []
+
+
+def test_a_refused_discovery_config_is_an_error_in_the_log_and_no_entity(
+    homeassistant: HomeAssistant, publisher: Publisher, node: str
+) -> None:
+    topic, config = energy_sensor(node, "refused", state_class="sometimes")
+    publisher.publish(topic, config)
+
+    (error,) = homeassistant.wait_for(
+        lambda: homeassistant.log_problems(f"topic: '{topic}'"), bool, what="the refusal"
+    )
+    assert " ERROR (" in error and "data['state_class']" in error
+    assert homeassistant.entity(f"{node}-refused") is None
 
 
 def test_energy_validation_has_no_issue_once_statistics_are_compiled(
