@@ -3,9 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Home Assistant, for the tests that run it, in a venv of its own (its pins clash with ours).
+HA_VENV ?= .venv-ha
+HA_STAMP := $(HA_VENV)/.installed
+HA_REQUIREMENTS := tests/harness/homeassistant-requirements.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test test-unit test-dates lint demo docker clean
+.PHONY: help deps venv venv-ha test test-unit test-dates lint demo docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,10 +22,20 @@ $(STAMP): setup.py pyproject.toml
 
 venv: $(STAMP) ## create .venv with vuegraf and the test tools
 
+# Made anew when the pins change, so nothing of an older set is left in it.
+$(HA_STAMP): $(HA_REQUIREMENTS)
+	rm -rf $(HA_VENV)
+	$(PYTHON) -m venv $(HA_VENV)
+	$(HA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(HA_VENV)/bin/python -m pip install -q -r $(HA_REQUIREMENTS)
+	touch $(HA_STAMP)
+
+venv-ha: $(HA_STAMP) ## create .venv-ha with Home Assistant 2024.3.3 for its tests (400 MB)
+
 deps: ## install the test servers (InfluxDB 1.x, VictoriaMetrics, Mosquitto, Docker) with apt if missing
 	bash .ci/install-deps
 
-test: deps $(STAMP) ## set up and run every test (integration tests start their own servers)
+test: deps $(STAMP) $(HA_STAMP) ## set up and run every test (integration tests start their own servers)
 	$(VPY) -m pytest -q -n 2
 
 test-unit: $(STAMP) ## only the tests that need no server
@@ -58,6 +72,6 @@ docker: ## build the Docker image (tag: DOCKER_IMAGE, default vuegraf; needs Doc
 	$(DOCKER) build --build-arg VERSION="$$(sed -n 's/^__version__ = "\(.*\)"/\1/p' src/vuegraf/__init__.py)" \
 		$(DOCKER_BUILD_OPTS) -t $(DOCKER_IMAGE) .
 
-clean: ## remove the venv, caches and demo data
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache demo
+clean: ## remove the venvs, caches and demo data
+	rm -rf $(VENV) $(HA_VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache demo
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from harness.homeassistant import HomeAssistant, require_hass
 from harness.testtime import TestTime
 from servers import InfluxV1Server, MosquittoServer, VictoriaMetricsServer, in_ci, require_binary
 
@@ -167,6 +168,27 @@ def victoria_metrics() -> Iterator[VictoriaMetricsServer]:
 def mosquitto() -> Iterator[MosquittoServer]:
     """A running Mosquitto broker that allows anonymous clients, shared by the session."""
     with MosquittoServer(require_binary("mosquitto")) as server:
+        yield server
+
+
+# ---------------------------------------------------------------------------------------------
+# A real Home Assistant (see harness/homeassistant.py).
+#
+# Home Assistant 2024.3.3 from .venv-ha (`make venv-ha`; without it a test skips, or fails
+# under CI=true), onboarded, its MQTT integration on the session broker with discovery under
+# the default prefix. It starts in a few seconds, so one per worker is shared: tests stay
+# independent by using discovery objects, unique_ids and topics of their own, and remove what
+# they published. A test that restarts it, changes its broker or needs another time zone starts
+# its own `HomeAssistant()` instead. The Energy dashboard's preferences are one per instance:
+# a test that validates energy sources saves its own first.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def homeassistant(mosquitto: MosquittoServer) -> Iterator[HomeAssistant]:
+    """A running Home Assistant whose MQTT integration uses the session ``mosquitto``."""
+    with HomeAssistant(require_hass()) as server:
+        server.use_broker(mosquitto.host, mosquitto.port)
         yield server
 
 
