@@ -359,3 +359,16 @@ def test_messages_are_topic_payload_pairs_and_every_payload_is_json_or_a_switch(
             assert topic.endswith("/connected")
         else:
             json.loads(payload)
+
+
+def test_a_panels_configs_come_before_those_of_the_plug_on_its_circuit(world):
+    # The plug's minute comes first in the batch; Home Assistant needs its parent device first.
+    for sent in (
+        world.ha.messages([minute(2001, "1,2,3", 2.0, device="Office Plug"),
+                           minute(1001, "1,2,3", 1.0)]),
+        world.ha.announcement(),
+    ):
+        topics = [t for t, _p in sent if t.endswith("/config")]
+        first_plug = min(i for i, t in enumerate(topics) if "vuegraf_2001" in t)
+        last_panel = max(i for i, t in enumerate(topics) if "vuegraf_1001" in t)
+        assert last_panel < first_plug, topics

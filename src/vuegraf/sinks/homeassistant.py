@@ -185,7 +185,7 @@ class HomeAssistant:
             devices = self._devices()
             out = self._leftovers
             self._leftovers = []
-            for key, chan in touched.items():
+            for key, chan in _parents_first(touched, devices):
                 out += self._configs_for(key, chan, devices, only_changed=True)
             out += [self._state(key, chan) for key, chan in touched.items()]
             out += self._device_messages(devices, {c.gid for c in touched.values()})
@@ -200,7 +200,7 @@ class HomeAssistant:
             devices = self._devices()
             out = list(self._leftovers)
             self._leftovers = []
-            for key, chan in self._channels.items():
+            for key, chan in _parents_first(self._channels, devices):
                 out += self._configs_for(key, chan, devices, only_changed=False)
             out += [self._state(key, chan) for key, chan in self._channels.items()]
             self._device_states.clear()
@@ -508,6 +508,25 @@ class HomeAssistant:
             self._saved_text = text
         except OSError as err:
             logger.warning("Home Assistant: cannot save %s: %s", path, err)
+
+
+def _parents_first(
+    channels: Mapping[ChannelId, _Channel], devices: Mapping[int, tuple[str, DeviceFacts]]
+) -> list[tuple[ChannelId, _Channel]]:
+    """Channels of panels before those of the plugs and chargers on their circuits: Home
+    Assistant links a device to its `via_device` only if that one exists already, and does
+    not look again when the same config comes back."""
+
+    def depth(gid: int) -> int:
+        hops, seen = 0, {gid}
+        facts = devices.get(gid, ("", None))[1]
+        while facts is not None and facts.parent_gid and facts.parent_gid not in seen:
+            seen.add(facts.parent_gid)
+            hops += 1
+            facts = devices.get(facts.parent_gid, ("", None))[1]
+        return hops
+
+    return sorted(channels.items(), key=lambda item: depth(item[1].gid))
 
 
 def _label(chan: _Channel) -> str | None:
