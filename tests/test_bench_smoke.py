@@ -74,8 +74,10 @@ def test_home_assistant_bench_runs_and_counts_one_state_per_channel_and_minute()
             break
         what, count = line.strip().rsplit(maxsplit=1)
         rows[what] = float(count)
-    # One upstream message and one Home Assistant state per channel and minute; configs only
-    # at the start, which is not counted.
+    # One upstream message and one Home Assistant state per channel with a value in a minute
+    # (the plug misses about 3 % of its minutes); configs only at the start, not counted.
     channels = len(UsageModel(Scenario.default(), seed=1).channels())
-    assert rows == {"Home Assistant states": channels, "upstream messages": channels}, out.stdout
+    assert set(rows) == {"Home Assistant states", "upstream messages"}, out.stdout
+    assert rows["Home Assistant states"] == rows["upstream messages"], out.stdout
+    assert channels - 1 <= rows["upstream messages"] <= channels, out.stdout
     assert "extra CPU per minute for discovery and energy counters" in out.stdout
