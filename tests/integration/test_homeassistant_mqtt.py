@@ -520,6 +520,83 @@ def test_a_renamed_circuit_keeps_its_unique_ids_and_counters_across_a_reload(
     assert assert_never_negative(got, topics) > 0
 
 
+def rewrite_accounts(config: Path, accounts: list[dict[str, Any]]) -> None:
+    """vuegraf.json with other accounts (owner-only, as vuegraf wants it), replaced at once."""
+    data = json.loads(config.read_text())
+    data["accounts"] = accounts
+    written = config.with_name("vuegraf.json.new")
+    written.write_text(json.dumps(data))
+    written.chmod(0o600)
+    written.replace(config)
+
+
+def test_a_renamed_account_keeps_its_entities_and_one_taken_out_loses_them(
+    mosquitto: MosquittoServer, tmp_path: Path, test_time: TestTime
+) -> None:
+    """The account is renamed in vuegraf.json ("Home" to "House", the same Emporia login) and
+    vuegraf restarted: its devices are the same, so not one config is emptied (Home
+    Assistant would delete the entities and their devices, with the user's settings, and
+    make new ones). Then it is replaced by another Emporia account: once that account's
+    devices are read, every entity of the old one is removed."""
+    topics = new_topics()
+    broker = Broker(mosquitto.port, topics)
+    wanted = all_configs(topics)
+    runs: list[list[Received]] = []
+
+    def run(
+        config: Path,
+        accounts: list[dict[str, Any]],
+        until: Callable[[set[str], set[str]], bool],
+        what: str,
+    ) -> None:
+        """vuegraf with `accounts` until `until(configs published, configs emptied)` holds
+        for what this run delivered, then SIGTERM; what it delivered is added to `runs`."""
+        rewrite_accounts(config, accounts)
+        begin = len(broker.drain())
+        log = tmp_path / f"run{len(runs)}.log"
+        with test_time.running(log, str(config)) as proc:
+            broker.wait(
+                lambda g: "online" in payloads(g[begin:], topics.availability)
+                and until({r.topic for r in g[begin:] if r.payload}, {
+                    r.topic for r in g[begin:] if not r.payload}),
+                what, exited(proc, log),
+            )
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=DEADLINE) == 0, tail(log)
+        runs.append(broker.drain()[begin:])
+
+    try:
+        with SimulatorServer(seed=41, now=test_time.now, accounts=1) as sim:
+            config = cli_config(tmp_path, sim, topics, mosquitto.port, test_time.now())
+            home = json.loads(config.read_text())["accounts"][0]
+
+            def announced(published: set[str], _emptied: set[str]) -> bool:
+                return wanted <= published
+
+            run(config, [home], announced, "every config")
+            run(config, [{**home, "name": "House"}], announced, "every config, renamed")
+            run(
+                config,
+                [{**home, "name": "Other", "simulatorUrl": sim.account_url(0)}],
+                lambda _published, emptied: wanted <= emptied,
+                "the old account's configs emptied",
+            )
+    finally:
+        broker.close()
+    first, renamed, replaced = runs
+    # The rename: the same configs again, none emptied in between.
+    assert not [r.topic for r in renamed if r.topic.endswith("/config") and not r.payload]
+    assert {t: c for t, c in configs(renamed, topics).items() if t in wanted} == {
+        t: c for t, c in configs(first, topics).items() if t in wanted
+    }
+    # Another account: each of the old entities removed once, its configs and states; the
+    # new account's devices (gids shifted by 100000 in the simulator) announced.
+    emptied = [r.topic for r in replaced if not r.payload]
+    assert len(emptied) == len(set(emptied))
+    assert wanted | {topics.state(g, n) for g, n in HOUSEHOLD} <= set(emptied)
+    assert topics.sensor_config(101001, MAINS, "energy") in configs(replaced, topics)
+
+
 # -- 6. a shard replica -------------------------------------------------------------------------
 
 
