@@ -52,7 +52,10 @@ pytestmark = pytest.mark.integration
 
 HARNESS = Path(__file__).resolve().parents[1] / "harness" / "virtual_vuegraf.py"
 ACCOUNT = "Home"
-DEADLINE = 120.0  # seconds for anything the test waits on: generous, a slow machine only waits
+# Seconds for anything the test waits on: generous, a slow machine only waits. The plug's
+# minute is missing about 3 % of the time (its gaps), and its entities come with the first
+# tick that has one: two or three missing in a row are a minute or two more.
+DEADLINE = 300.0
 MAINS = "1,2,3"
 SCENARIO = Scenario.default()
 # The plug hangs on Main Panel circuit 5, the charger on Garage Panel circuit 3.
