@@ -280,10 +280,10 @@ def test_a_circuit_or_device_emporia_no_longer_lists_is_removed(world):
          minute(1001, "Balance", 1.0)]
     )
     world.devices["Home"] = {1001: panel(circuits={"1": "Kitchen"}, bidirectional=("1",))}
-    # Not while they delivered a minute in the last hour: Emporia's list and its answers may
+    # Not while they delivered a minute in the last 15: Emporia's list and its answers may
     # disagree for a while, and an entity that comes and goes loses its history.
-    assert removed(world.write([minute(1001, "1,2,3", 1.0, 60)])) == set()
-    gone = removed(world.write([minute(1001, "1,2,3", 1.0, 61)]))
+    assert removed(world.write([minute(1001, "1,2,3", 1.0, 15)])) == set()
+    gone = removed(world.write([minute(1001, "1,2,3", 1.0, 16)]))
     assert gone == {
         "homeassistant/sensor/vuegraf_1001/2_power/config",
         "homeassistant/sensor/vuegraf_1001/2_energy/config",
@@ -294,10 +294,10 @@ def test_a_circuit_or_device_emporia_no_longer_lists_is_removed(world):
         "vuegraf/homeassistant/2001/1_2_3",
         "vuegraf/homeassistant/2001/connected",
     }  # Balance stays: a computed channel of a panel still listed
-    assert removed(world.write([minute(1001, "1,2,3", 1.0, 62)])) == set()  # once
+    assert removed(world.write([minute(1001, "1,2,3", 1.0, 17)])) == set()  # once
     # It stays removed across a restart (the state file no longer lists it).
     restarted = World(world.state.parent, world.devices)
-    assert removed(restarted.write([minute(1001, "1,2,3", 1.0, 63)])) == set()
+    assert removed(restarted.write([minute(1001, "1,2,3", 1.0, 18)])) == set()
 
 
 def test_a_channel_that_still_delivers_minutes_is_never_removed(world):

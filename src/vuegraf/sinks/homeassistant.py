@@ -25,8 +25,11 @@ vuegraf.json renames the entity and keeps its history. Configs are published whe
 change, again on every connect and whenever Home Assistant says `online` on its status
 topic. A channel or device that Emporia no longer lists gets an empty retained config
 (Home Assistant then removes the entity); so do the entities of an account taken out of
-vuegraf.json. What was announced is kept in the state directory, so this also works across
-restarts.
+vuegraf.json, once the device lists of the accounts still configured were read and none
+lists their device: an account that was only renamed keeps its entities (an empty config
+would make Home Assistant delete them and their device, with the user's settings, and
+create new ones). What was announced is kept in the state directory, so this also works
+across restarts.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ EXPIRE_INTERVALS = 5
 MINIMUM_EXPIRE_SECONDS = 300
 #: A channel that delivered a minute this recently (behind the newest minute seen) is never
 #: taken for gone, whatever the device list says: Emporia's list and its answers may differ.
-STILL_THERE = timedelta(hours=1)
+STILL_THERE = timedelta(minutes=15)
 MAINS = "1,2,3"
 #: Channels Emporia computes for a panel (no circuit of their own).
 COMPUTED = frozenset({"Balance", "TotalUsage", "MainsFromGrid", "MainsToGrid"})
@@ -152,7 +155,7 @@ class HomeAssistant:
         self._newest: datetime | None = None  # the newest minute seen in this run
         self._warned_shared: set[int] = set()
         self._saved_text: str | None = None
-        self._leftovers = self._forget_unowned()
+        self._forget_unowned()
 
     @property
     def status_topic(self) -> str:
@@ -183,8 +186,7 @@ class HomeAssistant:
                     self._newest = point.time
                 touched[key] = chan
             devices = self._devices()
-            out = self._leftovers
-            self._leftovers = []
+            out: list[Message] = []
             for key, chan in _parents_first(touched, devices):
                 out += self._configs_for(key, chan, devices, only_changed=True)
             out += [self._state(key, chan) for key, chan in touched.items()]
@@ -198,8 +200,7 @@ class HomeAssistant:
         that just started: a broker without persistence has lost the retained ones."""
         with self._lock:
             devices = self._devices()
-            out = list(self._leftovers)
-            self._leftovers = []
+            out: list[Message] = []
             for key, chan in _parents_first(self._channels, devices):
                 out += self._configs_for(key, chan, devices, only_changed=False)
             out += [self._state(key, chan) for key, chan in self._channels.items()]
@@ -384,17 +385,32 @@ class HomeAssistant:
     def _removals(self, devices: Mapping[int, tuple[str, DeviceFacts]]) -> list[Message]:
         """Empty configs for what Emporia no longer lists, for accounts whose device list was
         read and is not empty (an empty list is more likely Emporia's trouble than a house
-        without devices, and removing every entity would lose the user's settings)."""
+        without devices, and removing every entity would lose the user's settings).
+
+        What an account no longer configured announced is judged by the account that lists
+        its device now (a renamed account), else removed once every configured account's
+        list was read."""
         listed: dict[str, set[int]] = {}
         for account, devices_of in self.directory():
             if devices_of:
                 listed[account] = set(devices_of)
+        every_list_read = self.accounts <= set(listed)
         gone: list[tuple[str, _Announced]] = []
+        unconfigured: list[tuple[str, _Announced]] = []
         for topic, what in self._announced.items():
-            if what.account not in listed:
+            account = what.account
+            if account not in self.accounts:
+                if what.gid in devices:
+                    account = devices[what.gid][0]
+                elif every_list_read:
+                    unconfigured.append((topic, what))
+                    continue
+                else:
+                    continue
+            if account not in listed:
                 continue
             facts = devices.get(what.gid, ("", None))[1]
-            if what.gid in listed[what.account] and facts is not None:
+            if what.gid in listed[account] and facts is not None:
                 if what.channel is None or what.channel in facts.channels:
                     continue
                 if what.channel in COMPUTED or what.channel == MAINS:
@@ -402,7 +418,9 @@ class HomeAssistant:
             if self._seen_lately(what.gid, what.channel):
                 continue
             gone.append((topic, what))
-        return self._remove(gone, "is gone from Emporia's list")
+        return self._remove(gone, "is gone from Emporia's list") + self._remove(
+            unconfigured, "is no longer in the config"
+        )
 
     def _seen_lately(self, gid: int, channel: str | None) -> bool:
         """Whether the channel (None: any channel of the device) delivered a minute lately."""
@@ -439,14 +457,18 @@ class HomeAssistant:
                         what, account, why)
         return out
 
-    def _forget_unowned(self) -> list[Message]:
-        """At start: remove the entities of accounts no longer in the config; forget (leave
-        alone) those of accounts another replica collects."""
-        gone = [(t, w) for t, w in self._announced.items() if w.account not in self.accounts]
+    def _forget_unowned(self) -> None:
+        """At start: forget (leave alone) the entities of accounts another replica collects.
+        A replica of several also leaves alone those of accounts no longer in the config:
+        their devices may now be listed by an account another replica collects (a renamed
+        account), and an empty config sent after that replica's would delete its entities.
+        A process that collects every account removes them in `_removals`."""
+        every_account = self.owned == self.accounts
         for topic, what in list(self._announced.items()):
-            if what.account in self.accounts and what.account not in self.owned:
+            if what.account in self.owned:
+                continue
+            if what.account in self.accounts or not every_account:
                 del self._announced[topic]
-        return self._remove(gone, "is no longer in the config")
 
     def _owns_gid(self, point: Point) -> bool:
         """One account announces a device: a device two configured accounts share would
