@@ -15,6 +15,7 @@ from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import Config, ConfigError, load_config
 from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount, RateLimits, pyemvue_problem
+from vuegraf.energy import EnergyLedger
 from vuegraf.exporter import ExporterServer, LatestValues, PrometheusSink, VuegrafCollector
 from vuegraf.health import HealthFile
 from vuegraf.history import make_progress, run_history
@@ -255,13 +256,15 @@ def run(
         except SinkError as err:
             logger.error("--resetdatabase failed: %s", err)
             return EXIT_FATAL
+    ledger = None if args.dryrun or not wants_ledger(config) else build_ledger(config, clock, shard)
     if history_days:
-        if not import_history(config, accounts, history_days, args.dryrun, clock, stats):
+        if not import_history(
+            config, accounts, history_days, args.dryrun, clock, stats, ledger, shard
+        ):
             return EXIT_FATAL
         if clock.stopped:
             return EXIT_OK
 
-    ledger = None if args.dryrun or not wants_ledger(config) else build_ledger(config, clock, shard)
     sinks = build_sinks(
         config,
         dryrun=args.dryrun,
@@ -344,12 +347,25 @@ def import_history(
     dryrun: bool,
     clock: Clock,
     stats: Stats,
+    ledger: EnergyLedger | None = None,
+    shard: Shard = WHOLE,
 ) -> bool:
     """--historydays: hour and day points for N days (minutes inside retention), streamed.
 
-    MQTT is left out: old windows are not news for subscribers.
+    MQTT is left out: old windows are not news for subscribers. The energy counters are not:
+    a minute the import stores is one no later fill brings again, so it is counted here (the
+    ledger's origin keeps minutes from before a channel's counter began out).
     """
-    sinks = build_sinks(config, dryrun=dryrun, stats=stats, clock=clock, queued=False, mqtt=False)
+    sinks = build_sinks(
+        config,
+        dryrun=dryrun,
+        stats=stats,
+        clock=clock,
+        queued=False,
+        mqtt=False,
+        shard=shard,
+        ledger=ledger,
+    )
     for sink in sinks:
         sink.open()
     progress = make_progress(sys.stderr, clock)
