@@ -148,7 +148,8 @@ def test_an_unreadable_file_is_set_aside_and_counting_starts_again(tmp_path, clo
     path.write_bytes(b"this is no database" * 100)
     ledger = EnergyLedger(path, clock)
     ledger.open()
-    assert (tmp_path / "energy.sqlite.unreadable").read_bytes().startswith(b"this is no")
+    [aside] = tmp_path.glob("energy.sqlite.unreadable-*")
+    assert aside.read_bytes().startswith(b"this is no")
     assert "cannot be read" in caplog.text
     ledger.add([minute(0, 10.0)])
     assert counted(ledger, KEY).imported == joules(10.0)
@@ -199,3 +200,38 @@ def test_a_state_directory_is_made_when_missing(tmp_path: Path, clock):
     ledger.add([minute(0, 1.0)])
     ledger.close()
     assert (tmp_path / "new" / "energy.sqlite").is_file()
+
+
+def test_a_counters_file_another_process_holds_is_refused_not_reset(tmp_path, clock):
+    path = tmp_path / "energy.sqlite"
+    first = EnergyLedger(path, clock)
+    first.open()
+    first.add([minute(0, 100.0)])
+    second = EnergyLedger(path, clock)
+    with pytest.raises(SinkError, match="in use by another vuegraf process") as refused:
+        second.open()
+    assert not refused.value.retryable
+    first.close()
+    second.open()  # free again: the counts are there
+    assert counted(second).imported == joules(100.0)
+    second.close()
+
+
+def test_a_counters_file_that_cannot_be_opened_now_is_refused_not_set_aside(tmp_path, clock):
+    path = tmp_path / "energy.sqlite"
+    first = EnergyLedger(path, clock)
+    first.open()
+    first.add([minute(0, 100.0)])
+    first.close()
+    # Another program holds the database itself (not vuegraf's lock): "database is locked".
+    blocker = sqlite3.connect(path, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")
+    ledger = EnergyLedger(path, clock)
+    with pytest.raises(SinkError, match="cannot open the energy counters"):
+        ledger.open()
+    blocker.rollback()
+    blocker.close()
+    assert not list(tmp_path.glob("*unreadable*"))
+    ledger.open()
+    assert counted(ledger).imported == joules(100.0)
+    ledger.close()

@@ -258,9 +258,14 @@ def run(
             return EXIT_FATAL
     ledger = None if args.dryrun or not wants_ledger(config) else build_ledger(config, clock, shard)
     if history_days:
-        if not import_history(
-            config, accounts, history_days, args.dryrun, clock, stats, ledger, shard
-        ):
+        try:
+            imported = import_history(
+                config, accounts, history_days, args.dryrun, clock, stats, ledger, shard
+            )
+        except SinkError as err:
+            logger.error("--historydays: %s", err)
+            return EXIT_FATAL
+        if not imported:
             return EXIT_FATAL
         if clock.stopped:
             return EXIT_OK
@@ -314,6 +319,11 @@ def run(
     )
     try:
         daemon.run()
+    except SinkError as err:
+        # A sink that cannot start (its file locked by another process...): one line; an
+        # outage that escaped the sinks' own handling is a bug: with its traceback.
+        logger.error("%s", err, exc_info=err.retryable)
+        return EXIT_FATAL
     except Exception:
         logger.exception("fatal error")
         return EXIT_FATAL

@@ -39,12 +39,19 @@ import bisect
 import json
 import logging
 import math
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import IO
+
+try:
+    import fcntl
+except ImportError:  # not on Windows
+    fcntl = None  # type: ignore[assignment]
 
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.model import Point, Scale
@@ -280,16 +287,23 @@ class EnergyLedger:
         self._committed: dict[ChannelId, Totals] = {}
         self._dirty: set[ChannelId] = set()
         self._db: sqlite3.Connection | None = None
+        self._held: IO[str] | None = None  # the lock file, locked while open
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def open(self) -> None:
-        """Load what the last run committed. An unreadable file is set aside, said at ERROR,
-        and the counters start again from zero (a reset, which both Home Assistant and
-        Prometheus know how to read), rather than vuegraf not starting."""
+        """Load what the last run committed.
+
+        A file that is not a database, or holds rows that make no sense, is set aside, said
+        at ERROR, and the counters start again from zero (a reset, which both Home Assistant
+        and Prometheus know how to read), rather than vuegraf not starting. A file that
+        cannot be opened now (locked, an I/O error, no permission) or that another vuegraf
+        process uses raises `SinkError`: starting from zero then would count again what the
+        file holds, and Home Assistant would add it twice."""
         if self.path is None or self._db is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file()
         try:
             self._db = self._connect(self.path)
             rows = self._db.execute(
@@ -299,11 +313,16 @@ class EnergyLedger:
                 ChannelId.parse(key): _Counter.restore((acct, dev, chan), imp, exp, state)
                 for key, acct, dev, chan, imp, exp, state in rows
             }
-        except (sqlite3.Error, ValueError, TypeError, KeyError) as err:
+        except sqlite3.OperationalError as err:
+            self.close()
+            raise SinkError(
+                f"cannot open the energy counters in {self.path}: {err}", retryable=False
+            ) from None
+        except (sqlite3.DatabaseError, ValueError, TypeError, KeyError) as err:
             if self._db is not None:
                 self._db.close()
                 self._db = None
-            aside = self.path.with_name(self.path.name + ".unreadable")
+            aside = self.path.with_name(f"{self.path.name}.unreadable-{os.getpid()}")
             logger.error(
                 "Energy counters: %s cannot be read (%s); moved to %s, counting again from zero",
                 self.path,
@@ -342,6 +361,26 @@ class EnergyLedger:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._held is not None:
+            self._held.close()  # closing the file drops its lock
+            self._held = None
+
+    def _lock_file(self) -> None:
+        """One process per counters file: two would each overwrite the other's rows."""
+        assert self.path is not None
+        if fcntl is None:
+            return  # no advisory locks on this system
+        held = open(self.path.with_name(self.path.name + ".lock"), "a")  # noqa: SIM115
+        try:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            held.close()
+            raise SinkError(
+                f"the energy counters in {self.path} are in use by another vuegraf process; "
+                "give each process its own stateDir (or use --shard)",
+                retryable=False,
+            ) from None
+        self._held = held
 
     # -- counting -------------------------------------------------------------------------
 
