@@ -167,6 +167,10 @@ class MqttSink(LiveOnly, CountsOwnPoints):
         # Held while handing messages to paho, so the network thread (on reconnect) and
         # the collector (write) never interleave and the order is kept.
         self._publishing = threading.Lock()
+        # Held from building Home Assistant's messages to queueing them, so the collector's and
+        # paho's thread (announcing again) queue them in the order they were built: an older
+        # energy total never follows a newer one, a removal never precedes a stale config.
+        self._discovery = threading.Lock()
         # MQTTMessageInfo of messages handed to paho, for close() to wait on; bounded like
         # paho's own queue, so tracking never grows without limit.
         self._in_flight: deque[MQTTMessageInfo] = deque(maxlen=cfg.max_pending)
@@ -254,16 +258,19 @@ class MqttSink(LiveOnly, CountsOwnPoints):
             (self.cfg.topic, json.dumps(msg))
             for msg in latest_minute_messages(newest, self.tags, self.add_station)
         ]
-        discovery = [] if self.home_assistant is None else self.home_assistant.messages(newest)
-        with self._state:
-            self._pending.extend(messages)
-            overflow = len(self._pending) - self.cfg.max_pending
-            for _ in range(max(0, overflow)):
-                self._pending.popleft()
-            if self.cfg.per_channel_topics:
-                for p in newest:
-                    self._retained[channel_topic(self.cfg.topic_prefix, p)] = channel_payload(p)
-            self._retained.update(discovery)
+        with self._discovery:
+            ha = self.home_assistant
+            discovery = [] if ha is None else ha.messages(newest)
+            with self._state:
+                self._pending.extend(messages)
+                overflow = len(self._pending) - self.cfg.max_pending
+                for _ in range(max(0, overflow)):
+                    self._pending.popleft()
+                if self.cfg.per_channel_topics:
+                    for p in newest:
+                        topic = channel_topic(self.cfg.topic_prefix, p)
+                        self._retained[topic] = channel_payload(p)
+                self._retained.update(discovery)
         if overflow > 0:
             self._dropped(overflow)
         self._publish_pending()
@@ -382,9 +389,10 @@ class MqttSink(LiveOnly, CountsOwnPoints):
     def _announce(self) -> None:
         """Queue every Home Assistant config and state (retained), for the next publish."""
         assert self.home_assistant is not None
-        messages = self.home_assistant.announcement()
-        with self._state:
-            self._retained.update(messages)
+        with self._discovery:
+            messages = self.home_assistant.announcement()
+            with self._state:
+                self._retained.update(messages)
 
     def _on_disconnect(
         self,
