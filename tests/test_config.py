@@ -1347,3 +1347,25 @@ def test_mqtt_new_keys_malformed(
         parse_config(data, tmp_path / "v.json", environ={})
     assert info.value.key_path == key_path
     assert message in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "message"),
+    [
+        ({"homeAssistant": 1}, "mqtt.homeAssistant: must be true, false or an object, not an "
+         "integer"),
+        ({"homeAssistant": {"discoveryPrefix": "ha/#"}},
+         "mqtt.homeAssistant.discoveryPrefix: must be a topic without the wildcards + or #"),
+        ({"topicPrefix": "homeassistant", "homeAssistant": True},
+         "mqtt.homeAssistant.statusTopic: homeassistant/status is also mqtt.availabilityTopic "
+         "(by default <topicPrefix>/status): set either to another topic"),
+    ],
+)
+def test_home_assistant_settings_that_cannot_work_are_refused_by_key(
+    tmp_path: Path, mqtt: dict[str, Any], message: str
+) -> None:
+    data = {"accounts": [{"name": "a", "email": "e", "password": "p"}],
+            "mqtt": {"host": "h", **mqtt}}
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, tmp_path / "vuegraf.json")
+    assert str(err.value) == message

@@ -683,10 +683,20 @@ _HOME_ASSISTANT = _Spec(HomeAssistantConfig)
 def _home_assistant(value: object, where: str, r: _Reading[Any]) -> HomeAssistantConfig | None:
     """`true` (the defaults), `false` (off), or an object of `HomeAssistantConfig` keys."""
     if isinstance(value, bool):
-        return HomeAssistantConfig() if value else None
+        value = {} if value else None
+        if value is None:
+            return None
     if not isinstance(value, dict):
         raise ConfigError(where, f"must be true, false or an object, not {_kind(value)}")
-    return _read_object(_HOME_ASSISTANT, value, where, r.ctx)
+    ha = _read_object(_HOME_ASSISTANT, value, where, r.ctx)
+    if ha.status_topic == r.text("availability_topic"):
+        # vuegraf's online/offline (and last will) would pass for Home Assistant's own.
+        raise ConfigError(
+            _child(where, "statusTopic"),
+            f"{ha.status_topic} is also mqtt.availabilityTopic (by default "
+            "<topicPrefix>/status): set either to another topic",
+        )
+    return ha
 
 
 @dataclass(frozen=True)

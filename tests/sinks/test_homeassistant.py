@@ -206,14 +206,17 @@ def test_states_carry_the_newest_watts_and_counters_that_never_go_negative(world
 def test_a_channel_seen_feeding_back_gets_its_exported_sensor_then(world):
     first = world.write([minute(1001, "Balance", 5.0)])
     assert "homeassistant/sensor/vuegraf_1001/Balance_energy_exported/config" not in first
-    later = world.write([minute(1001, "Balance", -3.0, 1)])
+    # A clamp's noise (-3 W for a minute: 180 J) is not feeding back; 1 Wh is.
+    noise = world.write([minute(1001, "Balance", -3.0, 1)])
+    assert "homeassistant/sensor/vuegraf_1001/Balance_energy_exported/config" not in noise
+    later = world.write([minute(1001, "Balance", -60.0, 2)])
     assert configs(later)["homeassistant/sensor/vuegraf_1001/Balance_energy_exported/config"][
         "value_template"
     ] == "{{ value_json.energy_exported }}"
     # Announced once, it stays, also in a new run that has not seen it feed back yet.
     again = World(world.state.parent, world.devices)
     assert "homeassistant/sensor/vuegraf_1001/Balance_energy_exported/config" in configs(
-        again.write([minute(1001, "Balance", 5.0, 2)])
+        again.write([minute(1001, "Balance", 5.0, 3)])
     )
 
 

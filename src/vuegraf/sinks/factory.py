@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -12,7 +13,7 @@ from vuegraf.energy import EnergyLedger, EnergySink, ledger_path
 from vuegraf.shard import WHOLE, Shard
 from vuegraf.sinks.base import SeriesStore, Sink
 from vuegraf.sinks.dryrun import DryRunSink
-from vuegraf.sinks.homeassistant import Directory, HomeAssistant, state_file
+from vuegraf.sinks.homeassistant import STILL_THERE, Directory, HomeAssistant, state_file
 from vuegraf.sinks.influx import InfluxV1Sink, InfluxV2Sink
 from vuegraf.sinks.mqtt import MqttSink
 from vuegraf.sinks.queue import DEFAULT_MAX_POINTS, DurableQueue, QueuedSink
@@ -105,6 +106,7 @@ def build_sinks(
                 owned=owned,
                 update_interval_secs=config.update_interval_secs,
                 state_path=state_file(config.state_dir, shard.file_suffix),
+                gone_after=max(STILL_THERE, timedelta(seconds=2 * config.device_refresh_secs)),
             )
         sinks.append(
             MqttSink(

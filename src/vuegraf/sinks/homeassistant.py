@@ -61,7 +61,11 @@ EXPIRE_INTERVALS = 5
 MINIMUM_EXPIRE_SECONDS = 300
 #: A channel that delivered a minute this recently (behind the newest minute seen) is never
 #: taken for gone, whatever the device list says: Emporia's list and its answers may differ.
+#: The factory makes it at least two device-list reads, so one bad list removes nothing.
 STILL_THERE = timedelta(minutes=15)
+#: Fed-back energy that makes a channel get its exported sensor without Emporia saying it can
+#: run backwards (1 Wh): a clamp's noise of a fraction of a watt is not a solar panel.
+EXPORT_SEEN_JOULES = 3600.0
 MAINS = "1,2,3"
 #: Channels Emporia computes for a panel (no circuit of their own).
 COMPUTED = frozenset({"Balance", "TotalUsage", "MainsFromGrid", "MainsToGrid"})
@@ -133,6 +137,7 @@ class HomeAssistant:
         owned: Collection[str] | None = None,
         update_interval_secs: int = 60,
         state_path: Path | None = None,
+        gone_after: timedelta = STILL_THERE,
     ) -> None:
         """`accounts`: every account of the config; `owned`: those this process collects
         (a shard's), None for all. Entities of an account no longer configured are removed;
@@ -146,6 +151,7 @@ class HomeAssistant:
         self.owned = self.accounts if owned is None else frozenset(owned)
         self.expire_after = max(MINIMUM_EXPIRE_SECONDS, EXPIRE_INTERVALS * update_interval_secs)
         self.state_path = state_path
+        self.gone_after = gone_after
         self._lock = threading.Lock()
         self._channels: dict[ChannelId, _Channel] = {}
         self._configs: dict[str, str] = {}  # config topic -> payload published this run
@@ -284,7 +290,7 @@ class HomeAssistant:
         if (
             exported_topic in self._announced
             or (facts is not None and facts.can_export(chan.num))
-            or (totals is not None and totals.exported > 0)
+            or (totals is not None and totals.exported >= EXPORT_SEEN_JOULES)
         ):
             configs.append(
                 (
@@ -426,7 +432,7 @@ class HomeAssistant:
         """Whether the channel (None: any channel of the device) delivered a minute lately."""
         if self._newest is None:
             return False
-        since = self._newest - STILL_THERE
+        since = self._newest - self.gone_after
         return any(
             c.minute is not None and c.minute >= since
             for c in self._channels.values()
