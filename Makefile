@@ -30,7 +30,7 @@ $(HA_STAMP): $(HA_REQUIREMENTS)
 	$(HA_VENV)/bin/python -m pip install -q -r $(HA_REQUIREMENTS)
 	touch $(HA_STAMP)
 
-venv-ha: $(HA_STAMP) ## create .venv-ha with Home Assistant 2024.3.3 for its tests (400 MB)
+venv-ha: $(HA_STAMP) ## create .venv-ha with Home Assistant 2024.3.3 for its tests (about 670 MB)
 
 deps: ## install the test servers (InfluxDB 1.x, VictoriaMetrics, Mosquitto, Docker) with apt if missing
 	bash .ci/install-deps

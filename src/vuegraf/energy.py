@@ -29,8 +29,10 @@ The counters are kept in `energy.sqlite` in the state directory, written in one 
 (`totals`) is what was last committed: a value published to Home Assistant is never one
 that a crash could take back. The ledger is fed by `EnergySink`, which the sink factory puts
 before the store: a crash between the two leaves a minute counted but not stored, which the
-backfill brings to the store later, never a minute stored but not counted, which no fill
-would bring again.
+backfill brings to the store later, rather than a minute stored but not counted, which no
+fill would bring again. (One case remains: a commit that fails, a full disk, is retried with
+the next batch while the store goes on; a crash before a commit works again loses those
+minutes from the counters, never adds any.) One process at a time: a lock file beside it.
 """
 
 from __future__ import annotations
