@@ -401,6 +401,7 @@ class HomeAssistant:
             if devices_of:
                 listed[account] = set(devices_of)
         every_list_read = self.accounts <= set(listed)
+        lately = self._seen_lately()
         gone: list[tuple[str, _Announced]] = []
         unconfigured: list[tuple[str, _Announced]] = []
         for topic, what in self._announced.items():
@@ -421,23 +422,24 @@ class HomeAssistant:
                     continue
                 if what.channel in COMPUTED or what.channel == MAINS:
                     continue  # a listed device has them, whether or not the list says so
-            if self._seen_lately(what.gid, what.channel):
+            if (what.gid, what.channel) in lately:
                 continue
             gone.append((topic, what))
         return self._remove(gone, "is gone from Emporia's list") + self._remove(
             unconfigured, "is no longer in the config"
         )
 
-    def _seen_lately(self, gid: int, channel: str | None) -> bool:
-        """Whether the channel (None: any channel of the device) delivered a minute lately."""
+    def _seen_lately(self) -> set[tuple[int, str | None]]:
+        """(gid, channel) of every channel that delivered a minute lately, and (gid, None) of
+        its device: neither is taken for gone."""
         if self._newest is None:
-            return False
+            return set()
         since = self._newest - self.gone_after
-        return any(
-            c.minute is not None and c.minute >= since
-            for c in self._channels.values()
-            if c.gid == gid and (channel is None or c.num == channel)
-        )
+        lately: set[tuple[int, str | None]] = set()
+        for chan in self._channels.values():
+            if chan.minute is not None and chan.minute >= since:
+                lately |= {(chan.gid, chan.num), (chan.gid, None)}
+        return lately
 
     def _remove(self, gone: Sequence[tuple[str, _Announced]], why: str) -> list[Message]:
         """Empty retained configs for `gone`, and for each channel or device whose last
