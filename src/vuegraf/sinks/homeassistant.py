@@ -191,13 +191,13 @@ class HomeAssistant:
                 if self._newest is None or point.time > self._newest:
                     self._newest = point.time
                 touched[key] = chan
-            devices = self._devices()
+            devices, listed = self._devices()
             out: list[Message] = []
             for key, chan in _parents_first(touched, devices):
                 out += self._configs_for(key, chan, devices, only_changed=True)
             out += [self._state(key, chan) for key, chan in touched.items()]
             out += self._device_messages(devices, {c.gid for c in touched.values()})
-            out += self._removals(devices)
+            out += self._removals(devices, listed)
             self._save_if_changed()
             return out
 
@@ -205,7 +205,7 @@ class HomeAssistant:
         """Every config and state known in this run, for a (re)connect or a Home Assistant
         that just started: a broker without persistence has lost the retained ones."""
         with self._lock:
-            devices = self._devices()
+            devices, _listed = self._devices()
             out: list[Message] = []
             for key, chan in _parents_first(self._channels, devices):
                 out += self._configs_for(key, chan, devices, only_changed=False)
@@ -226,20 +226,19 @@ class HomeAssistant:
     ) -> list[Message]:
         out: list[Message] = []
         facts = devices.get(chan.gid, (chan.account, None))[1]
-        for topic, payload in self._channel_configs(key, chan, facts):
+        # (topic, config, channel: None for the device's connectivity sensor)
+        configs: list[tuple[str, dict[str, Any], str | None]] = [
+            (topic, payload, chan.num) for topic, payload in self._channel_configs(key, chan, facts)
+        ]
+        if facts is not None:
+            configs.append((*self._connectivity_config(chan, facts), None))
+        for topic, payload, channel in configs:
             text = json.dumps(payload, sort_keys=True)
             if only_changed and self._configs.get(topic) == text:
                 continue
             self._configs[topic] = text
-            self._announced[topic] = _Announced(chan.account, chan.gid, chan.num)
+            self._announced[topic] = _Announced(chan.account, chan.gid, channel)
             out.append((topic, text))
-        if facts is not None:
-            topic, payload = self._connectivity_config(chan, facts)
-            text = json.dumps(payload, sort_keys=True)
-            if not (only_changed and self._configs.get(topic) == text):
-                self._configs[topic] = text
-                self._announced[topic] = _Announced(chan.account, chan.gid, None)
-                out.append((topic, text))
         return out
 
     def _channel_configs(
@@ -380,15 +379,21 @@ class HomeAssistant:
 
     # -- removals -------------------------------------------------------------------------
 
-    def _devices(self) -> dict[int, tuple[str, DeviceFacts]]:
-        """Every device of the accounts read so far, by gid, with its account."""
+    def _devices(self) -> tuple[dict[int, tuple[str, DeviceFacts]], dict[str, set[int]]]:
+        """Every device of the accounts read so far, by gid, with its account (the first that
+        lists it); and the gids each account lists, for accounts whose list is not empty."""
         found: dict[int, tuple[str, DeviceFacts]] = {}
+        listed: dict[str, set[int]] = {}
         for account, devices in self.directory():
             for gid, facts in devices.items():
                 found.setdefault(gid, (account, facts))
-        return found
+            if devices:
+                listed[account] = set(devices)
+        return found, listed
 
-    def _removals(self, devices: Mapping[int, tuple[str, DeviceFacts]]) -> list[Message]:
+    def _removals(
+        self, devices: Mapping[int, tuple[str, DeviceFacts]], listed: Mapping[str, set[int]]
+    ) -> list[Message]:
         """Empty configs for what Emporia no longer lists, for accounts whose device list was
         read and is not empty (an empty list is more likely Emporia's trouble than a house
         without devices, and removing every entity would lose the user's settings).
@@ -396,10 +401,6 @@ class HomeAssistant:
         What an account no longer configured announced is judged by the account that lists
         its device now (a renamed account), else removed once every configured account's
         list was read."""
-        listed: dict[str, set[int]] = {}
-        for account, devices_of in self.directory():
-            if devices_of:
-                listed[account] = set(devices_of)
         every_list_read = self.accounts <= set(listed)
         lately = self._seen_lately()
         gone: list[tuple[str, _Announced]] = []
