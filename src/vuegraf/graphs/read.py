@@ -1,0 +1,198 @@
+"""Reading a window of stored series back, already reduced by the store to the graph's width.
+
+A `GraphReader` answers three questions about one account's series (keyed like the store's
+tags: station name or "" when `addStationField` is off, and channel name):
+
+- `buckets`: min, mean, max and count of each series per `step`-second bucket of one scale
+  (one query; the store aggregates, so a year of a panel is a few thousand rows, not millions);
+- `sums`: the sum of each series' values over a window (energy totals);
+- `latest`: the newest value of each series in a window (the live watts).
+
+`SqliteGraphReader` reads the embedded store. The InfluxDB (InfluxQL `/query`, which InfluxDB
+2 and 3 answer through their 1.x API) and VictoriaMetrics (Prometheus query API) readers sit
+beside the backfill readers in `vuegraf.sinks.readback`'s manner, in `vuegraf.graphs.remote`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from vuegraf.config import TagConfig
+from vuegraf.model import Scale
+from vuegraf.sinks.base import StoreReadError
+
+SeriesKey = tuple[str, str]  # (station name or "", channel name)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One series' values inside one bucket: the min, mean and max of its points, how many."""
+
+    low: float
+    mean: float
+    high: float
+    count: int
+
+
+BucketMap = dict[SeriesKey, dict[int, Bucket]]  # series -> bucket start -> values
+
+
+class GraphReader(Protocol):
+    """One store's read API for graphs. `series` limits the answer to those series (None: all
+    of the account's); times are Unix seconds, windows [start, end)."""
+
+    name: str
+
+    def buckets(
+        self,
+        account: str,
+        scale: Scale,
+        series: Sequence[SeriesKey] | None,
+        start: int,
+        end: int,
+        step: int,
+    ) -> BucketMap: ...
+
+    def sums(
+        self, account: str, scale: Scale, series: Sequence[SeriesKey] | None, start: int, end: int
+    ) -> dict[SeriesKey, float]: ...
+
+    def latest(
+        self, account: str, scale: Scale, series: Sequence[SeriesKey] | None, start: int, end: int
+    ) -> dict[SeriesKey, tuple[int, float]]: ...
+
+    def close(self) -> None: ...
+
+
+class SqliteGraphReader:
+    """The embedded store, read through a connection of its own (read-only, WAL: the daemon's
+    writes are never blocked by a page being drawn).
+
+    Every query names account, channel, station, scale and a time range, which is the whole
+    primary key in order: SQLite walks exactly the rows of the window.
+    """
+
+    name = "sqlite"
+
+    def __init__(self, path: Path, tags: TagConfig) -> None:
+        self.path = Path(path)
+        self.tags = tags
+        # One connection, one statement at a time: the web server's request threads come and
+        # go, and a connection per thread would outlive them.
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if not self.path.exists():
+                raise StoreReadError(f"SQLite store {self.path} does not exist yet", retryable=True)
+            try:
+                self._conn = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, timeout=10.0, check_same_thread=False
+                )
+            except sqlite3.Error as err:
+                raise StoreReadError(f"cannot read SQLite store: {err}", retryable=True) from None
+        return self._conn
+
+    def _where(
+        self, account: str, scale: Scale, series: Sequence[SeriesKey] | None, start: int, end: int
+    ) -> tuple[str, list[object]]:
+        args: list[object] = [account]
+        clause = "account_name = ?"
+        if series is not None:
+            channels = sorted({channel for _station, channel in series})
+            stations = sorted({station for station, _channel in series})
+            clause += f" AND device_name IN ({','.join('?' * len(channels))})"
+            clause += f" AND station_name IN ({','.join('?' * len(stations))})"
+            args += channels + stations
+        clause += " AND detailed = ? AND time >= ? AND time < ?"
+        args += [self.tags.value(scale), start, end]
+        return clause, args
+
+    def _rows(self, sql: str, args: Sequence[object]) -> list[Any]:
+        try:
+            with self._lock:
+                return self._db().execute(sql, args).fetchall()
+        except sqlite3.OperationalError as err:
+            if "no such table" in str(err):
+                return []
+            raise StoreReadError(f"SQLite read failed: {err}", retryable=True) from None
+        except sqlite3.Error as err:
+            raise StoreReadError(f"SQLite read failed: {err}", retryable=True) from None
+
+    def buckets(
+        self,
+        account: str,
+        scale: Scale,
+        series: Sequence[SeriesKey] | None,
+        start: int,
+        end: int,
+        step: int,
+    ) -> BucketMap:
+        if series is not None and not series:
+            return {}
+        where, args = self._where(account, scale, series, start, end)
+        rows = self._rows(
+            "SELECT station_name, device_name, (time - ?) / ? AS b, "
+            "MIN(usage), AVG(usage), MAX(usage), COUNT(*) "
+            f"FROM energy_usage WHERE {where} GROUP BY station_name, device_name, b",
+            [start, step, *args],
+        )
+        out: BucketMap = {}
+        wanted = None if series is None else set(series)
+        for station, channel, b, low, mean, high, count in rows:
+            key = (str(station), str(channel))
+            if wanted is not None and key not in wanted:
+                continue
+            out.setdefault(key, {})[start + int(b) * step] = Bucket(
+                float(low), float(mean), float(high), int(count)
+            )
+        return out
+
+    def sums(
+        self, account: str, scale: Scale, series: Sequence[SeriesKey] | None, start: int, end: int
+    ) -> dict[SeriesKey, float]:
+        if series is not None and not series:
+            return {}
+        where, args = self._where(account, scale, series, start, end)
+        rows = self._rows(
+            "SELECT station_name, device_name, SUM(usage) FROM energy_usage "
+            f"WHERE {where} GROUP BY station_name, device_name",
+            args,
+        )
+        wanted = None if series is None else set(series)
+        return {
+            (str(s), str(c)): float(v)
+            for s, c, v in rows
+            if wanted is None or (str(s), str(c)) in wanted
+        }
+
+    def latest(
+        self, account: str, scale: Scale, series: Sequence[SeriesKey] | None, start: int, end: int
+    ) -> dict[SeriesKey, tuple[int, float]]:
+        if series is not None and not series:
+            return {}
+        where, args = self._where(account, scale, series, start, end)
+        # SQLite takes the bare column's value from the row that holds MAX(time).
+        rows = self._rows(
+            "SELECT station_name, device_name, MAX(time), usage FROM energy_usage "
+            f"WHERE {where} GROUP BY station_name, device_name",
+            args,
+        )
+        wanted = None if series is None else set(series)
+        return {
+            (str(s), str(c)): (int(t), float(v))
+            for s, c, t, v in rows
+            if wanted is None or (str(s), str(c)) in wanted
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
