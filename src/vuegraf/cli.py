@@ -17,6 +17,8 @@ from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount, RateLimits, pyemvue_problem
 from vuegraf.energy import EnergyLedger
 from vuegraf.exporter import ExporterServer, LatestValues, PrometheusSink, VuegrafCollector
+from vuegraf.graphs import layout as graph_layout
+from vuegraf.graphs.store import reader_for
 from vuegraf.health import HealthFile
 from vuegraf.history import make_progress, run_history
 from vuegraf.redact import install_redaction
@@ -30,6 +32,7 @@ from vuegraf.sinks.factory import (
     wants_ledger,
 )
 from vuegraf.stats import Stats
+from vuegraf.web.server import WebServer
 
 logger = logging.getLogger("vuegraf")
 
@@ -308,6 +311,36 @@ def run(
                 err,
             )
             return EXIT_FATAL
+    def layout() -> graph_layout.Layout:
+        return graph_layout.from_catalogs([a.catalog for a in accounts], config.add_station_field)
+
+    def save_layout(_now: object) -> None:
+        if config.state_dir is not None and not args.dryrun:
+            graph_layout.save(config.state_dir, layout(), shard.file_suffix)
+
+    web = None
+    if config.web is not None:
+        auth = None
+        if config.web.username is not None and config.web.password is not None:
+            auth = (config.web.username, config.web.password)
+        web = WebServer(
+            config.web.address,
+            config.web.port,
+            reader_for(config),
+            layout,
+            config.zone,
+            clock,
+            auth,
+        )
+        try:
+            web.start()
+        except OSError as err:
+            logger.error(
+                "web: cannot listen on %s:%d: %s", config.web.address, config.web.port, err
+            )
+            if exporter is not None:
+                exporter.stop()
+            return EXIT_FATAL
     daemon = Daemon(
         config,
         accounts,
@@ -315,7 +348,7 @@ def run(
         clock,
         dump_points=args.debug,
         stats=stats,
-        on_cycle=[health.update],
+        on_cycle=[health.update, save_layout],
     )
     try:
         daemon.run()
@@ -330,6 +363,8 @@ def run(
     finally:
         if exporter is not None:
             exporter.stop()
+        if web is not None:
+            web.stop()
     return EXIT_OK
 
 

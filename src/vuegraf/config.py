@@ -772,6 +772,24 @@ class PrometheusConfig:
 _PROMETHEUS = _Spec(PrometheusConfig)
 
 
+@dataclass(frozen=True)
+class WebConfig:
+    """Optional graphs page (read-only): loopback unless the user opens it up, and behind
+    HTTP basic auth when `username` and `password` are both set."""
+
+    port: int = field(metadata=key("port", _PORT))
+    address: str = field(default="127.0.0.1", metadata=key("address", _text))
+    username: str | None = field(
+        default=None, metadata=key("username", _credential, pair="password")
+    )
+    password: str | None = field(
+        default=None, repr=False, metadata=key("password", _credential, file_key="passwordFile")
+    )
+
+
+_WEB = _Spec(WebConfig)
+
+
 # --- the whole file ----------------------------------------------------------------------------
 
 
@@ -914,6 +932,9 @@ class Config:
         default=None,
         metadata=key("prometheus", sections=(_PROMETHEUS,), flat_prefixes=("prometheus",)),
     )
+    web: WebConfig | None = field(
+        default=None, metadata=key("web", sections=(_WEB,), flat_prefixes=("web",))
+    )
 
     def secrets(self) -> tuple[str, ...]:
         """Every password and token, for the log redaction filter (never for display)."""
@@ -924,6 +945,8 @@ class Config:
             values.append(self.influx.token)
         if self.mqtt is not None:
             values.append(self.mqtt.password)
+        if self.web is not None:
+            values.append(self.web.password)
         return tuple(dict.fromkeys(v for v in values if v))
 
     @cached_property

@@ -183,10 +183,11 @@ def from_json(data: object) -> Layout:
         raise ValueError(f"not a layout ({err})") from None
 
 
-def save(directory: Path, layout: Layout) -> None:
-    """Write `layout.json` (atomically) when it changed; a failure is logged, not raised:
-    the file only spares `vuegraf-graph` a guess."""
-    path = Path(directory) / LAYOUT_FILE
+def save(directory: Path, layout: Layout, suffix: str = "") -> None:
+    """Write `layout<suffix>.json` (atomically) when it changed; a failure is logged, not
+    raised: the file only spares `vuegraf-graph` a guess. `suffix`: a shard replica's own
+    file (each knows only the accounts it collects)."""
+    path = Path(directory) / LAYOUT_FILE.replace(".json", f"{suffix}.json")
     text = json.dumps(to_json(layout), indent=1, ensure_ascii=False) + "\n"
     try:
         if path.exists() and path.read_text() == text:
@@ -200,11 +201,16 @@ def save(directory: Path, layout: Layout) -> None:
 
 
 def load(directory: Path) -> Layout | None:
-    path = Path(directory) / LAYOUT_FILE
-    try:
-        return from_json(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as err:
-        logger.warning("Ignoring %s: %s", path, err)
-        return None
+    """Every replica's layout file merged (an account once); None when there is none."""
+    accounts: dict[str, AccountEntry] = {}
+    found = False
+    for path in sorted(Path(directory).glob("layout*.json")):
+        try:
+            layout = from_json(json.loads(path.read_text()))
+        except (OSError, ValueError) as err:
+            logger.warning("Ignoring %s: %s", path, err)
+            continue
+        found = True
+        for account in layout:
+            accounts.setdefault(account.name, account)
+    return tuple(accounts.values()) if found else None

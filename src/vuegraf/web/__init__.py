@@ -1,0 +1,1 @@
+"""The read-only graphs page that vuegraf serves itself (config key `web`)."""

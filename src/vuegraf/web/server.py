@@ -1,0 +1,318 @@
+"""The graphs page: a read-only HTTP server over the configured store.
+
+It serves the page's static files (plain JS with a vendored uPlot: no network needed) and a
+small JSON API the page draws from; every number in it is read from the store through a
+`GraphReader` at request time, reduced by the store to the graph's width. It runs a stdlib
+ThreadingHTTPServer on a daemon thread, like the Prometheus exporter: a slow browser never
+holds up collection.
+
+Exposure: it binds 127.0.0.1 unless the config names another address, and answers 401 to
+every request without the configured basic-auth user and password (compared in constant
+time). Responses carry only series names and numbers: no config value but the account,
+device and channel names is ever sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import gzip
+import hmac
+import json
+import logging
+import mimetypes
+import os
+import socket
+import threading
+from collections.abc import Callable
+from datetime import tzinfo
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import available_timezones
+
+from vuegraf import __version__
+from vuegraf.clock import Clock
+from vuegraf.graphs.data import read_graph, read_now, read_totals, totals_json
+from vuegraf.graphs.layout import AccountEntry, DeviceEntry, Layout, find, to_json
+from vuegraf.graphs.read import GraphReader
+from vuegraf.graphs.views import VIEWS
+from vuegraf.sinks.base import StoreReadError
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+JSON_TYPE = "application/json"
+GZIP_ABOVE = 1024  # bytes
+# The page and its scripts come from this server only; nothing inline, no other origin.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'"
+    ),
+}
+
+Response = tuple[int, str, bytes, dict[str, str]]
+
+
+class _NotFound(Exception):
+    pass
+
+
+def zone_name(zone: tzinfo) -> str:
+    """The IANA name the page formats times in (uPlot's tzDate). The system's zone is
+    "localtime" to zoneinfo, which no browser knows: its name is looked up where Debian and
+    Docker images keep it; UTC when it has none."""
+    key = getattr(zone, "key", None)
+    if not isinstance(key, str) or not key:
+        return "UTC"
+    return key if key != "localtime" else _system_zone_name()
+
+
+@functools.cache
+def _system_zone_name() -> str:
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        candidates.append(Path("/etc/timezone").read_text().strip())
+    except OSError:
+        pass
+    try:
+        target = os.readlink("/etc/localtime")
+    except OSError:
+        target = ""
+    if "zoneinfo/" in target:
+        candidates.append(target.split("zoneinfo/", 1)[1])
+    for name in candidates:
+        if name and name in available_timezones():
+            return name
+    return "UTC"
+
+
+class WebServer:
+    """The page and its API on `address:port` (0: any free port)."""
+
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        reader: GraphReader,
+        layout: Callable[[], Layout],
+        zone: tzinfo,
+        clock: Clock,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
+        self.address = address
+        self.requested_port = port
+        self.reader = reader
+        self.layout = layout
+        self.zone = zone
+        self.clock = clock
+        self._auth = auth
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("WebServer is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> WebServer:
+        """Bind and serve; raises OSError when the address cannot be bound."""
+        if self._server is not None:
+            raise RuntimeError("WebServer is already started")
+        server_class = _IPv6Server if ":" in self.address else ThreadingHTTPServer
+        self._server = server_class((self.address, self.requested_port), self._handler())
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="vuegraf-web", daemon=True
+        )
+        self._thread.start()
+        logger.info("Graphs page on %s/", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port; safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.reader.close()
+
+    def __enter__(self) -> WebServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def authorized(self, header: str | None) -> bool:
+        if self._auth is None:
+            return True
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            given = base64.b64decode(header[6:].strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        user, password = self._auth
+        expected = f"{user}:{password}".encode()
+        return hmac.compare_digest(given, expected)
+
+    def route(self, target: str) -> Response:
+        parts = urlsplit(target)
+        path = parts.path
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        try:
+            if path in ("/", "/index.html"):
+                return self._static("index.html")
+            if path.startswith("/static/"):
+                return self._static(path[len("/static/") :])
+            if path == "/api/layout":
+                return _json(200, self._layout_json())
+            if path == "/api/graph":
+                return _json(200, self._graph(query))
+            if path == "/api/totals":
+                return _json(200, self._totals(query))
+            if path == "/api/now":
+                return _json(200, self._now(query))
+        except _NotFound as err:
+            return _json(404, {"error": str(err)})
+        except StoreReadError as err:
+            logger.warning("Graphs page: %s", err)
+            return _json(503, {"error": f"the store did not answer: {err}"})
+        return _json(404, {"error": "not found"})
+
+    def _static(self, name: str) -> Response:
+        # Only a file directly in static/: no path of the request reaches the file system.
+        files = {p.name: p for p in STATIC.iterdir() if p.is_file()} if STATIC.is_dir() else {}
+        path = files.get(name)
+        if path is None:
+            raise _NotFound(f"no file {name!r}")
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if kind.startswith("text/") or kind in ("application/javascript", "text/javascript"):
+            kind += "; charset=utf-8"
+        return 200, kind, path.read_bytes(), {"Cache-Control": "no-cache"}
+
+    def _layout_json(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "timezone": zone_name(self.zone),
+            "views": [{"name": v.name, "span": v.span, "step": v.step} for v in VIEWS.values()],
+            "accounts": to_json(self.layout()),
+        }
+
+    def _device(self, query: dict[str, str]) -> tuple[AccountEntry, DeviceEntry]:
+        account = find(self.layout(), query.get("account", ""))
+        if account is None:
+            raise _NotFound("no such account")
+        device = account.device(query.get("device", ""))
+        if device is None:
+            raise _NotFound("no such device")
+        return account, device
+
+    def _graph(self, query: dict[str, str]) -> dict[str, Any]:
+        account, device = self._device(query)
+        view = VIEWS.get(query.get("view", "day"))
+        if view is None:
+            raise _NotFound("no such view")
+        channels = None
+        if "channel" in query:
+            if device.channel(query["channel"]) is None:
+                raise _NotFound("no such channel")
+            channels = [query["channel"]]
+        graph = read_graph(self.reader, account.name, device, view, self.clock.now(), channels)
+        return graph.to_json()
+
+    def _totals(self, query: dict[str, str]) -> dict[str, Any]:
+        account, device = self._device(query)
+        spans, rows = read_totals(self.reader, account.name, device, self.clock.now(), self.zone)
+        return totals_json(account.name, device, spans, rows)
+
+    def _now(self, query: dict[str, str]) -> dict[str, Any]:
+        now = self.clock.now()
+        accounts = []
+        for account in self.layout():
+            if "account" in query and account.name != query["account"]:
+                continue
+            channels = read_now(self.reader, account.name, list(account.devices), now)
+            accounts.append({"name": account.name, "channels": channels})
+        return {"now": int(now.timestamp()), "accounts": accounts}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        web = self
+
+        class Handler(_Handler):
+            def respond(self) -> Response:
+                if not web.authorized(self.headers.get("Authorization")):
+                    return (
+                        401,
+                        "text/plain; charset=utf-8",
+                        b"authentication required\n",
+                        {"WWW-Authenticate": 'Basic realm="vuegraf", charset="UTF-8"'},
+                    )
+                try:
+                    return web.route(self.path)
+                except Exception:
+                    logger.exception("Graphs page: %s failed", urlsplit(self.path).path)
+                    return _json(500, {"error": "internal error (see vuegraf's log)"})
+
+        return Handler
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    return status, JSON_TYPE, text.encode(), {"Cache-Control": "no-store"}
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """GET and HEAD only; access lines go to the debug log, not stderr."""
+
+    server_version = f"vuegraf/{__version__}"
+
+    def respond(self) -> Response:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:  # the stdlib's name
+        self._send(head=False)
+
+    def do_HEAD(self) -> None:
+        self._send(head=True)
+
+    def _send(self, head: bool) -> None:
+        status, content_type, body, headers = self.respond()
+        if len(body) > GZIP_ABOVE and "gzip" in self.headers.get("Accept-Encoding", ""):
+            # A year of a panel is ~150 kB of JSON; a Pi on Wi-Fi sends a fifth of it.
+            body = gzip.compress(body, compresslevel=5)
+            headers = headers | {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (SECURITY_HEADERS | headers).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        logger.debug("web %s: " + format, self.address_string(), *args)
