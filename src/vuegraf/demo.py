@@ -1,9 +1,10 @@
-"""`make demo`: the bundled simulator in, the embedded SQLite store out, watts on screen.
+"""`make demo`: the bundled simulator in, the embedded SQLite store out, graphs and watts.
 
 Needs no Emporia account and no database server. It starts the simulator,
 writes a config under ./demo/, runs the real `vuegraf` daemon on it as a child
-process (its log goes to demo/vuegraf.log) and prints each minute's watts per
-circuit as they land in demo/vuegraf.sqlite.
+process (its log goes to demo/vuegraf.log) with a few days of history imported
+first, prints the address of the graphs page it serves once the page answers,
+and then each minute's watts per circuit as they land in demo/vuegraf.sqlite.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +31,32 @@ DEMO_CHANNELS = {
 }
 
 
-def write_config(directory: Path, simulator_url: str) -> Path:
+# Days of history imported before the daemon starts: the week view is mostly full at once.
+DEMO_HISTORY_DAYS = 3
+DEMO_WEB_PORT = 8765
+
+
+def web_port(preferred: int = DEMO_WEB_PORT) -> int:
+    """The page's port: `preferred` when it is free on loopback, else any free one."""
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
+
+
+def page_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/api/layout", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def write_config(directory: Path, simulator_url: str, port: int = DEMO_WEB_PORT) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     config = {
         "accounts": [
@@ -43,6 +71,7 @@ def write_config(directory: Path, simulator_url: str) -> Path:
         "addStationField": True,
         "useEmporiaChannelNames": True,
         "sqlitePath": "vuegraf.sqlite",
+        "web": {"port": port},
     }
     path = directory / "vuegraf.json"
     path.write_text(json.dumps(config, indent=2) + "\n")
@@ -109,24 +138,42 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     with SimulatorServer() as sim:
-        config_path = write_config(directory, sim.url)
+        port = web_port()
+        config_path = write_config(directory, sim.url, port)
         log_path = directory / "vuegraf.log"
+        page = f"http://127.0.0.1:{port}"
         print(f"Emporia simulator at {sim.url}")
-        print(f"Running: vuegraf {config_path}  (log: {log_path})")
-        print(f"Storing into {directory / 'vuegraf.sqlite'}; a new minute appears every 60 s.")
+        days = DEMO_HISTORY_DAYS
+        print(f"Running: vuegraf {config_path} --historydays {days}  (log: {log_path})")
+        print(f"Importing {DEMO_HISTORY_DAYS} days of history into {directory / 'vuegraf.sqlite'}")
         print("Press Ctrl-C to stop.", flush=True)
         with open(log_path, "a") as log:
             child = subprocess.Popen(
-                [sys.executable, "-m", "vuegraf", str(config_path), "-v"],
+                [
+                    sys.executable,
+                    "-m",
+                    "vuegraf",
+                    str(config_path),
+                    "-v",
+                    "--historydays",
+                    str(DEMO_HISTORY_DAYS),
+                ],
                 stdout=log,
                 stderr=log,
             )
         deadline = time.monotonic() + args.seconds if args.seconds else None
         shown = 0
         minutes = 0
+        announced = False
         try:
             while not stop["now"] and (deadline is None or time.monotonic() < deadline):
-                found = newest_minute(directory / "vuegraf.sqlite", shown)
+                if not announced and page_answers(page):
+                    announced = True
+                    print(f"\nGraphs: open {page}/ in a browser (day, week, month, year)")
+                    print("A new minute appears every 60 s.", flush=True)
+                # Minutes are shown once the import is done (the page starts then), not the
+                # history's as it lands.
+                found = newest_minute(directory / "vuegraf.sqlite", shown) if announced else None
                 if found:
                     shown, rows = found
                     minutes += 1
