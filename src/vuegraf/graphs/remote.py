@@ -186,7 +186,12 @@ class InfluxQLGraphReader:
         for item in answer:
             columns = item["columns"]
             if "key" not in columns:
-                continue
+                # VictoriaMetrics answers every /query with its canned SHOW DATABASES reply.
+                raise StoreReadError(
+                    f"{self.name}: the answer is not a series listing ({columns})",
+                    retryable=False,
+                    unsupported=True,
+                )
             at = columns.index("key")
             for row in item.get("values") or []:
                 tags = _series_key_tags(str(row[at]))
