@@ -70,32 +70,8 @@ class InfluxV1Sink(SeriesStore):
         import influxdb
 
         timeout = _timeout_secs(self.cfg.timeout_ms)
-        host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
-        scheme = "https" if self.cfg.ssl_enable else "http"
-        credentials = (
-            (self.cfg.user, self.cfg.password)
-            if self.cfg.user is not None and self.cfg.password is not None
-            else None
-        )
-        self._http = HttpEndpoint(
-            f"{scheme}://{host}:{self.cfg.port}",
-            basic=credentials,
-            verify=self.cfg.ssl_verify,
-            timeout=timeout,
-        )
-        self._reader = _readers(
-            self.name,
-            InfluxQLReader(
-                self._http,
-                self.cfg.database,
-                self.tags,
-                self.add_station,
-                missing_database_is_empty=True,  # write() creates it
-            ),
-            self._http,
-            self.tags,
-            self.add_station,
-        )
+        self._http, influxql, prometheus = read_apis(self.cfg, self.tags, self.add_station)
+        self._reader = FirstAnswering(self.name, [influxql, prometheus])
         self._client = influxdb.InfluxDBClient(
             host=self.cfg.host,
             port=self.cfg.port,
@@ -181,11 +157,36 @@ class InfluxV1Sink(SeriesStore):
             self._client = None
 
 
-def _readers(
-    store: str, influxql: InfluxQLReader, http: HttpEndpoint, tags: TagConfig, add_station: bool
-) -> FirstAnswering:
-    """InfluxQL first (InfluxDB 1.x, 2.x, 3), then the Prometheus API (VictoriaMetrics)."""
-    return FirstAnswering(store, [influxql, PrometheusReader(http, tags, add_station)])
+def read_apis(
+    cfg: InfluxV1Config | InfluxV2Config, tags: TagConfig, add_station: bool
+) -> tuple[HttpEndpoint, InfluxQLReader, PrometheusReader]:
+    """The store's endpoint and its two read APIs, in the order they are tried: InfluxQL
+    (InfluxDB 1.x, 2.x, 3), then the Prometheus API (VictoriaMetrics). The backfill and the
+    graphs read through these same pieces."""
+    timeout = _timeout_secs(cfg.timeout_ms)
+    if isinstance(cfg, InfluxV1Config):
+        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        scheme = "https" if cfg.ssl_enable else "http"
+        credentials = (
+            (cfg.user, cfg.password) if cfg.user is not None and cfg.password is not None else None
+        )
+        http = HttpEndpoint(
+            f"{scheme}://{host}:{cfg.port}",
+            basic=credentials,
+            verify=cfg.ssl_verify,
+            timeout=timeout,
+        )
+        # A database that does not exist yet holds nothing: the v1 sink's write() creates it.
+        influxql = InfluxQLReader(
+            http, cfg.database, tags, add_station, missing_database_is_empty=True
+        )
+    else:
+        http = HttpEndpoint(cfg.url, token=cfg.token, verify=cfg.ssl_verify, timeout=timeout)
+        database, _, policy = cfg.bucket.partition("/")
+        influxql = InfluxQLReader(
+            http, database, tags, add_station, retention_policy=policy or None
+        )
+    return http, influxql, PrometheusReader(http, tags, add_station)
 
 
 @contextmanager
@@ -237,20 +238,8 @@ class InfluxV2Sink(SeriesStore):
         )
         self._client = client
         self._write_api = client.write_api(write_options=SYNCHRONOUS)
-        timeout = _timeout_secs(self.cfg.timeout_ms)
-        self._http = HttpEndpoint(
-            self.cfg.url, token=self.cfg.token, verify=self.cfg.ssl_verify, timeout=timeout
-        )
-        database, _, policy = self.cfg.bucket.partition("/")
-        self._reader = _readers(
-            self.name,
-            InfluxQLReader(
-                self._http, database, self.tags, self.add_station, retention_policy=policy or None
-            ),
-            self._http,
-            self.tags,
-            self.add_station,
-        )
+        self._http, influxql, prometheus = read_apis(self.cfg, self.tags, self.add_station)
+        self._reader = FirstAnswering(self.name, [influxql, prometheus])
         logger.info("InfluxDB v2 at %s, bucket %s", self.cfg.url, self.cfg.bucket)
 
     def write(self, points: Sequence[Point]) -> None:

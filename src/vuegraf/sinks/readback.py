@@ -30,9 +30,9 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import requests
 
@@ -45,6 +45,15 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SECS = 30.0
 
 LastTimes = dict[tuple[str, str], datetime]
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Named)
+T = TypeVar("T")
 
 
 class StoreReader(Protocol):
@@ -153,7 +162,34 @@ class InfluxQLReader:
         )
 
     def last_times(self, account: str, scale: Scale, since: datetime, until: datetime) -> LastTimes:
-        params = {"db": self.database, "q": self.query(account, scale, since, until), "epoch": "s"}
+        times: LastTimes = {}
+        for item in self.run(self.query(account, scale, since, until)):
+            columns = item["columns"]
+            if "time" not in columns:
+                raise _not_this_api(self.name, str(item))
+            at = columns.index("time")
+            key = self.key(item)
+            for row in item.get("values") or []:
+                if not isinstance(row, list) or len(row) <= at or row[at] is None:
+                    continue
+                t = _parse_time(row[at], self.name)
+                times[key] = max(t, times.get(key, t))
+        return times
+
+    def key(self, item: Mapping[str, Any]) -> tuple[str, str]:
+        """The (station or "", channel) of one answered series, from its GROUP BY tags."""
+        tags = item.get("tags") or {}
+        station = str(tags.get("station_name") or "") if self.add_station else ""
+        return station, str(tags.get("device_name") or "")
+
+    def run(self, query: str, *, measurement: str | None = MEASUREMENT) -> list[dict[str, Any]]:
+        """The series of a one-statement InfluxQL answer, each with a `columns` list; every
+        failure classified (missing database, not InfluxQL, the store's own refusal).
+
+        `measurement`: the name every answered series must carry (VictoriaMetrics answers
+        every `/query` with its canned SHOW DATABASES reply); None for SHOW statements.
+        """
+        params = {"db": self.database, "q": query, "epoch": "s"}
         if self.retention_policy:
             params["rp"] = self.retention_policy
         status, text = self.http.get("/query", params, self.name)
@@ -162,7 +198,7 @@ class InfluxQLReader:
         if error is not None and any(words in error.lower() for words in _NO_DATABASE):
             if self.missing_database_is_empty:
                 logger.debug("%s: database %s does not exist yet", self.name, self.database)
-                return {}
+                return []
             raise StoreReadError(
                 f"{self.name}: no database {self.database!r} ({_short(error)}); InfluxDB 2 maps "
                 "a bucket to a database from 2.7 on, older ones need a DBRP mapping",
@@ -184,24 +220,20 @@ class InfluxQLReader:
         series = (first.get("series") or []) if isinstance(first, dict) else None
         if not isinstance(series, list):
             raise _not_this_api(self.name, text)
-        times: LastTimes = {}
         for item in series:
-            if not isinstance(item, dict) or item.get("name") != MEASUREMENT:
-                # VictoriaMetrics answers every /query with its canned SHOW DATABASES reply.
+            if (
+                not isinstance(item, dict)
+                or (measurement is not None and item.get("name") != measurement)
+                or not isinstance(item.get("columns"), list)
+            ):
                 raise _not_this_api(self.name, text)
-            columns = item.get("columns")
-            if not isinstance(columns, list) or "time" not in columns:
-                raise _not_this_api(self.name, text)
-            at = columns.index("time")
-            tags = item.get("tags") or {}
-            station = str(tags.get("station_name") or "") if self.add_station else ""
-            key = (station, str(tags.get("device_name") or ""))
-            for row in item.get("values") or []:
-                if not isinstance(row, list) or len(row) <= at or row[at] is None:
-                    continue
-                t = _parse_time(row[at], self.name)
-                times[key] = max(t, times.get(key, t))
-        return times
+        if isinstance(first, dict) and first.get("partial"):
+            # The server cut the answer short (InfluxDB 1.x: max-row-limit): a graph drawn
+            # from it would show a gap that is not in the store.
+            raise StoreReadError(
+                f"{self.name}: the store sent a partial answer (a row limit)", retryable=False
+            )
+        return series
 
 
 # How InfluxDB 1.x/3 ("database not found: x") and 2.x ("no dbrp mapping for database ...")
@@ -261,20 +293,43 @@ class PrometheusReader:
         return f"tlast_over_time({selector}[{window}s])"
 
     def last_times(self, account: str, scale: Scale, since: datetime, until: datetime) -> LastTimes:
+        if ceil_seconds(until) <= ceil_seconds(since):
+            self.check_labels()
+            return {}
+        params = {
+            "query": self.query(account, scale, since, until),
+            "time": str(ceil_seconds(until) - 1),
+        }
+        times: LastTimes = {}
+        for item in self.run("/api/v1/query", params, "vector"):
+            try:
+                t = _parse_time(float(item["value"][1]), self.name)
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise _not_this_api(self.name, str(item)) from None
+            key = self.key(item["metric"])
+            times[key] = max(t, times.get(key, t))
+        return times
+
+    def key(self, labels: Mapping[str, Any]) -> tuple[str, str]:
+        """The (station or "", channel) of one answered series, from its labels."""
+        station = str(labels.get("station_name", "")) if self.add_station else ""
+        return station, str(labels.get("device_name", ""))
+
+    def check_labels(self) -> None:
         if not _LABEL.match(self.tags.name):
             raise StoreReadError(
                 f"{self.name}: tag name {self.tags.name!r} is not a label name",
                 retryable=False,
                 unsupported=True,
             )
-        if ceil_seconds(until) <= ceil_seconds(since):
-            return {}
-        params = {
-            "query": self.query(account, scale, since, until),
-            "time": str(ceil_seconds(until) - 1),
-            "nocache": "1",
-        }
-        status, text = self.http.get("/api/v1/query", params, self.name)
+
+    def run(
+        self, path: str, params: Mapping[str, str], result_type: str
+    ) -> list[dict[str, Any]]:
+        """The `result` list of a query API answer of `result_type` ("vector", "matrix"),
+        each item with a `metric` mapping; every failure classified as for `/query`."""
+        self.check_labels()
+        status, text = self.http.get(path, {**params, "nocache": "1"}, self.name)
         answer = _json(text)
         if status in (400, 422):
             # VictoriaMetrics: "unsupported path"; a Prometheus: no tlast_over_time.
@@ -291,45 +346,43 @@ class PrometheusReader:
             not isinstance(answer, dict)
             or answer.get("status") != "success"
             or not isinstance(data, dict)
-            or data.get("resultType") != "vector"
+            or data.get("resultType") != result_type
             or not isinstance(data.get("result"), list)
         ):
             raise _not_this_api(self.name, text)
-        times: LastTimes = {}
-        for item in data["result"]:
-            try:
-                labels = item["metric"]
-                t = _parse_time(float(item["value"][1]), self.name)
-            except (KeyError, IndexError, TypeError, ValueError):
-                raise _not_this_api(self.name, text) from None
-            station = str(labels.get("station_name", "")) if self.add_station else ""
-            key = (station, str(labels.get("device_name", "")))
-            times[key] = max(t, times.get(key, t))
-        return times
+        result: list[object] = data["result"]
+        items: list[dict[str, Any]] = []
+        for item in result:
+            if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
+                raise _not_this_api(self.name, text)
+            items.append(item)
+        return items
 
 
 # -- choosing --------------------------------------------------------------------------------
 
 
-class FirstAnswering:
-    """Reads through the first of `readers` the server offers, and remembers which.
+class FirstOf(Generic[R]):
+    """Asks through the first of `readers` the server offers, and remembers which.
 
     Readers found unsupported are not asked again; nor is anything once none answered.
+    `what` says in the log what the chosen reader is used for.
     """
 
-    def __init__(self, store: str, readers: Sequence[StoreReader]) -> None:
+    def __init__(self, store: str, readers: Sequence[R], what: str = "reading back") -> None:
         self.store = store
         self.readers = list(readers)
-        self.chosen: StoreReader | None = None
+        self.what = what
+        self.chosen: R | None = None
         self._passed_over: list[str] = []
 
-    def last_times(self, account: str, scale: Scale, since: datetime, until: datetime) -> LastTimes:
+    def ask(self, question: Callable[[R], T]) -> T:
         if self.chosen is not None:
-            return self.chosen.last_times(account, scale, since, until)
+            return question(self.chosen)
         while self.readers:
             reader = self.readers[0]
             try:
-                times = reader.last_times(account, scale, since, until)
+                answer = question(reader)
             except StoreReadError as err:
                 if not err.unsupported:
                     raise
@@ -338,11 +391,18 @@ class FirstAnswering:
                 logger.info("%s: %s", self.store, err)
                 continue
             self.chosen = reader
-            logger.info("%s: reading back through %s", self.store, reader.name)
-            return times
+            logger.info("%s: %s through %s", self.store, self.what, reader.name)
+            return answer
         raise StoreReadError(
             "no read API answered: " + "; ".join(self._passed_over), retryable=False
         )
+
+
+class FirstAnswering(FirstOf[StoreReader]):
+    """The backfill's read back through the first read API the server answers."""
+
+    def last_times(self, account: str, scale: Scale, since: datetime, until: datetime) -> LastTimes:
+        return self.ask(lambda reader: reader.last_times(account, scale, since, until))
 
 
 # -- helpers ---------------------------------------------------------------------------------
