@@ -20,7 +20,11 @@ setup(
     python_requires=">=3.11",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"vuegraf": ["py.typed"], "vuegraf.simulator": ["*.json"]},
+    package_data={
+        "vuegraf": ["py.typed"],
+        "vuegraf.simulator": ["*.json"],
+        "vuegraf.web": ["static/*"],
+    },
     install_requires=[
         "pyemvue>=0.18.9,<0.19",  # emporia.SUPPORTED_PYEMVUE: vuegraf adopts its Auth
         "influxdb-client>=1.40",
@@ -42,6 +46,10 @@ setup(
             "mypy~=2.4.1",
             "types-requests",
             "types-python-dateutil",
+            # The graphs page's tests drive Debian's chromium through its chromedriver
+            # (/usr/bin/chromedriver, from apt): Selenium only speaks WebDriver to it and never
+            # downloads a browser. Pinned to a minor release like mypy.
+            "selenium~=4.51.0",
         ]
     },
     entry_points={
