@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from harness.browser import Browser, chromium
 from harness.homeassistant import HomeAssistant, require_hass
 from harness.testtime import TestTime
 from servers import InfluxV1Server, MosquittoServer, VictoriaMetricsServer, in_ci, require_binary
@@ -211,3 +212,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "test_time" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.realclock)
+
+
+# ---------------------------------------------------------------------------------------------
+# A real browser (see harness/browser.py).
+#
+# Headless Chromium from Debian through its chromedriver (`chromium`, `chromium-driver`: the
+# packages .ci/install-deps installs). Without them a test skips, or fails under CI=true. Each
+# test gets a browser with a fresh profile, so no cache or storage leaks from one to the next.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    """A headless Chromium, 1280x900, its console kept (`browser.severe()`)."""
+    binary = require_binary("chromium")
+    driver = require_binary("chromedriver")
+    with chromium(tmp_path / "chromium-profile", driver, binary) as page:
+        yield page

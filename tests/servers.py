@@ -58,6 +58,8 @@ DEBIAN_PACKAGES = {
     "dockerd": "docker.io",
     "docker": "docker.io",
     "debootstrap": "debootstrap",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
 }
 
 # Daemons often live in sbin, which is not on every user's PATH.
