@@ -328,6 +328,22 @@ def test_the_hash_keeps_the_choice(browser: Browser, served: tuple[WebServer, Pa
     no_console_errors(browser)
 
 
+def test_charts_follow_the_width_of_a_phone(
+    browser: Browser, served: tuple[WebServer, Path, Rows]
+) -> None:
+    server, _db, _rows = served
+    open_view(browser, server.url, PANEL.id, "day")
+    widths = "return Object.values(window.vuegraf.charts).map(u => u.width)"
+    assert min(browser.script(widths)) > 800
+    browser.driver.set_window_size(420, 900)
+    viewport = browser.script("return document.documentElement.clientWidth")
+    browser.wait_until(
+        lambda: all(200 < w <= viewport for w in browser.script(widths)), "charts a phone wide"
+    )
+    browser.screenshot("page-phone.png")
+    no_console_errors(browser)
+
+
 def test_a_store_error_is_shown_on_the_page(browser: Browser, tmp_path: Path) -> None:
     reader = SqliteGraphReader(tmp_path / "missing.sqlite", TagConfig())
     with WebServer("127.0.0.1", 0, reader, lambda: LAYOUT, ZONE, FakeClock(NOW)) as server:

@@ -220,6 +220,8 @@
     var sums = graph.times.map(function () { return 0; });
     var data = [graph.times];
     var opts = baseOptions(width, STACK_HEIGHT);
+    // The bottom layer fills down to zero: the axis starts there too.
+    opts.scales.y = { range: function (u, min, max) { return [Math.min(0, min), max]; } };
     opts.series = [{}];
     opts.bands = [];
     layers.forEach(function (s, k) {
