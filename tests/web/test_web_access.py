@@ -199,6 +199,7 @@ def test_an_opened_page_wants_its_password_and_never_shows_a_secret(tmp_path, ot
                 text = body.decode("utf-8", "replace") + json.dumps(headers)
                 for secret in (EMPORIA_PASSWORD, WEB_PASSWORD, "me@example.com"):
                     assert secret not in text, (url, secret)
+            assert statuses["/"] == 200
             assert statuses["/static/../server.py"] == 404
             assert statuses["/nothing"] == 404
             assert all(s == 200 for u, s in statuses.items() if u.startswith("/api"))
