@@ -267,7 +267,9 @@ def test_the_live_value_follows_a_new_minute(
     browser: Browser, served: tuple[WebServer, Path, Rows]
 ) -> None:
     server, db, rows = served
-    open_view(browser, server.url, PANEL.id, "day")
+    # The graphs are read again every 5 s (`?refresh=5`), not every minute.
+    browser.open(f"{server.url}/?refresh=5#{quote(ACCOUNT)}/{PANEL.id}/day")
+    wait_drawn(browser, PANEL.id, "day")
     last = max(rows.minutes["Panel-1"])
     browser.wait_for("return window.vuegraf.live['Panel-1'] !== undefined")
     assert browser.script("return window.vuegraf.live['Panel-1']") == {
@@ -300,6 +302,15 @@ def test_the_live_value_follows_a_new_minute(
     assert browser.script("return window.vuegraf.live['Panel-1'].watts") == 4321.5
     cell = "#channels tr[data-channel='Panel-1'] td[data-col=live]"
     assert browser.script(f'return document.querySelector("{cell}").textContent') == "4.32 kW"
+    # The day graph draws the new minute too, in the circuit's chart and in the stack.
+    assert newer in drawn(browser, "Panel-1")[0]
+    browser.wait_for(
+        "var u = window.vuegraf.charts['Panel-1'];"
+        "return u.data[1][u.data[0].indexOf(arguments[0])] === 4321.5",
+        newer,
+    )
+    stack_times, stack = drawn(browser, "stack")
+    assert stack[0][stack_times.index(newer)] == 4321.5  # Panel-1 is the bottom layer
     assert browser.script("return performance.timeOrigin") == started
     browser.screenshot("page-live.png")
     no_console_errors(browser)

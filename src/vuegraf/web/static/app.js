@@ -9,6 +9,12 @@
   var LIVE_POLL_MS = 15000;
   // How often the table's energy totals are read again.
   var TOTALS_POLL_MS = 60000;
+  // How often the graphs are read again: a page left open keeps moving with the store.
+  // `?refresh=S` in the address asks for every S seconds instead (5 at least), e.g. for a wall
+  // display.
+  var GRAPH_POLL_MS = 60000;
+  var askedRefresh = Number(new URLSearchParams(location.search).get("refresh"));
+  if (askedRefresh >= 5) GRAPH_POLL_MS = askedRefresh * 1000;
   var CHART_HEIGHT = 160;
   var STACK_HEIGHT = 300;
 
@@ -387,6 +393,37 @@
       });
   }
 
+  // The same pick read again: new numbers go into the charts drawn (no flicker, the scroll and
+  // any zoom stay); a different set of channels is drawn afresh.
+  function refreshGraph(token) {
+    var p = pick;
+    var shown = hashOf(p);
+    return getJson("/api/graph", { account: p.account, device: p.device, view: p.view })
+      .then(function (graph) {
+        if (!graph || token !== loadToken || state.drawn !== shown) return;
+        var names = graph.series.map(function (s) { return s.name; });
+        var same = names.every(function (n) { return state.charts[n]; })
+          && Object.keys(state.charts).length === names.length + (state.charts.stack ? 1 : 0);
+        var stack = state.charts.stack ? stackChart(graph, state.charts.stack.width, function () {}) : null;
+        if (!same || (state.charts.stack && !stack)) {
+          drawGraph(graph, shown);
+          return;
+        }
+        graph.series.forEach(function (s) {
+          state.charts[s.name].setData([graph.times, s.mean, s.min, s.max]);
+        });
+        if (stack) {
+          // Its legend reads the layers' own values: a new chart, in the old one's place.
+          var old = state.charts.stack;
+          var box = old.root.parentNode;
+          old.destroy();
+          state.charts.stack = new uPlot(stack.opts, stack.data, box);
+        }
+        state.refreshed = (state.refreshed || 0) + 1;
+        clearError();
+      });
+  }
+
   function start() {
     getJson("/api/layout").then(function (answer) {
       if (!answer) return;
@@ -402,6 +439,7 @@
       load();
       setInterval(function () { if (pick) readLive(loadToken); }, LIVE_POLL_MS);
       setInterval(function () { if (pick) readTotals(loadToken); }, TOTALS_POLL_MS);
+      setInterval(function () { if (pick) refreshGraph(loadToken); }, GRAPH_POLL_MS);
     });
   }
 
