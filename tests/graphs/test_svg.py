@@ -150,7 +150,8 @@ def test_gaps_split_every_series(drawn):
     _graph, root = drawn["year"]
     start, end, step = _expected_window("year")
     ax = sc.axes(root)
-    runs = [sc.to_buckets(ax, r, start, step) for r in sc.subpaths(sc.paths(root, "line")[sc.MAINS])]
+    mains = sc.paths(root, "line")[sc.MAINS]
+    runs = [sc.to_buckets(ax, r, start, step) for r in sc.subpaths(mains)]
     assert len(runs) == 2
     assert runs[0][-1][0] < sc.LONG_GAP[0] and runs[1][0][0] >= sc.LONG_GAP[1] - step
 
