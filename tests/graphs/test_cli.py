@@ -15,10 +15,11 @@ import pytest
 
 from graphs import svgcheck as sc
 from vuegraf.clock import FakeClock
-from vuegraf.config import TagConfig
+from vuegraf.config import TagConfig, load_config
 from vuegraf.graphs import layout as layouts
 from vuegraf.graphs.cli import file_name, main
 from vuegraf.graphs.read import SqliteGraphReader
+from vuegraf.graphs.store import reader_for
 
 SECRET = "s3cret-Graph-pw"
 VIEWS = ("day", "week", "month", "year")
@@ -155,3 +156,22 @@ def test_file_names_are_safe():
     assert file_name("../..") == "_"
     assert file_name("Küche 2") == "Küche_2"
     assert file_name('a<b>:"c"|?*') == "a_b_c"
+
+
+def test_a_missing_store_is_one_line_and_exit_1(tmp_path, filled):
+    config = setup_dir(tmp_path, filled)
+    (tmp_path / "vuegraf.sqlite").unlink()
+    proc = run_graph(config, "--svg", tmp_path / "www")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("cannot read the store: ")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_reader_for_a_config_without_influxdb_is_its_sqlite_file(tmp_path, filled):
+    config = load_config(setup_dir(tmp_path, filled, sqlitePath="elsewhere.sqlite"))
+    reader = reader_for(config)
+    try:
+        assert isinstance(reader, SqliteGraphReader)
+        assert reader.path == tmp_path / "elsewhere.sqlite"
+    finally:
+        reader.close()

@@ -147,7 +147,11 @@ def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
         return EXIT_USAGE
     install_redaction(config.secrets())
     out_dir: Path = args.svg
-    reader = reader_for(config)
+    try:
+        reader = reader_for(config)
+    except StoreReadError as err:
+        print(f"cannot read the store: {err}", file=sys.stderr)
+        return EXIT_FATAL
     entries: list[tuple[str, str, list[tuple[str, str]]]] = []
     try:
         layout = read_layout(config.state_dir, reader, args.account)

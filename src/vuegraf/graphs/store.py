@@ -7,6 +7,9 @@ from typing import cast
 
 from vuegraf.config import Config
 from vuegraf.graphs.read import GraphReader, SqliteGraphReader
+from vuegraf.sinks.base import StoreReadError
+
+REMOTE = "vuegraf.graphs.remote"
 
 
 def reader_for(config: Config) -> GraphReader:
@@ -16,5 +19,13 @@ def reader_for(config: Config) -> GraphReader:
     needs none of their code."""
     if config.influx is None:
         return SqliteGraphReader(config.sqlite_path, config.tags)
-    remote = importlib.import_module("vuegraf.graphs.remote")
+    try:
+        remote = importlib.import_module(REMOTE)
+    except ModuleNotFoundError as err:
+        if err.name != REMOTE:
+            raise
+        raise StoreReadError(
+            "graphs from InfluxDB are not in this version of vuegraf", retryable=False,
+            unsupported=True,
+        ) from None
     return cast(GraphReader, remote.build_reader(config))
