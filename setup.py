@@ -57,6 +57,7 @@ setup(
             "vuegraf=vuegraf.cli:main",
             "vuegraf-simulator=vuegraf.simulator.__main__:main",
             "vuegraf-health=vuegraf.health:main",
+            "vuegraf-graph=vuegraf.graphs.cli:main",
         ]
     },
     classifiers=[

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from vuegraf.config import TagConfig
 from vuegraf.model import Scale
@@ -67,6 +67,16 @@ class GraphReader(Protocol):
     ) -> dict[SeriesKey, tuple[int, float]]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ListsSeries(Protocol):
+    """A reader that can also list the series it holds: what `vuegraf-graph` groups by when
+    the daemon left no `layout.json`."""
+
+    def series(self, account: str | None = None) -> dict[str, list[SeriesKey]]:
+        """Each account's (or only `account`'s) series, sorted."""
+        ...
 
 
 class SqliteGraphReader:
@@ -190,6 +200,30 @@ class SqliteGraphReader:
             for s, c, t, v in rows
             if wanted is None or (str(s), str(c)) in wanted
         }
+
+    def series(self, account: str | None = None) -> dict[str, list[SeriesKey]]:
+        # One index seek per series (the primary key starts with account, channel, station)
+        # rather than a DISTINCT over every row: a store of years of minutes has millions.
+        out: dict[str, list[SeriesKey]] = {}
+        after: tuple[str, str, str] = (account or "", "", "")
+        rows = self._rows(
+            "SELECT account_name, device_name, station_name FROM energy_usage "
+            "WHERE account_name >= ? ORDER BY 1, 2, 3 LIMIT 1",
+            [after[0]],
+        )
+        while rows:
+            name, channel, station = (str(v) for v in rows[0])
+            if account is not None and name != account:
+                break
+            out.setdefault(name, []).append((station, channel))
+            after = (name, channel, station)
+            rows = self._rows(
+                "SELECT account_name, device_name, station_name FROM energy_usage "
+                "WHERE (account_name, device_name, station_name) > (?, ?, ?) "
+                "ORDER BY 1, 2, 3 LIMIT 1",
+                list(after),
+            )
+        return {name: sorted(keys) for name, keys in out.items()}
 
     def close(self) -> None:
         with self._lock:

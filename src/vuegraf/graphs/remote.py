@@ -493,8 +493,10 @@ class RemoteGraphReader:
     ) -> dict[SeriesKey, tuple[int, float]]:
         return self.choice.ask(lambda r: r.latest(account, scale, series, start, end))
 
-    def series(self) -> SeriesListing:
-        return self.choice.ask(lambda r: r.series())
+    def series(self, account: str | None = None) -> SeriesListing:
+        """`vuegraf.graphs.read.ListsSeries`: each account's (or only `account`'s) series."""
+        listing = self.choice.ask(lambda r: r.series())
+        return {name: keys for name, keys in listing.items() if account in (None, name)}
 
     def close(self) -> None:
         self.http.close()
