@@ -8,6 +8,7 @@ same graph from all three stores for each view.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from vuegraf.config import Config, TagConfig, parse_config
+from vuegraf.graphs.cli import main as graph_main
 from vuegraf.graphs.data import read_graph
 from vuegraf.graphs.layout import ChannelEntry, DeviceEntry
 from vuegraf.graphs.read import Bucket, GraphReader, SqliteGraphReader
@@ -80,6 +82,10 @@ def expected_buckets(account: str, scale: Scale, start: int, end: int, step: int
 
 
 def config(tmp_path: Path, influx: dict | None) -> Config:
+    return parse_config(config_data(tmp_path, influx), tmp_path / "vuegraf.json")
+
+
+def config_data(tmp_path: Path, influx: dict | None) -> dict:
     data: dict = {
         "accounts": [{"name": "x", "email": "me@example.com", "password": "pw"}],
         "addStationField": True,
@@ -87,7 +93,7 @@ def config(tmp_path: Path, influx: dict | None) -> Config:
     }
     if influx is not None:
         data["influxDb"] = influx
-    return parse_config(data, tmp_path / "vuegraf.json")
+    return data
 
 
 def write(cfg: Config, account: str) -> None:
@@ -122,6 +128,14 @@ def stores(influxdb_v1_db, victoria_metrics, tmp_path: Path) -> Iterator[tuple[s
         timeout=30.0,
         match=f'{{__name__="energy_usage_usage",account_name="{account}"}}',
     )
+    configs["influxdb"] = config_data(
+        tmp_path, {"version": 1, "host": server.host, "port": server.port, "database": database}
+    )
+    configs["victoria"] = config_data(
+        tmp_path,
+        {"version": 2, "url": victoria_metrics.url, "org": "o", "bucket": "b", "token": "t"},
+    )
+    configs["sqlite"] = config_data(tmp_path, None)
     readers = {
         "influxdb": build_reader(influx_cfg),
         "victoria": build_reader(vm_cfg),
@@ -190,11 +204,10 @@ def test_every_store_answers_the_buckets_sums_and_newest_points_the_points_give(
 def test_each_store_lists_its_series(stores):
     account, readers = stores
     for name, reader in readers.items():
-        if isinstance(reader, SqliteGraphReader):
-            continue  # its listing is another part's
-        assert isinstance(reader, RemoteGraphReader)
+        assert isinstance(reader, RemoteGraphReader | SqliteGraphReader)
         listing = reader.series()
         assert sorted(listing[account]) == sorted((STATION, c) for c in CHANNELS), name
+        assert reader.series(account).keys() == {account}, name
 
 
 def test_read_graph_draws_the_same_graph_from_every_store_for_each_view(stores):
@@ -216,6 +229,31 @@ def test_read_graph_draws_the_same_graph_from_every_store_for_each_view(stores):
         assert day.series[1].mean[times.index(t)] is None  # the outage is drawn as a gap
     before = GAP[0] - 60
     assert day.series[1].mean[times.index(before)] == pytest.approx(minute_watts(1, before))
+
+
+# The configs of the three stores of the running test, for `vuegraf-graph`.
+configs: dict[str, dict] = {}
+
+
+def test_vuegraf_graph_draws_the_same_files_from_every_store(stores, tmp_path: Path):
+    account, _readers = stores
+    (tmp_path / "state").mkdir()
+    layout = [{"name": account, "devices": [{
+        "id": "1", "name": STATION, "station": STATION, "parent": None,
+        "channels": [{"num": "1,2,3", "name": CHANNELS[0], "kind": "mains"},
+                     {"num": "4", "name": CHANNELS[1], "kind": "circuit"}]}]}]
+    (tmp_path / "state" / "layout.json").write_text(json.dumps(layout))
+    drawn = {}
+    for name, data in configs.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({**data, "stateDir": "state"}))
+        path.chmod(0o600)
+        out = tmp_path / f"svg-{name}"
+        assert graph_main([str(path), "--svg", str(out), "--now", NOW.isoformat()]) == 0
+        drawn[name] = {p.relative_to(out): p.read_text() for p in sorted(out.rglob("*.svg"))}
+    assert len(drawn["sqlite"]) == 4  # one device, four views
+    assert drawn["influxdb"] == drawn["sqlite"]
+    assert drawn["victoria"] == drawn["sqlite"]
 
 
 def test_the_readers_are_typed_as_graph_readers(tmp_path: Path):
