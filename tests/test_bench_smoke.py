@@ -94,7 +94,7 @@ def test_web_bench_runs_for_a_short_import_and_names_every_view():
     views: dict[str, set[str]] = {}
     for row in rows:
         if row[1] == "graph":
-            views.setdefault(" ".join(row[3:-6]), set()).add(row[2])
+            views.setdefault(" ".join(row[3:-7]), set()).add(row[2])
     # The biggest panel and a single-channel device, each in every view.
     assert len(views) == 2, out.stdout
     for device, seen in views.items():
