@@ -81,3 +81,24 @@ def test_home_assistant_bench_runs_and_counts_one_state_per_channel_and_minute()
     assert rows["Home Assistant states"] == rows["upstream messages"], out.stdout
     assert channels - 1 <= rows["upstream messages"] <= channels, out.stdout
     assert "extra CPU per minute for discovery and energy counters" in out.stdout
+
+
+def test_web_bench_runs_for_a_short_import_and_names_every_view():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "web.py"), "--days", "2", "--stores", "sqlite",
+         "--rounds", "2"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("sqlite ")]
+    views: dict[str, set[str]] = {}
+    for row in rows:
+        if row[1] == "graph":
+            views.setdefault(" ".join(row[3:-7]), set()).add(row[2])
+    # The biggest panel and a single-channel device, each in every view.
+    assert len(views) == 2, out.stdout
+    for device, seen in views.items():
+        assert seen == {"day", "week", "month", "year"}, (device, out.stdout)
+    # Two days were imported: each device's day view has points to draw.
+    assert all(int(r[-1]) > 0 for r in rows if r[1:3] == ["graph", "day"]), out.stdout
+    assert "the web part adds" in out.stdout, out.stdout
