@@ -41,6 +41,7 @@ BASE: dict[str, Any] = {
     ],
     "mqtt": {"host": "broker.local", "homeAssistant": {}},
     "prometheus": {"port": 9101},
+    "web": {"port": 8765},
 }
 V2 = {"version": 2, "url": "http://influx2.local:8086", "org": "home", "bucket": "b", "token": "t"}
 
@@ -54,6 +55,7 @@ ACCEPTED: dict[str, set[str]] = {
         "sqlitePath", "useEmporiaChannelNames", "deviceRefreshSecs", "stateDir",
         "accountConcurrency", "historyConcurrency", "historyRequestsPerSecond",
         "detailedDataChannels", "dailyRequestBudget", "healthFailureThreshold", "prometheus",
+        "web",
     },
     "influxDb v1": TAG_KEYS | {
         "version", "host", "port", "database", "user", "pass", "passFile", "ssl_enable",
@@ -71,6 +73,7 @@ ACCEPTED: dict[str, set[str]] = {
     },
     "mqtt.homeAssistant": {"discoveryPrefix", "statusTopic"},
     "prometheus": {"port", "address"},
+    "web": {"port", "address", "username", "password", "passwordFile"},
 }
 EVERY_KEY = set().union(*ACCEPTED.values())
 
@@ -123,6 +126,7 @@ def test_the_known_key_sets_are_derived_from_the_declarations() -> None:
         "mqtt": config._MQTT.known,
         "mqtt.homeAssistant": config._HOME_ASSISTANT.known,
         "prometheus": config._PROMETHEUS.known,
+        "web": config._WEB.known,
     }
     assert derived == ACCEPTED
     assert config._EVERY_KEY == EVERY_KEY
@@ -131,6 +135,7 @@ def test_the_known_key_sets_are_derived_from_the_declarations() -> None:
         "influxDb": ACCEPTED["influxDb v1"] | ACCEPTED["influxDb v2"],
         "mqtt": ACCEPTED["mqtt"],
         "prometheus": ACCEPTED["prometheus"],
+        "web": ACCEPTED["web"],
     }
 
 
