@@ -57,18 +57,15 @@ class GraphData:
                     "name": s.name,
                     "num": s.num,
                     "kind": s.kind,
-                    "mean": [_round(v) for v in s.mean],
-                    "min": [_round(v) for v in s.low],
-                    "max": [_round(v) for v in s.high],
+                    # Three decimals of a watt: far below what a pixel shows, a third of the
+                    # bytes of repr.
+                    "mean": [None if v is None else round(v, 3) for v in s.mean],
+                    "min": [None if v is None else round(v, 3) for v in s.low],
+                    "max": [None if v is None else round(v, 3) for v in s.high],
                 }
                 for s in self.series
             ],
         }
-
-
-def _round(value: float | None) -> float | None:
-    # Three decimals of a watt: far below what a pixel shows, a third of the bytes of repr.
-    return None if value is None else round(value, 3)
 
 
 def read_graph(
@@ -94,6 +91,11 @@ def read_graph(
         for key, buckets in answer.items():
             into = filled.get(key)
             if into is None:
+                continue
+            if step == view.step:
+                for b, value in buckets.items():
+                    if b >= start and into.setdefault(b, value) is value:
+                        answered = True
                 continue
             for b, value in buckets.items():
                 # A coarse bucket (an hour point in a 10-minute view) stands for each of the
