@@ -91,6 +91,7 @@ class InfluxQLGraphReader:
         start: int,
         end: int,
         group: str = "",
+        tail: str = "",
     ) -> list[tuple[SeriesKey, list[str], list[Any]]]:
         """(key, columns, rows) of each wanted series that has points in [start, end)."""
         if series is not None and not series:
@@ -100,7 +101,7 @@ class InfluxQLGraphReader:
         query = (
             f"SELECT {what} FROM {influxql_ident(MEASUREMENT)} "
             f"{self._where(account, scale, series, start, end)} "
-            f"GROUP BY {group}{self._group()}"
+            f"GROUP BY {group}{self._group()}{tail}"
         )
         wanted = _wanted(series)
         out = []
@@ -131,6 +132,8 @@ class InfluxQLGraphReader:
             start,
             end,
             group=by_time,
+            # Empty buckets are left out of the answer, not sent as rows of nulls.
+            tail=" fill(none)",
         )
         out: BucketMap = {}
         for key, columns, rows in answer:
