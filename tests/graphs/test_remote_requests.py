@@ -20,8 +20,8 @@ from vuegraf.model import Scale
 
 INFLUXQL_BUCKETS = (
     b'{"results":[{"statement_id":0,"series":[{"name":"energy_usage","tags":'
-    b'{"device_name":"Kitchen","station_name":"Panel"},"columns":["time","low","mean","high","n"],'
-    b'"values":[[1772409600,10,20.5,31,4],[1772409660,null,null,null,0]]}]}]}'
+    b'{"device_name":"Kitchen","station_name":"Panel"},"columns":["time","low","mean","high"],'
+    b'"values":[[1772409600,10,20.5,31],[1772410200,null,null,null]]}]}]}'
 )
 
 
@@ -68,11 +68,11 @@ def test_influxdb_2_is_read_through_its_1x_api_with_the_token_and_the_bucket_as_
     reader = build_reader(config)
     try:
         got = reader.buckets(
-            "Home", Scale.MINUTE, [("Panel", "Kitchen")], 1772409600, 1772409720, 60
+            "Home", Scale.MINUTE, [("Panel", "Kitchen")], 1772409600, 1772410800, 600
         )
     finally:
         reader.close()
-    assert got == {("Panel", "Kitchen"): {1772409600: Bucket(10.0, 20.5, 31.0, 4)}}
+    assert got == {("Panel", "Kitchen"): {1772409600: Bucket(10.0, 20.5, 31.0)}}
     assert len(seen) == 1
     path, params, auth = seen[0]
     assert path == "/query"
@@ -80,11 +80,11 @@ def test_influxdb_2_is_read_through_its_1x_api_with_the_token_and_the_bucket_as_
     assert params["db"] == ["energy"] and params["rp"] == ["autogen"]
     assert params["epoch"] == ["s"]
     query = params["q"][0]
-    assert 'min("usage")' in query and 'count("usage")' in query
+    assert 'min("usage")' in query and 'max("usage")' in query and "count(" not in query
     assert '"account_name" = \'Home\'' in query and '"detailed" = \'False\'' in query
     assert '"device_name" = \'Kitchen\'' in query and '"station_name" = \'Panel\'' in query
-    assert "time >= 1772409600s AND time < 1772409720s" in query
-    assert 'GROUP BY time(60s), "device_name", "station_name"' in query
+    assert "time >= 1772409600s AND time < 1772410800s" in query
+    assert 'GROUP BY time(600s), "device_name", "station_name" fill(none)' in query
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -31,12 +31,26 @@ SeriesKey = tuple[str, str]  # (station name or "", channel name)
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
-    """One series' values inside one bucket: the min, mean and max of its points, how many."""
+    """One series' values inside one bucket: the min, mean and max of its points."""
 
     low: float
     mean: float
     high: float
-    count: int
+
+
+def bucket_points(points: Iterable[tuple[int, float]], start: int, step: int) -> dict[int, Bucket]:
+    """Buckets of a series' (time, value) points, in Python: for a view whose buckets hold
+    one point each (a day of minutes), reading the points is cheaper for every store than
+    having it aggregate them."""
+    groups: dict[int, list[float]] = {}
+    for t, value in points:
+        groups.setdefault(start + (t - start) // step * step, []).append(value)
+    return {
+        b: Bucket(values[0], values[0], values[0])
+        if len(values) == 1
+        else Bucket(min(values), sum(values) / len(values), max(values))
+        for b, values in groups.items()
+    }
 
 
 BucketMap = dict[SeriesKey, dict[int, Bucket]]  # series -> bucket start -> values
@@ -150,14 +164,14 @@ class SqliteGraphReader:
             where, args = self._where(account, scale, None, start, end)
             rows = self._rows(
                 "SELECT station_name, device_name, (time - ?) / ? AS b, "
-                "MIN(usage), AVG(usage), MAX(usage), COUNT(*) "
+                "MIN(usage), AVG(usage), MAX(usage) "
                 f"FROM energy_usage WHERE {where} GROUP BY station_name, device_name, b",
                 [start, step, *args],
             )
             out: BucketMap = {}
-            for station, channel, b, low, mean, high, count in rows:
+            for station, channel, b, low, mean, high in rows:
                 out.setdefault((str(station), str(channel)), {})[start + b * step] = Bucket(
-                    low, mean, high, count
+                    low, mean, high
                 )
             return out
         # One query per series: each groups one primary-key range, which SQLite sorts for its
@@ -166,16 +180,25 @@ class SqliteGraphReader:
         tag = self.tags.value(scale)
         out = {}
         for station, channel in dict.fromkeys(series):
+            if step <= scale.seconds:
+                points = self._rows(
+                    "SELECT time, usage FROM energy_usage WHERE account_name = ? "
+                    "AND device_name = ? AND station_name = ? AND detailed = ? "
+                    "AND time >= ? AND time < ?",
+                    [account, channel, station, tag, start, end],
+                )
+                if points:
+                    out[(station, channel)] = bucket_points(points, start, step)
+                continue
             rows = self._rows(
-                "SELECT (time - ?) / ? AS b, MIN(usage), AVG(usage), MAX(usage), COUNT(*) "
+                "SELECT (time - ?) / ? AS b, MIN(usage), AVG(usage), MAX(usage) "
                 "FROM energy_usage WHERE account_name = ? AND device_name = ? "
                 "AND station_name = ? AND detailed = ? AND time >= ? AND time < ? GROUP BY b",
                 [start, step, account, channel, station, tag, start, end],
             )
             if rows:
                 out[(station, channel)] = {
-                    start + b * step: Bucket(low, mean, high, count)
-                    for b, low, mean, high, count in rows
+                    start + b * step: Bucket(low, mean, high) for b, low, mean, high in rows
                 }
         return out
 
