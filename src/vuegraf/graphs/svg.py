@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from vuegraf.graphs.data import GraphData, SeriesData
 from vuegraf.graphs.layout import COMPUTED_KIND, MAINS_KIND
+from vuegraf.graphs.views import zone_name
 
 WIDTH = 1000
 PLOT_LEFT = 72
@@ -364,7 +365,7 @@ def render(graph: GraphData, zone: tzinfo, title: str) -> str:
         f'fill="#111827">{_text(title)}</text>',
         f'<text class="window" x="{WIDTH - PLOT_RIGHT}" y="22" text-anchor="end" '
         f'fill="#6b7280">{_text(_local(graph.start, zone))} – '
-        f"{_text(_local(graph.end, zone))} ({_text(str(zone))})</text>",
+        f"{_text(_local(graph.end, zone))} ({_text(zone_name(zone))})</text>",
     ]
 
     # Grid and axes.

@@ -10,8 +10,12 @@ half a million rows a channel.
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
+from pathlib import Path
+from zoneinfo import available_timezones
 
 from vuegraf.model import Scale
 
@@ -53,3 +57,32 @@ VIEWS: dict[str, View] = {
         View("year", 365 * DAY, 12 * 3600, (Scale.HOUR,)),
     )
 }
+
+
+def zone_name(zone: tzinfo) -> str:
+    """The IANA name the page formats times in (uPlot's tzDate). The system's zone is
+    "localtime" to zoneinfo, which no browser knows: its name is looked up where Debian and
+    Docker images keep it; UTC when it has none."""
+    key = getattr(zone, "key", None)
+    if not isinstance(key, str) or not key:
+        return "UTC"
+    return key if key != "localtime" else _system_zone_name()
+
+
+@functools.cache
+def _system_zone_name() -> str:
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        candidates.append(Path("/etc/timezone").read_text().strip())
+    except OSError:
+        pass
+    try:
+        target = os.readlink("/etc/localtime")
+    except OSError:
+        target = ""
+    if "zoneinfo/" in target:
+        candidates.append(target.split("zoneinfo/", 1)[1])
+    for name in candidates:
+        if name and name in available_timezones():
+            return name
+    return "UTC"

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import gzip
 import hmac
 import json
 import logging
 import mimetypes
-import os
 import socket
 import threading
 from collections.abc import Callable
@@ -31,14 +29,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
-from zoneinfo import available_timezones
 
 from vuegraf import __version__
 from vuegraf.clock import Clock
 from vuegraf.graphs.data import read_graph, read_now, read_totals, totals_json
 from vuegraf.graphs.layout import AccountEntry, DeviceEntry, Layout, find, to_json
 from vuegraf.graphs.read import GraphReader
-from vuegraf.graphs.views import VIEWS
+from vuegraf.graphs.views import VIEWS, zone_name
 from vuegraf.sinks.base import StoreReadError
 
 logger = logging.getLogger(__name__)
@@ -62,35 +59,6 @@ Response = tuple[int, str, bytes, dict[str, str]]
 
 class _NotFound(Exception):
     pass
-
-
-def zone_name(zone: tzinfo) -> str:
-    """The IANA name the page formats times in (uPlot's tzDate). The system's zone is
-    "localtime" to zoneinfo, which no browser knows: its name is looked up where Debian and
-    Docker images keep it; UTC when it has none."""
-    key = getattr(zone, "key", None)
-    if not isinstance(key, str) or not key:
-        return "UTC"
-    return key if key != "localtime" else _system_zone_name()
-
-
-@functools.cache
-def _system_zone_name() -> str:
-    candidates = [os.environ.get("TZ", "").lstrip(":")]
-    try:
-        candidates.append(Path("/etc/timezone").read_text().strip())
-    except OSError:
-        pass
-    try:
-        target = os.readlink("/etc/localtime")
-    except OSError:
-        target = ""
-    if "zoneinfo/" in target:
-        candidates.append(target.split("zoneinfo/", 1)[1])
-    for name in candidates:
-        if name and name in available_timezones():
-            return name
-    return "UTC"
 
 
 class WebServer:
