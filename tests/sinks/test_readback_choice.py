@@ -10,6 +10,7 @@ a 401, a query InfluxDB could not parse.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,7 @@ from vuegraf.model import Scale
 from vuegraf.sinks.base import StoreReadError
 from vuegraf.sinks.readback import (
     FirstAnswering,
+    FirstOf,
     HttpEndpoint,
     InfluxQLReader,
     PrometheusReader,
@@ -207,3 +209,41 @@ def test_an_unreachable_store_is_retryable_and_says_no_url() -> None:
     assert info.value.retryable
     assert str(info.value) == "InfluxQL /query: store unreachable (ConnectionError)"
     http.close()
+
+
+def test_threads_asking_at_once_all_get_the_reader_that_answers():
+    """The graphs page asks from several request threads at once: each must pass over the
+    reader the server does not offer exactly once, never the one after it too."""
+    asked: list[str] = []
+
+    class NotOffered:
+        name = "influxql"
+
+        def ask(self) -> str:
+            asked.append(self.name)
+            time.sleep(0.05)  # every thread is inside before the first one passes it over
+            raise StoreReadError("not this API", retryable=False, unsupported=True)
+
+    class Offered:
+        name = "prometheus"
+
+        def ask(self) -> str:
+            return "ok"
+
+    choice: FirstOf[NotOffered | Offered] = FirstOf("vm", [NotOffered(), Offered()])
+    answers: list[str] = []
+
+    def ask() -> None:
+        try:
+            answers.append(choice.ask(lambda reader: reader.ask()))
+        except Exception as err:  # noqa: BLE001 - the failure is the finding
+            answers.append(f"{type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert answers == ["ok"] * 8
+    assert asked == ["influxql"]  # passed over once, not once per thread
+    assert choice.ask(lambda reader: reader.ask()) == "ok"

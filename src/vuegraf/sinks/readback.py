@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -366,7 +367,9 @@ class FirstOf(Generic[R]):
     """Asks through the first of `readers` the server offers, and remembers which.
 
     Readers found unsupported are not asked again; nor is anything once none answered.
-    `what` says in the log what the chosen reader is used for.
+    `what` says in the log what the chosen reader is used for. The choosing is done under a
+    lock: the graphs page asks from several request threads at once, and two threads passing
+    over the same reader must not pass over the next one too.
     """
 
     def __init__(self, store: str, readers: Sequence[R], what: str = "reading back") -> None:
@@ -375,27 +378,33 @@ class FirstOf(Generic[R]):
         self.what = what
         self.chosen: R | None = None
         self._passed_over: list[str] = []
+        self._choosing = threading.Lock()
 
     def ask(self, question: Callable[[R], T]) -> T:
-        if self.chosen is not None:
-            return question(self.chosen)
-        while self.readers:
-            reader = self.readers[0]
-            try:
-                answer = question(reader)
-            except StoreReadError as err:
-                if not err.unsupported:
-                    raise
-                self.readers.pop(0)
-                self._passed_over.append(str(err))
-                logger.info("%s: %s", self.store, err)
-                continue
-            self.chosen = reader
-            logger.info("%s: %s through %s", self.store, self.what, reader.name)
-            return answer
-        raise StoreReadError(
-            "no read API answered: " + "; ".join(self._passed_over), retryable=False
-        )
+        chosen = self.chosen
+        if chosen is not None:
+            return question(chosen)
+        with self._choosing:
+            chosen = self.chosen
+            if chosen is not None:  # another thread chose while this one waited
+                return question(chosen)
+            while self.readers:
+                reader = self.readers[0]
+                try:
+                    answer = question(reader)
+                except StoreReadError as err:
+                    if not err.unsupported:
+                        raise
+                    self.readers.remove(reader)
+                    self._passed_over.append(str(err))
+                    logger.info("%s: %s", self.store, err)
+                    continue
+                self.chosen = reader
+                logger.info("%s: %s through %s", self.store, self.what, reader.name)
+                return answer
+            raise StoreReadError(
+                "no read API answered: " + "; ".join(self._passed_over), retryable=False
+            )
 
 
 class FirstAnswering(FirstOf[StoreReader]):
