@@ -32,7 +32,7 @@ from vuegraf.sinks.factory import (
     wants_ledger,
 )
 from vuegraf.stats import Stats
-from vuegraf.web.server import WebServer
+from vuegraf.web.server import WebServer, is_loopback
 
 logger = logging.getLogger("vuegraf")
 
@@ -311,36 +311,17 @@ def run(
                 err,
             )
             return EXIT_FATAL
+    saved_layout = None if config.state_dir is None else graph_layout.load(config.state_dir)
+
     def layout() -> graph_layout.Layout:
-        return graph_layout.from_catalogs([a.catalog for a in accounts], config.add_station_field)
+        live = graph_layout.from_catalogs([a.catalog for a in accounts], config.add_station_field)
+        return graph_layout.with_fallback(live, saved_layout)
 
     def save_layout(_now: object) -> None:
         if config.state_dir is not None and not args.dryrun:
             graph_layout.save(config.state_dir, layout(), shard.file_suffix)
 
-    web = None
-    if config.web is not None:
-        auth = None
-        if config.web.username is not None and config.web.password is not None:
-            auth = (config.web.username, config.web.password)
-        web = WebServer(
-            config.web.address,
-            config.web.port,
-            reader_for(config),
-            layout,
-            config.zone,
-            clock,
-            auth,
-        )
-        try:
-            web.start()
-        except OSError as err:
-            logger.error(
-                "web: cannot listen on %s:%d: %s", config.web.address, config.web.port, err
-            )
-            if exporter is not None:
-                exporter.stop()
-            return EXIT_FATAL
+    web = None if config.web is None else start_web(config, layout, clock)
     daemon = Daemon(
         config,
         accounts,
@@ -366,6 +347,36 @@ def run(
         if web is not None:
             web.stop()
     return EXIT_OK
+
+
+def start_web(
+    config: Config, layout: Callable[[], graph_layout.Layout], clock: Clock
+) -> WebServer | None:
+    """The graphs page, or None when its address cannot be bound: the page is optional and
+    read-only, so collecting goes on without it (one error line says why)."""
+    web = config.web
+    assert web is not None
+    auth = None
+    if web.username is not None and web.password is not None:
+        auth = (web.username, web.password)
+    elif not is_loopback(web.address):
+        logger.warning(
+            "web: the graphs page on %s has no username and password: anyone who can reach "
+            "this host can read it",
+            web.address,
+        )
+    server = WebServer(web.address, web.port, reader_for(config), layout, config.zone, clock, auth)
+    try:
+        return server.start()
+    except OSError as err:
+        logger.error(
+            "web: cannot listen on %s:%d (%s); collecting without the graphs page",
+            web.address,
+            web.port,
+            err,
+        )
+        server.reader.close()
+        return None
 
 
 def log_owned(shard: Shard, owned: int, total: int) -> None:

@@ -112,6 +112,19 @@ def from_catalogs(catalogs: Iterable[DeviceCatalog], add_station: bool) -> Layou
     return tuple(accounts)
 
 
+def with_fallback(live: Layout, saved: Layout | None) -> Layout:
+    """`live`, with an account whose device list is not read yet (Emporia away at start or
+    after a reload) taken from `saved`: the page and `layout.json` keep the devices the store
+    holds series for."""
+    if saved is None:
+        return live
+    kept = {a.name: a for a in saved}
+    return tuple(
+        account if account.devices or account.name not in kept else kept[account.name]
+        for account in live
+    )
+
+
 def _parents_first(devices: list[DeviceEntry]) -> list[DeviceEntry]:
     ids = {d.id for d in devices}
     top = sorted((d for d in devices if d.parent not in ids), key=lambda d: d.name)
@@ -187,6 +200,8 @@ def save(directory: Path, layout: Layout, suffix: str = "") -> None:
     """Write `layout<suffix>.json` (atomically) when it changed; a failure is logged, not
     raised: the file only spares `vuegraf-graph` a guess. `suffix`: a shard replica's own
     file (each knows only the accounts it collects)."""
+    if not any(account.devices for account in layout):
+        return  # nothing read yet: the file keeps what an earlier run knew
     path = Path(directory) / LAYOUT_FILE.replace(".json", f"{suffix}.json")
     text = json.dumps(to_json(layout), indent=1, ensure_ascii=False) + "\n"
     try:

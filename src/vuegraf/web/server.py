@@ -18,6 +18,7 @@ import base64
 import binascii
 import gzip
 import hmac
+import ipaddress
 import json
 import logging
 import mimetypes
@@ -56,6 +57,20 @@ SECURITY_HEADERS = {
 
 Response = tuple[int, str, bytes, dict[str, str]]
 
+# Requests answered at once; more get 503 at once (a Pi must not spawn threads without end).
+MAX_REQUESTS = 8
+# Seconds a connection may take to send its request: an idle one must not hold a thread.
+REQUEST_TIMEOUT_SECS = 30.0
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_loopback(address: str) -> bool:
+    """Whether binding `address` keeps the page on this host."""
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return address.lower() == "localhost"
+
 
 class _NotFound(Exception):
     pass
@@ -73,14 +88,23 @@ class WebServer:
         zone: tzinfo,
         clock: Clock,
         auth: tuple[str, str] | None = None,
+        request_timeout: float = REQUEST_TIMEOUT_SECS,
     ) -> None:
         self.address = address
+        self.request_timeout = request_timeout
         self.requested_port = port
         self.reader = reader
         self.layout = layout
         self.zone = zone
         self.clock = clock
         self._auth = auth
+        self._slots = threading.BoundedSemaphore(MAX_REQUESTS)
+        # Without a password, a page on loopback answers only requests addressed to loopback
+        # names: a web site that points a name of its own at 127.0.0.1 (DNS rebinding) gets
+        # nothing from the browser of the user who visits it.
+        self._hosts: frozenset[str] | None = None
+        if auth is None and is_loopback(address):
+            self._hosts = LOOPBACK_NAMES | {address.strip("[]").lower()}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -142,6 +166,14 @@ class WebServer:
         user, password = self._auth
         expected = f"{user}:{password}".encode()
         return hmac.compare_digest(given, expected)
+
+    def host_allowed(self, header: str | None) -> bool:
+        if self._hosts is None:
+            return True
+        if not header:
+            return False
+        host = urlsplit(f"//{header.strip()}").hostname
+        return host is not None and host.lower() in self._hosts
 
     def route(self, target: str) -> Response:
         parts = urlsplit(target)
@@ -227,7 +259,19 @@ class WebServer:
         web = self
 
         class Handler(_Handler):
+            timeout = web.request_timeout
+
             def respond(self) -> Response:
+                if not web._slots.acquire(blocking=False):
+                    return _json(503, {"error": "busy: too many requests at once"})
+                try:
+                    return self._answer()
+                finally:
+                    web._slots.release()
+
+            def _answer(self) -> Response:
+                if not web.host_allowed(self.headers.get("Host")):
+                    return _json(421, {"error": "this page answers only to localhost"})
                 if not web.authorized(self.headers.get("Authorization")):
                     return (
                         401,
@@ -257,6 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
     """GET and HEAD only; access lines go to the debug log, not stderr."""
 
     server_version = f"vuegraf/{__version__}"
+    timeout = REQUEST_TIMEOUT_SECS
 
     def respond(self) -> Response:
         raise NotImplementedError

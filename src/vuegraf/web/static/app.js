@@ -13,6 +13,8 @@
   // `?refresh=S` in the address asks for every S seconds instead (5 at least), e.g. for a wall
   // display.
   var GRAPH_POLL_MS = 60000;
+  // How soon the device list is asked for again while it is empty.
+  var LAYOUT_RETRY_MS = 10000;
   var askedRefresh = Number(new URLSearchParams(location.search).get("refresh"));
   if (askedRefresh >= 5) GRAPH_POLL_MS = askedRefresh * 1000;
   var CHART_HEIGHT = 160;
@@ -433,6 +435,13 @@
         return;
       }
       pick = resolve(readHash());
+      if (!pick) {
+        // vuegraf has not read the device list yet (Emporia away at start): ask again soon.
+        showError("no device known yet: vuegraf has not read the device list; retrying");
+        setTimeout(start, LAYOUT_RETRY_MS);
+        return;
+      }
+      clearError();
       drawDeviceList();
       watchWidth();
       window.addEventListener("hashchange", load);
