@@ -119,7 +119,9 @@ class Expected:
 def expected(channel: str, start: int, end: int, step: int, minutes: bool, hours: bool
              ) -> dict[int, Expected]:
     """Each `step` bucket of [start, end): its stored minutes if it has any, else the hour
-    points inside it, else (a step shorter than an hour) the hour point covering it."""
+    points inside it, else (a step shorter than an hour) the hour point covering it. A bucket
+    an hour wide with both takes its mean from the hour point, its band from the minutes
+    (widened to hold that mean)."""
     minute_set = set(minute_times()) if minutes else set()
     hour_set = set(hour_times()) if hours else set()
     out: dict[int, Expected] = {}
@@ -130,6 +132,11 @@ def expected(channel: str, start: int, end: int, step: int, minutes: bool, hours
             got = [hour_values(t)[channel] for t in inside if t in hour_set and t + HOUR > b]
         if got:
             out[b] = Expected(min(got), sum(got) / len(got), max(got))
+            if step == HOUR and b in hour_set and minutes and any(
+                t in minute_set for t in range(b, b + step, 60)
+            ):
+                mean = hour_values(b)[channel]
+                out[b] = Expected(min(min(got), mean), mean, max(max(got), mean))
     return out
 
 

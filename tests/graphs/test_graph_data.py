@@ -191,3 +191,42 @@ def test_an_empty_or_missing_store_draws_nothing(tmp_path):
     assert all(v is None for s in graph.series for v in s.mean)
     assert graph.scales == []
     reader.close()
+
+
+KOLKATA = ZoneInfo("Asia/Kolkata")  # +05:30: local midnight is half past a UTC hour
+HOLE = range(T - T % 3600 - 8 * 3600, T - T % 3600 - 5 * 3600, 3600)  # no hour points here
+MINUTES_SINCE = T - T % 3600 - 2 * 86400
+
+
+def test_totals_take_minutes_for_hours_whose_hour_point_is_missing(tmp_path):
+    """Three hours lost their hour points (a failed hour fetch not yet backfilled) but kept
+    their minutes; the newest two complete hours have no hour point yet; local midnight is
+    half past an hour. Every minute stored counts once, in whichever scale holds it."""
+    db = sqlite3.connect(tmp_path / "kolkata.sqlite")
+    db.executescript(SCHEMA)
+    rows = []
+    for t in range(MINUTES_SINCE, T - T % 60, 60):
+        rows.append((ACCOUNT, "Panel", "", "False", t, power("Panel", t)))
+    for h in range(HOURS_FROM - HOURS_FROM % 3600, T - HOUR_LAG - 3600, 3600):
+        if h not in HOLE:
+            rows.append((ACCOUNT, "Panel", "", "Hour", h, power("Panel", h)))
+    db.executemany("INSERT INTO energy_usage VALUES (?, ?, ?, ?, ?, ?)", rows)
+    db.commit()
+    db.close()
+    reader = SqliteGraphReader(tmp_path / "kolkata.sqlite", TagConfig())
+    mains = DeviceEntry("7", "Panel", "", None, (ChannelEntry("1,2,3", "Panel", "mains"),))
+    spans, (row,) = read_totals(reader, ACCOUNT, mains, NOW, KOLKATA)
+    reader.close()
+    starts = {p.name: p.start for p in spans}
+    # 2027-03-10 12:34:30 UTC is 18:04:30 in Kolkata: today began at 18:30 UTC the day before.
+    assert starts["today"] == int(datetime(2027, 3, 9, 18, 30, tzinfo=UTC).timestamp())
+    end = T - T % 60  # the newest stored minute ends here
+    # Today lies within the stored minutes: all of it counts, the hole's hours included.
+    assert row.kwh["today"] == pytest.approx(energy_kwh("Panel", starts["today"], end), rel=1e-9)
+    assert starts["month"] < MINUTES_SINCE
+    for period in ("month", "year"):
+        # Before the stored minutes only whole hours are known: the half hour between local
+        # midnight and the first whole hour has no point of its own and is not counted.
+        first_hour = starts[period] - starts[period] % 3600 + 3600
+        want = energy_kwh("Panel", first_hour, end)
+        assert row.kwh[period] == pytest.approx(want, rel=1e-9), period

@@ -134,7 +134,8 @@ Stats = tuple[float, float, float] | None  # mean, min, max of a bucket
 def expected_buckets(rows: Rows, channel: str, view: str) -> tuple[list[int], list[Stats]]:
     """The view's bucket starts, and each bucket's mean/min/max: from the minutes written in
     it; where there are none (and the view reads hours), from the hour points of the hour
-    (or 12 hours) it lies in; None where neither has anything."""
+    (or 12 hours) it lies in; None where neither has anything. An hour-wide bucket with an
+    hour point takes its mean from it and its band from the minutes."""
     span, step, minutes, hours = VIEWS[view]
     end = (T // step + 1) * step
     times = list(range(end - span, end, step))
@@ -152,6 +153,11 @@ def expected_buckets(rows: Rows, channel: str, view: str) -> tuple[list[int], li
                 for h in range(first, first + block, HOUR)
                 if (v := rows.hours[channel].get(h)) is not None
             ]
+        hour = rows.hours[channel].get(t) if hours and step == HOUR else None
+        if values and hour is not None:
+            # An hour-wide bucket: the mean is the hour point's, the band the minutes'.
+            out.append((hour, min(min(values), hour), max(max(values), hour)))
+            continue
         out.append((statistics.fmean(values), min(values), max(values)) if values else None)
     return times, out
 

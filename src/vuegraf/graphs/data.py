@@ -77,7 +77,9 @@ def read_graph(
     channels: list[str] | None = None,
 ) -> GraphData:
     """The view's buckets for the device's channels (or the ones named): each bucket from the
-    finest scale that holds anything for it; None where no scale does (a gap, drawn as one)."""
+    finest scale that holds anything for it; None where no scale does (a gap, drawn as one).
+    A bucket one hour wide takes its mean from the hour point where there is one (exact even
+    when minutes are missing) and its band from the minutes."""
     start, end = view.window(now)
     entries = [c for c in device.channels if channels is None or c.name in channels]
     keys: list[SeriesKey] = [(device.station, c.name) for c in entries]
@@ -94,7 +96,17 @@ def read_graph(
                 continue
             if step == view.step:
                 for b, value in buckets.items():
-                    if b >= start and into.setdefault(b, value) is value:
+                    if b < start:
+                        continue
+                    finer = into.setdefault(b, value)
+                    if finer is value:
+                        answered = True
+                    elif scale is Scale.HOUR:
+                        # An hour point is the hour's own mean; the minutes of a bucket that
+                        # lost some to an outage are not. They still give the band.
+                        into[b] = Bucket(
+                            min(finer.low, value.mean), value.mean, max(finer.high, value.mean)
+                        )
                         answered = True
                 continue
             for b, value in buckets.items():
@@ -156,30 +168,46 @@ class ChannelTotals:
 
 
 def energy_wh(
-    reader: GraphReader, account: str, keys: list[SeriesKey], start: int, end: int
-) -> dict[SeriesKey, float]:
-    """Wh of each series in [start, end) from the stored points: whole hours from hour points
-    (their watts are the hour's Wh), the parts of hours at either end, and the hours after
-    the newest hour point (not written yet), from minute points (W for a minute: W/60 Wh)."""
-    hours_from = -(-start // HOUR) * HOUR
-    hours_to = end // HOUR * HOUR
-    newest = reader.latest(account, Scale.HOUR, keys, hours_from, hours_to)
-    newest_hour = max((t for t, _v in newest.values()), default=hours_from - HOUR)
-    hours_to = max(hours_from, min(hours_to, newest_hour + HOUR))
-    total: dict[SeriesKey, float] = {k: 0.0 for k in keys}
-    for key, wh in reader.sums(account, Scale.HOUR, keys, hours_from, hours_to).items():
-        if key in total:
-            total[key] += wh
-    edges = [(start, min(hours_from, end)), (max(hours_to, start), end)]
-    if hours_from >= hours_to:
-        edges = [(start, end)]
-    for lo, hi in edges:
-        if lo >= hi:
-            continue
-        for key, watts in reader.sums(account, Scale.MINUTE, keys, lo, hi).items():
-            if key in total:
-                total[key] += watts / 60.0
-    return total
+    reader: GraphReader, account: str, keys: list[SeriesKey], spans: list[Period]
+) -> dict[str, dict[SeriesKey, float]]:
+    """Wh of each series in each span, from the stored points: each whole hour that has an
+    hour point from it (its watts are the hour's Wh), everything else from minute points
+    (W for a minute: W/60 Wh): the parts of hours at either end, the hours whose hour point
+    is not written yet (the last one or two), and any hour whose hour point is missing.
+
+    The hour points of all spans are read once (one bucket read over the widest span); the
+    minutes only for the stretches without hour points, one sum per stretch and the series
+    that share it."""
+    if not spans or not keys:
+        return {p.name: {k: 0.0 for k in keys} for p in spans}
+    first = min(-(-p.start // HOUR) * HOUR for p in spans)
+    last = max(p.end // HOUR * HOUR for p in spans)
+    hours = reader.buckets(account, Scale.HOUR, keys, first, last, HOUR) if first < last else {}
+    out: dict[str, dict[SeriesKey, float]] = {}
+    for span in spans:
+        total = {k: 0.0 for k in keys}
+        hours_from = -(-span.start // HOUR) * HOUR
+        hours_to = max(hours_from, span.end // HOUR * HOUR)
+        stretches: dict[tuple[int, int], list[SeriesKey]] = {}
+        for key in keys:
+            have = hours.get(key, {})
+            lo = span.start  # the start of a stretch without hour points
+            for h in range(hours_from, hours_to, HOUR):
+                bucket = have.get(h)
+                if bucket is None:
+                    continue
+                total[key] += bucket.mean
+                if lo < h:
+                    stretches.setdefault((lo, h), []).append(key)
+                lo = h + HOUR
+            if lo < span.end:
+                stretches.setdefault((lo, span.end), []).append(key)
+        for (lo, hi), missing in stretches.items():
+            for key, watts in reader.sums(account, Scale.MINUTE, missing, lo, hi).items():
+                if key in total:
+                    total[key] += watts / 60.0
+        out[span.name] = total
+    return out
 
 
 def read_totals(
@@ -187,7 +215,7 @@ def read_totals(
 ) -> tuple[list[Period], list[ChannelTotals]]:
     keys = device.keys()
     spans = periods(now, zone)
-    per_period = {p.name: energy_wh(reader, account, keys, p.start, p.end) for p in spans}
+    per_period = energy_wh(reader, account, keys, spans)
     rows = [
         ChannelTotals(
             c.name, c.num, c.kind, {p.name: per_period[p.name][key] / 1000.0 for p in spans}
