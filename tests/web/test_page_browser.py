@@ -322,6 +322,24 @@ def test_the_live_value_follows_a_new_minute(
     no_console_errors(browser)
 
 
+def test_a_live_value_minutes_old_says_its_age(browser: Browser, tmp_path: Path) -> None:
+    """Collection stalled: six minutes after the newest minute the table shows it greyed,
+    with its age, not as the watts of now."""
+    rows = write_rows(tmp_path / "vuegraf.sqlite")
+    last = max(rows.minutes["Panel-1"])
+    later = FakeClock(datetime.fromtimestamp(last + 6 * MINUTE + 30, UTC))
+    reader = SqliteGraphReader(tmp_path / "vuegraf.sqlite", TagConfig())
+    with WebServer("127.0.0.1", 0, reader, lambda: LAYOUT, ZONE, later) as server:
+        open_view(browser, server.url, PANEL.id, "day")
+        browser.wait_for("return window.vuegraf.live['Panel-1'] !== undefined")
+        cell = "#channels tr[data-channel='Panel-1'] td[data-col=live]"
+        text = browser.script(f'return document.querySelector("{cell}").textContent')
+        watts = rows.minutes["Panel-1"][last]
+        assert text == f"{round(watts)} W (7 min ago)", text
+        assert browser.script(f'return document.querySelector("{cell}").className') == "stale"
+        no_console_errors(browser)
+
+
 def test_the_hash_keeps_the_choice(browser: Browser, served: tuple[WebServer, Path, Rows]) -> None:
     server, _db, _rows = served
     open_view(browser, server.url, PANEL.id, "day")

@@ -15,6 +15,8 @@
   var GRAPH_POLL_MS = 60000;
   // How soon the device list is asked for again while it is empty.
   var LAYOUT_RETRY_MS = 10000;
+  // Live watts older than this (seconds) are shown with their age: collection has stalled.
+  var STALE_SECS = 180;
   var askedRefresh = Number(new URLSearchParams(location.search).get("refresh"));
   if (askedRefresh >= 5) GRAPH_POLL_MS = askedRefresh * 1000;
   var CHART_HEIGHT = 160;
@@ -343,7 +345,12 @@
           if (c.device !== p.device) return;
           live[c.name] = { watts: c.watts, time: c.time };
           var td = cell(c.name, "live");
-          if (td) td.textContent = watts(c.watts);
+          if (!td) return;
+          // A minute older than a few cycles is not "now": it says how old it is, greyed.
+          var age = c.time == null ? 0 : answer.now - c.time;
+          var stale = c.watts != null && age > STALE_SECS;
+          td.textContent = watts(c.watts) + (stale ? " (" + Math.round(age / 60) + " min ago)" : "");
+          td.classList.toggle("stale", stale);
         });
       });
       state.live = live;
