@@ -127,6 +127,19 @@ def test_two_devices_of_one_name_get_two_files(tmp_path, filled):
                                                                "Panel-day.svg"]
 
 
+def test_two_accounts_of_one_file_name_get_two_folders(tmp_path, filled):
+    config = setup_dir(tmp_path, filled, layout=False)
+    panel = sc.panel_layout()[0].devices[0]
+    layouts.save(
+        tmp_path / "state",
+        (layouts.AccountEntry("Home 1", (panel,)), layouts.AccountEntry("Home_1", (panel,))),
+    )
+    out = tmp_path / "www"
+    assert main([str(config), "--svg", str(out), "--views", "day"], clock=FakeClock(sc.NOW)) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["Home_1", "Home_1-2"]
+    assert [p.name for p in (out / "Home_1-2").iterdir()] == ["Panel-day.svg"]
+
+
 def test_bad_config_key_is_one_line_and_exit_2(tmp_path, filled):
     config = setup_dir(tmp_path, filled, updateIntervalSecs=0)
     proc = run_graph(config, "--svg", tmp_path / "www")

@@ -160,7 +160,12 @@ def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
                   file=sys.stderr)
             return EXIT_USAGE
         count = 0
-        for account in layout:
+        folders: set[str] = set()
+        for i, account in enumerate(layout):
+            folder = file_name(account.name)
+            if folder in folders:  # "Home 1" and "Home_1": the second gets its place number
+                folder = f"{folder}-{i + 1}"
+            folders.add(folder)
             taken: set[str] = set()
             for device in account.devices:
                 base = file_name(device.name)
@@ -173,7 +178,7 @@ def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
                     title = f"{device.name} · {name}"
                     if len(layout) > 1:
                         title = f"{account.name} · {title}"
-                    rel = f"{file_name(account.name)}/{base}-{name}.svg"
+                    rel = f"{folder}/{base}-{name}.svg"
                     _write(out_dir / rel, render(graph, config.zone, title))
                     files.append((name, rel))
                     count += 1
