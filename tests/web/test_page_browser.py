@@ -397,13 +397,25 @@ def test_a_store_error_is_shown_on_the_page(browser: Browser, tmp_path: Path) ->
 REALISTIC_NOW = datetime(2027, 6, 15, 23, 0, 30, tzinfo=UTC)  # 19:00 in the house's time zone
 
 
+def household_names(model: UsageModel) -> dict[tuple[int, str], str]:
+    """Series names as `useEmporiaChannelNames` writes them: circuits by Emporia's names."""
+    return {
+        (spec.device_gid, num): name
+        if num.isdigit() and name
+        else oracle.DEFAULT_NAMES[(spec.device_gid, num)]
+        for spec in model.scenario.devices
+        for num, name, _chart in model.device_channels(spec.device_gid)
+    }
+
+
 def household_layout(model: UsageModel) -> Layout:
+    names = household_names(model)
     devices = []
     for spec in model.scenario.devices:
         channels = tuple(
             ChannelEntry(
                 num,
-                oracle.DEFAULT_NAMES[(spec.device_gid, num)],
+                names[(spec.device_gid, num)],
                 "mains" if num == "1,2,3" else "circuit" if num.isdigit() else "computed",
             )
             for num, _name, _chart in model.device_channels(spec.device_gid)
@@ -417,6 +429,7 @@ def test_screenshot_of_the_simulated_household(browser: Browser, tmp_path: Path)
     """Three days of the default simulator household; the picture is docs/images/graphs.png."""
     model = UsageModel(Scenario.default(), seed=1)
     layout = household_layout(model)
+    names = household_names(model)
     end = int(REALISTIC_NOW.timestamp()) // MINUTE * MINUTE
     points = []
     mains: dict[int, float] = {}
@@ -427,7 +440,7 @@ def test_screenshot_of_the_simulated_household(browser: Browser, tmp_path: Path)
                 if kwh is None:
                     continue
                 watts = kwh * 60_000.0  # a kWh in a minute is 60 kW
-                name = oracle.DEFAULT_NAMES[(int(device.id), num)]
+                name = names[(int(device.id), num)]
                 points.append(Point(ACCOUNT, "", name, Scale.MINUTE, start, watts))
                 if name == "Main Panel":
                     mains[t] = watts
