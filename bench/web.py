@@ -47,8 +47,9 @@ from vuegraf.config import parse_config  # noqa: E402
 from vuegraf.graphs import layout as graph_layout  # noqa: E402
 from vuegraf.graphs.store import reader_for  # noqa: E402
 from vuegraf.graphs.views import VIEWS  # noqa: E402
+from vuegraf.httpserve import GZIP_ABOVE  # noqa: E402
 from vuegraf.simulator import Scenario, SimulatorServer  # noqa: E402
-from vuegraf.web.server import GZIP_ABOVE, WebServer  # noqa: E402
+from vuegraf.web.server import WebServer  # noqa: E402
 
 ACCOUNT = "Bench"
 DATABASE = "vuegraf_bench"

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import html
 import logging
-import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 from prometheus_client.exposition import generate_latest
@@ -46,6 +45,7 @@ from vuegraf import __version__
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import PrometheusConfig
 from vuegraf.energy import DEFAULT_WINDOW, ChannelId, EnergyLedger, Totals
+from vuegraf.httpserve import BackgroundServer, Handler, Response
 from vuegraf.model import Point, Scale
 from vuegraf.stats import Stats
 
@@ -387,14 +387,14 @@ def register_runtime_collectors(registry: CollectorRegistry) -> None:
     GCCollector(registry=registry)
 
 
-class ExporterServer:
+class ExporterServer(BackgroundServer):
     """/metrics, /healthz and a landing page on `config.address:config.port` (0: any free port).
 
-    Runs a stdlib ThreadingHTTPServer in a daemon thread, so a slow scraper never
-    holds up collection and the process still exits if stop() is forgotten.
     `/metrics` has `collector`'s families and, unless `runtime_metrics` is False,
     the standard process, platform and GC families (`register_runtime_collectors`).
     """
+
+    thread_name = "vuegraf-exporter"
 
     def __init__(
         self,
@@ -404,57 +404,18 @@ class ExporterServer:
         *,
         runtime_metrics: bool = True,
     ) -> None:
+        super().__init__(config.address, config.port)
         self.config = config
         self.health = health
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         if runtime_metrics:
             register_runtime_collectors(self.registry)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port (the real one when the config said 0)."""
-        if self._server is None:
-            raise RuntimeError("ExporterServer is not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        host = self.config.address
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
 
     def start(self) -> ExporterServer:
-        """Bind and serve; raises OSError when the address cannot be bound."""
-        if self._server is not None:
-            raise RuntimeError("ExporterServer is already started")
-        server_class = _IPv6Server if ":" in self.config.address else ThreadingHTTPServer
-        self._server = server_class((self.config.address, self.config.port), self._handler())
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="vuegraf-exporter", daemon=True
-        )
-        self._thread.start()
+        super().start()
         logger.info("Prometheus metrics on %s/metrics", self.url)
         return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port; safe to call twice."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> ExporterServer:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
     def metrics_text(self) -> bytes:
         """The /metrics body, built now."""
@@ -470,11 +431,15 @@ class ExporterServer:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         exporter = self
 
-        class Handler(_Handler):
-            def route(self) -> tuple[int, str, bytes]:
-                return exporter._route(urlsplit(self.path).path)
+        class ExporterHandler(Handler):
+            def respond(self) -> Response:
+                status, content_type, body = exporter._route(urlsplit(self.path).path)
+                return status, content_type, body, {}
 
-        return Handler
+            def log_access(self, line: str) -> None:
+                logger.debug("exporter %s", line)
+
+        return ExporterHandler
 
     def _route(self, path: str) -> tuple[int, str, bytes]:
         if path == "/metrics":
@@ -490,37 +455,6 @@ class ExporterServer:
         if path == "/":
             return 200, "text/html; charset=utf-8", _landing_page()
         return 404, "text/plain; charset=utf-8", b"not found\n"
-
-
-class _IPv6Server(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """GET and HEAD only; access lines go to the debug log, not stderr."""
-
-    server_version = f"vuegraf/{__version__}"
-
-    def route(self) -> tuple[int, str, bytes]:
-        raise NotImplementedError
-
-    def do_GET(self) -> None:  # the stdlib's name
-        self._respond(head=False)
-
-    def do_HEAD(self) -> None:
-        self._respond(head=True)
-
-    def _respond(self, head: bool) -> None:
-        status, content_type, body = self.route()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        logger.debug("exporter %s: " + format, self.address_string(), *args)
 
 
 def _landing_page() -> bytes:

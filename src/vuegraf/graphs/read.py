@@ -202,42 +202,44 @@ class SqliteGraphReader:
                 }
         return out
 
-    def sums(
-        self, account: str, scale: Scale, series: Sequence[SeriesKey] | None, start: int, end: int
-    ) -> dict[SeriesKey, float]:
+    def _per_series(
+        self,
+        what: str,
+        account: str,
+        scale: Scale,
+        series: Sequence[SeriesKey] | None,
+        start: int,
+        end: int,
+    ) -> list[tuple[SeriesKey, tuple[Any, ...]]]:
+        """(key, values) of each wanted series: `what` over its points in the window."""
         if series is not None and not series:
-            return {}
+            return []
         where, args = self._where(account, scale, series, start, end)
         rows = self._rows(
-            "SELECT station_name, device_name, SUM(usage) FROM energy_usage "
+            f"SELECT station_name, device_name, {what} FROM energy_usage "
             f"WHERE {where} GROUP BY station_name, device_name",
             args,
         )
         wanted = None if series is None else set(series)
-        return {
-            (str(s), str(c)): float(v)
-            for s, c, v in rows
-            if wanted is None or (str(s), str(c)) in wanted
-        }
+        out = []
+        for station, channel, *values in rows:
+            key = (str(station), str(channel))
+            if wanted is None or key in wanted:
+                out.append((key, tuple(values)))
+        return out
+
+    def sums(
+        self, account: str, scale: Scale, series: Sequence[SeriesKey] | None, start: int, end: int
+    ) -> dict[SeriesKey, float]:
+        found = self._per_series("SUM(usage)", account, scale, series, start, end)
+        return {key: float(total) for key, (total,) in found}
 
     def latest(
         self, account: str, scale: Scale, series: Sequence[SeriesKey] | None, start: int, end: int
     ) -> dict[SeriesKey, tuple[int, float]]:
-        if series is not None and not series:
-            return {}
-        where, args = self._where(account, scale, series, start, end)
         # SQLite takes the bare column's value from the row that holds MAX(time).
-        rows = self._rows(
-            "SELECT station_name, device_name, MAX(time), usage FROM energy_usage "
-            f"WHERE {where} GROUP BY station_name, device_name",
-            args,
-        )
-        wanted = None if series is None else set(series)
-        return {
-            (str(s), str(c)): (int(t), float(v))
-            for s, c, t, v in rows
-            if wanted is None or (str(s), str(c)) in wanted
-        }
+        found = self._per_series("MAX(time), usage", account, scale, series, start, end)
+        return {key: (int(t), float(v)) for key, (t, v) in found}
 
     def series(self, account: str | None = None) -> dict[str, list[SeriesKey]]:
         # One index seek per series (the primary key starts with account, channel, station)

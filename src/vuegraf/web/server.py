@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import hmac
 import ipaddress
 import json
 import logging
 import mimetypes
-import socket
 import threading
 from collections.abc import Callable
 from datetime import tzinfo
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -37,13 +35,13 @@ from vuegraf.graphs.data import read_graph, read_now, read_totals, totals_json
 from vuegraf.graphs.layout import AccountEntry, DeviceEntry, Layout, find, to_json
 from vuegraf.graphs.read import GraphReader
 from vuegraf.graphs.views import VIEWS, zone_name
+from vuegraf.httpserve import BackgroundServer, Handler, Response
 from vuegraf.sinks.base import StoreReadError
 
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 JSON_TYPE = "application/json"
-GZIP_ABOVE = 1024  # bytes
 # The page and its scripts come from this server only; nothing inline, no other origin.
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -55,7 +53,6 @@ SECURITY_HEADERS = {
     ),
 }
 
-Response = tuple[int, str, bytes, dict[str, str]]
 
 # Requests answered at once; more get 503 at once (a Pi must not spawn threads without end).
 MAX_REQUESTS = 8
@@ -76,8 +73,10 @@ class _NotFound(Exception):
     pass
 
 
-class WebServer:
+class WebServer(BackgroundServer):
     """The page and its API on `address:port` (0: any free port)."""
+
+    thread_name = "vuegraf-web"
 
     def __init__(
         self,
@@ -90,9 +89,8 @@ class WebServer:
         auth: tuple[str, str] | None = None,
         request_timeout: float = REQUEST_TIMEOUT_SECS,
     ) -> None:
-        self.address = address
+        super().__init__(address, port)
         self.request_timeout = request_timeout
-        self.requested_port = port
         self.reader = reader
         self.layout = layout
         self.zone = zone
@@ -105,52 +103,17 @@ class WebServer:
         self._hosts: frozenset[str] | None = None
         if auth is None and is_loopback(address):
             self._hosts = LOOPBACK_NAMES | {address.strip("[]").lower()}
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("WebServer is not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.port}"
-
     def start(self) -> WebServer:
-        """Bind and serve; raises OSError when the address cannot be bound."""
-        if self._server is not None:
-            raise RuntimeError("WebServer is already started")
-        server_class = _IPv6Server if ":" in self.address else ThreadingHTTPServer
-        self._server = server_class((self.address, self.requested_port), self._handler())
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="vuegraf-web", daemon=True
-        )
-        self._thread.start()
+        super().start()
         logger.info("Graphs page on %s/", self.url)
         return self
 
     def stop(self) -> None:
-        """Stop serving and release the port; safe to call twice."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        super().stop()
         self.reader.close()
-
-    def __enter__(self) -> WebServer:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -258,8 +221,14 @@ class WebServer:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         web = self
 
-        class Handler(_Handler):
+        class WebHandler(Handler):
             timeout = web.request_timeout
+            # A year of a panel is ~150 kB of JSON; a Pi on Wi-Fi sends a fifth of it.
+            compress = True
+            headers_always = SECURITY_HEADERS
+
+            def log_access(self, line: str) -> None:
+                logger.debug("web %s", line)
 
             def respond(self) -> Response:
                 if not web._slots.acquire(blocking=False):
@@ -285,47 +254,9 @@ class WebServer:
                     logger.exception("Graphs page: %s failed", urlsplit(self.path).path)
                     return _json(500, {"error": "internal error (see vuegraf's log)"})
 
-        return Handler
+        return WebHandler
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:
     text = json.dumps(body, separators=(",", ":"), allow_nan=False)
     return status, JSON_TYPE, text.encode(), {"Cache-Control": "no-store"}
-
-
-class _IPv6Server(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """GET and HEAD only; access lines go to the debug log, not stderr."""
-
-    server_version = f"vuegraf/{__version__}"
-    timeout = REQUEST_TIMEOUT_SECS
-
-    def respond(self) -> Response:
-        raise NotImplementedError
-
-    def do_GET(self) -> None:  # the stdlib's name
-        self._send(head=False)
-
-    def do_HEAD(self) -> None:
-        self._send(head=True)
-
-    def _send(self, head: bool) -> None:
-        status, content_type, body, headers = self.respond()
-        if len(body) > GZIP_ABOVE and "gzip" in self.headers.get("Accept-Encoding", ""):
-            # A year of a panel is ~150 kB of JSON; a Pi on Wi-Fi sends a fifth of it.
-            body = gzip.compress(body, compresslevel=5)
-            headers = headers | {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (SECURITY_HEADERS | headers).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        logger.debug("web %s: " + format, self.address_string(), *args)
