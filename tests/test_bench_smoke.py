@@ -85,8 +85,10 @@ def test_home_assistant_bench_runs_and_counts_one_state_per_channel_and_minute()
 
 def test_web_bench_runs_for_a_short_import_and_names_every_view():
     out = subprocess.run(
+        # --no-memory: the memory figure waits for two collection cycles of two daemons (two
+        # minutes of the CI budget); the full bench prints it.
         [sys.executable, str(ROOT / "bench" / "web.py"), "--days", "2", "--stores", "sqlite",
-         "--rounds", "2"],
+         "--rounds", "2", "--no-memory"],
         capture_output=True, text=True, timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -101,4 +103,3 @@ def test_web_bench_runs_for_a_short_import_and_names_every_view():
         assert seen == {"day", "week", "month", "year"}, (device, out.stdout)
     # Two days were imported: each device's day view has points to draw.
     assert all(int(r[-1]) > 0 for r in rows if r[1:3] == ["graph", "day"]), out.stdout
-    assert "the web part adds" in out.stdout, out.stdout
