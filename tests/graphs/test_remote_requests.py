@@ -15,7 +15,8 @@ import pytest
 
 from vuegraf.config import parse_config
 from vuegraf.graphs.read import Bucket
-from vuegraf.graphs.remote import _series_key_tags, build_reader, metricsql_regex_literal
+from vuegraf.graphs.remote import _series_key_tags, metricsql_regex_literal
+from vuegraf.graphs.store import reader_for
 from vuegraf.model import Scale
 
 INFLUXQL_BUCKETS = (
@@ -65,7 +66,7 @@ def test_influxdb_2_is_read_through_its_1x_api_with_the_token_and_the_bucket_as_
         },
         tmp_path / "vuegraf.json",
     )
-    reader = build_reader(config)
+    reader = reader_for(config)
     try:
         got = reader.buckets(
             "Home", Scale.MINUTE, [("Panel", "Kitchen")], 1772409600, 1772410800, 600

@@ -21,7 +21,8 @@ from vuegraf.graphs.cli import main as graph_main
 from vuegraf.graphs.data import read_graph
 from vuegraf.graphs.layout import ChannelEntry, DeviceEntry
 from vuegraf.graphs.read import Bucket, GraphReader, SqliteGraphReader
-from vuegraf.graphs.remote import RemoteGraphReader, build_reader
+from vuegraf.graphs.remote import RemoteGraphReader
+from vuegraf.graphs.store import reader_for
 from vuegraf.graphs.views import VIEWS
 from vuegraf.model import Point, Scale
 from vuegraf.sinks.factory import build_store
@@ -137,9 +138,9 @@ def stores(influxdb_v1_db, victoria_metrics, tmp_path: Path) -> Iterator[tuple[s
     )
     configs["sqlite"] = config_data(tmp_path, None)
     readers = {
-        "influxdb": build_reader(influx_cfg),
-        "victoria": build_reader(vm_cfg),
-        "sqlite": build_reader(sqlite_cfg),
+        "influxdb": reader_for(influx_cfg),
+        "victoria": reader_for(vm_cfg),
+        "sqlite": reader_for(sqlite_cfg),
     }
     try:
         yield account, readers
@@ -257,6 +258,6 @@ def test_vuegraf_graph_draws_the_same_files_from_every_store(stores, tmp_path: P
 
 
 def test_the_readers_are_typed_as_graph_readers(tmp_path: Path):
-    reader: GraphReader = build_reader(config(tmp_path, None))
+    reader: GraphReader = reader_for(config(tmp_path, None))
     assert isinstance(reader, SqliteGraphReader)
     assert reader.tags == TagConfig()

@@ -3,8 +3,8 @@
 A `GraphReader` answers three questions about one account's series (keyed like the store's
 tags: station name or "" when `addStationField` is off, and channel name):
 
-- `buckets`: min, mean, max and count of each series per `step`-second bucket of one scale
-  (one query; the store aggregates, so a year of a panel is a few thousand rows, not millions);
+- `buckets`: min, mean and max of each series per `step`-second bucket of one scale (the
+  store aggregates, so a year of a panel is a few thousand rows, not millions);
 - `sums`: the sum of each series' values over a window (energy totals);
 - `latest`: the newest value of each series in a window (the live watts).
 
@@ -54,6 +54,12 @@ def bucket_points(points: Iterable[tuple[int, float]], start: int, step: int) ->
 
 
 BucketMap = dict[SeriesKey, dict[int, Bucket]]  # series -> bucket start -> values
+
+# One series' points of one scale in a window: the whole primary key, in its order.
+_ONE_SERIES = (
+    "FROM energy_usage WHERE account_name = ? AND device_name = ? AND station_name = ? "
+    "AND detailed = ? AND time >= ? AND time < ?"
+)
 
 
 class GraphReader(Protocol):
@@ -180,21 +186,16 @@ class SqliteGraphReader:
         tag = self.tags.value(scale)
         out = {}
         for station, channel in dict.fromkeys(series):
+            one = [account, channel, station, tag, start, end]
             if step <= scale.seconds:
-                points = self._rows(
-                    "SELECT time, usage FROM energy_usage WHERE account_name = ? "
-                    "AND device_name = ? AND station_name = ? AND detailed = ? "
-                    "AND time >= ? AND time < ?",
-                    [account, channel, station, tag, start, end],
-                )
+                points = self._rows(f"SELECT time, usage {_ONE_SERIES}", one)
                 if points:
                     out[(station, channel)] = bucket_points(points, start, step)
                 continue
             rows = self._rows(
-                "SELECT (time - ?) / ? AS b, MIN(usage), AVG(usage), MAX(usage) "
-                "FROM energy_usage WHERE account_name = ? AND device_name = ? "
-                "AND station_name = ? AND detailed = ? AND time >= ? AND time < ? GROUP BY b",
-                [start, step, account, channel, station, tag, start, end],
+                f"SELECT (time - ?) / ? AS b, MIN(usage), AVG(usage), MAX(usage) {_ONE_SERIES} "
+                "GROUP BY b",
+                [start, step, *one],
             )
             if rows:
                 out[(station, channel)] = {

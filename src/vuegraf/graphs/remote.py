@@ -17,13 +17,12 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from vuegraf.config import Config, InfluxV1Config, InfluxV2Config, TagConfig
+from vuegraf.config import InfluxV1Config, InfluxV2Config, TagConfig
 from vuegraf.graphs.read import (
     Bucket,
     BucketMap,
     GraphReader,
     SeriesKey,
-    SqliteGraphReader,
     bucket_points,
 )
 from vuegraf.model import FIELD, MEASUREMENT, Scale
@@ -526,10 +525,3 @@ def remote_reader(
         store, http, [InfluxQLGraphReader(influxql), PrometheusGraphReader(prometheus)]
     )
 
-
-def build_reader(config: Config) -> GraphReader:
-    """The graph reader of the configured store: the InfluxDB sink's URL (whichever API it
-    answers), else the embedded SQLite store."""
-    if config.influx is None:
-        return SqliteGraphReader(config.sqlite_path, config.tags)
-    return remote_reader(config.influx, config.tags, config.add_station_field)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import ipaddress
 import json
@@ -71,6 +72,12 @@ def is_loopback(address: str) -> bool:
 
 class _NotFound(Exception):
     pass
+
+
+@functools.cache
+def _static_files() -> dict[str, Path]:
+    """The page's files by name: the package's static/ folder, listed once."""
+    return {p.name: p for p in STATIC.iterdir() if p.is_file()} if STATIC.is_dir() else {}
 
 
 class WebServer(BackgroundServer):
@@ -164,8 +171,7 @@ class WebServer(BackgroundServer):
 
     def _static(self, name: str) -> Response:
         # Only a file directly in static/: no path of the request reaches the file system.
-        files = {p.name: p for p in STATIC.iterdir() if p.is_file()} if STATIC.is_dir() else {}
-        path = files.get(name)
+        path = _static_files().get(name)
         if path is None:
             raise _NotFound(f"no file {name!r}")
         kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
