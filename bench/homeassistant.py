@@ -64,7 +64,8 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
 
 class Listener:
     """`mosquitto_sub` on the run's topics, in a process of its own: it keeps up with any
-    burst, and its CPU is not the measured process's."""
+    burst, and its CPU is not the measured process's. `mark()` publishes a mark after what
+    vuegraf sent and waits for it: everything before it has then been delivered."""
 
     def __init__(self, port: int, prefix: str, work: Path) -> None:
         self.path = work / "received.txt"
@@ -74,19 +75,45 @@ class Listener:
              "-t", f"{prefix}-ha/#"],
             stdout=self.out,
         )
+        self.port = port
         self.prefix = prefix
+        self.mark_topic = f"{prefix}/bench-mark"
+        self.marks = 0
         time.sleep(0.5)  # subscribed
         self._read = open(self.path)  # noqa: SIM115
         self._partial = ""
         self._topics: list[str] = []
+        self._marks_seen = 0
 
     def topics(self) -> list[str]:
-        """Every topic delivered so far, in order (read incrementally: polling stays cheap)."""
+        """Every topic vuegraf's messages were delivered on so far, in order (read
+        incrementally: polling stays cheap); the marks are counted, not listed."""
         text = self._partial + self._read.read()
         lines = text.split("\n")
         self._partial = lines.pop()
-        self._topics += [line.split(" ", 1)[0] for line in lines if line.strip()]
+        for line in lines:
+            topic = line.split(" ", 1)[0]
+            if topic == self.mark_topic:
+                self._marks_seen += 1
+            elif line.strip():
+                self._topics.append(topic)
         return self._topics
+
+    def mark(self) -> None:
+        """Publish a mark (QoS 1, as vuegraf) and wait until it is delivered: the broker
+        delivers one subscription's messages in the order it took them."""
+        self.marks += 1
+        subprocess.run(
+            ["mosquitto_pub", "-p", str(self.port), "-q", "1", "-t", self.mark_topic,
+             "-m", str(self.marks)],
+            check=True, timeout=30,
+        )
+
+        def seen() -> bool:
+            self.topics()
+            return self._marks_seen >= self.marks
+
+        wait_for(seen, "the mark delivered")
 
     def close(self) -> None:
         self.proc.terminate()
@@ -149,10 +176,14 @@ def run(broker: MosquittoServer, minutes: int, home_assistant: bool, tag: str) -
         wait_for(lambda: mqtt_sink.connected, "MQTT connected")  # type: ignore[attr-defined]
 
         def delivered() -> None:
-            """Wait until the broker delivered every message the sink handed to paho."""
-            wait_for(lambda: mqtt_sink.pending == 0, "MQTT sent")  # type: ignore[attr-defined]
-            sent = stats.snapshot().sink_points.get(("mqtt", "written"), 0)
-            wait_for(lambda: len(listener.topics()) >= sent, "MQTT delivered")
+            """Wait until the broker took every message the sink published (acknowledged),
+            then until the listener got a mark published after them: every message of the
+            cycle is counted in its own minute, never in a later one."""
+            wait_for(
+                lambda: mqtt_sink.pending == 0 and mqtt_sink.unacknowledged == 0,  # type: ignore[attr-defined]
+                "MQTT acknowledged",
+            )
+            listener.mark()
 
         def tick_until(end: datetime) -> int:
             cycles = 0

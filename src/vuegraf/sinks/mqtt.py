@@ -192,6 +192,12 @@ class MqttSink(LiveOnly, CountsOwnPoints):
         with self._state:
             return len(self._pending) + len(self._retained)
 
+    @property
+    def unacknowledged(self) -> int:
+        """Messages handed to paho that the broker has not acknowledged yet."""
+        with self._publishing:
+            return sum(not _published(info) for info in self._in_flight)
+
     def open(self) -> None:
         """Start paho's network thread; connecting happens there, in the background."""
         import paho.mqtt.client as mqtt
