@@ -42,6 +42,16 @@ _WATTS_PER_KWH = {
 _SECONDS = {Scale.SECOND: 1, Scale.MINUTE: 60, Scale.HOUR: 3600, Scale.DAY: 86400}
 
 
+class Unit(enum.Enum):
+    """What a point's value measures. Usage (watts; watt-hours for a day) is what upstream
+    wrote and every dashboard reads; amps and volts are optional extras written apart, so
+    no query of usage ever sees them."""
+
+    WATTS = "usage"
+    AMPS = "amps"
+    VOLTS = "volts"
+
+
 @dataclass(frozen=True, slots=True)
 class Point:
     """One usage value: what every sink receives.
@@ -66,6 +76,7 @@ class Point:
     watts: float
     device_gid: int | None = field(default=None, compare=False, repr=False)
     channel_num: str | None = field(default=None, compare=False, repr=False)
+    unit: Unit = Unit.WATTS  # `watts` holds amps or volts when this says so
 
     def __post_init__(self) -> None:
         if self.time.tzinfo is None or self.time.utcoffset() != UTC.utcoffset(None):

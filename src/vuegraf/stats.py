@@ -30,6 +30,13 @@ class StatsSnapshot:
     sink_points: dict[tuple[str, str], int]  # (sink, outcome) -> count
     queue_depth: dict[str, int]
     mqtt_connected: bool | None
+    # account -> (state, one-line reason): "ok", or whose side a failure is on (see
+    # `set_account_state`)
+    account_states: dict[str, tuple[str, str]] = field(default_factory=dict)
+    shedding: dict[str, str] = field(default_factory=dict)  # account -> what the budget sheds
+    # (account, scale code) -> buckets whose finer buckets did not add up to them
+    disagreements: dict[tuple[str, str], int] = field(default_factory=dict)
+    checked: dict[tuple[str, str], int] = field(default_factory=dict)  # buckets compared
 
 
 @dataclass
@@ -47,6 +54,10 @@ class Stats:
     _sink_points: Counter[tuple[str, str]] = field(default_factory=Counter)
     _queue_depth: dict[str, int] = field(default_factory=dict)
     mqtt_connected: bool | None = None
+    _account_states: dict[str, tuple[str, str]] = field(default_factory=dict)
+    _shedding: dict[str, str] = field(default_factory=dict)
+    _disagreements: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _checked: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def count_request(
         self, account: str, endpoint: str, outcome: str, when: datetime, budgeted: bool = True
@@ -95,6 +106,25 @@ class Stats:
         with self._lock:
             self.mqtt_connected = connected
 
+    def set_account_state(self, account: str, state: str, reason: str = "") -> None:
+        """An account's state as the health check and `/metrics` show it: "ok", or whose side
+        the failure is on ("auth_failed": the user's; "emporia_down", "rate_limited":
+        Emporia's; "api_changed": Emporia changed its API, vuegraf needs an update)."""
+        with self._lock:
+            self._account_states[account] = (state, reason)
+
+    def set_shedding(self, account: str, level: str) -> None:
+        """What the daily request budget makes an account leave out now ("" for nothing)."""
+        with self._lock:
+            self._shedding[account] = level
+
+    def count_checked(self, account: str, scale: str, agreed: bool) -> None:
+        """One bucket compared with the sum of its finer buckets (consistency check)."""
+        with self._lock:
+            self._checked[(account, scale)] += 1
+            if not agreed:
+                self._disagreements[(account, scale)] += 1
+
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
             return StatsSnapshot(
@@ -109,4 +139,8 @@ class Stats:
                 sink_points=dict(self._sink_points),
                 queue_depth=dict(self._queue_depth),
                 mqtt_connected=self.mqtt_connected,
+                account_states=dict(self._account_states),
+                shedding=dict(self._shedding),
+                disagreements=dict(self._disagreements),
+                checked=dict(self._checked),
             )
