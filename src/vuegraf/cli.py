@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 
 from vuegraf import __version__
@@ -21,6 +20,14 @@ from vuegraf.graphs import layout as graph_layout
 from vuegraf.graphs.store import reader_for
 from vuegraf.health import HealthFile
 from vuegraf.history import make_progress, run_history
+from vuegraf.logformat import (
+    DEFAULT_LOG_FORMAT,
+    LOG_FORMAT_ENV,
+    LOG_FORMATS,
+    log_uncaught,
+    make_formatter,
+    resolve_log_format,
+)
 from vuegraf.redact import install_redaction
 from vuegraf.shard import SHARD_ENV, WHOLE, Shard, ShardError, resolve_shard
 from vuegraf.sinks.base import SinkError
@@ -81,25 +88,46 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read from Emporia and print line protocol to stdout; write nothing",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help=f"how log lines on stderr look: text (the default), logfmt or json, one line "
+        f"per record, secrets masked in each (default: ${LOG_FORMAT_ENV}, else text)",
+    )
     parser.add_argument("--version", action="version", version=f"vuegraf {__version__}")
     return parser
 
 
-class _UTCFormatter(logging.Formatter):
-    converter = staticmethod(time.gmtime)
-
-
-def setup_logging(verbose: bool, debug: bool) -> None:
+def setup_logging(verbose: bool, debug: bool, log_format: str = DEFAULT_LOG_FORMAT) -> None:
+    """One handler on stderr for every logger, in `log_format`; exceptions nothing caught
+    and Python's warnings go through it too, so they are masked and formatted alike."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_UTCFormatter("%(asctime)s | %(levelname)-5s | %(name)s | %(message)s"))
+    handler.setFormatter(make_formatter(log_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    logging.captureWarnings(True)
+    log_uncaught()
     root.setLevel(logging.WARNING)
     logging.getLogger("vuegraf").setLevel(logging.DEBUG if (verbose or debug) else logging.INFO)
     # A line per chart request for a hole: only -d; -v would drown in a start-up fill's.
     logging.getLogger("vuegraf.collector.requests").setLevel(
         logging.DEBUG if debug else logging.INFO
     )
+
+
+def usage_error(log_format: str) -> Callable[[str], int]:
+    """What says a bad argument or config in one line and gives EXIT_USAGE: a plain line on
+    stderr in the text format (as always), an ERROR record in logfmt and json, so that a
+    log collector parsing those reads every line vuegraf writes."""
+
+    def refuse(message: str) -> int:
+        if log_format == "text":
+            print(message, file=sys.stderr)
+        else:
+            logger.error("%s", message)
+        return EXIT_USAGE
+
+    return refuse
 
 
 def reset_database(config: Config, clock: Clock) -> None:
@@ -150,32 +178,33 @@ def main(
 ) -> int:
     """`vuegraf CONFIG [flags]`. `clock_factory` makes the clock of each run (one per reload);
     tests pass a clock set to another date, so the same runs can be tried at any date."""
-    args = build_parser().parse_args(_joined_shard(sys.argv[1:] if argv is None else argv))
-    setup_logging(args.verbose, args.debug)
+    parser = build_parser()
+    args = parser.parse_args(_joined_shard(sys.argv[1:] if argv is None else argv))
+    log_format = resolve_log_format(args.log_format, os.environ)
+    if log_format is None:
+        parser.error(f"${LOG_FORMAT_ENV}: invalid log format {os.environ[LOG_FORMAT_ENV]!r} "
+                     f"(choose from {', '.join(LOG_FORMATS)})")
+    setup_logging(args.verbose, args.debug, log_format)
+    refuse = usage_error(log_format)
     if args.historydays < 0:
-        print("--historydays: must be >= 0", file=sys.stderr)
-        return EXIT_USAGE
+        return refuse("--historydays: must be >= 0")
     try:
         shard = resolve_shard(args.shard, os.environ)
     except ShardError as err:
-        print(str(err), file=sys.stderr)
-        return EXIT_USAGE
+        return refuse(str(err))
     if args.resetdatabase and shard.sharded:
         # The store is shared: a reset by one replica would delete every replica's points.
-        print(f"--resetdatabase: refused with {shard.source} {shard.label} (it deletes every "
-              "replica's data); run it once without sharding", file=sys.stderr)
-        return EXIT_USAGE
+        return refuse(f"--resetdatabase: refused with {shard.source} {shard.label} (it deletes "
+                      "every replica's data); run it once without sharding")
     try:
         config = load_config(args.configFilename)
     except ConfigError as err:
-        print(str(err), file=sys.stderr)
-        return EXIT_USAGE
+        return refuse(str(err))
     masked = set(config.secrets())
     install_redaction(masked)
     if args.resetdatabase and args.dryrun:
-        print("--resetdatabase: refused together with --dryrun (a dry run deletes nothing)",
-              file=sys.stderr)
-        return EXIT_USAGE
+        return refuse("--resetdatabase: refused together with --dryrun (a dry run deletes "
+                      "nothing)")
 
     logger.info("vuegraf %s starting with %s", __version__, config.config_path)
     problem = pyemvue_problem()
@@ -208,7 +237,7 @@ def main(
     history_days = args.historydays
     reset = args.resetdatabase
     while True:
-        code = run(config, args, clock, stats, history_days, reset, limits, shard)
+        code = run(config, args, clock, stats, history_days, reset, limits, shard, log_format)
         history_days, reset = 0, False  # once per process, not per reload
         if not reload_asked or code != EXIT_OK:
             return code
@@ -240,12 +269,14 @@ def run(
     reset: bool,
     limits: RateLimits | None = None,
     shard: Shard = WHOLE,
+    log_format: str = DEFAULT_LOG_FORMAT,
 ) -> int:
     """Build everything from `config` and collect until the clock is stopped.
 
     `limits` holds what Emporia's 429 answers asked; `main` passes the same one to every
     run, so the first tick after a reload does not ask Emporia before a Retry-After.
-    `shard`: only the accounts it owns are collected (and imported with --historydays)."""
+    `shard`: only the accounts it owns are collected (and imported with --historydays).
+    `log_format`: an import draws its progress bar on a terminal only in the text format."""
     if clock.stopped:  # a stop that came during a reload: start nothing
         return EXIT_OK
     limits = limits if limits is not None else RateLimits()
@@ -263,7 +294,8 @@ def run(
     if history_days:
         try:
             imported = import_history(
-                config, accounts, history_days, args.dryrun, clock, stats, ledger, shard
+                config, accounts, history_days, args.dryrun, clock, stats, ledger, shard,
+                bar=log_format == "text",
             )
         except SinkError as err:
             logger.error("--historydays: %s", err)
@@ -405,8 +437,12 @@ def import_history(
     stats: Stats,
     ledger: EnergyLedger | None = None,
     shard: Shard = WHOLE,
+    bar: bool = True,
 ) -> bool:
     """--historydays: hour and day points for N days (minutes inside retention), streamed.
+
+    `bar`: a progress bar on a terminal (else log lines); off in logfmt and json, whose
+    every line on stderr must be a record.
 
     MQTT is left out: old windows are not news for subscribers. The energy counters are not:
     a minute the import stores is one no later fill brings again, so it is counted here (the
@@ -424,7 +460,7 @@ def import_history(
     )
     for sink in sinks:
         sink.open()
-    progress = make_progress(sys.stderr, clock)
+    progress = make_progress(sys.stderr, clock, bar=bar)
     try:
         result = run_history(accounts, sinks, days, config, clock, stats, progress)
     finally:

@@ -343,13 +343,18 @@ class ProgressDisplay:
     """A one-line bar with ETA on a terminal; otherwise an INFO line every `interval_s`."""
 
     def __init__(
-        self, stream: TextIO, clock: Clock | None = None, interval_s: float = 10.0, width: int = 30
+        self,
+        stream: TextIO,
+        clock: Clock | None = None,
+        interval_s: float = 10.0,
+        width: int = 30,
+        bar: bool = True,
     ) -> None:
         self.stream = stream
         self.clock = clock if clock is not None else SystemClock()
         self.interval_s = interval_s
         self.width = width
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.tty = bar and bool(getattr(stream, "isatty", lambda: False)())
         self._started: datetime | None = None
         self._logged: datetime | None = None
         self._finished = False
@@ -396,9 +401,12 @@ class ProgressDisplay:
         self._finished = True
 
 
-def make_progress(stream: TextIO, clock: Clock | None = None) -> ProgressDisplay:
-    """Progress for `run_history`: a bar on a terminal, periodic log lines elsewhere."""
-    return ProgressDisplay(stream, clock)
+def make_progress(
+    stream: TextIO, clock: Clock | None = None, bar: bool = True
+) -> ProgressDisplay:
+    """Progress for `run_history`: a bar on a terminal (unless `bar` is False: logfmt and
+    json logs), periodic log lines elsewhere."""
+    return ProgressDisplay(stream, clock, bar=bar)
 
 
 def _percent(done: int, total: int) -> float:

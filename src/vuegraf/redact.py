@@ -3,8 +3,12 @@
 Client libraries sometimes put credentials in messages (a URL with a password
 in an exception, a debug dump of request headers). A filter on the root
 handlers sees every record that is about to be written, whichever logger it
-came from, and replaces each secret, also in its URL- and JSON-escaped forms,
+came from, and replaces each secret, also in its URL-, JSON- and repr-escaped forms,
 with `***` in the message, its arguments, the traceback and the stack.
+
+The filter runs before the handler's formatter, so whatever the log format (text, logfmt,
+json: `vuegraf.logformat`), a secret is masked in the raw text before the format escapes its
+quotes, backslashes or newlines, and no escaped copy of it can reach the output.
 """
 
 from __future__ import annotations
@@ -21,13 +25,17 @@ MIN_SECRET_LENGTH = 3
 
 
 def _forms(secret: str) -> set[str]:
-    """The secret as it may appear in text: as is, URL-encoded, JSON-escaped."""
+    """The secret as it may appear in text: as is, URL-encoded, JSON-escaped (ASCII or not),
+    and as Python shows it inside a repr: a dict or an exception's arguments logged with
+    %s or %r double a backslash and write a newline as `\\n`."""
     return {
         secret,
         urllib.parse.quote(secret, safe=""),
         urllib.parse.quote(secret),
         urllib.parse.quote_plus(secret),
         json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret)[1:-1],
     }
 
 
