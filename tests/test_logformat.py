@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from graphs import svgcheck as sc
 from harness.completeness import seed_minute
 from harness.testtime import TestTime
 from servers import free_ports
@@ -538,3 +539,50 @@ def test_the_real_process_writes_only_records(
     stamps = [datetime.strptime(r["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
               for r in records]
     assert started <= min(stamps) <= max(stamps) <= ended, (min(stamps), max(stamps))
+
+
+# --- vuegraf-graph -----------------------------------------------------------------------
+
+
+def run_graph(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items()
+               if k not in (LOG_FORMAT_ENV, "VUEGRAF_STATE_DIR")}
+    return subprocess.run(
+        [sys.executable, "-m", "vuegraf.graphs.cli", *args],
+        capture_output=True, text=True, timeout=120, env={**environ, **(env or {})},
+    )
+
+
+def test_vuegraf_graph_logs_in_the_chosen_format(tmp_path: Path) -> None:
+    """A corrupt layout file (a warning) and a refusal, as JSON records; the bad value of the
+    variable as argparse's usage error; the text format as before."""
+    sc.fill_store(tmp_path / "vuegraf.sqlite")
+    cfg = tmp_path / "vuegraf.json"
+    cfg.write_text(json.dumps({
+        "accounts": [{"name": sc.ACCOUNT, "email": "me@example.com", "password": QUOTED_SECRET}],
+        "timezone": "America/New_York", "stateDir": "state",
+    }))
+    cfg.chmod(0o600)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "layout.json").write_text('{"password": "' + "x" * 3)
+
+    out = run_graph(str(cfg), "--svg", str(tmp_path / "svg"), env={LOG_FORMAT_ENV: "json"})
+    assert out.returncode == 0, out.stderr
+    (warning,) = (json.loads(line) for line in out.stderr.splitlines())
+    assert warning["level"] == "warning" and warning["logger"] == "vuegraf.graphs.layout"
+    assert warning["msg"].startswith("Ignoring ") and "layout.json" in warning["msg"]
+    assert out.stdout.startswith("wrote ")
+
+    out = run_graph(str(cfg), "--svg", str(tmp_path / "svg"), "--views", "decade",
+                    "--log-format", "json")
+    assert out.returncode == 2
+    (refusal,) = (json.loads(line) for line in out.stderr.splitlines())
+    assert (refusal["level"], refusal["msg"]) == ("error",
+                                                  "--views: choose from day, week, month, year")
+
+    out = run_graph(str(cfg), "--svg", str(tmp_path / "svg"), env={LOG_FORMAT_ENV: "xml"})
+    assert out.returncode == 2 and out.stderr.startswith("usage: vuegraf-graph ")
+
+    out = run_graph(str(cfg), "--svg", str(tmp_path / "svg"))
+    assert out.returncode == 0
+    assert out.stderr.startswith("WARNING vuegraf.graphs.layout: Ignoring "), out.stderr

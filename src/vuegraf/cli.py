@@ -22,11 +22,11 @@ from vuegraf.health import HealthFile
 from vuegraf.history import make_progress, run_history
 from vuegraf.logformat import (
     DEFAULT_LOG_FORMAT,
-    LOG_FORMAT_ENV,
-    LOG_FORMATS,
+    add_log_format_option,
+    chosen_log_format,
     log_uncaught,
     make_formatter,
-    resolve_log_format,
+    say_error,
 )
 from vuegraf.redact import install_redaction
 from vuegraf.shard import SHARD_ENV, WHOLE, Shard, ShardError, resolve_shard
@@ -88,12 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read from Emporia and print line protocol to stdout; write nothing",
     )
-    parser.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        help=f"how log lines on stderr look: text (the default), logfmt or json, one line "
-        f"per record, secrets masked in each (default: ${LOG_FORMAT_ENV}, else text)",
-    )
+    add_log_format_option(parser)
     parser.add_argument("--version", action="version", version=f"vuegraf {__version__}")
     return parser
 
@@ -113,21 +108,6 @@ def setup_logging(verbose: bool, debug: bool, log_format: str = DEFAULT_LOG_FORM
     logging.getLogger("vuegraf.collector.requests").setLevel(
         logging.DEBUG if debug else logging.INFO
     )
-
-
-def usage_error(log_format: str) -> Callable[[str], int]:
-    """What says a bad argument or config in one line and gives EXIT_USAGE: a plain line on
-    stderr in the text format (as always), an ERROR record in logfmt and json, so that a
-    log collector parsing those reads every line vuegraf writes."""
-
-    def refuse(message: str) -> int:
-        if log_format == "text":
-            print(message, file=sys.stderr)
-        else:
-            logger.error("%s", message)
-        return EXIT_USAGE
-
-    return refuse
 
 
 def reset_database(config: Config, clock: Clock) -> None:
@@ -180,12 +160,12 @@ def main(
     tests pass a clock set to another date, so the same runs can be tried at any date."""
     parser = build_parser()
     args = parser.parse_args(_joined_shard(sys.argv[1:] if argv is None else argv))
-    log_format = resolve_log_format(args.log_format, os.environ)
-    if log_format is None:
-        parser.error(f"${LOG_FORMAT_ENV}: invalid log format {os.environ[LOG_FORMAT_ENV]!r} "
-                     f"(choose from {', '.join(LOG_FORMATS)})")
+    log_format = chosen_log_format(parser, args.log_format, os.environ)
     setup_logging(args.verbose, args.debug, log_format)
-    refuse = usage_error(log_format)
+
+    def refuse(message: str) -> int:
+        say_error(log_format, message)
+        return EXIT_USAGE
     if args.historydays < 0:
         return refuse("--historydays: must be >= 0")
     try:

@@ -12,6 +12,7 @@ quote, a backslash or a newline is masked whole and never reaches the output esc
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
@@ -119,6 +120,38 @@ def make_formatter(log_format: str) -> logging.Formatter:
     if log_format == "text":
         return TextFormatter()
     raise ValueError(f"log format {log_format!r}: choose from {', '.join(LOG_FORMATS)}")
+
+
+def add_log_format_option(parser: argparse.ArgumentParser) -> None:
+    """`--log-format`, the same in every command that logs."""
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help=f"how log lines on stderr look: text (the default), logfmt or json, one line "
+        f"per record, secrets masked in each (default: ${LOG_FORMAT_ENV}, else text)",
+    )
+
+
+def chosen_log_format(
+    parser: argparse.ArgumentParser, flag: str | None, environ: Mapping[str, str]
+) -> str:
+    """`resolve_log_format`, with argparse's usage error (exit 2) for a bad variable, as a
+    bad flag value gets."""
+    log_format = resolve_log_format(flag, environ)
+    if log_format is None:
+        parser.error(f"${LOG_FORMAT_ENV}: invalid log format {environ[LOG_FORMAT_ENV]!r} "
+                     f"(choose from {', '.join(LOG_FORMATS)})")
+    return log_format
+
+
+def say_error(log_format: str, message: str) -> None:
+    """A one-line refusal (bad config, bad argument): a plain line on stderr in the text
+    format, as always; an ERROR record in logfmt and json, so that a log collector parsing
+    those reads every line a command writes."""
+    if log_format == "text":
+        print(message, file=sys.stderr)
+    else:
+        logger.error("%s", message)
 
 
 def resolve_log_format(flag: str | None, environ: Mapping[str, str]) -> str | None:

@@ -29,6 +29,7 @@ from vuegraf.graphs.read import GraphReader, ListsSeries
 from vuegraf.graphs.store import reader_for
 from vuegraf.graphs.svg import render
 from vuegraf.graphs.views import VIEWS
+from vuegraf.logformat import add_log_format_option, chosen_log_format, make_formatter, say_error
 from vuegraf.redact import install_redaction
 from vuegraf.sinks.base import StoreReadError
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated views to draw (default: {','.join(VIEWS)})",
     )
     parser.add_argument("--account", metavar="NAME", help="only this account")
+    add_log_format_option(parser)
     # The instant the graphs end at, for tests: ISO 8601 with an offset.
     parser.add_argument("--now", help=argparse.SUPPRESS)
     return parser
@@ -129,35 +131,43 @@ def _index(entries: list[tuple[str, str, list[tuple[str, str]]]], now: datetime)
 def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
     """`vuegraf-graph CONFIG --svg DIR`; `clock` (or the hidden `--now`) sets the instant the
     graphs end at, so tests draw the same files on any date."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    log_format = chosen_log_format(parser, args.log_format, os.environ)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(levelname)s %(name)s: %(message)s")
+        if log_format == "text"
+        else make_formatter(log_format)
+    )
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     views = _views(args.views)
     if views is None:
-        print(f"--views: choose from {', '.join(VIEWS)}", file=sys.stderr)
+        say_error(log_format, f"--views: choose from {', '.join(VIEWS)}")
         return EXIT_USAGE
     now = _now(args.now, clock or SystemClock())
     if now is None:
-        print("--now: an ISO 8601 time with an offset, e.g. 2027-06-01T12:00:00+00:00",
-              file=sys.stderr)
+        say_error(log_format,
+                  "--now: an ISO 8601 time with an offset, e.g. 2027-06-01T12:00:00+00:00")
         return EXIT_USAGE
     try:
         config = load_config(args.config)
     except ConfigError as err:
-        print(str(err), file=sys.stderr)
+        say_error(log_format, str(err))
         return EXIT_USAGE
     install_redaction(config.secrets())
     out_dir: Path = args.svg
     try:
         reader = reader_for(config)
     except StoreReadError as err:
-        print(f"cannot read the store: {err}", file=sys.stderr)
+        say_error(log_format, f"cannot read the store: {err}")
         return EXIT_FATAL
     entries: list[tuple[str, str, list[tuple[str, str]]]] = []
     try:
         layout = read_layout(config.state_dir, reader, args.account)
         if args.account is not None and not layout:
-            print(f"--account: no account {args.account!r} in the layout or the store",
-                  file=sys.stderr)
+            say_error(log_format,
+                      f"--account: no account {args.account!r} in the layout or the store")
             return EXIT_USAGE
         count = 0
         folders: set[str] = set()
@@ -185,10 +195,10 @@ def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
                 entries.append((account.name, device.name, files))
         _write(out_dir / "index.html", _index(entries, now))
     except StoreReadError as err:
-        print(f"cannot read the store: {err}", file=sys.stderr)
+        say_error(log_format, f"cannot read the store: {err}")
         return EXIT_FATAL
     except OSError as err:
-        print(f"cannot write to {out_dir}: {err.strerror or err}", file=sys.stderr)
+        say_error(log_format, f"cannot write to {out_dir}: {err.strerror or err}")
         return EXIT_FATAL
     finally:
         reader.close()
