@@ -163,6 +163,7 @@ AWKWARD = [
     " leading and trailing ",
     "unicode: été ☀ 🔌 北京",
     "separators: \x85 \u2028 \u2029 \x0b \x0c \x1c \x00 \x7f \x1b[31m",
+    "not text: \udcff (a lone surrogate), \U000e0001 (a tag), \ufeff (a BOM)",
     "\\u0041 is not A, \\n is not a newline",
 ]
 

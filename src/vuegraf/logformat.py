@@ -1,8 +1,9 @@
 """Log lines as text (the default), logfmt or JSON: `--log-format` / `$VUEGRAF_LOG_FORMAT`.
 
 Log collectors (Loki, Vector, a Docker logging driver) parse logfmt and JSON without a
-regular expression per program. Every format writes one line per record whatever the message
-holds (a newline, a quote, a traceback), so a collector never splits or glues records.
+regular expression per program. Both write one line per record whatever the message holds (a
+newline, a quote, a traceback), so a collector never splits or glues records; text stays as
+it always was, for people (a traceback on the lines after its record).
 
 Formatting is all these classes do: secrets are masked earlier, by the `RedactingFilter` on the
 handler (`vuegraf.redact`), which rewrites the record before any formatter sees it. The mask is
@@ -127,8 +128,8 @@ def add_log_format_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
-        help=f"how log lines on stderr look: text (the default), logfmt or json, one line "
-        f"per record, secrets masked in each (default: ${LOG_FORMAT_ENV}, else text)",
+        help=f"how log lines on stderr look: text (the default), logfmt or json (one line "
+        f"per record); secrets are masked in each (default: ${LOG_FORMAT_ENV}, else text)",
     )
 
 
