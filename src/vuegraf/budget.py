@@ -72,7 +72,6 @@ class Needs:
 class DayPosition:
     """Where a tick lies in its UTC day."""
 
-    index: int  # ticks since midnight
     ticks_left: int  # ticks from this one (included) to midnight
     seconds_left: int
 
@@ -85,19 +84,15 @@ class Plan:
     seconds: bool  # second data may be fetched
     minute: bool  # the live minute may be asked
     fills: int  # chart requests for holes this tick may make (before the per-tick cap)
+    credit: float = 0.0  # what `spread` carries to the next tick
 
 
 def position(now: datetime, interval_secs: int) -> DayPosition:
     """`now`'s tick in its UTC day."""
     now = now.astimezone(UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    since = (now - midnight).total_seconds()
     left = math.ceil((midnight + timedelta(days=1) - now).total_seconds())
-    return DayPosition(
-        index=int(since // interval_secs),
-        ticks_left=max(1, -(-left // interval_secs)),
-        seconds_left=left,
-    )
+    return DayPosition(ticks_left=max(1, -(-left // interval_secs)), seconds_left=left)
 
 
 def needs(per_day: Mapping[str, int], at: DayPosition) -> Needs:
@@ -115,22 +110,33 @@ def needs(per_day: Mapping[str, int], at: DayPosition) -> Needs:
     )
 
 
-def spread(allowance: int, ticks_left: int, index: int) -> int:
-    """Requests this tick may make so that `allowance` lasts `ticks_left` ticks: about
-    allowance / ticks_left a tick, the fractions carried by the tick's `index` (so one
-    request in three ticks is asked at every third index, not three in one tick). Asked
-    again every tick with what is left, the ticks never make more than `allowance`."""
+def spread(allowance: int, ticks_left: int, credit: float) -> tuple[int, float]:
+    """Requests this tick may make so that `allowance` lasts `ticks_left` ticks, and the
+    credit to carry to the next tick: allowance / ticks_left is added to `credit` and its
+    whole part asked (one request in three ticks is asked every third tick, not three in one
+    tick). Never more than `allowance`, so ticks asked again with what is left never make more
+    than the first allowance in all."""
     if allowance <= 0 or ticks_left <= 0:
-        return 0
-    return (index + 1) * allowance // ticks_left - index * allowance // ticks_left
+        return 0, 0.0
+    credit += allowance / ticks_left
+    asks = min(allowance, math.floor(credit))
+    return asks, credit - asks
 
 
 def decide(
-    used: int, budget: int, need: Needs, backlog: int, at: DayPosition, floor: Level = Level.NONE
+    used: int,
+    budget: int,
+    need: Needs,
+    backlog: int,
+    ticks_left: int,
+    floor: Level = Level.NONE,
+    credit: float = 0.0,
 ) -> Plan:
     """The shedding level and this tick's decisions, from the requests `used` today, the
-    day's `budget`, what steady running still `need`s and the chart requests the holes
-    still need (`backlog`). The level is at least `floor` (the day's level so far)."""
+    day's `budget`, what steady running still `need`s until midnight (`ticks_left` ticks,
+    this one included) and the chart requests the holes still need (`backlog`). The level
+    is at least `floor` (the day's level so far); `credit` is what the last tick's plan at
+    this level carried (`Plan.credit`)."""
     remaining = budget - used
     if remaining >= need.live + backlog + need.second:
         level = Level.NONE
@@ -142,16 +148,18 @@ def decide(
         level = Level.MINUTE
     level = max(level, floor)
     spare = remaining - need.live
+    minute = True
     if level is Level.NONE:
         fills = spare - need.second  # never eat second data's share either
     elif level is Level.SECOND:
         fills = spare
     elif level is Level.FILLS:
-        fills = spread(spare, at.ticks_left, at.index)
+        fills, credit = spread(spare, ticks_left, credit)
     else:
         fills = 0
-    minute = level < Level.MINUTE or spread(remaining - need.fixed, at.ticks_left, at.index) > 0
-    return Plan(level, seconds=level is Level.NONE, minute=minute, fills=max(0, fills))
+        asks, credit = spread(remaining - need.fixed, ticks_left, credit)
+        minute = asks > 0
+    return Plan(level, level is Level.NONE, minute, max(0, fills), credit)
 
 
 class BudgetGuard:
@@ -167,6 +175,7 @@ class BudgetGuard:
         self.stats = stats
         self.level = Level.NONE
         self._day: date | None = None
+        self._credit = 0.0
         if stats is not None:
             stats.set_shedding(account, Level.NONE.label)
 
@@ -180,10 +189,15 @@ class BudgetGuard:
         if day != self._day:
             self._day = day
             floor = Level.NONE  # a new UTC day: a new budget, nothing shed to begin with
+            self._credit = 0.0
         at = position(now, self.interval_secs)
-        result = decide(used, self.budget, needs(per_day, at), backlog, at, floor)
+        result = decide(
+            used, self.budget, needs(per_day, at), backlog, at.ticks_left, floor, self._credit
+        )
+        self._credit = result.credit
         if result.level != self.level:
             self.level = result.level
+            self._credit = 0.0  # a credit of fills is none of the live minute's
             self._changed(result.level, used)
         return result
 
