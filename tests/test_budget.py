@@ -9,8 +9,12 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from vuegraf.budget import BudgetGuard, DayPosition, Level, Needs, decide, needs, position, spread
+from vuegraf.clock import FakeClock
+from vuegraf.config import PrometheusConfig
+from vuegraf.exporter import ExporterServer, LatestValues, VuegrafCollector
 from vuegraf.stats import Stats
 
 # The default config's steady day: a minute a tick (60 s), 24 hours, a day, 24 device reads,
@@ -165,3 +169,20 @@ def test_the_guard_says_each_change_once_and_a_new_day_restores(
         ("INFO", "Account Home: a new UTC day: nothing is left out for the request budget any "
          "more"),
     ]
+
+
+def test_metrics_say_what_each_account_sheds() -> None:
+    """`vuegraf_budget_shedding{account,what}`: 1 for each kind the account's level leaves
+    out (a level keeps what the levels below it shed), 0 for the rest."""
+    stats = Stats()
+    BudgetGuard("Cabin", 2000, 60, stats)  # a guard starts with nothing shed
+    stats.set_shedding("Home", "fills")
+    server = ExporterServer(PrometheusConfig(port=0), VuegrafCollector(LatestValues(FakeClock(
+        datetime(2026, 12, 1, tzinfo=UTC))), stats), health=lambda: True, runtime_metrics=False)
+    (family,) = [f for f in text_string_to_metric_families(server.metrics_text().decode())
+                 if f.name == "vuegraf_budget_shedding"]
+    assert family.type == "gauge"
+    assert {(s.labels["account"], s.labels["what"]): s.value for s in family.samples} == {
+        ("Cabin", "second"): 0.0, ("Cabin", "fills"): 0.0, ("Cabin", "minute"): 0.0,
+        ("Home", "second"): 1.0, ("Home", "fills"): 1.0, ("Home", "minute"): 0.0,
+    }

@@ -55,6 +55,10 @@ class Level(IntEnum):
         return "" if self is Level.NONE else self.name.lower()
 
 
+# What the levels shed, in the order they shed it (the labels of `Level`).
+SHED_ORDER = tuple(level.label for level in Level if level is not Level.NONE)
+
+
 @dataclass(frozen=True)
 class Needs:
     """Requests steady running still needs from this tick (included) to the next UTC midnight."""
