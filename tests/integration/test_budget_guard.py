@@ -1,0 +1,100 @@
+"""The daily request budget as a guard, through the real loop: real pyemvue over HTTP to the
+simulator (sharing the virtual clock and recording every request), the embedded SQLite store,
+virtual time across UTC midnights.
+
+- Second data for every channel costs more than a day's budget: it is fetched while the rest
+  of a day has room for it, and shed from the UTC day that has not; the requests Emporia saw
+  in that day stay under the budget; one line says so; the minutes are all there.
+- A 30-day history import in the morning spends most of the day's budget: the live minute is
+  spaced out for the rest of the UTC day, the day stays under the budget, and the minutes
+  skipped are filled from chart data after 00:00 UTC, equal to the simulator's model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from harness import oracle
+from harness.cli_in_process import main_state_restored
+from harness.completeness import compare, seed_minute, sqlite_points
+from harness.inprocess import LockedClock, run_daemon, simulator_config, simulator_config_data
+from vuegraf import cli
+from vuegraf.clock import FakeClock
+from vuegraf.simulator import SimulatorServer, UsageModel
+from vuegraf.simulator.server import RequestRecord
+from vuegraf.stats import Stats
+
+pytestmark = pytest.mark.integration
+
+SEED = 41
+NEW_YORK = oracle.NEW_YORK
+GUARD_LINE = "a day budget until 00:00 UTC"  # in each line the guard logs on a change of level
+
+
+def by_utc_day(log: list[RequestRecord]) -> Counter[date]:
+    return Counter(r.at.date() for r in log)
+
+
+def assert_minutes(db: Path, model: UsageModel, first: datetime, last: datetime) -> int:
+    """Every minute of [first, last] stored with the model's value; returns how many."""
+    minutes = compare(
+        "minute points",
+        sqlite_points(db, "Home", "False"),
+        oracle.served(oracle.DEFAULT_NAMES, model, "1MIN", first, last + timedelta(minutes=1),
+                      NEW_YORK),
+    )
+    assert minutes.ok, str(minutes)
+    return minutes.expected
+
+
+def test_second_data_over_the_budget_is_shed_from_the_day_it_does_not_fit(tmp_path, caplog):
+    # 22:00 UTC: the two hours left of the first day have room for second data (2 runs of 28
+    # requests beside 125 live ones); a whole day has not (1 440 + 24 + 1 + 24 + 672 = 2 161).
+    t0 = datetime(2026, 11, 22, 22, 0, 20, tzinfo=UTC)
+    day2 = datetime(2026, 11, 23, tzinfo=UTC)
+    end = datetime(2026, 11, 24, 0, 10, 20, tzinfo=UTC)
+    clock = FakeClock(t0, stop_after=end)
+    with SimulatorServer(seed=SEED, now=clock.now) as sim:
+        sim.log_requests = True
+        config = simulator_config(tmp_path, sim.url, {"detailedDataEnabled": True})
+        assert config.daily_request_budget == 2000
+        seed_minute(config, sim.model, t0.replace(second=0) - timedelta(minutes=2))
+        stats = Stats(budget=config.daily_request_budget)
+        with caplog.at_level(logging.INFO, logger="vuegraf"):
+            run_daemon(config, clock, stats)
+        log = sim.requests_seen()
+
+    days = by_utc_day(log)
+    print(f"requests per UTC day: {dict(sorted(days.items()))}")
+    # The whole UTC day under the guard stays under the budget, and its live minutes all
+    # went out: 1 440 minutes, 24 hours, a day, 24 device reads.
+    assert days[day2.date()] <= 2000
+    assert days[day2.date()] >= 1440 + 24 + 1 + 24
+    seconds = [r for r in log if r.endpoint == "getChartUsage" and r.scale == "1S"]
+    assert seconds and all(r.at < day2 for r in seconds)  # fetched on day 1 only
+    assert len({r.at for r in seconds}) == 2  # the runs at 22:00 and 23:00
+    # One line, at the first tick of the day the guard began to shed.
+    lines = [r for r in caplog.records if GUARD_LINE in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in lines] == [(
+        "WARNING",
+        "Account Home: 0 Emporia requests today; to stay under the 2000 a day budget until "
+        "00:00 UTC, second data is not fetched",
+    )]
+    assert not [r for r in caplog.records if "new UTC day" in r.getMessage()]
+    assert stats.snapshot().shedding == {"Home": "second"}
+    # vuegraf's own count is what Emporia saw, endpoint by endpoint.
+    counted: Counter[str] = Counter()
+    for (_a, endpoint, _outcome), n in stats.snapshot().requests.items():
+        if endpoint != "login":
+            counted[endpoint] += n
+    assert counted == Counter(r.endpoint for r in log)
+    # No minute was shed: all of them stored, equal to the model.
+    assert assert_minutes(tmp_path / "vuegraf.sqlite", sim.model, t0.replace(second=0)
+                          - timedelta(minutes=1), end.replace(second=0) - timedelta(minutes=5)
+                          ) > 28 * 1500
