@@ -98,3 +98,55 @@ def test_second_data_over_the_budget_is_shed_from_the_day_it_does_not_fit(tmp_pa
     assert assert_minutes(tmp_path / "vuegraf.sqlite", sim.model, t0.replace(second=0)
                           - timedelta(minutes=1), end.replace(second=0) - timedelta(minutes=5)
                           ) > 28 * 1500
+
+
+def test_live_minutes_spaced_after_a_history_import_are_filled_after_midnight(tmp_path, capsys):
+    """`vuegraf --historydays 30` at 02:00 UTC with a budget of 1 700: the import costs about
+    480 requests, which leaves fewer than the 1 365 live requests the rest of the day needs
+    (1 320 minutes, 22 hours, the day, 22 device reads). The next day has 211 to spare beside
+    its 1 489 live ones, enough to fill the minutes skipped."""
+    t0 = datetime(2026, 11, 22, 2, 0, 20, tzinfo=UTC)
+    day2 = datetime(2026, 11, 23, tzinfo=UTC)
+    end = datetime(2026, 11, 23, 0, 20, 20, tzinfo=UTC)
+    clock = LockedClock(t0, stop_after=end)
+    with SimulatorServer(seed=SEED, now=clock.now) as sim:
+        sim.log_requests = True
+        path = tmp_path / "vuegraf.json"
+        path.write_text(json.dumps(simulator_config_data(sim.url, {"dailyRequestBudget": 1700})))
+        path.chmod(0o600)
+        with main_state_restored():
+            code = cli.main([str(path), "--historydays", "30"], clock_factory=lambda: clock)
+        err = capsys.readouterr().err
+        log = sim.requests_seen()
+    assert code == 0, err
+
+    days = by_utc_day(log)
+    print(f"requests per UTC day: {dict(sorted(days.items()))}")
+    assert days[t0.date()] <= 1700  # the import's requests included
+    assert days[day2.date()] <= 1700
+    lives = [r for r in log if r.endpoint == "getDeviceListUsages" and r.scale == "1MIN"]
+    day1_lives = [r for r in lives if r.at < day2]
+    ticks = int((day2 - t0).total_seconds()) // 60 + 1
+    skipped = ticks - len(day1_lives)
+    print(f"day 1: {len(day1_lives)} live minutes asked of {ticks} ticks")
+    assert 100 < skipped < 400  # spaced out, not stopped
+    # Every live minute after midnight went out, and the holes were filled by chart data.
+    after = sorted(datetime.fromisoformat(r.query["instant"]) for r in lives if r.at >= day2)
+    assert len(after) >= 20
+    assert all(b - a == timedelta(minutes=1) for a, b in zip(after, after[1:], strict=False))
+    fills = [r for r in log if r.endpoint == "getChartUsage" and r.at >= day2]
+    assert fills and all(r.scale == "1MIN" and r.status == 200 for r in fills)
+    assert not [r for r in log if r.endpoint == "getChartUsage" and t0 + timedelta(minutes=30)
+                < r.at < day2]  # no fill while the live minute was being spaced out
+    # One line when the guard began to space the minute out, one when the new day ended it.
+    lines = [line for line in err.splitlines() if GUARD_LINE in line or "new UTC day" in line]
+    assert len(lines) == 2, lines
+    assert " | WARNING | vuegraf.budget | " in lines[0]
+    assert lines[0].endswith("second data is not fetched, no hole is filled and the live minute "
+                             "is asked only on some ticks; the minutes skipped are filled after "
+                             "00:00 UTC")
+    assert " | INFO  | vuegraf.budget | " in lines[1]
+    # Every minute from the start to the end, skipped or not, stored with the model's value.
+    assert assert_minutes(tmp_path / "vuegraf.sqlite", sim.model, t0.replace(second=0)
+                          - timedelta(minutes=1), end.replace(second=0) - timedelta(minutes=5)
+                          ) > 28 * 1300
