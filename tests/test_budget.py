@@ -186,3 +186,15 @@ def test_metrics_say_what_each_account_sheds() -> None:
         ("Cabin", "second"): 0.0, ("Cabin", "fills"): 0.0, ("Cabin", "minute"): 0.0,
         ("Home", "second"): 1.0, ("Home", "fills"): 1.0, ("Home", "minute"): 0.0,
     }
+
+
+def test_a_new_utc_day_counts_from_zero_before_its_first_request() -> None:
+    """The guard's first plan of a day comes before that day's first request: yesterday's
+    count must not be taken for today's."""
+    stats = Stats()
+    evening = datetime(2026, 12, 1, 23, 59, 30, tzinfo=UTC)
+    for _ in range(3):
+        stats.count_request("Home", "getDeviceListUsages", "ok", evening)
+    assert stats.requests_today("Home", evening) == 3
+    assert stats.requests_today("Home", evening + timedelta(minutes=1)) == 0
+    assert stats.requests_today("Home") == 3  # without a time: the day last counted
