@@ -150,3 +150,48 @@ def test_live_minutes_spaced_after_a_history_import_are_filled_after_midnight(tm
     assert assert_minutes(tmp_path / "vuegraf.sqlite", sim.model, t0.replace(second=0)
                           - timedelta(minutes=1), end.replace(second=0) - timedelta(minutes=5)
                           ) > 28 * 1300
+
+
+def test_holes_beyond_the_spare_are_filled_a_few_a_tick_and_the_rest_after_midnight(
+    tmp_path, caplog
+):
+    """A restart at 00:30 UTC after two days away, with a budget of 1 600: the day's 1 459
+    live requests (1 410 minutes, 24 hours, the day, 24 device reads) and the holes' 168 chart
+    requests (4 windows of minutes, one of hours and one of days per channel) do not fit
+    together. Fills are spread over the day; the next day's spare (111) takes the rest."""
+    t0 = datetime(2026, 11, 22, 0, 30, 20, tzinfo=UTC)
+    day2 = datetime(2026, 11, 23, tzinfo=UTC)
+    end = datetime(2026, 11, 23, 0, 20, 20, tzinfo=UTC)
+    away = t0.replace(second=0) - timedelta(days=2)
+    clock = FakeClock(t0, stop_after=end)
+    with SimulatorServer(seed=SEED, now=clock.now) as sim:
+        sim.log_requests = True
+        config = simulator_config(tmp_path, sim.url, {"dailyRequestBudget": 1600})
+        seed_minute(config, sim.model, away)
+        stats = Stats(budget=config.daily_request_budget)
+        with caplog.at_level(logging.INFO, logger="vuegraf"):
+            run_daemon(config, clock, stats)
+        log = sim.requests_seen()
+
+    days = by_utc_day(log)
+    print(f"requests per UTC day: {dict(sorted(days.items()))}")
+    assert days[t0.date()] <= 1600
+    assert days[day2.date()] <= 1600
+    fills = [r for r in log if r.endpoint == "getChartUsage" and r.at < day2]
+    per_tick = Counter(r.at for r in fills)
+    print(f"day 1: {len(fills)} chart requests in {len(per_tick)} ticks, "
+          f"at most {max(per_tick.values())} a tick")
+    assert max(per_tick.values()) <= 2 and len(per_tick) >= 50  # spread, not at once
+    assert fills[-1].at - fills[0].at > timedelta(hours=12)
+    assert [r for r in log if r.endpoint == "getChartUsage" and r.at >= day2]  # the rest
+    # Every live minute went out on both days.
+    lives = [r for r in log if r.endpoint == "getDeviceListUsages" and r.scale == "1MIN"]
+    assert len(lives) >= int((end - t0).total_seconds()) // 60
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records
+             if GUARD_LINE in r.getMessage() or "new UTC day" in r.getMessage()]
+    assert [level for level, _m in lines] == ["WARNING", "INFO"], lines
+    assert lines[0][1].endswith("second data is not fetched and holes are filled a few requests "
+                                "a tick, the rest after 00:00 UTC")
+    # Every minute since the restart's last stored one, equal to the model.
+    assert assert_minutes(tmp_path / "vuegraf.sqlite", sim.model, away + timedelta(minutes=1),
+                          end.replace(second=0) - timedelta(minutes=5)) > 28 * 4200
