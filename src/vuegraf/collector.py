@@ -19,6 +19,7 @@ from typing import Protocol
 
 from vuegraf import backoff
 from vuegraf.backfill import FillRequest, Holes, SeriesKey, Tracker
+from vuegraf.budget import BudgetGuard, Level, Plan
 from vuegraf.emporia import EmporiaAccount, EmporiaError, EmporiaRateLimited, EmporiaStopped
 from vuegraf.emporia.limits import (
     DEFAULT_LOOKBACK,
@@ -134,6 +135,11 @@ class AccountCollector:
         self._read_skip = 0  # ticks to let pass before asking the store again
         self._fill_run: FillRun | None = None  # a fill that outlasts one tick
         self._fill_until: Callable[[], bool] | None = None  # set while `fill` runs
+        # The daily request budget as a guard (vuegraf.budget): this tick's plan, made by `live`.
+        self.guard = BudgetGuard(
+            account.name, config.daily_request_budget, config.update_interval_secs, account.stats
+        )
+        self._plan: Plan | None = None
 
     @property
     def name(self) -> str:
@@ -324,9 +330,10 @@ class AccountCollector:
         self._store_read = True
         self.save_marks()
 
-    def _log_budget(self) -> None:
+    def _per_day(self) -> dict[str, int]:
+        """Requests a steady day costs this account, by kind."""
         seconds = len(self._series_for(Scale.SECOND)) if self.seconds_enabled else 0
-        estimate = daily_request_estimate(
+        return daily_request_estimate(
             self.config.update_interval_secs,
             Scale.HOUR in self.scales,
             Scale.DAY in self.scales,
@@ -334,6 +341,9 @@ class AccountCollector:
             self.config.detailed_interval_secs,
             self.config.device_refresh_secs,
         )
+
+    def _log_budget(self) -> None:
+        estimate = self._per_day()
         total = sum(estimate.values())
         parts = ", ".join(f"{k} {v}" for k, v in estimate.items())
         budget = self.config.daily_request_budget
@@ -455,7 +465,10 @@ class AccountCollector:
                 return result
         if not self._store_read:
             self.seed(now)  # a store that cannot answer yet delays old holes, not collection
+        plan = self._plan = self._budget_plan(now)
         for scale in self.scales:
+            if scale is Scale.MINUTE and not plan.minute:
+                continue  # the budget spaces the live minute out: a hole, filled tomorrow
             if not self.should_stop() and not result.stopped:
                 self._live(scale, now, result)
         if result.errors or result.stopped or not self._seeded:
@@ -466,23 +479,55 @@ class AccountCollector:
         result.fill_due = True
         return result
 
+    def _budget_plan(self, now: datetime) -> Plan:
+        """This tick's plan from the budget guard. The holes' backlog is counted only while
+        it can still change the level (below `fills`)."""
+        backlog = 0
+        if self._seeded and self.guard.level < Level.FILLS:
+            backlog = sum(
+                self.trackers[scale].backlog(now, self._newest_bucket(scale, now))
+                for scale in self.scales
+            )
+        used = self.account.stats.requests_today(self.name, now)
+        return self.guard.plan(now, used, self._per_day(), backlog)
+
     def fill(
         self, now: datetime, result: TickResult, until: Callable[[], bool] | None = None
     ) -> None:
-        """The second half of a tick: chart requests for holes, at most `max_fill_requests`,
-        and none once `until()` says the time for them is over (the next tick is near)."""
+        """The second half of a tick: chart requests for holes, at most `max_fill_requests`
+        and what the budget guard allows, and none once `until()` says the time for them is
+        over (the next tick is near)."""
         self._fill_until = until
+        plan = self._plan
         try:
             if self.seconds_enabled and (self._seconds_due is None or now >= self._seconds_due):
                 self._seconds_due = now + timedelta(seconds=self.config.detailed_interval_secs)
-                self._fill(Scale.SECOND, now, result, budget=None)
+                if plan is None or plan.seconds:
+                    self._fill(Scale.SECOND, now, result, budget=None)
+                else:
+                    self._shed_seconds(now)
             budget = self.max_fill_requests
+            if plan is not None:
+                budget = min(budget, plan.fills)
             for scale in self.scales:
                 budget -= self._fill(scale, now, result, budget=budget)
         finally:
             self._fill_until = None
         self.save_marks()
         self._report_fill(now, result)
+
+    def _shed_seconds(self, now: datetime) -> None:
+        """The budget sheds second data: the seconds of this run are given up, not left as
+        a hole (Emporia keeps them 3 hours: asking for them when the budget allows again
+        would be a burst of requests for data about to go)."""
+        tracker = self.trackers[Scale.SECOND]
+        newest = self._newest_bucket(Scale.SECOND, now)
+        for _ in range(10):  # one window per series and round; 3 hours are 3 windows
+            requests = tracker.due(now, newest)
+            if not requests:
+                break
+            for request in requests:
+                tracker.give_up(request)
 
     def _report_fill(self, now: datetime, result: TickResult) -> None:
         """One INFO line a tick while a fill takes several ticks: requests made of those

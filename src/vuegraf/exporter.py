@@ -42,6 +42,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from vuegraf import __version__
+from vuegraf.budget import SHED_ORDER
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import PrometheusConfig
 from vuegraf.energy import DEFAULT_WINDOW, ChannelId, EnergyLedger, Totals
@@ -371,6 +372,18 @@ def _stats_families(stats: Stats) -> Iterator[Metric]:
     if snap.mqtt_connected is not None:
         mqtt.add_metric([], 1 if snap.mqtt_connected else 0)
     yield mqtt
+    shedding = GaugeMetricFamily(
+        "vuegraf_budget_shedding",
+        "1 while the daily request budget makes the account leave this out (second data, "
+        "then hole fills spread over the day, then live minutes), else 0",
+        labels=["account", "what"],
+    )
+    for account, level in sorted(snap.shedding.items()):
+        shed = SHED_ORDER[: SHED_ORDER.index(level) + 1] if level else ()
+        for what in SHED_ORDER:
+            shedding.add_metric([account, what], 1 if what in shed else 0)
+    if snap.shedding:  # absent, not zero, where no collector runs (a history import alone)
+        yield shedding
 
 
 def register_runtime_collectors(registry: CollectorRegistry) -> None:

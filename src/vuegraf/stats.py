@@ -77,8 +77,12 @@ class Stats:
                 self._today[account] += 1
             return self._today[account]
 
-    def requests_today(self, account: str) -> int:
+    def requests_today(self, account: str, when: datetime | None = None) -> int:
+        """The account's count for the current UTC day; with `when`, for `when`'s UTC day (0
+        when no request has been counted on it yet: the day just began)."""
         with self._lock:
+            if when is not None and when.date() != self._day:
+                return 0
             return self._today[account]
 
     def count_cycle(self, ok: bool, seconds: float, finished: datetime) -> None:
