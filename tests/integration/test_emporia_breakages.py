@@ -296,3 +296,63 @@ def test_a_stale_day_after_midnight_writes_no_wrong_day_and_counters_do_not_jump
             assert totals.get(ChannelId(gid, num), 0.0) == pytest.approx(
                 expected, rel=1e-9, abs=1e-6), (now, gid, num)
 
+
+
+class OneDayBehind(SimulatorServer):
+    """An Emporia whose day rollover lags further than the simulator's stale hour: for
+    `stale_day_s` after midnight even the day that just ended is answered with the totals
+    (and instant) of the day before it. Only the day `live` collection asks for is changed."""
+
+    def stale_day(self, scale: str, start: datetime, now: datetime) -> datetime | None:
+        if scale != "1D":
+            return None
+        ended = bucket_floor("1D", now, self.model.tz)  # the midnight just passed
+        if now - ended >= timedelta(seconds=self.stale_day_s):
+            return None
+        if start == bucket_floor("1D", ended - timedelta(seconds=1), self.model.tz):
+            return bucket_floor("1D", start - timedelta(seconds=1), self.model.tz)
+        return super().stale_day(scale, start, now)
+
+
+def test_a_live_day_answered_for_another_day_is_filled_from_the_chart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The live day request after midnight is answered with the day before's totals under
+    that day's instant: nothing of it is written, it is said once, and the day is asked
+    again through the hole filler, which stores the model's total for it."""
+    today = date(2026, 11, 26)
+    midnight = oracle.midnight(today, NEW_YORK)
+    t0 = midnight - timedelta(minutes=5) + timedelta(seconds=20)
+    end = midnight + timedelta(minutes=20)
+    clock = FakeClock(t0, stop_after=end)
+    with OneDayBehind(seed=23, now=clock.now, stale_day_s=3600) as sim:
+        sim.log_requests = True
+        config = make_config(sim, tmp_path)
+        seed_earlier_run(config, sim.model, t0)
+        with caplog.at_level(logging.INFO):
+            run(config, clock, Stats())
+        model = sim.model
+        records = sim.requests_seen()
+    yesterday = oracle.midnight(today - timedelta(days=1), NEW_YORK)
+    live = [r for r in records if r.endpoint == "getDeviceListUsages" and r.scale == "1D"
+            and r.at >= midnight]
+    assert len(live) == 1 and yesterday < parse_instant(live[0].query["instant"]) < midnight
+    charts = [r for r in records if r.endpoint == "getChartUsage" and r.scale == "1D"
+              and r.at >= live[0].at]
+    assert len(charts) == 28, len(charts)  # one per chart channel, after the live answer
+    # The day that ended, every chart channel with its own total, not the day before's;
+    # nothing for the live-only channels (they have no chart), nothing for the new day.
+    want = oracle.served(oracle.DEFAULT_NAMES, model, "1D", yesterday, midnight, NEW_YORK)
+    stored = sqlite_points(tmp_path / "vuegraf.sqlite", "Home", "Day")
+    result = compare("day points", stored, want, window=(yesterday, end + timedelta(days=2)))
+    assert result.ok and result.expected == 28, str(result)
+    live_only = {oracle.DEFAULT_NAMES[k] for k in oracle.LIVE_ONLY}
+    stamp = oracle.epoch(oracle.day_stamp(today - timedelta(days=1), NEW_YORK))
+    assert not [k for k in stored.points if k[0] in live_only and k[1] == stamp]
+    said = [r.getMessage() for r in caplog.records
+            if r.name == CATALOG and "with the values of" in r.getMessage()]
+    assert said == [
+        "Account Home: Emporia answered the 1D request for 2026-11-25T00:00:00-05:00 with "
+        "the values of 2026-11-24T00:00:00-05:00 (Emporia's side): not written; the bucket "
+        "is asked for again later"
+    ]
