@@ -29,8 +29,8 @@ Emporia's known breakages, replayed (also `vuegraf-simulator` options, see its `
   `status` from `start` to `end` (excluded) of the simulator's own clock (`now`), so a test in
   virtual time gets an exact window; several may be set, beside `set_fault`. The cases on
   record: `/customers` 400 for five hours (endpoints={"customers"}), a maintenance hour
-  (503 for every endpoint), Cognito's 502s (see `cognito`), 429 with or without
-  `Retry-After`. The first window holding at the instant answers.
+  (503 for every endpoint), 429 with or without `Retry-After` (Cognito's own 502s are the
+  Cognito stand-in's to replay, not this server's). The first window holding answers.
 - `none_rate`: that fraction of getDeviceListUsages channel values is answered `null` although
   the data exists; chart data stays served, as Emporia fills the values later. Only channels
   with chart data are nulled (so every null can be filled), in bursts of `none_burst_s`: a
