@@ -6,7 +6,12 @@ start-up (must be 0: holes are tracked in memory), and RSS each simulated hour
 (must stay flat). Runs the real daemon, real pyemvue over HTTP, the bundled
 simulator sharing the virtual clock, and the embedded SQLite store.
 
-    .venv/bin/python bench/steady.py [--hours 24]
+    .venv/bin/python bench/steady.py [--hours 24] [--none-rate 0.05]
+
+With `--none-rate` the simulator answers that fraction of live values null (in 5-minute
+bursts per channel, as Emporia does), and vuegraf fills them from chart data: the extra
+requests per day that costs are printed beside the count Emporia saw. vuegraf asks pyemvue
+for one attempt per live request, so a null costs chart requests, never repeated live ones.
 """
 
 from __future__ import annotations
@@ -65,9 +70,19 @@ class CountingStore(SeriesStore):
         return self.wrapped.delete_all(now)
 
 
+def _counted(stats: Stats) -> int:
+    """Emporia API requests vuegraf counted (its logins are not API requests)."""
+    return sum(n for (_a, endpoint, _o), n in stats.snapshot().requests.items()
+               if endpoint != "login")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=24.0)
+    parser.add_argument(
+        "--none-rate", type=float, default=0.0,
+        help="fraction of live values the simulator answers null (default 0)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vuegraf-steady-"))
     clock = FakeClock(START)
@@ -111,6 +126,8 @@ def main() -> int:
         run_until(START.replace(minute=0, second=0) + timedelta(hours=1))
         startup = sim.stats()["requests"]
         sim.reset_stats()
+        counted_before = _counted(stats)
+        sim.none_rate = args.none_rate  # after the warm-up, so only steady running sees it
         startup_wall = time.monotonic() - wall
         steady_start = clock.now()
         end = steady_start + timedelta(hours=args.hours)
@@ -125,6 +142,8 @@ def main() -> int:
         for sink_ in daemon.sinks:
             sink_.close()
         steady = sim.stats()["requests"]
+        seen_total = sim.stats()["total"]
+        counted = _counted(stats) - counted_before
     wall = time.monotonic() - wall
 
     per_day = 24.0 / args.hours
@@ -141,6 +160,9 @@ def main() -> int:
             print(f"  {endpoint:<22} {scale:<5} {n * per_day:8.0f}")
             total += n * per_day
     print(f"  {'total':<28} {total:8.0f}")
+    print(f"\nwith {args.none_rate:.0%} of live values null: {seen_total * per_day:.0f} requests "
+          f"per day seen by the simulator, {counted * per_day:.0f} counted by vuegraf "
+          f"(target: equal)")
     minute = steady.get("getDeviceListUsages", {}).get("1MIN", 0) * per_day
     print(f"\nminute getDeviceListUsages per day: {minute:.0f} (target exactly 1440)")
     after = [q for q in store.queries if q > steady_start]

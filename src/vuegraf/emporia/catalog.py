@@ -4,6 +4,14 @@ Device metadata is read at start and again on a timer or when a usage answer nam
 not yet known; the per-minute path costs exactly one `getDeviceListUsages` request per
 account. Names come from here (`naming` decides them), so a channel is written under the
 same device and channel name whether its value came live or from a chart request.
+
+Two of Emporia's known ways of answering wrongly are met here, each logged on state change
+(one line when it starts, one when it ends; the per-request detail at DEBUG):
+- values answered `null` for some channels, in bursts: not written, and filled from chart
+  data later by the hole filler;
+- an answer for another bucket than the one asked for (for about an hour after local
+  midnight the day scale has answered the previous day's total): checked by the answer's
+  `instant`, not written, and the bucket is left to the hole filler, which asks again.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from pyemvue import PyEmVue
@@ -25,7 +33,7 @@ from vuegraf.emporia.errors import EmporiaError
 from vuegraf.emporia.session import EmporiaSession
 from vuegraf.model import Point, Scale, point_from_kwh
 from vuegraf.naming import MAINS, NO_CHART_CHANNELS, channel_name, device_name
-from vuegraf.schedule import bucket_starts, point_time
+from vuegraf.schedule import bucket_start, bucket_starts, point_time
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +160,10 @@ class DeviceCatalog:
         # Configured device names that matched no Emporia device, with Emporia's names then.
         self._unmatched: dict[str, tuple[str, ...]] = {}
         self.missing_values = 0
+        # Channel names whose live values Emporia answers null now, per scale (logged when
+        # the set changes), and the scales whose last answer was for another bucket.
+        self._missing: dict[Scale, frozenset[str]] = {}
+        self._misdated: set[Scale] = set()
 
     @property
     def name(self) -> str:
@@ -209,10 +221,17 @@ class DeviceCatalog:
 
     def usage(self, scale: Scale, instant: datetime) -> list[UsageReading]:
         """One getDeviceListUsages request for every device of the account."""
+        return self.usage_answer(scale, instant)[0]
+
+    def usage_answer(
+        self, scale: Scale, instant: datetime
+    ) -> tuple[list[UsageReading], datetime | None]:
+        """One getDeviceListUsages request for every device of the account: its readings and
+        the instant Emporia says they are for (None when it says none)."""
         self.refresh_devices_if_due()
         gids = sorted(self.devices)
         if not gids:
-            return []
+            return [], None
 
         def ask(vue: PyEmVue) -> Any:
             answer = vue.get_device_list_usage(
@@ -230,13 +249,25 @@ class DeviceCatalog:
             return answer
 
         answer = self.session.call("usage request", ask)
-        return flatten_usage(answer.values())
+        answered = next(
+            (dev.timestamp for dev in answer.values() if isinstance(dev.timestamp, datetime)),
+            None,
+        )
+        if answered is not None and answered.tzinfo is None:
+            answered = answered.replace(tzinfo=UTC)
+        return flatten_usage(answer.values()), answered
 
-    def points(self, scale: Scale, bucket_start: datetime, stamp: datetime) -> list[Point]:
-        """Every channel's usage for the bucket at `bucket_start`, as points stamped `stamp`."""
+    def points(self, scale: Scale, instant: datetime, stamp: datetime) -> list[Point]:
+        """Every channel's usage for the bucket holding `instant`, as points stamped `stamp`.
+
+        None when Emporia's answer says it is for another bucket: nothing of it is written,
+        and the bucket stays a hole for the hole filler to ask for again."""
+        readings, answered = self.usage_answer(scale, instant)
+        if not self._answer_is_for(scale, instant, answered):
+            return []
         points: list[Point] = []
         missing: list[str] = []
-        for reading in self.usage(scale, bucket_start):
+        for reading in readings:
             dev = self.devices.get(reading.device_gid)
             if dev is None:
                 self._refresh_wanted = True
@@ -255,18 +286,71 @@ class DeviceCatalog:
                 continue
             ids = (reading.device_gid, reading.channel_num)
             points.append(point_from_kwh(self.name, dev_name, chan, scale, stamp, reading.kwh, ids))
+        self._log_missing(scale, instant, missing)
+        if self._refresh_wanted:
+            logger.info("Account %s: unknown device in usage answer; re-reading devices", self.name)
+        return points
+
+    def _answer_is_for(self, scale: Scale, asked: datetime, answered: datetime | None) -> bool:
+        """Whether an answer Emporia says is for `answered` belongs to the bucket holding
+        `asked`; logged when that stops being so and when it is so again."""
+        wanted = bucket_start(scale, asked, self.zone)
+        got = bucket_start(scale, answered, self.zone) if answered is not None else wanted
+        if got == wanted:
+            if scale in self._misdated:
+                self._misdated.discard(scale)
+                logger.info(
+                    "Account %s: Emporia's %s answers are for the bucket asked for again",
+                    self.name,
+                    scale.value,
+                )
+            return True
+        level = logging.DEBUG if scale in self._misdated else logging.WARNING
+        self._misdated.add(scale)
+        logger.log(
+            level,
+            "Account %s: Emporia answered the %s request for %s with the values of %s "
+            "(Emporia's side): not written; the bucket is asked for again later",
+            self.name,
+            scale.value,
+            wanted.astimezone(self.zone).isoformat(),
+            got.astimezone(self.zone).isoformat(),
+        )
+        return False
+
+    def _log_missing(self, scale: Scale, instant: datetime, missing: list[str]) -> None:
+        """Channels Emporia answered null for: one line when some start missing, one when
+        they come back, the rest at DEBUG. They are filled from chart data later."""
+        self.missing_values += len(missing)
+        now = frozenset(missing)
+        before = self._missing.get(scale, frozenset())
+        self._missing[scale] = now
         if missing:
-            self.missing_values += len(missing)
-            logger.info(
+            logger.debug(
                 "Account %s: no %s value yet for %s at %s",
                 self.name,
                 scale.value,
                 ", ".join(missing),
-                bucket_start.isoformat(),
+                instant.isoformat(),
             )
-        if self._refresh_wanted:
-            logger.info("Account %s: unknown device in usage answer; re-reading devices", self.name)
-        return points
+        started = sorted(now - before)
+        ended = sorted(before - now)
+        if started:
+            logger.info(
+                "Account %s: Emporia has no %s value yet for %s (from %s); filled from "
+                "chart data once it has",
+                self.name,
+                scale.value,
+                ", ".join(started),
+                instant.isoformat(),
+            )
+        if ended:
+            logger.info(
+                "Account %s: %s values for %s are answered again",
+                self.name,
+                scale.value,
+                ", ".join(ended),
+            )
 
     def device_states(self) -> list[tuple[str, str, bool]]:
         """(account, device, connected) from the metadata already read: never a request."""

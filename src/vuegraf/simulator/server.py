@@ -22,6 +22,28 @@ circuits change, as when a user installs a plug), `log_requests` (a record of ev
 when by the simulator's clock, endpoint, status) and `on_request` (a hook called with each
 request's endpoint as it arrives, to switch a fault at an exact request).
 
+Emporia's known breakages, replayed (also `vuegraf-simulator` options, see its `--help`):
+- `withdraw(endpoint)`: the endpoint answers 404 for good, as `locationProperties` did from
+  December 2025 (`restore` brings it back).
+- `add_fault_window(status, start, end)`: every request (or those of some endpoints) answers
+  `status` from `start` to `end` (excluded) of the simulator's own clock (`now`), so a test in
+  virtual time gets an exact window; several may be set, beside `set_fault`. The cases on
+  record: `/customers` 400 for five hours (endpoints={"customers"}), a maintenance hour
+  (503 for every endpoint), 429 with or without `Retry-After` (Cognito's own 502s are the
+  Cognito stand-in's to replay, not this server's). The first window holding answers.
+- `none_rate`: that fraction of getDeviceListUsages channel values is answered `null` although
+  the data exists; chart data stays served, as Emporia fills the values later. Only channels
+  with chart data are nulled (so every null can be filled), in bursts of `none_burst_s`: a
+  channel is null for every bucket whose start falls in a burst block chosen by a hash of
+  (seed, device, channel, scale, block), never by request order, so a test can compute which
+  were null (`answers_null`).
+- `stale_day_s`: for that long after local midnight, a `1D` getDeviceListUsages for an instant
+  of the new day answers the previous day's values and, as `instant`, the previous day's
+  midnight (UTC), as Emporia has been seen to. A `1D` request for the previous day itself
+  answers its complete total in that time, as at any other: the stale answer is Emporia
+  serving yesterday's final total as today's, so yesterday's total is known. A client must
+  check the answer's instant against the day it asked for.
+
 Many accounts on one server (`accounts=N`): pyemvue's `login_simulator(url)` sends every
 request to `url` + `/` + the API path, so a path prefix in `simulatorUrl` is what reaches the
 server with each request (the username stays in the client). `http://HOST:PORT/account/17`
@@ -34,6 +56,7 @@ only the most recently used are kept, so a thousand accounts cost little memory.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import random
@@ -49,6 +72,7 @@ from typing import Any, Generic, TypeVar, overload
 from urllib.parse import parse_qs, urlsplit
 
 from vuegraf.simulator.model import (
+    COMPUTED,
     FIXED_SECONDS,
     MAINS,
     SCALES,
@@ -92,6 +116,12 @@ _NOMINAL_SECONDS["1Y"] = 365 * 86400
 
 # Usage models a many-account server keeps built at once (see _Models).
 MODELS_KEPT = 64
+
+# The endpoint names of `stats()`, faults and `withdraw`.
+ENDPOINTS = frozenset({
+    "customers", "devices", "status", "channeltypes", "locationProperties",
+    "getDeviceListUsages", "getChartUsage", "AppAPI",
+})
 
 _ACCOUNT_PATH = re.compile(r"^/account/(0|[1-9][0-9]*)(/.*)?$")
 _INSTANT = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z$")
@@ -175,6 +205,26 @@ class Fault:
     status: int
     endpoints: frozenset[str] | None  # None: every endpoint
     retry_after: str | int | None = None
+
+
+@dataclass(frozen=True)
+class FaultWindow:
+    """What `add_fault_window` makes the server answer from `start` to `end` (excluded) of
+    the simulator's clock: `status`, with `Retry-After` when given."""
+
+    status: int
+    start: datetime
+    end: datetime
+    endpoints: frozenset[str] | None = None  # None: every endpoint
+    retry_after: str | int | None = None
+
+    def holds(self, endpoint: str, at: datetime) -> bool:
+        """Whether a request for `endpoint` arriving at `at` is answered with this fault."""
+        in_time = self.start <= at < self.end
+        return in_time and (self.endpoints is None or endpoint in self.endpoints)
+
+    def as_fault(self) -> Fault:
+        return Fault(self.status, self.endpoints, self.retry_after)
 
 
 @dataclass(frozen=True)
@@ -268,6 +318,10 @@ class SimulatedAccount:
     # on_request(endpoint), called as each API request arrives, before a fault or token
     # check answers it: tests switch faults, or signal vuegraf, at an exact request.
     on_request = _Inherited[Callable[[str], None] | None]()
+    # Emporia's breakages (see the module docstring): null values, stale day totals.
+    none_rate = _Inherited[float]()
+    none_burst_s = _Inherited[float]()
+    stale_day_s = _Inherited[float]()
 
     def __init__(
         self,
@@ -287,6 +341,8 @@ class SimulatedAccount:
         self._stopping = stopping
         self.request_log: list[RequestRecord] = []
         self._fault: Fault | None = None
+        self._windows: tuple[FaultWindow, ...] = ()
+        self._withdrawn: frozenset[str] = frozenset()
         self._scenario_lock = threading.Lock()
         self._rng: random.Random | None = None  # made on the first request
         self._rng_lock = threading.Lock()
@@ -385,13 +441,92 @@ class SimulatedAccount:
     def clear_fault(self) -> None:
         self._fault = None
 
+    def add_fault_window(
+        self,
+        status: int,
+        start: datetime,
+        end: datetime,
+        endpoints: Iterable[str] | None = None,
+        retry_after: str | int | None = None,
+    ) -> FaultWindow:
+        """Answer `status` to every request (or those of `endpoints`) arriving from `start` to
+        `end` (excluded) by the simulator's clock. Several windows may be set; `set_fault`
+        goes first. On a many-account server, the server's windows hold for every account."""
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("a fault window needs timezone-aware instants")
+        if end <= start:
+            raise ValueError(f"fault window ends ({end}) before it starts ({start})")
+        HTTPStatus(status)  # ValueError for a status HTTP does not know
+        window = FaultWindow(
+            status,
+            start.astimezone(UTC),
+            end.astimezone(UTC),
+            frozenset(endpoints) if endpoints is not None else None,
+            retry_after,
+        )
+        self._windows = (*self._windows, window)
+        return window
+
+    def clear_fault_windows(self) -> None:
+        self._windows = ()
+
+    @property
+    def fault_windows(self) -> tuple[FaultWindow, ...]:
+        """The windows set on this account (a many-account server's own are not included)."""
+        return self._windows
+
+    def withdraw(self, *endpoints: str) -> None:
+        """These endpoints (names as in `stats()`) answer 404 from now on, as an endpoint
+        Emporia has removed. On a many-account server, the server's hold for every account."""
+        self._withdrawn = self._withdrawn | frozenset(endpoints)
+
+    def restore(self, *endpoints: str) -> None:
+        """Withdrawn endpoints answer again (no arguments: all of them)."""
+        self._withdrawn = self._withdrawn - frozenset(endpoints) if endpoints else frozenset()
+
+    def is_withdrawn(self, endpoint: str) -> bool:
+        parent = self.parent
+        return endpoint in self._withdrawn or (
+            parent is not None and endpoint in parent._withdrawn
+        )
+
     def _faulted(self, endpoint: str) -> Fault | None:
         fault = self._fault
         if fault is None and self.parent is not None:
             fault = self.parent._fault
-        if fault is None or (fault.endpoints is not None and endpoint not in fault.endpoints):
+        if fault is not None and (fault.endpoints is None or endpoint in fault.endpoints):
+            return fault
+        windows = self._windows + (self.parent._windows if self.parent is not None else ())
+        if not windows:
             return None
-        return fault
+        at = self.current_time()
+        for window in windows:
+            if window.holds(endpoint, at):
+                return window.as_fault()
+        return None
+
+    def answers_null(self, device_gid: int, channel_num: str, scale: str, start: datetime) -> bool:
+        """Whether getDeviceListUsages answers `null` for this channel's bucket at `start`
+        (with `none_rate`), although the model has its value. A pure function of the seed,
+        the channel, the scale and the burst block the bucket starts in. Channels without
+        chart data (Balance, MainsFromGrid, MainsToGrid) are never null: nothing fills them."""
+        rate = self.none_rate
+        if rate <= 0.0 or channel_num in COMPUTED:
+            return False
+        burst = max(int(self.none_burst_s), 1)
+        block = int(start.timestamp()) // burst
+        key = f"{self.seed}|{device_gid}|{channel_num}|{scale}|{block}".encode()
+        draw = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+        return draw / 2.0**64 < rate
+
+    def stale_day(self, scale: str, start: datetime, now: datetime) -> datetime | None:
+        """The previous day's start when a `1D` answer for the day at `start` is stale at
+        `now` (within `stale_day_s` after that day's midnight), else None."""
+        if scale != "1D" or self.stale_day_s <= 0:
+            return None
+        if not start <= now < start + timedelta(seconds=self.stale_day_s):
+            return None
+        return bucket_floor("1D", start - timedelta(seconds=1), self.model.tz)
 
     def _record(self, endpoint: str, scale: str, status: int, query: dict[str, str],
                 token: str | None, client: str | None = None) -> None:
@@ -621,13 +756,22 @@ class SimulatedAccount:
         tz = self.model.tz
         start = bucket_floor(scale, instant, tz)
         now = self.current_time()
+        answered = instant
+        previous = self.stale_day(scale, start, now)
+        if previous is not None:
+            start = answered = previous  # yesterday's total, under yesterday's instant
+        nulls = self.none_rate > 0.0
 
         def entry(gid: int) -> dict[str, Any]:
             values = self._served(gid, scale, start, now)
             mains = values.get(MAINS)
             usages = []
-            for num, name, _ in self.model.device_channels(gid):
+            for num, name, _chart in self.model.device_channels(gid):
                 usage = values.get(num)
+                if nulls and usage is not None and self.answers_null(
+                    gid, num, scale, start
+                ):
+                    usage = None
                 if num == MAINS:
                     pct: float = 100.0
                 elif usage is None or not mains:
@@ -654,7 +798,7 @@ class SimulatedAccount:
         top = [gid for gid in requested if self.scenario.device(gid).parent_gid not in wanted]
         return {
             "deviceListUsages": {
-                "instant": format_instant(instant),
+                "instant": format_instant(answered),
                 "scale": scale,
                 "devices": [entry(gid) for gid in top],
                 "energyUnit": _KWH,
@@ -725,6 +869,9 @@ class SimulatorServer(SimulatedAccount):
         now: Callable[[], datetime] | None = None,
         accounts: int = 0,
         models_kept: int = MODELS_KEPT,
+        none_rate: float = 0.0,
+        none_burst_s: float = 300.0,
+        stale_day_s: float = 0.0,
     ) -> None:
         scenario = scenario if scenario is not None else Scenario.default()
         super().__init__(scenario, seed, threading.Event())
@@ -739,6 +886,9 @@ class SimulatorServer(SimulatedAccount):
         self.token_check = None
         self.log_requests = False
         self.on_request = None
+        self.none_rate = none_rate
+        self.none_burst_s = none_burst_s
+        self.stale_day_s = stale_day_s
         if accounts < 0:
             raise ValueError(f"accounts={accounts}: must not be negative")
         if accounts:
@@ -929,6 +1079,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._request = (endpoint, scale, query, token)  # recorded by _send with its status
         if token is None:
             self._error(HTTPStatus.UNAUTHORIZED, "Missing authtoken header")
+            return
+        if app.is_withdrawn(endpoint):
+            self._error(HTTPStatus.NOT_FOUND, "Not Found")
             return
         if self._refused(token, endpoint):
             return
