@@ -8,7 +8,8 @@ test's virtual clock decides which buckets are complete.
 Choices where Emporia's behaviour is unknown or out of scope:
 - Chart data for channels without it (Balance, MainsFromGrid, MainsToGrid) and for unknown
   devices or channels: HTTP 200 with an empty `usageList` and `firstUsageInstant` = `start`.
-- Only `energyUnit=KilowattHours` is modelled; any other unit answers HTTP 400.
+- `energyUnit` KilowattHours, and for getDeviceListUsages also AmpHours and Voltage (see
+  simulator/electrical.py); any other unit answers HTTP 400.
 - The chart window limit counts buckets, inclusive of both ends (1MIN: 800 buckets, so exactly
   13 h 20 min from a minute boundary to a minute boundary is one bucket too many).
 - Every API request is counted in the stats, including those answered 401, 500 or delayed.
@@ -48,6 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, TypeVar, overload
 from urllib.parse import parse_qs, urlsplit
 
+from vuegraf.simulator import electrical
 from vuegraf.simulator.model import (
     FIXED_SECONDS,
     MAINS,
@@ -97,7 +99,7 @@ _ACCOUNT_PATH = re.compile(r"^/account/(0|[1-9][0-9]*)(/.*)?$")
 _INSTANT = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z$")
 _LOCATION = re.compile(r"^/devices/(\d+)/locationProperties$")
 _GID_SPLIT = re.compile(r"[ +,]+")
-_KWH = "KilowattHours"
+_KWH = electrical.KWH
 T = TypeVar("T")
 
 
@@ -604,7 +606,7 @@ class SimulatedAccount:
         ]
 
     def device_list_usages(
-        self, gids_text: str, instant_text: str, scale: str
+        self, gids_text: str, instant_text: str, scale: str, unit: str = _KWH
     ) -> dict[str, Any]:
         """getDeviceListUsages: a requested child of a requested panel comes nested in it."""
         instant = parse_instant(instant_text)
@@ -623,7 +625,9 @@ class SimulatedAccount:
         now = self.current_time()
 
         def entry(gid: int) -> dict[str, Any]:
-            values = self._served(gid, scale, start, now)
+            values = electrical.convert(
+                self.seed, gid, start, self._served(gid, scale, start, now), unit
+            )
             mains = values.get(MAINS)
             usages = []
             for num, name, _ in self.model.device_channels(gid):
@@ -657,7 +661,7 @@ class SimulatedAccount:
                 "instant": format_instant(instant),
                 "scale": scale,
                 "devices": [entry(gid) for gid in top],
-                "energyUnit": _KWH,
+                "energyUnit": unit,
             }
         }
 
@@ -1002,12 +1006,12 @@ class _Handler(BaseHTTPRequestHandler):
         if scale not in SCALES:
             raise _HttpError(f"Invalid scale {scale!r}")
         unit = query.get("energyUnit") or _KWH
-        if unit != _KWH:
-            raise _HttpError(f"energyUnit {unit!r} is not simulated (only {_KWH})")
-        if endpoint == "getDeviceListUsages":
+        if endpoint == "getDeviceListUsages" and unit in electrical.UNITS:
             return app.device_list_usages(
-                _param(query, "deviceGids"), _param(query, "instant"), scale
+                _param(query, "deviceGids"), _param(query, "instant"), scale, unit
             )
+        if unit != _KWH:
+            raise _HttpError(f"energyUnit {unit!r} is not simulated for {endpoint}")
         return app.chart_usage(
             _param(query, "deviceGid"),
             _param(query, "channel"),

@@ -48,7 +48,7 @@ from typing import Any, Protocol
 from vuegraf import __version__
 from vuegraf.config import HomeAssistantConfig
 from vuegraf.energy import ChannelId, EnergyLedger
-from vuegraf.model import Point, Scale
+from vuegraf.model import Point, Scale, Unit
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,9 @@ class HomeAssistant:
         with self._lock:
             touched: dict[ChannelId, _Channel] = {}
             for point in points:
-                if point.scale is not Scale.MINUTE or point.device_gid is None:
+                if point.scale is not Scale.MINUTE or point.unit is not Unit.WATTS:
+                    continue
+                if point.device_gid is None:
                     continue
                 if point.channel_num is None or not self._owns_gid(point):
                     continue

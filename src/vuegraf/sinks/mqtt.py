@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from vuegraf import backoff
 from vuegraf.config import MqttConfig, TagConfig
-from vuegraf.model import Point, Scale
+from vuegraf.model import Point, Scale, Unit
 from vuegraf.sinks.base import CountsOwnPoints, LiveOnly, SinkError
 from vuegraf.sinks.homeassistant import STATE_LEVEL, HomeAssistant
 from vuegraf.statelog import StateLog
@@ -71,7 +71,7 @@ def latest_minute_points(points: Sequence[Point]) -> list[Point]:
     """Each channel's newest minute point in the batch, in order of first appearance."""
     newest: dict[tuple[str, str, str], Point] = {}
     for p in points:
-        if p.scale is not Scale.MINUTE:
+        if p.scale is not Scale.MINUTE or p.unit is not Unit.WATTS:
             continue
         key = (p.account, p.device, p.channel)
         if key not in newest or p.time > newest[key].time:
