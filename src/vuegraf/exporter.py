@@ -320,7 +320,8 @@ class VuegrafCollector(Collector):
         yield from (power, stamp, imported, exported)
 
     def _amps_volts_families(self) -> Iterator[Metric]:
-        """Current and voltage of the accounts with ampsVolts on (empty families otherwise)."""
+        """Current and voltage of the accounts with ampsVolts on; a family is left out while
+        it has no value (no account has ampsVolts on, or none collected yet)."""
         labels = ["account", "device", "channel"]
         for unit, name, text in (
             (
@@ -334,8 +335,11 @@ class VuegrafCollector(Collector):
                 "Voltage over the newest volts bucket Emporia served (ampsVolts)",
             ),
         ):
+            values = self.latest.electrical(unit)
+            if not values:
+                continue
             family = GaugeMetricFamily(name, text, labels=labels)
-            for key, value in self.latest.electrical(unit):
+            for key, value in values:
                 family.add_metric(list(key), value)
             yield family
 

@@ -21,7 +21,8 @@ revoked Cognito token), `set_fault` (every request, or those of some endpoints, 
 429 with or without `Retry-After`, or 503), `add_device` & co. (the account's devices and
 circuits change, as when a user installs a plug), `log_requests` (a record of every request:
 when by the simulator's clock, endpoint, status) and `on_request` (a hook called with each
-request's endpoint as it arrives, to switch a fault at an exact request).
+request's endpoint as it arrives, to switch a fault at an exact request), `refused_units`
+(energyUnit values answered 400, as for a unit Emporia withdrew).
 
 Many accounts on one server (`accounts=N`): pyemvue's `login_simulator(url)` sends every
 request to `url` + `/` + the API path, so a path prefix in `simulatorUrl` is what reaches the
@@ -296,6 +297,8 @@ class SimulatedAccount:
         self._counts: dict[str, dict[str, int]] = {}
         self._errors = 0
         self._timeouts = 0
+        # energyUnit values answered 400 from now on (a unit Emporia withdrew): a test knob.
+        self.refused_units: set[str] = set()
 
     @property
     def model(self) -> UsageModel:
@@ -1006,6 +1009,8 @@ class _Handler(BaseHTTPRequestHandler):
         if scale not in SCALES:
             raise _HttpError(f"Invalid scale {scale!r}")
         unit = query.get("energyUnit") or _KWH
+        if unit in app.refused_units:
+            raise _HttpError(f"energyUnit {unit!r} is not supported")
         if endpoint == "getDeviceListUsages" and unit in electrical.UNITS:
             return app.device_list_usages(
                 _param(query, "deviceGids"), _param(query, "instant"), scale, unit
