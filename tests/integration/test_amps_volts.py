@@ -216,7 +216,10 @@ def test_a_refused_unit_is_said_once_and_usage_goes_on(tmp_path, caplog):
     """Emporia refuses AmpHours (HTTP 400) for the ticks of 20:15 and 20:30: those two
     buckets have neither amps nor volts, one line says so when it starts and one when it
     ends, and no cycle of usage fails."""
-    refused = (datetime(2026, 11, 23, 20, 10, tzinfo=UTC), datetime(2026, 11, 23, 20, 35, tzinfo=UTC))
+    refused = (
+        datetime(2026, 11, 23, 20, 10, tzinfo=UTC),
+        datetime(2026, 11, 23, 20, 35, tzinfo=UTC),
+    )
     clock = FakeClock(START, stop_after=START + RUN)
     stats = Stats()
     with SimulatorServer(seed=SEED, now=clock.now) as sim:
