@@ -2,7 +2,7 @@
 table, the retry queue, the Prometheus gauges and the request estimate.
 
 Expected values are literals or arithmetic written here; the end-to-end checks against the
-simulator are in tests/integration/test_amps_volts.py.
+simulator are in tests/integration/test_amps_volts_collect.py.
 """
 
 from __future__ import annotations
