@@ -1,5 +1,5 @@
 """Amps and volts (an account's `ampsVolts`): the config key, the line protocol, the SQLite
-table, the retry queue, the Prometheus gauges and the request estimate.
+table, the retry queue and the Prometheus gauges (the request estimate: tests/test_schedule.py).
 
 Expected values are literals or arithmetic written here; the end-to-end checks against the
 simulator are in tests/integration/test_amps_volts_collect.py.
@@ -28,7 +28,6 @@ from vuegraf.config import (
 from vuegraf.energy import EnergyLedger
 from vuegraf.exporter import ExporterServer, LatestValues, PrometheusSink, VuegrafCollector
 from vuegraf.model import Point, Scale, Unit
-from vuegraf.schedule import daily_request_estimate
 from vuegraf.sinks.lineproto import encode
 from vuegraf.sinks.mqtt import latest_minute_points
 from vuegraf.sinks.queue import DurableQueue
@@ -235,12 +234,3 @@ def test_what_sums_usage_ignores_amps_and_volts(tmp_path: Path) -> None:
     assert latest_minute_points([usage, minute_amps]) == [usage]
     ledger = EnergyLedger(None, FakeClock(T + timedelta(minutes=2)))
     assert ledger.add([minute_amps]) == set()
-
-
-def test_the_daily_estimate_counts_two_requests_a_bucket() -> None:
-    base = daily_request_estimate(60, True, True, 0, 3600, 3600)
-    assert "amps_volts" not in base
-    quarter = daily_request_estimate(60, True, True, 0, 3600, 3600, Scale.QUARTER)
-    hour = daily_request_estimate(60, True, True, 0, 3600, 3600, Scale.HOUR)
-    assert quarter == {**base, "amps_volts": 2 * 96}
-    assert hour == {**base, "amps_volts": 2 * 24}
