@@ -1,7 +1,7 @@
 """Amps and volts as the simulator serves them for `energyUnit=AmpHours` and `Voltage`.
 
-Kept apart from the usage model: a pure function of (seed, device, leg, scale, bucket start)
-on top of the model's kWh, so a test can compute every value served from the model alone:
+Kept apart from the usage model: a pure function of (seed, device, leg, bucket start) on
+top of the model's kWh, so a test can compute every value served from the model alone:
 
 - a panel has two legs of about 120 V: circuits with an odd number are on leg A, even ones
   on leg B; the mains, the computed channels and single-channel devices (plugs, chargers)
@@ -10,8 +10,9 @@ on top of the model's kWh, so a test can compute every value served from the mod
   that feeds energy back has negative amp-hours, as its kWh are negative);
 - a bucket without kWh (a gap, not yet complete, past retention) has neither.
 
-Emporia's real answer for these units also carries per-leg mains channels (`Mains_A`,
-`Mains_B`); the simulator does not model them.
+Users report that Emporia's real AmpHours answer also carries per-leg mains channels
+(`Mains_A`, `Mains_B`); the simulator does not model them (vuegraf would write them as
+channels `<device>-Mains_A`, `<device>-Mains_B`, by its naming rules).
 """
 
 from __future__ import annotations
