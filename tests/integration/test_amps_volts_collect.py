@@ -9,6 +9,8 @@ backfill (amps and volts are collected live only), so a simulated day takes seco
 from __future__ import annotations
 
 import sqlite3
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,10 +19,12 @@ from typing import Any
 import pytest
 
 from harness import oracle
+from harness.subscriber import Subscriber, retained
 from vuegraf.clock import FakeClock
 from vuegraf.config import TagConfig, parse_config
 from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount
+from vuegraf.energy import EnergyLedger
 from vuegraf.model import Point, Unit
 from vuegraf.simulator import Scenario, SimulatorServer, UsageModel
 from vuegraf.simulator.electrical import leg_volts
@@ -246,3 +250,44 @@ def test_a_refused_unit_is_said_once_and_usage_goes_on(tmp_path, caplog):
     ], [r.getMessage() for r in lines]
     assert "after 2 failed buckets" in lines[1].getMessage()
     assert counts["15MIN"] == 2 * len(QUARTERS) - len(lost)  # one attempt per bucket
+
+
+def test_home_assistant_gets_current_and_voltage_and_the_upstream_topic_none(mosquitto, tmp_path):
+    """Through a real broker: the mains of Main Panel get current and voltage sensors whose
+    state holds the newest 15-minute bucket's values; the upstream JSON topic carries minute
+    usage only."""
+    base = f"av-{uuid.uuid4().hex[:10]}"
+    mqtt = {
+        "host": "127.0.0.1", "port": mosquitto.port, "topic": f"{base}/energy",
+        "topicPrefix": f"{base}/vuegraf",
+        "homeAssistant": {"discoveryPrefix": f"{base}/ha", "statusTopic": f"{base}/ha/status"},
+    }
+    clock = FakeClock(START, stop_after=START + timedelta(minutes=20))
+    upstream = Subscriber(mosquitto.port, f"{base}/energy")
+    try:
+        with SimulatorServer(seed=SEED, now=clock.now) as sim:
+            config = config_for(sim.url, tmp_path, True,
+                                {"sqlitePath": str(tmp_path / "v.sqlite"), "mqtt": mqtt})
+            accounts = [EmporiaAccount(a, config, clock) for a in config.accounts]
+            sinks = build_sinks(
+                config, clock=clock, ledger=EnergyLedger(None, clock),
+                directory=lambda: [(a.name, a.catalog.devices) for a in accounts],
+            )
+            Daemon(config, accounts, sinks, clock, backfill=False).run()
+        config_topic = f"{base}/ha/sensor/vuegraf_1001/1_2_3_current/config"
+        current = retained(mosquitto.port, config_topic).json()
+        voltage = retained(mosquitto.port, config_topic.replace("current", "voltage")).json()
+        state = retained(mosquitto.port, f"{base}/vuegraf/homeassistant/1001/1_2_3").json()
+        time.sleep(0.5)  # the upstream messages were delivered before the state (one client)
+        messages = []
+        while not upstream.inbox.empty():
+            messages.append(upstream.inbox.get().json())
+    finally:
+        upstream.close()
+    assert (current["device_class"], current["unit_of_measurement"]) == ("current", "A")
+    assert (voltage["device_class"], voltage["unit_of_measurement"]) == ("voltage", "V")
+    assert current["state_topic"] == f"{base}/vuegraf/homeassistant/1001/1_2_3"
+    newest = QUARTERS[2]  # 20:00, collected at 20:15:05, the last tick before 20:19:47
+    (amps, volts) = expected_amps_volts([newest])[("Main Panel", oracle.epoch(newest))]
+    assert state["current"] == round(amps, 3) and state["voltage"] == round(volts, 2)
+    assert messages and all(m["detailed"] == "False" and "usage_watts" in m for m in messages)

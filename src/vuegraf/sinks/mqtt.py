@@ -258,15 +258,17 @@ class MqttSink(LiveOnly, CountsOwnPoints):
         if self._client is None:
             raise RuntimeError("sink is not open")
         newest = latest_minute_points(points)
-        if not newest:
+        ha = self.home_assistant
+        # Amps and volts are for Home Assistant's sensors only: not in the upstream message.
+        electrical = [p for p in points if p.unit is not Unit.WATTS] if ha is not None else []
+        if not newest and not electrical:
             return
         messages = [
             (self.cfg.topic, json.dumps(msg))
             for msg in latest_minute_messages(newest, self.tags, self.add_station)
         ]
         with self._discovery:
-            ha = self.home_assistant
-            discovery = [] if ha is None else ha.messages(newest)
+            discovery = [] if ha is None else ha.messages([*newest, *electrical])
             with self._state:
                 self._pending.extend(messages)
                 overflow = len(self._pending) - self.cfg.max_pending
