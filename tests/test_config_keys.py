@@ -37,6 +37,7 @@ BASE: dict[str, Any] = {
             "email": "me@example.com",
             "password": "pw",
             "devices": [{"name": "Main Panel", "channels": ["Oven"]}],
+            "ampsVolts": {},
         }
     ],
     "mqtt": {"host": "broker.local", "homeAssistant": {}},
@@ -45,7 +46,10 @@ BASE: dict[str, Any] = {
 }
 V2 = {"version": 2, "url": "http://influx2.local:8086", "org": "home", "bucket": "b", "token": "t"}
 
-TAG_KEYS = {"tagName", "tagValue_second", "tagValue_minute", "tagValue_hour", "tagValue_day"}
+TAG_KEYS = {
+    "tagName", "tagValue_second", "tagValue_minute", "tagValue_hour", "tagValue_day",
+    "tagValue_15min",
+}
 # Every key each kind of object accepts (the `...File` keys are where a secret may come from).
 ACCEPTED: dict[str, set[str]] = {
     "": {
@@ -64,8 +68,11 @@ ACCEPTED: dict[str, set[str]] = {
     "influxDb v2": TAG_KEYS | {
         "version", "url", "org", "bucket", "token", "tokenFile", "ssl_verify", "timeout", "reset",
     },
-    "accounts.0": {"name", "email", "password", "passwordFile", "devices", "simulatorUrl"},
+    "accounts.0": {
+        "name", "email", "password", "passwordFile", "devices", "simulatorUrl", "ampsVolts",
+    },
     "accounts.0.devices.0": {"name", "channels"},
+    "accounts.0.ampsVolts": {"scale"},
     "mqtt": {
         "host", "port", "username", "password", "passwordFile", "topic", "tls", "caFile",
         "certFile", "keyFile", "insecure", "keepalive", "maxPending", "perChannelTopics",
@@ -123,6 +130,7 @@ def test_the_known_key_sets_are_derived_from_the_declarations() -> None:
         "influxDb v2": config._V2.known,
         "accounts.0": config._ACCOUNT.known,
         "accounts.0.devices.0": config._DEVICE.known,
+        "accounts.0.ampsVolts": config._AMPS_VOLTS.known,
         "mqtt": config._MQTT.known,
         "mqtt.homeAssistant": config._HOME_ASSISTANT.known,
         "prometheus": config._PROMETHEUS.known,

@@ -152,3 +152,13 @@ def test_daily_request_estimate():
     assert est["second"] == 672 and sum(est.values()) == 2161
     # A 3-hour interval needs three 1-hour windows per channel per run.
     assert daily_request_estimate(60, False, False, 2, 10800, 86400)["second"] == 8 * 3 * 2
+
+
+def test_daily_request_estimate_counts_amps_and_volts_two_a_bucket():
+    base = {"minute": 1440, "hour": 24, "day": 1, "devices": 24}
+    assert daily_request_estimate(60, True, True, 0, 3600, 3600, Scale.QUARTER) == {
+        **base, "amps_volts": 192,
+    }
+    assert daily_request_estimate(60, True, True, 0, 3600, 3600, Scale.HOUR) == {
+        **base, "amps_volts": 48,
+    }

@@ -65,7 +65,7 @@ class Needs:
 
     minute: int  # one live minute request per tick
     fixed: int  # hours, the day, device refreshes: never shed
-    second: int  # second data runs
+    second: int  # second data runs, and amps and volts (optional extras, shed with them)
 
     @property
     def live(self) -> int:
@@ -110,7 +110,7 @@ def needs(per_day: Mapping[str, int], at: DayPosition) -> Needs:
     return Needs(
         minute=at.ticks_left if "minute" in per_day else 0,
         fixed=sum(part(kind) for kind in FIXED_KINDS),
-        second=part("second"),
+        second=part("second") + part("amps_volts"),
     )
 
 

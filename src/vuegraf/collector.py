@@ -2,7 +2,8 @@
 data, and filling every hole the trackers know of.
 
 Requests per tick in steady state: one getDeviceListUsages for the minute, one
-more after each UTC hour and each local midnight, plus second-data chart
+more after each UTC hour and each local midnight, two more (AmpHours, Voltage) after
+each bucket of an account's `ampsVolts` scale, plus second-data chart
 requests every `detailedIntervalSecs`. Chart requests for holes are made only
 when a tracker says a series is behind, and are capped per tick so a long
 backfill never makes live collection late (the rest continues next tick).
@@ -32,6 +33,7 @@ from vuegraf.model import Point, Scale
 from vuegraf.naming import NO_CHART_CHANNELS
 from vuegraf.schedule import daily_request_estimate, last_complete_bucket, point_time
 from vuegraf.sinks.base import ReadsBack, SinkError
+from vuegraf.statelog import StateLog
 
 logger = logging.getLogger(__name__)
 # One line per chart request made for a hole: dozens a cycle while a start-up fill runs, so
@@ -140,6 +142,12 @@ class AccountCollector:
             account.name, config.daily_request_budget, config.update_interval_secs, account.stats
         )
         self._plan: Plan | None = None
+        # Amps and volts (optional): the live bucket only, one attempt each (no hole fill).
+        self.amps_volts = account.account.amps_volts
+        self._amps_volts_done: datetime | None = None
+        self._amps_volts_state = StateLog(
+            logger, f"Account {account.name}, amps and volts", logging.WARNING
+        )
 
     @property
     def name(self) -> str:
@@ -340,6 +348,7 @@ class AccountCollector:
             seconds,
             self.config.detailed_interval_secs,
             self.config.device_refresh_secs,
+            self.amps_volts.scale if self.amps_volts is not None else None,
         )
 
     def _log_budget(self) -> None:
@@ -471,6 +480,15 @@ class AccountCollector:
                 continue  # the budget spaces the live minute out: a hole, filled tomorrow
             if not self.should_stop() and not result.stopped:
                 self._live(scale, now, result)
+        # Amps and volts are extras: the budget sheds them with second data, first.
+        if (
+            self.amps_volts is not None
+            and plan.seconds
+            and not result.errors
+            and result.not_before is None
+        ):
+            if not self.should_stop() and not result.stopped:
+                self._live_amps_volts(self.amps_volts.scale, now, result)
         if result.errors or result.stopped or not self._seeded:
             # Live collection failed (Emporia is likely down) or a stop cut it short: holes
             # wait for a tick that can fill them.
@@ -603,6 +621,39 @@ class AccountCollector:
                 tracker.stored(key, newest)
         if self._seeded:
             self._adopt_new_series(now)
+
+    def _live_amps_volts(self, scale: Scale, now: datetime, result: TickResult) -> None:
+        """Amps and volts of the newest complete bucket of `scale`, once per bucket: two
+        getDeviceListUsages (AmpHours, Voltage). A failure loses that bucket's values (they
+        are not filled later) but is no outage of the account: usage goes on as before."""
+        newest = last_complete_bucket(scale, now, self.config.lag_secs, self.config.zone)
+        if self._amps_volts_done == newest:
+            return
+        stamp = point_time(scale, newest, self.config.zone)
+        try:
+            points = self.account.electrical_points(scale, newest, stamp)
+        except EmporiaStopped:
+            result.stopped = True
+            return
+        except EmporiaError as err:
+            self._amps_volts_done = newest  # one attempt a bucket: a retry costs the budget
+            result.rate_limited(err)
+            self._amps_volts_state.failed(
+                "Account %s: amps and volts for %s not collected (%s); usage is not affected",
+                self.name,
+                stamp.isoformat(),
+                err,
+            )
+            return
+        self._amps_volts_done = newest
+        self._amps_volts_state.recovered(
+            "Account %s: amps and volts collected again after %d failed buckets",
+            self.name,
+            self._amps_volts_state.failures,
+        )
+        if points:
+            self.emit(points, True)
+            result.points += len(points)
 
     def _adopt_new_series(self, now: datetime) -> None:
         """Channels that appeared after a device refresh get trackers of their own (filled

@@ -471,12 +471,20 @@ class TagConfig:
         default="Day",
         metadata=key("tagValue_day", _text, differs_from=("second", "minute", "hour")),
     )
+    # Amps and volts only (`ampsVolts` at its default scale): no usage is written at it.
+    quarter: str = field(
+        default="15Min",
+        metadata=key(
+            "tagValue_15min", _text, differs_from=("second", "minute", "hour", "day")
+        ),
+    )
 
     def value(self, scale: Scale) -> str:
         """The tag value written for points of `scale`."""
         return {
             Scale.SECOND: self.second,
             Scale.MINUTE: self.minute,
+            Scale.QUARTER: self.quarter,
             Scale.HOUR: self.hour,
             Scale.DAY: self.day,
         }[scale]
@@ -575,6 +583,48 @@ def _devices(value: object, where: str, r: _Reading[Any]) -> tuple[DeviceConfig,
     )
 
 
+# Scales amps and volts may be collected at, by the name written in `ampsVolts.scale`. Each
+# costs two requests a bucket (one per unit): 15MIN 192 a day, 1H 48. 1MIN (2 880 a day)
+# would take the account over Emporia's budget on its own, so it is refused.
+AMPS_VOLTS_SCALES = {"15MIN": Scale.QUARTER, "1H": Scale.HOUR}
+
+
+def _amps_volts_scale(value: object, where: str, _r: object = None) -> Scale:
+    name = _text(value, where)
+    scale = AMPS_VOLTS_SCALES.get(name.upper())
+    if scale is None:
+        extra = (
+            " (1MIN would cost 2880 requests a day, over Emporia's daily budget)"
+            if name.upper() == "1MIN"
+            else ""
+        )
+        raise ConfigError(where, f"must be one of {', '.join(AMPS_VOLTS_SCALES)}{extra}")
+    return scale
+
+
+@dataclass(frozen=True)
+class AmpsVoltsConfig:
+    """An account's `ampsVolts`: `true`, or an object with these keys. Mean current (A) and
+    voltage (V) of each channel, from Emporia's AmpHours and Voltage units, written as
+    fields `amps` and `volts` beside `usage`."""
+
+    scale: Scale = field(default=Scale.QUARTER, metadata=key("scale", _amps_volts_scale))
+
+
+_AMPS_VOLTS = _Spec(AmpsVoltsConfig)
+
+
+def _amps_volts(value: object, where: str, r: _Reading[Any]) -> AmpsVoltsConfig | None:
+    """`true` (every 15 minutes), `false` (off), or an object of `AmpsVoltsConfig` keys."""
+    if isinstance(value, bool):
+        if not value:
+            return None
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(where, f"must be true, false or an object, not {_kind(value)}")
+    return _read_object(_AMPS_VOLTS, value, where, r.ctx)
+
+
 @dataclass(frozen=True)
 class AccountConfig:
     """One Emporia login; `name` becomes the `account_name` tag, hence unique."""
@@ -586,6 +636,10 @@ class AccountConfig:
         default=(), metadata=key("devices", _devices, sections=(_DEVICE,))
     )
     simulator_url: str | None = field(default=None, metadata=key("simulatorUrl", _http_url))
+    # Amps and volts for this account; None: off (the default).
+    amps_volts: AmpsVoltsConfig | None = field(
+        default=None, metadata=key("ampsVolts", _amps_volts, sections=(_AMPS_VOLTS,))
+    )
 
     def device(self, name: str) -> DeviceConfig | None:
         """The first `devices[]` entry named `name` (upstream used the first match too)."""

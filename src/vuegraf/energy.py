@@ -56,7 +56,7 @@ except ImportError:  # not on Windows
     fcntl = None  # type: ignore[assignment]
 
 from vuegraf.clock import Clock, SystemClock
-from vuegraf.model import Point, Scale
+from vuegraf.model import Point, Scale, Unit
 from vuegraf.sinks.base import SinkError
 
 logger = logging.getLogger(__name__)
@@ -395,7 +395,7 @@ class EnergyLedger:
         changed: set[ChannelId] = set()
         with self._lock:
             for point in points:
-                if point.scale is not Scale.MINUTE:
+                if point.scale is not Scale.MINUTE or point.unit is not Unit.WATTS:
                     continue
                 key = ChannelId.of(point)
                 counter = self._counters.get(key)

@@ -47,7 +47,7 @@ from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import PrometheusConfig
 from vuegraf.energy import DEFAULT_WINDOW, ChannelId, EnergyLedger, Totals
 from vuegraf.httpserve import BackgroundServer, Handler, Response
-from vuegraf.model import Point, Scale
+from vuegraf.model import Point, Scale, Unit
 from vuegraf.stats import Stats
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,15 @@ class _Channel:
         self.time = point.time
         self.seen = seen
         self.energy_key = ChannelId.of(point)
+
+
+@dataclass(frozen=True, slots=True)
+class _Electrical:
+    """A channel's newest amps or volts, its bucket's time, and when it goes stale."""
+
+    value: float
+    time: datetime
+    until: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +127,8 @@ class LatestValues:
         )
         self._lock = threading.Lock()
         self._channels: dict[ChannelKey, _Channel] = {}
+        # Amps and volts (ampsVolts): (account, device, channel, unit) -> the newest value
+        self._electrical: dict[tuple[str, str, str, Unit], _Electrical] = {}
 
     def update(self, points: Iterable[Point]) -> int:
         """Store the minute points (other scales are ignored); returns how many were minutes."""
@@ -126,6 +137,9 @@ class LatestValues:
         used = 0
         with self._lock:
             for point in batch:
+                if point.unit is not Unit.WATTS:
+                    self._newest_electrical(point, now)
+                    continue
                 if point.scale is not Scale.MINUTE:
                     continue
                 used += 1
@@ -142,6 +156,27 @@ class LatestValues:
         if self._own_ledger:
             self.ledger.add(batch)
         return used
+
+    def _newest_electrical(self, point: Point, now: datetime) -> None:
+        """Keep a channel's newest amps or volts (lock held). Kept for two of its buckets at
+        least: a 15-minute value must not go stale just before the next one comes."""
+        key = (point.account, point.device, point.channel, point.unit)
+        kept = max(self.stale_after, timedelta(seconds=2 * point.scale.seconds))
+        old = self._electrical.get(key)
+        if old is None or point.time >= old.time:
+            self._electrical[key] = _Electrical(point.watts, point.time, now + kept)
+        else:
+            self._electrical[key] = _Electrical(old.value, old.time, now + kept)
+
+    def electrical(self, unit: Unit) -> list[tuple[ChannelKey, float]]:
+        """Each channel's newest value of `unit` (amps or volts), sorted by channel."""
+        now = self._clock.now()
+        with self._lock:
+            for key in [k for k, e in self._electrical.items() if now >= e.until]:
+                del self._electrical[key]
+            return sorted(
+                ((k[0], k[1], k[2]), e.value) for k, e in self._electrical.items() if k[3] is unit
+            )
 
     def forget(self, account: str, device: str | None = None, channel: str | None = None) -> int:
         """Stop exporting an account's channels (of one device, or one channel); returns count."""
@@ -242,6 +277,7 @@ class VuegrafCollector(Collector):
             yield self._device_family(self.devices)
         if self.stats is not None:
             yield from _stats_families(self.stats)
+        yield from self._amps_volts_families()
 
     def _healthy(self) -> bool:
         if self.health is None:
@@ -283,6 +319,30 @@ class VuegrafCollector(Collector):
             imported.add_metric(key, value.imported_joules)
             exported.add_metric(key, value.exported_joules)
         yield from (power, stamp, imported, exported)
+
+    def _amps_volts_families(self) -> Iterator[Metric]:
+        """Current and voltage of the accounts with ampsVolts on; a family is left out while
+        it has no value (no account has ampsVolts on, or none collected yet)."""
+        labels = ["account", "device", "channel"]
+        for unit, name, text in (
+            (
+                Unit.AMPS,
+                "vuegraf_current_amps",
+                "Mean current over the newest amps bucket Emporia served (ampsVolts)",
+            ),
+            (
+                Unit.VOLTS,
+                "vuegraf_voltage_volts",
+                "Voltage over the newest volts bucket Emporia served (ampsVolts)",
+            ),
+        ):
+            values = self.latest.electrical(unit)
+            if not values:
+                continue
+            family = GaugeMetricFamily(name, text, labels=labels)
+            for key, value in values:
+                family.add_metric(list(key), value)
+            yield family
 
     @staticmethod
     def _device_family(devices: Callable[[], Iterable[DeviceState]]) -> Metric:

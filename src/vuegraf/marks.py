@@ -110,7 +110,8 @@ def _time(value: Any) -> datetime:
 
 def _parse(data: Any) -> SavedHoles:
     """The file's content: `holes` where a series has them, else its mark in `marks` (all
-    that older versions wrote). Scales this version does not know are left out."""
+    that older versions wrote). Scales this version does not know, or does not track holes
+    of (15 minutes: amps and volts only), are left out."""
     result: SavedHoles = {}
     marks = data.get("marks", {})
     holes = data.get("holes", {})
@@ -118,6 +119,8 @@ def _parse(data: Any) -> SavedHoles:
         try:
             scale = Scale(scale_text)
         except ValueError:
+            continue
+        if scale is Scale.QUARTER:
             continue
         series: dict[SeriesKey, Holes] = {}
         for text, mark in marks.get(scale_text, {}).items():

@@ -15,10 +15,12 @@ FIELD = "usage"
 
 
 class Scale(enum.Enum):
-    """The four scales vuegraf writes, valued by Emporia's scale code."""
+    """The scales vuegraf writes, valued by Emporia's scale code. QUARTER (15 minutes) is
+    only for amps and volts (`Unit`): usage is never collected, tracked or filled at it."""
 
     SECOND = "1S"
     MINUTE = "1MIN"
+    QUARTER = "15MIN"
     HOUR = "1H"
     DAY = "1D"
 
@@ -36,10 +38,17 @@ class Scale(enum.Enum):
 _WATTS_PER_KWH = {
     Scale.SECOND: 3_600_000.0,
     Scale.MINUTE: 60_000.0,
+    Scale.QUARTER: 4_000.0,
     Scale.HOUR: 1_000.0,
     Scale.DAY: 1_000.0,
 }
-_SECONDS = {Scale.SECOND: 1, Scale.MINUTE: 60, Scale.HOUR: 3600, Scale.DAY: 86400}
+_SECONDS = {
+    Scale.SECOND: 1,
+    Scale.MINUTE: 60,
+    Scale.QUARTER: 900,
+    Scale.HOUR: 3600,
+    Scale.DAY: 86400,
+}
 
 
 class Unit(enum.Enum):
@@ -50,6 +59,11 @@ class Unit(enum.Enum):
     WATTS = "usage"
     AMPS = "amps"
     VOLTS = "volts"
+
+    @property
+    def field(self) -> str:
+        """The InfluxDB field (and SQLite column) a point of this unit is written as."""
+        return self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +90,9 @@ class Point:
     watts: float
     device_gid: int | None = field(default=None, compare=False, repr=False)
     channel_num: str | None = field(default=None, compare=False, repr=False)
-    unit: Unit = Unit.WATTS  # `watts` holds amps or volts when this says so
+    # What `watts` holds: watts (Wh for a day) by default; for Unit.AMPS the bucket's mean
+    # current in A, for Unit.VOLTS its voltage in V (the name `watts` stays for usage's sake).
+    unit: Unit = Unit.WATTS
 
     def __post_init__(self) -> None:
         if self.time.tzinfo is None or self.time.utcoffset() != UTC.utcoffset(None):

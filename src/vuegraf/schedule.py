@@ -139,8 +139,10 @@ def daily_request_estimate(
     second_channels: int,
     detailed_interval_secs: int,
     device_refresh_secs: int,
+    amps_volts: Scale | None = None,
 ) -> dict[str, int]:
-    """Emporia requests one account makes a day in steady running, by kind."""
+    """Emporia requests one account makes a day in steady running, by kind; `amps_volts`:
+    the scale amps and volts are collected at (two requests a bucket), None when off."""
     day = 86400
     estimate = {"minute": math.ceil(day / update_interval_secs)}
     if hours:
@@ -156,5 +158,7 @@ def daily_request_estimate(
         span = min(detailed_interval_secs, KEPT[Scale.SECOND].total_seconds())
         windows = math.ceil(span / MAX_BUCKETS[Scale.SECOND])
         estimate["second"] = runs * windows * second_channels
+    if amps_volts is not None:
+        estimate["amps_volts"] = 2 * math.ceil(day / amps_volts.seconds)
     estimate["devices"] = math.ceil(day / device_refresh_secs)
     return estimate

@@ -25,8 +25,9 @@ import pytest
 
 from harness import oracle
 from vuegraf.config import InfluxV1Config, TagConfig
-from vuegraf.model import Point, Scale
+from vuegraf.model import Point, Scale, Unit
 from vuegraf.simulator import Scenario, UsageModel
+from vuegraf.simulator.electrical import leg_volts
 from vuegraf.sinks.influx import InfluxV1Sink
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +39,9 @@ MEASUREMENT = "energy_usage"
 FIELD = "usage"
 TAGS = {"account_name", "device_name", "detailed", "station_name"}
 DETAILED = {"True", "False", "Hour", "Day"}
+# Amps and volts (an account's ampsVolts): fields of their own, at the 15-minute tag value.
+AMPS_VOLTS = {"amps", "volts"}
+QUARTER = "15Min"
 NAME_TAGS = {"account_name", "device_name", "station_name"}  # values come from the user's data
 
 API_VERSION = "influxdata.com/v2alpha1"
@@ -171,6 +175,8 @@ def test_dashboard_charts_are_valid_and_cover_every_panel(template):
     for value in DETAILED:
         assert f'r.detailed == "{value}"' in text, value
     assert "r._value / 1000.0" in text  # Wh -> kWh (hour and day points)
+    for field in AMPS_VOLTS:  # amps and volts have a panel each
+        assert f'r._field == "{field}")\n  |> filter(fn: (r) => r.detailed == "{QUARTER}"' in text
     assert "float(v: v.price)" in text
     used = set(re.findall(r"\bv\.(\w+)", text))
     defined = {v["spec"]["name"] for v in of_kind(template, "Variable")}
@@ -227,8 +233,11 @@ def flux_problems(where: str, query: str, message: str = "") -> list[str]:
     if reads:
         if f'r._measurement == "{MEASUREMENT}"' not in query:
             problems.append(f"{where}: does not filter _measurement == {MEASUREMENT!r}")
-        if f'r._field == "{FIELD}"' not in query:
+        fields = [f for f in (FIELD, *sorted(AMPS_VOLTS)) if f'r._field == "{f}"' in query]
+        if not fields:
             problems.append(f"{where}: does not filter _field == {FIELD!r}")
+        elif fields != [FIELD] and f'r.detailed == "{QUARTER}"' not in query:
+            problems.append(f"{where}: amps or volts without detailed == {QUARTER!r}")
     allowed = TAGS | FLUX_COLUMNS
     for text, extra in ((query, set()), (message, CHECK_COLUMNS)):
         for dotted, indexed in re.findall(r'\br(?:\.([A-Za-z_]\w*)|\["([^"]+)"\])', text):
@@ -243,9 +252,9 @@ def flux_problems(where: str, query: str, message: str = "") -> list[str]:
         literal = value[1:-1]
         if column == "_measurement" and literal != MEASUREMENT:
             problems.append(f"{where}: measurement {literal!r}")
-        if column == "_field" and literal != FIELD:
+        if column == "_field" and literal not in {FIELD} | AMPS_VOLTS:
             problems.append(f"{where}: field {literal!r}")
-        if column == "detailed" and (value.startswith("/") or literal not in DETAILED):
+        if column == "detailed" and (value.startswith("/") or literal not in DETAILED | {QUARTER}):
             problems.append(f"{where}: detailed value {value}")
         if column in NAME_TAGS and value.startswith('"'):
             problems.append(f"{where}: hard-coded {column} {value}")
@@ -317,7 +326,7 @@ def influxql_problems(where: str, query: str) -> list[str]:
     # Inner columns a subquery names after its function: sum("last") of SELECT last(...).
     inner = set(re.findall(r"\b(last|mean|sum|max|min)\(", query))
     for name in re.findall(r'"([^"]+)"', query):
-        if name not in {MEASUREMENT, FIELD} | TAGS | aliases | inner:
+        if name not in {MEASUREMENT, FIELD} | AMPS_VOLTS | TAGS | aliases | inner:
             problems.append(f"{where}: unknown identifier {name!r}")
     for measurement in re.findall(r'\bFROM\s+"([^"]+)"', query):
         if measurement != MEASUREMENT:
@@ -327,8 +336,10 @@ def influxql_problems(where: str, query: str) -> list[str]:
     if sorted(literals) != sorted(detailed):
         problems.append(f"{where}: string literal outside a detailed comparison")
     for value in detailed:
-        if value not in DETAILED:
+        if value not in DETAILED | {QUARTER}:
             problems.append(f"{where}: detailed value {value!r}")
+    if any(f'"{field}"' in query for field in AMPS_VOLTS) and detailed != [QUARTER]:
+        problems.append(f"{where}: amps or volts without \"detailed\" = '{QUARTER}'")
     for tag, regex in re.findall(r'"(\w+)"\s*[!=]~\s*(/(?:[^/\\]|\\.)*/)', query):
         if tag in NAME_TAGS and not re.fullmatch(r"/\^\$\w+\$/", regex):
             problems.append(f"{where}: hard-coded {tag} {regex}")
@@ -371,6 +382,8 @@ def test_grafana_dashboard_shape(grafana):
     for value in DETAILED:
         assert f"\"detailed\" = '{value}'" in queries, value
     assert "$price" in queries and "$__interval" in queries
+    for field in AMPS_VOLTS:  # amps and volts have a panel each
+        assert f'SELECT "{field}" FROM "{MEASUREMENT}" WHERE "detailed" = \'{QUARTER}\'' in queries
     assert len(grafana_targets(grafana)) == len(grafana["panels"]) - 1  # all but the text panel
 
 
@@ -399,6 +412,25 @@ RANGE_START = NOW - timedelta(days=2)  # Grafana's "Last 2 days"
 ZONE = oracle.NEW_YORK  # the household's zone
 NAMES = oracle.DEFAULT_NAMES  # what vuegraf writes for an account without `devices`
 SCALES = {"1S": Scale.SECOND, "1MIN": Scale.MINUTE, "1H": Scale.HOUR, "1D": Scale.DAY}
+
+
+def quarters(now: datetime) -> list[datetime]:
+    """The complete 15-minute buckets of the last two days (amps and volts)."""
+    quarter = oracle.floor_to(now, 900)
+    return [quarter - timedelta(minutes=15 * q) for q in range(1, 2 * 24 * 4)]
+
+
+def expected_amps_volts(
+    model: UsageModel, gid: int, num: str, start: datetime
+) -> tuple[float, float]:
+    """(amps, volts) vuegraf writes for a channel's 15-minute bucket: the simulator serves a
+    leg's volts (odd circuits and the mains on leg A, even circuits on B) and amp-hours of
+    kWh x 1000 / volts; amps are amp-hours / 0.25 h."""
+    kwh = model.device_values(gid, "15MIN", start)[num]
+    assert kwh is not None
+    leg = 1 if num.isdigit() and int(num) % 2 == 0 else 0
+    volts = leg_volts(SEED, gid, leg, start)
+    return kwh * 1000.0 / volts / 0.25, volts
 
 
 def simulated_buckets(now: datetime) -> dict[str, list[datetime]]:
@@ -447,10 +479,22 @@ def write_simulated_days(server, database: str, now: datetime) -> UsageModel:
         TagConfig(),
         add_station=False,
     )
+    amps_volts = [
+        Point(ACCOUNT, oracle.DEVICE_NAMES[gid], NAMES[(gid, num)], Scale.QUARTER, start, value,
+              unit=unit)
+        for start in quarters(now)
+        for gid in oracle.DEVICE_NAMES
+        for num, kwh in model.device_values(gid, "15MIN", start).items()
+        if kwh is not None
+        for unit, value in zip(
+            (Unit.AMPS, Unit.VOLTS), expected_amps_volts(model, gid, num, start), strict=True
+        )
+    ]
     sink.open()
     try:
         for code, starts in simulated_buckets(now).items():
             sink.write(points(code, starts))
+        sink.write(amps_volts)
     finally:
         sink.close()
     return model
@@ -545,6 +589,19 @@ def test_grafana_queries_return_the_simulated_data(influxdb_v1_db):
             assert [t for t, _ in got] == [t for t, _ in want], (title, device)
             for (_t, value), (_t2, expected) in zip(got, want, strict=True):
                 assert value == pytest.approx(expected, rel=1e-9), (title, device)
+    # Amps and volts: every quarter hour in the range, as the simulator serves them.
+    quarter_stamps = [(oracle.epoch(q), q) for q in quarters(NOW) if oracle.epoch(q) in in_range]
+    assert len(quarter_stamps) == 191
+    kitchen = NAMES[(1001, "1")]
+    for title, device, gid_num, which in [
+        ("Voltage (device, 15 min)", device, (gid[device], "1,2,3"), 1) for device in MAINS
+    ] + [("Current per circuit (amps, 15 min)", kitchen, (1001, "1"), 0)]:
+        want = sorted(
+            (t, expected_amps_volts(model, *gid_num, q)[which]) for t, q in quarter_stamps
+        )
+        got = sorted(results[title][device])
+        assert [t for t, _ in got] == [t for t, _ in want], (title, device)
+        assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-9), title
     # The share panel leaves the chosen mains out; the per-circuit panel has every circuit.
     assert not set(MAINS) & set(results["Share per circuit (kWh)"])
     assert len(results["Power per circuit (minute data)"]) == len(circuits)

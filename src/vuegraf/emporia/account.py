@@ -66,6 +66,7 @@ class EmporiaAccount:
         self.refresh_devices = catalog.refresh_devices
         self.usage = catalog.usage
         self.points = catalog.points
+        self.electrical_points = catalog.electrical_points
         self.device_states = catalog.device_states
         self.chart_channels = catalog.chart_channels
         self.series_name = catalog.series_name

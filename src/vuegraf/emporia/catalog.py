@@ -31,7 +31,7 @@ from vuegraf.clock import Clock
 from vuegraf.config import AccountConfig
 from vuegraf.emporia.errors import EmporiaError
 from vuegraf.emporia.session import EmporiaSession
-from vuegraf.model import Point, Scale, point_from_kwh
+from vuegraf.model import Point, Scale, Unit, point_from_kwh
 from vuegraf.naming import MAINS, NO_CHART_CHANNELS, channel_name, device_name
 from vuegraf.schedule import bucket_start, bucket_starts, point_time
 
@@ -41,6 +41,12 @@ logger = logging.getLogger(__name__)
 # null; an offline plug would stall every cycle for a minute. One attempt: a
 # missing value is logged, counted and filled later from chart data.
 USAGE_ATTEMPTS = 1
+# Emporia's energyUnit for each unit vuegraf asks for, and the request as a log line names it.
+_ENERGY_UNITS = {
+    Unit.WATTS: ("KilowattHours", "usage request"),
+    Unit.AMPS: ("AmpHours", "amps request"),
+    Unit.VOLTS: ("Voltage", "volts request"),
+}
 
 
 @dataclass
@@ -219,12 +225,16 @@ class DeviceCatalog:
             )
         self._unmatched = unmatched
 
-    def usage(self, scale: Scale, instant: datetime) -> list[UsageReading]:
-        """One getDeviceListUsages request for every device of the account."""
-        return self.usage_answer(scale, instant)[0]
+    def usage(
+        self, scale: Scale, instant: datetime, unit: Unit = Unit.WATTS
+    ) -> list[UsageReading]:
+        """One getDeviceListUsages request for every device of the account; `unit` other
+        than WATTS asks for Emporia's amp-hours or volts instead of kWh (the readings'
+        `kwh` then holds those)."""
+        return self.usage_answer(scale, instant, unit)[0]
 
     def usage_answer(
-        self, scale: Scale, instant: datetime
+        self, scale: Scale, instant: datetime, unit: Unit = Unit.WATTS
     ) -> tuple[list[UsageReading], datetime | None]:
         """One getDeviceListUsages request for every device of the account: its readings and
         the instant Emporia says they are for (None when it says none)."""
@@ -232,12 +242,14 @@ class DeviceCatalog:
         gids = sorted(self.devices)
         if not gids:
             return [], None
+        energy_unit, what = _ENERGY_UNITS[unit]
 
         def ask(vue: PyEmVue) -> Any:
             answer = vue.get_device_list_usage(
                 deviceGids=gids,
                 instant=instant,
                 scale=scale.value,
+                unit=energy_unit,
                 max_retry_attempts=USAGE_ATTEMPTS,
             )
             if not answer:
@@ -245,10 +257,10 @@ class DeviceCatalog:
                 # Raised inside `call`: a failure like any other, so repeated ones re-login.
                 status = self.session.last_status
                 said = f"HTTP {status}" if status is not None and status != 200 else "an answer"
-                raise EmporiaError(f"Emporia sent {said} with no usage data")
+                raise EmporiaError(f"Emporia sent {said} with no {unit.value} data")
             return answer
 
-        answer = self.session.call("usage request", ask)
+        answer = self.session.call(what, ask)
         answered = next(
             (dev.timestamp for dev in answer.values() if isinstance(dev.timestamp, datetime)),
             None,
@@ -256,6 +268,40 @@ class DeviceCatalog:
         if answered is not None and answered.tzinfo is None:
             answered = answered.replace(tzinfo=UTC)
         return flatten_usage(answer.values()), answered
+
+    def electrical_points(
+        self, scale: Scale, bucket_start: datetime, stamp: datetime
+    ) -> list[Point]:
+        """Every channel's mean current and voltage for the bucket at `bucket_start`, as
+        points stamped `stamp`: two getDeviceListUsages requests (AmpHours, Voltage).
+
+        Amps are the bucket's amp-hours over its length in hours; volts are Emporia's value
+        for the bucket as it is. A channel without a value in either answer is left out of
+        that unit (not filled later: only live buckets are collected)."""
+        hours = scale.seconds / 3600.0
+        points: list[Point] = []
+        for unit, factor in ((Unit.AMPS, 1.0 / hours), (Unit.VOLTS, 1.0)):
+            for reading in self.usage(scale, bucket_start, unit):
+                if reading.kwh is None:
+                    continue
+                dev_name, chan = self._reading_name(reading)
+                ids = (reading.device_gid, reading.channel_num)
+                points.append(
+                    Point(
+                        self.name, dev_name, chan, scale, stamp, reading.kwh * factor, *ids,
+                        unit=unit,
+                    )
+                )
+        return points
+
+    def _reading_name(self, reading: UsageReading) -> tuple[str, str]:
+        """(device name, channel name) of a usage answer's reading, as `points` names it."""
+        dev = self.devices.get(reading.device_gid)
+        dev_name = dev.name if dev is not None else device_name(None, reading.device_gid)
+        chan = channel_name(
+            self.account, dev_name, reading.channel_num, reading.emporia_name, self.emporia_names
+        )
+        return dev_name, chan
 
     def points(self, scale: Scale, instant: datetime, stamp: datetime) -> list[Point]:
         """Every channel's usage for the bucket holding `instant`, as points stamped `stamp`.

@@ -8,7 +8,8 @@ test's virtual clock decides which buckets are complete.
 Choices where Emporia's behaviour is unknown or out of scope:
 - Chart data for channels without it (Balance, MainsFromGrid, MainsToGrid) and for unknown
   devices or channels: HTTP 200 with an empty `usageList` and `firstUsageInstant` = `start`.
-- Only `energyUnit=KilowattHours` is modelled; any other unit answers HTTP 400.
+- `energyUnit` KilowattHours, and for getDeviceListUsages also AmpHours and Voltage (see
+  simulator/electrical.py); any other unit answers HTTP 400.
 - The chart window limit counts buckets, inclusive of both ends (1MIN: 800 buckets, so exactly
   13 h 20 min from a minute boundary to a minute boundary is one bucket too many).
 - Every API request is counted in the stats, including those answered 401, 500 or delayed.
@@ -20,7 +21,8 @@ revoked Cognito token), `set_fault` (every request, or those of some endpoints, 
 429 with or without `Retry-After`, or 503), `add_device` & co. (the account's devices and
 circuits change, as when a user installs a plug), `log_requests` (a record of every request:
 when by the simulator's clock, endpoint, status) and `on_request` (a hook called with each
-request's endpoint as it arrives, to switch a fault at an exact request).
+request's endpoint as it arrives, to switch a fault at an exact request), `refused_units`
+(energyUnit values answered 400, as for a unit Emporia withdrew).
 
 Emporia's known breakages, replayed (also `vuegraf-simulator` options, see its `--help`):
 - `withdraw(endpoint)`: the endpoint answers 404 for good, as `locationProperties` did from
@@ -71,6 +73,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, TypeVar, overload
 from urllib.parse import parse_qs, urlsplit
 
+from vuegraf.simulator import electrical
 from vuegraf.simulator.model import (
     COMPUTED,
     FIXED_SECONDS,
@@ -127,7 +130,7 @@ _ACCOUNT_PATH = re.compile(r"^/account/(0|[1-9][0-9]*)(/.*)?$")
 _INSTANT = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z$")
 _LOCATION = re.compile(r"^/devices/(\d+)/locationProperties$")
 _GID_SPLIT = re.compile(r"[ +,]+")
-_KWH = "KilowattHours"
+_KWH = electrical.KWH
 T = TypeVar("T")
 
 
@@ -350,6 +353,8 @@ class SimulatedAccount:
         self._counts: dict[str, dict[str, int]] = {}
         self._errors = 0
         self._timeouts = 0
+        # energyUnit values answered 400 from now on (a unit Emporia withdrew): a test knob.
+        self.refused_units: set[str] = set()
 
     @property
     def model(self) -> UsageModel:
@@ -739,7 +744,7 @@ class SimulatedAccount:
         ]
 
     def device_list_usages(
-        self, gids_text: str, instant_text: str, scale: str
+        self, gids_text: str, instant_text: str, scale: str, unit: str = _KWH
     ) -> dict[str, Any]:
         """getDeviceListUsages: a requested child of a requested panel comes nested in it."""
         instant = parse_instant(instant_text)
@@ -763,7 +768,9 @@ class SimulatedAccount:
         nulls = self.none_rate > 0.0
 
         def entry(gid: int) -> dict[str, Any]:
-            values = self._served(gid, scale, start, now)
+            values = electrical.convert(
+                self.seed, gid, start, self._served(gid, scale, start, now), unit
+            )
             mains = values.get(MAINS)
             usages = []
             for num, name, _chart in self.model.device_channels(gid):
@@ -801,7 +808,7 @@ class SimulatedAccount:
                 "instant": format_instant(answered),
                 "scale": scale,
                 "devices": [entry(gid) for gid in top],
-                "energyUnit": _KWH,
+                "energyUnit": unit,
             }
         }
 
@@ -1155,12 +1162,14 @@ class _Handler(BaseHTTPRequestHandler):
         if scale not in SCALES:
             raise _HttpError(f"Invalid scale {scale!r}")
         unit = query.get("energyUnit") or _KWH
-        if unit != _KWH:
-            raise _HttpError(f"energyUnit {unit!r} is not simulated (only {_KWH})")
-        if endpoint == "getDeviceListUsages":
+        if unit in app.refused_units:
+            raise _HttpError(f"energyUnit {unit!r} is not supported")
+        if endpoint == "getDeviceListUsages" and unit in electrical.UNITS:
             return app.device_list_usages(
-                _param(query, "deviceGids"), _param(query, "instant"), scale
+                _param(query, "deviceGids"), _param(query, "instant"), scale, unit
             )
+        if unit != _KWH:
+            raise _HttpError(f"energyUnit {unit!r} is not simulated for {endpoint}")
         return app.chart_usage(
             _param(query, "deviceGid"),
             _param(query, "channel"),

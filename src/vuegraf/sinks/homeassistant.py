@@ -4,7 +4,7 @@ This module decides the messages; `MqttSink` delivers them over its one connecti
 its last will on the availability topic, so a crashed vuegraf shows every entity as
 unavailable). Every message here is retained.
 
-Per channel, three sensors share one JSON state topic
+Per channel, three sensors (five with amps and volts) share one JSON state topic
 `<topicPrefix>/homeassistant/<device gid>/<channel>`, holding
 `{"power": W, "energy": kWh, "energy_exported": kWh, "time": "<minute, UTC>"}`:
 
@@ -14,7 +14,10 @@ Per channel, three sensors share one JSON state topic
   rises, by each minute of Emporia's data counted once, across restarts;
 - energy fed back (kWh, `total_increasing`), for channels that can run backwards (Emporia
   says bidirectional, the mains of a panel with such a circuit, or any channel once it was
-  seen feeding back). Never a negative value in a `total_increasing` sensor.
+  seen feeding back). Never a negative value in a `total_increasing` sensor;
+- current (A) and voltage (V), `measurement`, for the channels of an account with
+  `ampsVolts`, once its first bucket came (the state then also holds `"current"` and
+  `"voltage"`); they expire after two buckets without a new one.
 
 Per device, a `connectivity` binary sensor (Emporia's own view, as of the last device list)
 and a device entry: Emporia's gid as identifier, model, firmware, `via_device` for a plug
@@ -48,7 +51,7 @@ from typing import Any, Protocol
 from vuegraf import __version__
 from vuegraf.config import HomeAssistantConfig
 from vuegraf.energy import ChannelId, EnergyLedger
-from vuegraf.model import Point, Scale
+from vuegraf.model import Point, Scale, Unit
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +113,11 @@ class _Channel:
     num: str
     watts: float | None = None
     minute: datetime | None = None  # of `watts`
+    # Amps and volts (an account's ampsVolts): the newest bucket's, and its length.
+    amps: float | None = None
+    volts: float | None = None
+    electrical: datetime | None = None  # start of the bucket of `amps` and `volts`
+    electrical_secs: int = 0
 
 
 @dataclass(frozen=True)
@@ -175,7 +183,9 @@ class HomeAssistant:
         with self._lock:
             touched: dict[ChannelId, _Channel] = {}
             for point in points:
-                if point.scale is not Scale.MINUTE or point.device_gid is None:
+                if point.scale is not Scale.MINUTE and point.unit is Unit.WATTS:
+                    continue
+                if point.device_gid is None:
                     continue
                 if point.channel_num is None or not self._owns_gid(point):
                     continue
@@ -186,11 +196,14 @@ class HomeAssistant:
                         point.account, point.device, point.channel, key.device_gid or 0, key.channel
                     )
                 chan.account, chan.device, chan.channel = point.account, point.device, point.channel
+                touched[key] = chan
+                if point.unit is not Unit.WATTS:
+                    _electrical(chan, point)
+                    continue
                 if chan.minute is None or point.time >= chan.minute:
                     chan.watts, chan.minute = point.watts, point.time
                 if self._newest is None or point.time > self._newest:
                     self._newest = point.time
-                touched[key] = chan
             devices, listed = self._devices()
             out: list[Message] = []
             for key, chan in _parents_first(touched, devices):
@@ -284,6 +297,26 @@ class HomeAssistant:
                 },
             ),
         ]
+        if chan.electrical is not None:
+            # Amps and volts come once a bucket (15 min or 1 h): they expire after two.
+            expire = max(self.expire_after, 2 * chan.electrical_secs)
+            for what, unit in (("current", "A"), ("voltage", "V")):  # what: the device class
+                configs.append(
+                    (
+                        self._config_topic("sensor", node, f"{obj}_{what}"),
+                        {
+                            **base,
+                            "name": _named(label, what),
+                            "unique_id": f"{node}_{obj}_{what}",
+                            "device_class": what,
+                            "state_class": "measurement",
+                            "unit_of_measurement": unit,
+                            "value_template": f"{{{{ value_json.{what} }}}}",
+                            "expire_after": expire,
+                            "suggested_display_precision": 1,
+                        },
+                    )
+                )
         exported_topic = self._config_topic("sensor", node, f"{obj}_energy_exported")
         totals = self.ledger.totals(key)
         if (
@@ -361,6 +394,9 @@ class HomeAssistant:
             "energy_exported": round(totals.exported_kwh, 6) if totals is not None else 0.0,
             "time": "" if chan.minute is None else chan.minute.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
+        if chan.electrical is not None:
+            state["current"] = None if chan.amps is None else round(chan.amps, 3)
+            state["voltage"] = None if chan.volts is None else round(chan.volts, 2)
         return self.state_topic(chan.gid, chan.num), json.dumps(state)
 
     def _device_messages(
@@ -558,6 +594,19 @@ def _parents_first(
         return hops
 
     return sorted(channels.items(), key=lambda item: depth(item[1].gid))
+
+
+def _electrical(chan: _Channel, point: Point) -> None:
+    """Keep an amps or volts point in its channel, unless an older bucket's."""
+    if chan.electrical is not None and point.time < chan.electrical:
+        return
+    if chan.electrical != point.time:
+        chan.amps = chan.volts = None  # a new bucket: the other unit comes in a moment
+    chan.electrical, chan.electrical_secs = point.time, point.scale.seconds
+    if point.unit is Unit.AMPS:
+        chan.amps = point.watts
+    else:
+        chan.volts = point.watts
 
 
 def _label(chan: _Channel) -> str | None:

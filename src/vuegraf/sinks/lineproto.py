@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable
 
 from vuegraf.config import TagConfig
-from vuegraf.model import FIELD, MEASUREMENT, Point
+from vuegraf.model import FIELD, MEASUREMENT, Point, Unit
 
 
 def _escape_tag(value: str) -> str:
@@ -19,7 +19,7 @@ def _escape_tag(value: str) -> str:
 
 def _format_float(value: float) -> str:
     if not math.isfinite(value):
-        raise ValueError(f"usage must be finite, got {value!r}")
+        raise ValueError(f"a value must be finite, got {value!r}")
     text = repr(float(value))
     return text
 
@@ -42,7 +42,10 @@ def encode(point: Point, tags: TagConfig, add_station: bool) -> str:
         f"{_escape_tag(k)}={_escape_tag(v)}"
         for k, v in sorted(point_tags(point, tags, add_station).items())
     )
-    return f"{MEASUREMENT},{tag_text} {FIELD}={_format_float(point.watts)} {point.epoch_s}"
+    # Usage is field `usage` (FIELD); amps and volts are fields of their own beside it, in the
+    # same series, so no query of `usage` ever sees them.
+    field = FIELD if point.unit is Unit.WATTS else point.unit.field
+    return f"{MEASUREMENT},{tag_text} {field}={_format_float(point.watts)} {point.epoch_s}"
 
 
 def encode_all(points: Iterable[Point], tags: TagConfig, add_station: bool) -> list[str]:

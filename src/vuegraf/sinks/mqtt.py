@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from vuegraf import backoff
 from vuegraf.config import MqttConfig, TagConfig
-from vuegraf.model import Point, Scale
+from vuegraf.model import Point, Scale, Unit
 from vuegraf.sinks.base import CountsOwnPoints, LiveOnly, SinkError
 from vuegraf.sinks.homeassistant import STATE_LEVEL, HomeAssistant
 from vuegraf.statelog import StateLog
@@ -71,7 +71,7 @@ def latest_minute_points(points: Sequence[Point]) -> list[Point]:
     """Each channel's newest minute point in the batch, in order of first appearance."""
     newest: dict[tuple[str, str, str], Point] = {}
     for p in points:
-        if p.scale is not Scale.MINUTE:
+        if p.scale is not Scale.MINUTE or p.unit is not Unit.WATTS:
             continue
         key = (p.account, p.device, p.channel)
         if key not in newest or p.time > newest[key].time:
@@ -258,15 +258,17 @@ class MqttSink(LiveOnly, CountsOwnPoints):
         if self._client is None:
             raise RuntimeError("sink is not open")
         newest = latest_minute_points(points)
-        if not newest:
+        ha = self.home_assistant
+        # Amps and volts are for Home Assistant's sensors only: not in the upstream message.
+        electrical = [p for p in points if p.unit is not Unit.WATTS] if ha is not None else []
+        if not newest and not electrical:
             return
         messages = [
             (self.cfg.topic, json.dumps(msg))
             for msg in latest_minute_messages(newest, self.tags, self.add_station)
         ]
         with self._discovery:
-            ha = self.home_assistant
-            discovery = [] if ha is None else ha.messages(newest)
+            discovery = [] if ha is None else ha.messages([*newest, *electrical])
             with self._state:
                 self._pending.extend(messages)
                 overflow = len(self._pending) - self.cfg.max_pending

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from vuegraf import backoff
 from vuegraf.clock import Clock, SystemClock
-from vuegraf.model import Point, Scale
+from vuegraf.model import Point, Scale, Unit
 from vuegraf.sinks.base import Buffered, CountsOwnPoints, Sink, SinkError
 from vuegraf.statelog import StateLog
 from vuegraf.stats import Stats
@@ -42,7 +42,8 @@ REPLAY_SECONDS = 20.0
 # that answers with a timeout would otherwise cost one timeout per write, several per cycle.
 RETRY_SECONDS = backoff.STORE_WRITE_RETRY.total_seconds()
 
-_SCHEMA_VERSION = 1
+# 2: points.unit (amps and volts are queued as such, not replayed as usage).
+_SCHEMA_VERSION = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -53,14 +54,15 @@ CREATE TABLE IF NOT EXISTS series (
     account TEXT NOT NULL,
     device  TEXT NOT NULL,
     channel TEXT NOT NULL,
-    scale   TEXT NOT NULL,       -- Scale.value: 1S, 1MIN, 1H, 1D
+    scale   TEXT NOT NULL,       -- Scale.value: 1S, 1MIN, 15MIN, 1H, 1D
     UNIQUE (account, device, channel, scale)
 );
 CREATE TABLE IF NOT EXISTS points (
     id      INTEGER PRIMARY KEY, -- FIFO order: only the oldest rows are ever deleted
     series  INTEGER NOT NULL REFERENCES series (id),
     time_us INTEGER NOT NULL,    -- microseconds since the Unix epoch, UTC
-    watts   REAL NOT NULL
+    watts   REAL NOT NULL,
+    unit    TEXT                 -- Unit.value when not usage: amps, volts; NULL: usage
 );
 """
 
@@ -133,6 +135,9 @@ class DurableQueue:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
                 db.executescript(_SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(points)")}
+                if "unit" not in columns:  # schema 1: every point it holds is usage
+                    db.execute("ALTER TABLE points ADD COLUMN unit TEXT")
                 db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
                 depth = db.execute("SELECT COUNT(*) FROM points").fetchone()[0]
             except BaseException:
@@ -180,9 +185,18 @@ class DurableQueue:
             try:
                 self.db.execute("BEGIN IMMEDIATE")
                 try:
-                    rows = [(self._series_id(p), _to_us(p.time), p.watts) for p in kept]
+                    rows = [
+                        (
+                            self._series_id(p),
+                            _to_us(p.time),
+                            p.watts,
+                            None if p.unit is Unit.WATTS else p.unit.value,
+                        )
+                        for p in kept
+                    ]
                     self.db.executemany(
-                        "INSERT INTO points (series, time_us, watts) VALUES (?, ?, ?)", rows
+                        "INSERT INTO points (series, time_us, watts, unit) VALUES (?, ?, ?, ?)",
+                        rows,
                     )
                     overflow = self._depth + len(kept) - self.max_points
                     if overflow > 0:
@@ -209,15 +223,24 @@ class DurableQueue:
         with self._lock:
             try:
                 rows = self.db.execute(
-                    "SELECT p.id, s.account, s.device, s.channel, s.scale, p.time_us, p.watts "
+                    "SELECT p.id, s.account, s.device, s.channel, s.scale, p.time_us, p.watts, "
+                    "p.unit "
                     "FROM points p JOIN series s ON s.id = p.series ORDER BY p.id LIMIT ?",
                     (limit,),
                 ).fetchall()
             except sqlite3.Error as err:
                 raise QueueError(f"cannot read retry queue {self.path}: {err}") from None
         points = [
-            Point(account, device, channel, Scale(scale), _from_us(time_us), watts)
-            for _id, account, device, channel, scale, time_us, watts in rows
+            Point(
+                account,
+                device,
+                channel,
+                Scale(scale),
+                _from_us(time_us),
+                watts,
+                unit=Unit.WATTS if unit is None else Unit(unit),
+            )
+            for _id, account, device, channel, scale, time_us, watts, unit in rows
         ]
         return QueuedChunk(points=points, last_id=rows[-1][0] if rows else 0)
 

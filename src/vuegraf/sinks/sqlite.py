@@ -3,6 +3,7 @@
 One row per point. The primary key is InfluxDB's series identity plus time
 (measurement is implicit; station only when `addStationField` is on, as in
 InfluxDB), so writing the same point again replaces it instead of duplicating.
+Amps and volts (`ampsVolts`) have a table of their own, so no read of usage sees them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vuegraf.config import TagConfig
-from vuegraf.model import Point, Scale
+from vuegraf.model import Point, Scale, Unit
 from vuegraf.sinks.base import SeriesStore, SinkError, StoreReadError, ceil_seconds
 from vuegraf.sinks.lineproto import point_tags
 
@@ -32,7 +33,27 @@ CREATE TABLE IF NOT EXISTS energy_usage (
     usage        REAL NOT NULL,   -- watts (Wh for day points)
     PRIMARY KEY (account_name, device_name, station_name, detailed, time)
 ) WITHOUT ROWID;
+-- Amps and volts (an account's ampsVolts) apart from usage: nothing that reads usage sees
+-- them. One row per channel and bucket, as InfluxDB keeps the two fields of one point.
+CREATE TABLE IF NOT EXISTS energy_amps_volts (
+    account_name TEXT NOT NULL,
+    device_name  TEXT NOT NULL,
+    station_name TEXT NOT NULL,
+    detailed     TEXT NOT NULL,   -- the scale tag value: 15Min or Hour
+    time         INTEGER NOT NULL, -- Unix seconds, UTC: the bucket's start
+    amps         REAL,            -- mean current over the bucket (A); NULL: not known
+    volts        REAL,            -- voltage over the bucket (V); NULL: not known
+    PRIMARY KEY (account_name, device_name, station_name, detailed, time)
+) WITHOUT ROWID;
 """
+# Amps and volts rows: one upsert per unit, each setting its own column only.
+_KEY_COLUMNS = "account_name, device_name, station_name, detailed, time"
+_UPSERT = {
+    unit: f"INSERT INTO energy_amps_volts ({_KEY_COLUMNS}, {unit.field}) "
+    f"VALUES (?, ?, ?, ?, ?, ?) "
+    f"ON CONFLICT ({_KEY_COLUMNS}) DO UPDATE SET {unit.field} = excluded.{unit.field}"
+    for unit in (Unit.AMPS, Unit.VOLTS)
+}
 
 
 class SqliteSink(SeriesStore):
@@ -67,10 +88,10 @@ class SqliteSink(SeriesStore):
             return
         if self._db is None:
             raise RuntimeError("sink is not open")
-        rows = []
+        rows: dict[Unit, list[tuple[str, str, str, str, int, float]]] = {}
         for p in points:
             tags = point_tags(p, self.tags, self.add_station)
-            rows.append(
+            rows.setdefault(p.unit, []).append(
                 (
                     p.account,
                     p.channel,
@@ -82,9 +103,13 @@ class SqliteSink(SeriesStore):
             )
         try:
             with self._lock, self._db:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO energy_usage VALUES (?, ?, ?, ?, ?, ?)", rows
-                )
+                for unit, unit_rows in rows.items():
+                    statement = (
+                        "INSERT OR REPLACE INTO energy_usage VALUES (?, ?, ?, ?, ?, ?)"
+                        if unit is Unit.WATTS
+                        else _UPSERT[unit]
+                    )
+                    self._db.executemany(statement, unit_rows)
         except (sqlite3.IntegrityError, sqlite3.DataError) as err:
             # Bad data stays bad: retrying it would block the queue behind it forever.
             raise SinkError(f"SQLite rejected the write: {err}", retryable=False) from None
@@ -125,7 +150,8 @@ class SqliteSink(SeriesStore):
         if self._db is None:
             raise RuntimeError("sink is not open")
         with self._lock, self._db:
-            return self._db.execute("DELETE FROM energy_usage").rowcount
+            usage = self._db.execute("DELETE FROM energy_usage").rowcount
+            return usage + self._db.execute("DELETE FROM energy_amps_volts").rowcount
 
     def close(self) -> None:
         if self._db is not None:
