@@ -153,6 +153,8 @@ class Daemon:
             )
             for c in self.collectors
         ]
+        # A reload's accounts: states of accounts no longer configured are forgotten.
+        self.stats.keep_account_states([c.name for c in self.collectors])
         self._rng = random.Random()
         self.on_cycle = list(on_cycle)
         if concurrency is None:

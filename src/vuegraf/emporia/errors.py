@@ -35,6 +35,7 @@ AUTH_FAILED = "auth_failed"  # the user's side
 EMPORIA_DOWN = "emporia_down"  # Emporia's side
 RATE_LIMITED = "rate_limited"  # Emporia's side: it asked for fewer requests
 API_CHANGED = "api_changed"  # Emporia changed its API: vuegraf needs an update
+ACCOUNT_STATES = (OK, AUTH_FAILED, EMPORIA_DOWN, RATE_LIMITED, API_CHANGED)
 
 # Cognito error codes that mean "these credentials are refused" (the user's side).
 _REFUSED_CODES = frozenset({
