@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError  # type: ignore[import-untyped]  # no stubs
 
 from vuegraf.emporia.errors import (
     ACCOUNT_STATES,
@@ -146,8 +146,10 @@ def test_rewording_keeps_the_class_and_the_few_words():
 
 
 def test_every_class_has_one_of_the_exported_states():
-    classes = [EmporiaError, EmporiaDown, EmporiaUnreachable, EmporiaServerError,
-               EmporiaRateLimited, EmporiaAuthFailed, EmporiaApiChanged, PyemvueUnsupported]
+    classes: list[type[EmporiaError]] = [
+        EmporiaError, EmporiaDown, EmporiaUnreachable, EmporiaServerError, EmporiaRateLimited,
+        EmporiaAuthFailed, EmporiaApiChanged, PyemvueUnsupported,
+    ]
     assert {c.state for c in classes} == set(ACCOUNT_STATES) - {"ok"}
     # Emporia's side, for the rules that keep stored tokens (vuegraf.emporia.session).
     assert all(issubclass(c, EmporiaDown) for c in (EmporiaUnreachable, EmporiaServerError,
