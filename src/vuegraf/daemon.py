@@ -153,8 +153,17 @@ class Daemon:
             )
             for c in self.collectors
         ]
-        # A reload's accounts: states of accounts no longer configured are forgotten.
+        # A reload's accounts: states of accounts no longer configured are forgotten; one
+        # failing before the reload is still failing here (silently), so its first success
+        # says it recovered, and a failure that goes on is said again (the reload may have
+        # been the user's fix that did not work).
         self.stats.keep_account_states([c.name for c in self.collectors])
+        states = self.stats.snapshot().account_states
+        for account in self._accounts:
+            state, why = states.get(account.collector.name, (OK, ""))
+            if state != OK:
+                account.state.failed("%s: %s (before the reload)", account.state.what, why,
+                                     kind="before the reload", level=logging.DEBUG)
         self._rng = random.Random()
         self.on_cycle = list(on_cycle)
         if concurrency is None:

@@ -349,7 +349,8 @@ class EmporiaSession:
         not tried (it would fail the same way, at twice the cost) and the file is kept.
         """
         token_file = self.token_file
-        if token_file is not None and token_file.exists():
+        # Empty: made (0600) for a password login that failed; no tokens to try.
+        if token_file is not None and token_file.exists() and token_file.stat().st_size:
             try:
                 return self._login("token", lambda v: v.login(
                     username=self.account.email, token_storage_file=str(token_file)))
