@@ -5,8 +5,8 @@ virtual clock and records every request), the embedded SQLite store. While Empor
 vuegraf must not ask again before the Retry-After (or, without one, before a back-off that
 grows), log the episode once and its end once, show the account as rate limited (Emporia's
 side) in Stats, `/metrics` and the health check while it lasts and ok afterwards, count
-every request it made exactly as the simulator saw them, and afterwards fill every minute it missed: the store is compared with
-the simulator's model for each minute and channel.
+every request it made exactly as the simulator saw them, and afterwards fill every minute it
+missed: the store is compared with the simulator's model for each minute and channel.
 """
 
 from __future__ import annotations
