@@ -310,6 +310,52 @@ def test_the_login_service_502_is_emporias_side_and_never_costs_the_tokens(
     assert_everything_stored(tmp_path, sim, end)
 
 
+def test_a_token_renewal_502_mid_run_is_emporias_side_and_keeps_the_session_tokens(
+    tmp_path: Path, cloud: tuple[CognitoStandIn, SimulatorServer, Shared],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cognito, sim, shared = cloud
+    # Every token pyemvue holds has expired by its next request (a lifetime of 0 s), so each
+    # request renews first, as a long-running vuegraf does once an hour; the API still takes
+    # the tokens (leeway), so only the renewal can fail.
+    cognito.token_lifetime_s = 0
+    cognito.api_leeway_s = 24 * 3600
+    config = config_for(tmp_path)
+    seed(config, sim)
+    stats = Stats()
+    observer = Observer(tmp_path, stats, config.health_failure_threshold)
+    broken = (T0 + timedelta(minutes=10), T0 + timedelta(minutes=50))
+    end = broken[1] + timedelta(minutes=30)
+
+    def login_service(now: datetime) -> None:
+        cognito.failing_status = 502 if broken[0] <= now < broken[1] else None
+
+    with caplog.at_level(logging.INFO, logger="vuegraf"):
+        shared.run(config, T0, end, stats, [login_service, observer])
+
+    errors = account_lines(caplog, logging.ERROR)
+    assert errors == [
+        "Account Home: 1MIN: usage request failed: ClientError: An error occurred (502) when "
+        "calling the InitiateAuth operation (reached max retries: 4): Bad Gateway; Emporia is "
+        "failing (its side, HTTP 502 from the login service); retrying with back-off, holes "
+        "are filled once it answers"
+    ]
+    assert len(recoveries(caplog)) == 1
+    # The renewals failed, the session was replaced from the stored tokens (their renewal
+    # failing too), and never by the password.
+    # (5 failed tries in 25 minutes at most, jitter included, then a new login: 40 minutes
+    # hold at least one.)
+    assert cognito.failed_calls >= 6
+    assert stats.snapshot().requests[("Home", "login", "error")] >= 1
+    assert cognito.password_logins == 1 and cognito.refused_logins == 0
+    assert "stored tokens did not work" not in caplog.text
+    assert observer.changes() == ["ok", "emporia_down", "ok"]
+    during = observer.during(broken[0] + timedelta(minutes=1), broken[1])
+    assert {s.reason for s in during} == {"Emporia is failing (HTTP 502 from the login service)"}
+    counted_equals_seen(stats, sim)
+    assert_everything_stored(tmp_path, sim, end)
+
+
 # -- A maintenance hour: every endpoint 503 ---------------------------------------------------
 
 
