@@ -1,8 +1,9 @@
 """Emporia's known breakages, and vuegraf telling whose side each one is on.
 
 Each test replays one breakage the public record shows: `/customers` answering 400 for five
-hours (logins failed), the Cognito login answering 502, a maintenance hour (every endpoint
-503), and a wrong password. vuegraf must keep running; log one ERROR line when the account's
+hours (logins failed), the Cognito login answering 502 (at a login, and at a token renewal
+mid-run), a maintenance hour (every endpoint 503), an endpoint answering 404 (an API change),
+and a wrong password. vuegraf must keep running; log one ERROR line when the account's
 state changes and one INFO line on recovery, none per retry; show the state in Stats, in
 `/metrics` and in the health check, during the breakage and after; keep its requests bounded
 (back-off); keep stored tokens through Emporia's failures (never fall back to the password
@@ -440,5 +441,45 @@ def test_a_wrong_password_is_the_users_side_asked_rarely_until_fixed(
         (False, "unhealthy: account Home: Emporia refused the login (check email and password "
                 "in vuegraf.json)")}
     assert observer.seen[-1].healthy
+    counted_equals_seen(stats, sim)
+    assert_everything_stored(tmp_path, sim, end)
+
+
+# -- An endpoint withdrawn: Emporia changed its API ----------------------------------------------
+
+
+def test_an_endpoint_answering_404_is_an_api_change_not_an_outage(
+    tmp_path: Path, cloud: tuple[CognitoStandIn, SimulatorServer, Shared],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cognito, sim, shared = cloud
+    config = config_for(tmp_path)
+    seed(config, sim)
+    stats = Stats()
+    observer = Observer(tmp_path, stats, config.health_failure_threshold)
+    broken = (T0 + timedelta(minutes=10), T0 + timedelta(minutes=40))
+    end = broken[1] + timedelta(minutes=30)
+
+    def withdrawn(now: datetime) -> None:
+        if broken[0] <= now < broken[1]:
+            sim.set_fault(404, endpoints={"getDeviceListUsages"})
+        else:
+            sim.clear_fault()  # (put back: an API change Emporia undid)
+
+    with caplog.at_level(logging.INFO, logger="vuegraf"):
+        shared.run(config, T0, end, stats, [withdrawn, observer])
+
+    # pyemvue answers a 404 of the usage request with an empty result; the status _send saw
+    # says what it was.
+    assert account_lines(caplog, logging.ERROR) == [
+        "Account Home: 1MIN: usage request failed: Emporia sent HTTP 404 with no usage data; "
+        "Emporia's API has changed (neither your side nor an outage: HTTP 404 at "
+        "getDeviceListUsages: the endpoint is gone); this vuegraf needs an update; retrying "
+        "with back-off"
+    ]
+    assert observer.changes() == ["ok", "api_changed", "ok"]
+    during = observer.during(broken[0] + timedelta(minutes=1), broken[1])
+    assert {s.metric_state for s in during} == {"api_changed"}
+    assert len(recoveries(caplog)) == 1
     counted_equals_seen(stats, sim)
     assert_everything_stored(tmp_path, sim, end)

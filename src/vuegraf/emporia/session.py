@@ -399,10 +399,11 @@ class EmporiaSession:
             raise reworded(err, f"{what} failed") from None
         except Exception as err:
             self._call_failed(vue, err)
-            if type(err) is EmporiaError and (self.last_status or 0) >= 400:
+            status = self.last_status
+            if type(err) is EmporiaError and status is not None and status >= 400:
                 # Raised by the caller for an error status pyemvue turned into an empty
                 # answer: the status says whose side it is.
-                err = for_status(str(err), self.last_status or 0)
+                err = for_status(str(err), status, getattr(self._request, "endpoint", ""))
             if isinstance(err, EmporiaError):
                 raise reworded(err, f"{what} failed") from None
             raise self._translated(f"{what} failed", err) from None
@@ -476,6 +477,7 @@ class EmporiaSession:
             raise
         status = response.status_code
         self._request.status = status
+        self._request.endpoint = endpoint
         self._count(endpoint, "ok" if status < 400 else f"http_{status}")
         if status == 429:
             raise self._rate_limited(response.headers.get("Retry-After"))
