@@ -155,3 +155,12 @@ def test_every_class_has_one_of_the_exported_states():
     assert all(issubclass(c, EmporiaDown) for c in (EmporiaUnreachable, EmporiaServerError,
                                                     EmporiaRateLimited))
     assert not issubclass(EmporiaAuthFailed, EmporiaDown)
+
+
+def test_a_pyemvue_vuegraf_cannot_use_is_said_as_such():
+    err = PyemvueUnsupported("pyemvue 0.19.0 is not supported by this vuegraf: it has no x")
+    assert err.state == "api_changed"  # vuegraf (here: its install) needs an update
+    assert reason(err) == ("the installed pyemvue is not the one this vuegraf needs "
+                           "(reinstall vuegraf)")
+    assert plainly(err) == ("this vuegraf cannot talk to Emporia (pyemvue 0.19.0 is not "
+                            "supported by this vuegraf: it has no x)")

@@ -128,6 +128,8 @@ def reason(err: EmporiaError) -> str:
     why = err.why or short(err)
     if isinstance(err, EmporiaAuthFailed):
         return "Emporia refused the login (check email and password in vuegraf.json)"
+    if isinstance(err, PyemvueUnsupported):
+        return "the installed pyemvue is not the one this vuegraf needs (reinstall vuegraf)"
     if isinstance(err, EmporiaApiChanged):
         return f"Emporia's API has changed ({why}); vuegraf needs an update"
     if isinstance(err, EmporiaRateLimited):
