@@ -38,6 +38,10 @@ T0 = datetime(2026, 11, 23, 15, 0, 20, tzinfo=UTC)
 SECRET = "hunter2-very-secret"
 URL_SECRET = "url-s3cret"  # a password in simulatorUrl's user part: never in a message
 # What a requests/urllib3 exception says, which only -d may show.
+# What the one ERROR line of an unreachable Emporia says after what failed: whose side, and
+# what vuegraf does now.
+UNREACHABLE = ("; Emporia cannot be reached (its side, or the network's); retrying with "
+               "back-off, holes are filled once it answers")
 LIBRARY_TEXT = ("HTTPConnectionPool", "Max retries exceeded", "urllib3", "NewConnectionError",
                 "NameResolutionError", "Errno", "Traceback")
 
@@ -149,12 +153,12 @@ def test_emporia_unreachable_is_one_short_error_line(tmp_path, capsys, where, de
         if where == "closed-port":
             url = f"http://vue:{URL_SECRET}@127.0.0.1:{port}"
             line = f"Account Home: start-up: simulator login failed: 127.0.0.1:{port}: " \
-                   "connection refused"
+                   "connection refused" + UNREACHABLE
             library = "Connection refused"
         else:
             url = "http://nonexistent.invalid:1"  # .invalid never resolves (RFC 6761)
             line = "Account Home: start-up: simulator login failed: nonexistent.invalid:1: " \
-                   "name not resolved"
+                   "name not resolved" + UNREACHABLE
             library = "Failed to resolve 'nonexistent.invalid'"
         clock = FakeClock(T0, stop_after=T0 + timedelta(minutes=15))
         flags = ["-d"] if debug else []
@@ -195,6 +199,7 @@ def test_an_outage_mid_run_is_one_error_line_then_one_recovery_line(tmp_path, ca
     assert code == 0, err
     assert log_lines(err, "ERROR") == [
         f"Account Home: 1MIN: usage request failed: 127.0.0.1:{port}: connection refused"
+        + UNREACHABLE
     ]
     recovered = [m for m in log_lines(err, "INFO") if "recovered after" in m]
     assert len(recovered) == 1 and recovered[0].startswith("Account Home: recovered after ")

@@ -54,3 +54,31 @@ def test_vuegraf_health_command_exit_codes(tmp_path):
         env={"VUEGRAF_STATE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
     assert env_out.returncode == 0
+
+
+def test_vuegraf_health_says_whose_side_and_a_refused_login_is_unhealthy_at_once(tmp_path):
+    stats = Stats()
+    stats.count_cycle(True, 0.5, datetime.now(UTC))  # the threshold is far: 0 failed cycles
+    refused = "Emporia refused the login (check email and password in vuegraf.json)"
+    stats.set_account_state("Home", "auth_failed", refused)
+    stats.set_account_state("Cabin", "emporia_down", "Emporia is failing (HTTP 503)")
+    HealthFile(tmp_path, stats, 3, 60).update(datetime.now(UTC))
+    out = subprocess.run([sys.executable, "-m", "vuegraf.health", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stdout.strip() == f"unhealthy: account Home: {refused}"
+    stats.set_account_state("Home", "ok", "")
+    HealthFile(tmp_path, stats, 3, 60).update(datetime.now(UTC))
+    out = subprocess.run([sys.executable, "-m", "vuegraf.health", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0
+    assert out.stdout.strip() == "healthy (account Cabin: Emporia is failing (HTTP 503))"
+
+
+def test_vuegraf_health_does_not_load_pyemvue():
+    """Docker runs it every 30 s: it reads a file, and must not import boto3 to do so."""
+    code = "import sys, vuegraf.health; print(sorted(m for m in ('pyemvue', 'botocore') " \
+           "if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -26,6 +26,13 @@ class Backoff:
         """The wait after one more failure than the one that waited `wait`."""
         return min(wait * 2, self.most)
 
+    def after(self, failures: int) -> timedelta:
+        """The wait after `failures` consecutive failures (the first waits `first`)."""
+        wait = self.first
+        for _ in range(max(0, min(failures, 64) - 1)):
+            wait = self.doubled(wait)
+        return wait
+
 
 @dataclass(frozen=True)
 class TickBackoff:
@@ -53,6 +60,10 @@ EMPORIA_RETRY = Backoff(first=timedelta(seconds=0.5), most=timedelta(seconds=4))
 # Emporia outage do not come back in step.
 ACCOUNT = TickBackoff(most_skipped=15)
 ACCOUNT_JITTER = (0.8, 1.2)
+# An account whose login Emporia refused (a wrong e-mail or password): it will not heal by
+# itself, and Cognito locks out an account tried too often, so 15 min, doubling up to 4 h.
+# Editing vuegraf.json and sending SIGHUP (or restarting) tries again at once.
+AUTH_REFUSED = Backoff(first=timedelta(minutes=15), most=timedelta(hours=4))
 # A 429 without Retry-After: no request for 1 min, doubling while 429s go on, up to 30 min.
 RATE_LIMITED = Backoff(first=timedelta(minutes=1), most=timedelta(minutes=30))
 # A Retry-After longer than this is taken as this: a wrong header must not stop us for weeks.

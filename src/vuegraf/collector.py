@@ -81,6 +81,14 @@ class TickResult:
     not_before: datetime | None = None  # Emporia answered 429: ask nothing before this
     stopped: bool = False  # a stop cut the tick short: neither an outage nor a recovery
     fill_due: bool = False  # live values worked: holes may be filled (`AccountCollector.fill`)
+    failure: EmporiaError | None = None  # the first live or start-up failure: whose side
+
+    def live_failed(self, what: str, err: EmporiaError) -> None:
+        """Live values (or the start-up) failed: the tick's outcome, and whose side it was
+        on (the first failure's class), for the account's state."""
+        self.errors.append(f"{what}: {err}")
+        self.failure = self.failure or err
+        self.rate_limited(err)
 
     def rate_limited(self, err: EmporiaError) -> None:
         """Keep a 429's Retry-After, so the loop does not ask before it."""
@@ -469,8 +477,7 @@ class AccountCollector:
                 result.stopped = True  # not Emporia's fault: nothing to report
                 return result
             except EmporiaError as err:
-                result.errors.append(f"start-up: {err}")
-                result.rate_limited(err)
+                result.live_failed("start-up", err)
                 return result
         if not self._store_read:
             self.seed(now)  # a store that cannot answer yet delays old holes, not collection
@@ -606,8 +613,7 @@ class AccountCollector:
             result.stopped = True  # asked again by the next start, like any missed bucket
             return
         except EmporiaError as err:
-            result.errors.append(f"{scale.value}: {err}")
-            result.rate_limited(err)
+            result.live_failed(scale.value, err)
             return
         self._live_done[scale] = newest
         self.emit(points, True)

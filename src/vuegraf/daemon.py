@@ -21,7 +21,8 @@ from typing import Protocol
 from vuegraf import backoff
 from vuegraf.clock import Clock
 from vuegraf.collector import AccountCollector, CollectorSettings, TickResult
-from vuegraf.emporia import EmporiaAccount
+from vuegraf.emporia import EmporiaAccount, EmporiaAuthFailed, EmporiaError, plainly, reason
+from vuegraf.emporia.errors import OK, RATE_LIMITED
 from vuegraf.model import Point
 from vuegraf.pool import RequestPool
 from vuegraf.schedule import next_tick
@@ -152,6 +153,17 @@ class Daemon:
             )
             for c in self.collectors
         ]
+        # A reload's accounts: states of accounts no longer configured are forgotten; one
+        # failing before the reload is still failing here (silently), so its first success
+        # says it recovered, and a failure that goes on is said again (the reload may have
+        # been the user's fix that did not work).
+        self.stats.keep_account_states([c.name for c in self.collectors])
+        states = self.stats.snapshot().account_states
+        for account in self._accounts:
+            state, why = states.get(account.collector.name, (OK, ""))
+            if state != OK:
+                account.state.failed("%s: %s (before the reload)", account.state.what, why,
+                                     kind="before the reload", level=logging.DEBUG)
         self._rng = random.Random()
         self.on_cycle = list(on_cycle)
         if concurrency is None:
@@ -367,10 +379,22 @@ class Daemon:
         if outcome.ok:
             self._recovered(account.state)
             account.retry_at = None
+            if outcome.not_before is not None and outcome.not_before > self.clock.now():
+                # Live values worked, a fill was answered 429: the account waits all the same.
+                until = outcome.not_before.strftime("%Y-%m-%d %H:%M:%S")
+                self.stats.set_account_state(
+                    name, RATE_LIMITED, f"Emporia asks for fewer requests (HTTP 429, until "
+                    f"{until} UTC)")
+            else:
+                self.stats.set_account_state(name, OK, "")
         else:
-            account.state.failed("%s: %s", account.state.what, _summary(outcome.errors))
+            # The first failure's class says whose side it is on; one line when that changes.
+            failure = outcome.failure or EmporiaError(_summary(outcome.errors))
+            words = self._worded(account, failure, outcome)
+            account.state.failed("%s: %s", account.state.what, words, kind=failure.state)
+            self.stats.set_account_state(name, failure.state, reason(failure))
             result.failed_accounts.append(name)
-            account.retry_at = self.clock.now() + self._backoff(account.state.failures)
+            account.retry_at = self.clock.now() + self._backoff(account.state.failures, failure)
         if outcome.not_before is not None:
             # Emporia answered 429: its Retry-After wins over the usual back-off.
             retry_at = account.retry_at or outcome.not_before
@@ -380,9 +404,21 @@ class Daemon:
     def _recovered(state: StateLog) -> None:
         state.recovered("%s: recovered after %d failed cycles", state.what, state.failures)
 
-    def _backoff(self, failures: int) -> timedelta:
+    def _worded(self, account: _Account, failure: EmporiaError, outcome: TickResult) -> str:
+        """The account's failure for its one log line: what failed, then whose side it is
+        on and what vuegraf does now."""
+        said = plainly(failure)
+        if isinstance(failure, EmporiaAuthFailed):
+            wait = backoff.AUTH_REFUSED.after(account.state.failures + 1)
+            said += f"; asking again in {wait.total_seconds() / 60:.0f} min"
+        return f"{_summary(outcome.errors)}; {said}"
+
+    def _backoff(self, failures: int, failure: EmporiaError | None = None) -> timedelta:
         """Wait before asking a failing account again (backoff.ACCOUNT), stretched at random
-        so many installs do not hammer Emporia in step after an outage."""
+        so many installs do not hammer Emporia in step after an outage. A refused login is
+        asked again only after backoff.AUTH_REFUSED: it will not heal by itself."""
+        if isinstance(failure, EmporiaAuthFailed):
+            return backoff.AUTH_REFUSED.after(failures)
         intervals = backoff.ACCOUNT.skipped(failures)
         if not intervals:
             return timedelta(0)

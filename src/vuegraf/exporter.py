@@ -45,6 +45,7 @@ from vuegraf import __version__
 from vuegraf.budget import SHED_ORDER
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import PrometheusConfig
+from vuegraf.emporia.errors import ACCOUNT_STATES
 from vuegraf.energy import DEFAULT_WINDOW, ChannelId, EnergyLedger, Totals
 from vuegraf.httpserve import BackgroundServer, Handler, Response
 from vuegraf.model import Point, Scale, Unit
@@ -444,6 +445,25 @@ def _stats_families(stats: Stats) -> Iterator[Metric]:
             shedding.add_metric([account, what], 1 if what in shed else 0)
     if snap.shedding:  # absent, not zero, where no collector runs (a history import alone)
         yield shedding
+    if snap.account_states:  # absent until an account's first tick ended
+        yield _account_state_family(snap.account_states)
+
+
+def _account_state_family(states: dict[str, tuple[str, str]]) -> Metric:
+    """`vuegraf_account_state{account,state}`: 1 for each account's current state, 0 for the
+    others, so an alert tells a refused password (auth_failed: the user's side) from an
+    Emporia outage (emporia_down, rate_limited) or an API change (api_changed)."""
+    family = GaugeMetricFamily(
+        "vuegraf_account_state",
+        "1 for the account's current state, else 0: ok, auth_failed (Emporia refused the "
+        "login: check the password), emporia_down or rate_limited (Emporia's side), "
+        "api_changed (vuegraf needs an update)",
+        labels=["account", "state"],
+    )
+    for account, (current, _reason) in sorted(states.items()):
+        for state in ACCOUNT_STATES:
+            family.add_metric([account, state], 1 if state == current else 0)
+    return family
 
 
 def register_runtime_collectors(registry: CollectorRegistry) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -116,6 +117,13 @@ class Stats:
         Emporia's; "api_changed": Emporia changed its API, vuegraf needs an update)."""
         with self._lock:
             self._account_states[account] = (state, reason)
+
+    def keep_account_states(self, accounts: Collection[str]) -> None:
+        """Forget the states of accounts not in `accounts` (a reload removed or renamed
+        them): an old name's refused login must not keep the health check failing."""
+        with self._lock:
+            for gone in set(self._account_states) - set(accounts):
+                del self._account_states[gone]
 
     def set_shedding(self, account: str, level: str) -> None:
         """What the daily request budget makes an account leave out now ("" for nothing)."""

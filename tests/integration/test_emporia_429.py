@@ -3,9 +3,10 @@
 The real daemon in virtual time, real pyemvue over HTTP to the simulator (which shares the
 virtual clock and records every request), the embedded SQLite store. While Emporia says 429,
 vuegraf must not ask again before the Retry-After (or, without one, before a back-off that
-grows), log the episode once and its end once, count every request it made exactly as the
-simulator saw them, and afterwards fill every minute it missed: the store is compared with
-the simulator's model for each minute and channel.
+grows), log the episode once and its end once, show the account as rate limited (Emporia's
+side) in Stats, `/metrics` and the health check while it lasts and ok afterwards, count
+every request it made exactly as the simulator saw them, and afterwards fill every minute it
+missed: the store is compared with the simulator's model for each minute and channel.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness import oracle
 from harness.completeness import compare, seed_minute, sqlite_points
 from harness.inprocess import run_daemon, simulator_config
 from vuegraf.clock import FakeClock
+from vuegraf.config import PrometheusConfig
+from vuegraf.exporter import ExporterServer, LatestValues, VuegrafCollector
+from vuegraf.health import HealthFile, check
 from vuegraf.simulator import SimulatorServer, UsageModel
 from vuegraf.simulator.server import RequestRecord
 from vuegraf.stats import Stats
@@ -73,8 +78,22 @@ def test_429_backs_off_logs_once_counts_and_loses_nothing(tmp_path, caplog, case
                 sim.clear_fault()
 
         stats = Stats()
+        health = HealthFile(tmp_path / "observed", stats, config.health_failure_threshold, 60)
+        exporter = ExporterServer(PrometheusConfig(port=0), VuegrafCollector(LatestValues(), stats),
+                                  health=health.healthy, runtime_metrics=False)
+        states: list[tuple[datetime, str, str, str]] = []  # (time, state, metric, health says)
+
+        def observe(now: datetime) -> None:
+            """The account's state after each cycle, in Stats, /metrics and the health file."""
+            health.update(now)
+            state, _reason = stats.snapshot().account_states["Home"]
+            (metric,) = [s.labels["state"] for f in text_string_to_metric_families(
+                exporter.metrics_text().decode()) if f.name == "vuegraf_account_state"
+                for s in f.samples if s.value == 1.0]
+            states.append((now, state, metric, check(health.path, now.timestamp())[1]))
+
         with caplog.at_level(logging.INFO, logger="vuegraf"):
-            run_daemon(config, clock, stats, [switch])
+            run_daemon(config, clock, stats, [switch, observe])
         log = sim.requests_seen()
 
     limited = [r for r in log if r.status == 429]
@@ -117,6 +136,19 @@ def test_429_backs_off_logs_once_counts_and_loses_nothing(tmp_path, caplog, case
     assert "more failed requests" not in noisy[0].message, noisy[0].message
     recoveries = 2 if case.outage_first else 1  # the 503 outage ends too
     assert sum("recovered after" in r.message for r in caplog.records) == recoveries
+
+    # Emporia's side, told as such: rate limited while it says 429, ok once it answers, the
+    # same in Stats and /metrics; the health check names it.
+    assert all(state == metric for _t, state, metric, _h in states)
+    limited_states = {state for t, state, _m, _h in states if LIMITED_FROM <= t < LIMITED_UNTIL}
+    assert "rate_limited" in limited_states
+    assert limited_states <= {"rate_limited", "ok"} | ({"emporia_down"} if case.outage_first
+                                                       else set())
+    said = [h for t, state, _m, h in states if state == "rate_limited"]
+    assert all("account Home: Emporia asks for fewer requests (HTTP 429" in h for h in said), said
+    assert states[-1][1] == "ok"
+    if case.outage_first:
+        assert "emporia_down" in {state for t, state, _m, _h in states if t < LIMITED_FROM}
 
     # Every request counted, as the simulator saw it, 429s included.
     counted: Counter[str] = Counter()

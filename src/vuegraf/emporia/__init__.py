@@ -9,6 +9,9 @@ of vuegraf imports, so callers need not know which module holds what.
 
 from vuegraf.emporia.account import EmporiaAccount
 from vuegraf.emporia.errors import (
+    EmporiaApiChanged,
+    EmporiaAuthFailed,
+    EmporiaDown,
     EmporiaError,
     EmporiaRateLimited,
     EmporiaServerError,
@@ -16,6 +19,8 @@ from vuegraf.emporia.errors import (
     EmporiaUnreachable,
     PyemvueUnsupported,
     describe_unreachable,
+    plainly,
+    reason,
 )
 from vuegraf.emporia.session import (
     RELOGIN_AFTER_FAILURES,
@@ -29,6 +34,9 @@ __all__ = [
     "RELOGIN_AFTER_FAILURES",
     "SUPPORTED_PYEMVUE",
     "EmporiaAccount",
+    "EmporiaApiChanged",
+    "EmporiaAuthFailed",
+    "EmporiaDown",
     "EmporiaError",
     "EmporiaRateLimited",
     "EmporiaServerError",
@@ -38,5 +46,7 @@ __all__ = [
     "RateLimits",
     "RetryPolicy",
     "describe_unreachable",
+    "plainly",
     "pyemvue_problem",
+    "reason",
 ]

@@ -45,13 +45,16 @@ from vuegraf import __version__, backoff
 from vuegraf.clock import Clock
 from vuegraf.config import AccountConfig
 from vuegraf.emporia.errors import (
+    EmporiaAuthFailed,
+    EmporiaDown,
     EmporiaError,
     EmporiaRateLimited,
     EmporiaServerError,
     EmporiaStopped,
-    EmporiaUnreachable,
     PyemvueUnsupported,
+    classified,
     describe_unreachable,
+    for_status,
     host_of,
     reworded,
     short,
@@ -321,24 +324,37 @@ class EmporiaSession:
             raise reworded(err, f"{how} login failed") from None
         except Exception as err:  # pyemvue raises botocore/requests errors of many kinds
             self._count("login", "error", budgeted=False)
-            raise self._translated(f"{how} login failed", err) from None
+            raise self._translated(f"{how} login failed", err, login=True) from None
         self._count("login", "ok" if ok else "error", budgeted=False)
         if not ok:
-            raise EmporiaError(f"{how} login failed: Emporia did not accept the credentials")
+            tokens = getattr(getattr(vue, "auth", None), "tokens", None)
+            if tokens:
+                # pyemvue says False for a refused password and for an empty /customers
+                # answer alike; with tokens in hand it was the latter: Emporia's side.
+                raise EmporiaDown(
+                    f"{how} login failed: Emporia sent no customer record",
+                    "no customer record after the credentials were accepted",
+                )
+            raise EmporiaAuthFailed(
+                f"{how} login failed: Emporia did not accept the credentials",
+                "the login service refused them",
+            )
         return vue
 
     def _login_cognito(self) -> PyEmVue:
         """Stored tokens first (refreshed by pyemvue as needed); the password when they fail.
 
-        Emporia failing (5xx, 429) or a stop is no reason to doubt the tokens: then the
-        password login is not tried (it would fail the same way, at twice the cost).
+        Emporia failing (its side: 5xx, 429, no answer, the login service's 502, a 400 of
+        `/customers`) or a stop is no reason to doubt the tokens: then the password login is
+        not tried (it would fail the same way, at twice the cost) and the file is kept.
         """
         token_file = self.token_file
-        if token_file is not None and token_file.exists():
+        # Empty: made (0600) for a password login that failed; no tokens to try.
+        if token_file is not None and token_file.exists() and token_file.stat().st_size:
             try:
                 return self._login("token", lambda v: v.login(
                     username=self.account.email, token_storage_file=str(token_file)))
-            except (EmporiaServerError, EmporiaRateLimited, EmporiaStopped, EmporiaUnreachable):
+            except (EmporiaDown, EmporiaStopped):
                 raise
             except EmporiaError as err:
                 logger.warning(
@@ -383,21 +399,24 @@ class EmporiaSession:
             raise reworded(err, f"{what} failed") from None
         except Exception as err:
             self._call_failed(vue, err)
+            status = self.last_status
+            if type(err) is EmporiaError and status is not None and status >= 400:
+                # Raised by the caller for an error status pyemvue turned into an empty
+                # answer: the status says whose side it is.
+                err = for_status(str(err), status, getattr(self._request, "endpoint", ""))
             if isinstance(err, EmporiaError):
                 raise reworded(err, f"{what} failed") from None
             raise self._translated(f"{what} failed", err) from None
         self._call_succeeded(vue)
         return result
 
-    def _translated(self, failed: str, err: Exception) -> EmporiaError:
-        """A library's exception as one short line: `failed` (what failed), and for a
-        connection that failed, the host and why (its full text only at DEBUG: -d)."""
-        unreachable = describe_unreachable(err)
-        if unreachable is None:
-            return EmporiaError(f"{failed}: {type(err).__name__}: {short(err)}")
-        reason, host = unreachable
-        logger.debug("Account %s: %s: %s: %s", self.name, failed, type(err).__name__, err)
-        return EmporiaUnreachable(f"{failed}: {host or self._api_host()}: {reason}")
+    def _translated(self, failed: str, err: Exception, login: bool = False) -> EmporiaError:
+        """A library's exception as one short line of the class that says whose side it is
+        on (`classified`): `failed` (what failed), and for a connection that failed, the
+        host and why (its full text only at DEBUG: -d)."""
+        if describe_unreachable(err) is not None:
+            logger.debug("Account %s: %s: %s: %s", self.name, failed, type(err).__name__, err)
+        return classified(failed, err, self._api_host(), login)
 
     def _api_host(self) -> str:
         """The host this account's API requests go to, for messages."""
@@ -458,6 +477,7 @@ class EmporiaSession:
             raise
         status = response.status_code
         self._request.status = status
+        self._request.endpoint = endpoint
         self._count(endpoint, "ok" if status < 400 else f"http_{status}")
         if status == 429:
             raise self._rate_limited(response.headers.get("Retry-After"))
@@ -468,7 +488,8 @@ class EmporiaSession:
             self._request.count = failed
             if failed >= attempts:
                 raise EmporiaServerError(
-                    f"Emporia answered HTTP {status} ({failed} attempt{'s' if failed > 1 else ''})"
+                    f"Emporia answered HTTP {status} ({failed} attempt{'s' if failed > 1 else ''})",
+                    f"HTTP {status} at {endpoint}",
                 )
             if self.clock.wait(self.retry.delay(failed)):
                 raise EmporiaStopped(f"Emporia answered HTTP {status}; retry cut short by a stop")

@@ -7,7 +7,9 @@ pool's JWKS once to read the access token's expiry. `CognitoStandIn` replaces ex
 - `cognito_class()` is a drop-in for pycognito's `Cognito` (the constructor, `authenticate`,
   `renew_access_token`, `get_user`, the token attributes and `client.exceptions`), backed by
   this object's users and tokens;
-- the JWKS is served over real HTTP by a small local server, at `user_pool_url`.
+- the JWKS is served over real HTTP by a small local server, at `user_pool_url`;
+- `failing_status` makes every password login and token renewal fail as botocore reports
+  Cognito answering that status (a `ClientError`), for an outage of the login service.
 
 Tokens are real RS256 JWTs signed with a key made at start, so pyemvue decodes and checks them
 with PyJWT exactly as it does Cognito's. `check_token` tells the Emporia simulator (as its
@@ -22,6 +24,7 @@ the token file) runs unchanged. For tests and benchmarks only: vuegraf never imp
 
 from __future__ import annotations
 
+import http.client
 import json
 import secrets
 import threading
@@ -33,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
+from botocore.exceptions import ClientError  # type: ignore[import-untyped]  # no stubs
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
@@ -76,6 +80,11 @@ class CognitoStandIn:
     # Seconds past `exp` the API still accepts an id token (JWT validators allow for clock
     # skew), so a test can let pyemvue see a token expire without the API refusing it first.
     api_leeway_s: float = 0.0
+    # While set, every password login and token renewal fails the way botocore reports
+    # Cognito answering this HTTP status (502: an outage of the login service) after its own
+    # retries: a `ClientError` whose code is the status. `failed_calls` counts them.
+    failing_status: int | None = None
+    failed_calls: int = 0
 
     def __post_init__(self) -> None:
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -197,6 +206,28 @@ class CognitoStandIn:
         with self._lock:
             self._refresh.clear()
 
+    def _fail_if_failing(self) -> None:
+        """Raise what botocore raises when Cognito answers `failing_status` to InitiateAuth:
+        a body that is no JSON error (a gateway's page) gives the status as the error code
+        and its reason phrase as the message; its retries are spent (legacy mode: 4)."""
+        with self._lock:
+            status = self.failing_status
+            if status is None:
+                return
+            self.failed_calls += 1
+        raise ClientError(
+            {
+                "Error": {"Code": str(status), "Message": http.client.responses.get(status, "")},
+                "ResponseMetadata": {
+                    "HTTPStatusCode": status,
+                    "HTTPHeaders": {"content-type": "text/html"},
+                    "MaxAttemptsReached": True,
+                    "RetryAttempts": 4,
+                },
+            },
+            "InitiateAuth",
+        )
+
     # -- pycognito's Cognito, as pyemvue uses it -----------------------------------------------
 
     def cognito_class(self) -> type:
@@ -230,6 +261,7 @@ class CognitoStandIn:
                 return standin.user_pool_url
 
             def authenticate(self, password: str) -> None:
+                standin._fail_if_failing()
                 email = (self.username or "").lower()
                 with standin._lock:
                     known = standin.users.get(email)
@@ -247,6 +279,7 @@ class CognitoStandIn:
                 self.token_type = "Bearer"
 
             def renew_access_token(self) -> None:
+                standin._fail_if_failing()
                 with standin._lock:
                     email = standin._refresh.get(self.refresh_token or "")
                     if email is None:
