@@ -47,7 +47,7 @@ from vuegraf.config import PrometheusConfig
 from vuegraf.energy import DEFAULT_WINDOW, ChannelId, EnergyLedger, Totals
 from vuegraf.httpserve import BackgroundServer, Handler, Response
 from vuegraf.model import Point, Scale
-from vuegraf.stats import Stats
+from vuegraf.stats import Stats, StatsSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -371,6 +371,31 @@ def _stats_families(stats: Stats) -> Iterator[Metric]:
     if snap.mqtt_connected is not None:
         mqtt.add_metric([], 1 if snap.mqtt_connected else 0)
     yield mqtt
+    yield from _consistency_families(snap)
+
+
+def _consistency_families(snap: StatsSnapshot) -> Iterator[Metric]:
+    """The consistency check (vuegraf.consistency): buckets judged and those whose finer
+    buckets did not add up to them, per account and scale of the bucket (1H, 1D). Absent
+    until the first bucket is judged, as other values not known yet are."""
+    if not snap.checked:
+        return
+    checked = CounterMetricFamily(
+        "vuegraf_consistency_checked_total",
+        "Buckets written whose finer buckets were compared with them (1H: minutes, 1D: hours)",
+        labels=["account", "scale"],
+    )
+    disagreements = CounterMetricFamily(
+        "vuegraf_consistency_disagreements_total",
+        "Buckets written that their finer buckets did not add up to, within Emporia's rounding",
+        labels=["account", "scale"],
+    )
+    # Every pair judged, zeros included, so increase() sees the first disagreement.
+    for key, count in sorted(snap.checked.items()):
+        checked.add_metric(list(key), count)
+        disagreements.add_metric(list(key), snap.disagreements.get(key, 0))
+    yield checked
+    yield disagreements
 
 
 def register_runtime_collectors(registry: CollectorRegistry) -> None:
