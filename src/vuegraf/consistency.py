@@ -63,6 +63,7 @@ JUDGED_SECONDS = 400 * 86_400
 #: 7 days, so none of theirs can come (an import of a year of hours opens no bucket for them).
 MINUTES_KEPT_SECONDS = 8 * 86_400
 _SWEEP_SECONDS = 3_600  # how often idle buckets are looked for
+_DAYS_KEPT = 4_096  # instants whose local day is remembered
 _NOTHING = math.nan  # a part or own point not written yet
 
 _SeriesKey = tuple[str, str, str]  # account, device, channel
@@ -121,6 +122,7 @@ class ConsistencyCheck:
         self._judged: dict[tuple[_SeriesKey, Scale], MinuteSet] = {}
         self._warned_on: object = None  # the local date of the last WARNING
         self._next_sweep = 0.0
+        self._days: dict[int, tuple[int, int] | None] = {}  # instant -> its local day
         self.disagreements: list[Disagreement] = []  # the newest few, for tests and reports
         self.checked = 0
 
@@ -168,13 +170,18 @@ class ConsistencyCheck:
 
     def _whole_hour_day(self, t: datetime) -> tuple[int, int] | None:
         """(start, hours) of the local day holding `t`, or None when a midnight of it is not
-        on a UTC hour."""
+        on a UTC hour. Kept by instant: every channel's point of an hour asks the same."""
+        key = int(t.timestamp())
+        if key in self._days:
+            return self._days[key]
         start = local_day_start(t, self.zone)
         end = next_local_day_start(start, self.zone)
         first, last = int(start.timestamp()), int(end.timestamp())
-        if first % 3600 or last % 3600:
-            return None
-        return first, (last - first) // 3600
+        day = None if first % 3600 or last % 3600 else (first, (last - first) // 3600)
+        if len(self._days) >= _DAYS_KEPT:
+            self._days.clear()
+        self._days[key] = day
+        return day
 
     def _bucket(
         self, p: Point, scale: Scale, start: int, size: int, now: float
