@@ -11,13 +11,14 @@ its hours) disagree; a changed day makes that day disagree. One WARNING says so.
 
 from __future__ import annotations
 
+import argparse
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from vuegraf.cli import import_history
+from vuegraf.cli import import_history, run
 from vuegraf.clock import FakeClock
 from vuegraf.config import PrometheusConfig, parse_config
 from vuegraf.consistency import ConsistencyCheck
@@ -142,3 +143,31 @@ def test_a_30_day_import_adds_up_and_planted_buckets_are_found(tmp_path, caplog,
     assert d.parts_sum - d.whole == pytest.approx(0.1 * minute_kwh * 1000.0, rel=1e-6)
     d = by_bucket[(Scale.DAY, day_of_hour)]
     assert d.parts_sum - d.whole == pytest.approx(0.1 * hour_kwh * 1000.0, rel=1e-6)
+
+
+def test_collection_live_and_filled_adds_up(tmp_path, caplog):
+    """`run` as `main` calls it, from a first start: the week of holes filled from chart data
+    and three hours of live minutes, hours and a day all reach the check, and add up."""
+    caplog.set_level(logging.INFO, logger="vuegraf.consistency")
+    start = datetime(2026, 11, 18, 4, 30, 20, tzinfo=UTC)  # 23:30 in New York
+    clock = FakeClock(start, stop_after=start + timedelta(hours=3))
+    stats = Stats()
+    with SimulatorServer(seed=5, now=clock.now) as sim:
+        config = parse_config(
+            {
+                "accounts": [{"name": "Home", "email": "h@example.com", "password": "pw",
+                              "simulatorUrl": sim.url}],
+                "timezone": "America/New_York",
+                "stateDir": str(tmp_path / "state"),
+                "sqlitePath": str(tmp_path / "vuegraf.sqlite"),
+            },
+            tmp_path / "vuegraf.json",
+        )
+        args = argparse.Namespace(dryrun=False, debug=False)
+        assert run(config, args, clock, stats, 0, False) == 0
+    snap = stats.snapshot()
+    # Hours of the filled week and the live ones, and the filled week's days.
+    assert snap.checked[("Home", "1H")] >= 6 * 24 * 24
+    assert snap.checked[("Home", "1D")] >= 5 * 24
+    assert snap.disagreements == {}
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
