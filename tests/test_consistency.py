@@ -8,6 +8,7 @@ Wh: so 60 minutes of 600 W make an hour of 600 W, and 24 hours of 100 W a day of
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -129,6 +130,7 @@ def test_a_refill_replaces_a_value_before_judging_and_is_not_counted_twice(stats
     first = minutes(HOUR, [600.0] * 60)
     first[7] = minute(HOUR + timedelta(minutes=7), 0.0)  # a live value Emporia then revised
     check.add(first)
+    check.add([minute(HOUR + timedelta(minutes=3), math.nan)])  # not a value: ignored
     check.add([minute(HOUR + timedelta(minutes=7), 600.0), hour_point(HOUR, 600.0)])
     assert stats.snapshot().checked == {("Home", "1H"): 1}
     assert stats.snapshot().disagreements == {}

@@ -33,7 +33,7 @@ import math
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.energy import MinuteSet
@@ -120,7 +120,7 @@ class ConsistencyCheck:
         self.clock = clock if clock is not None else SystemClock()
         self._open: dict[_BucketKey, _Bucket] = {}
         self._judged: dict[tuple[_SeriesKey, Scale], MinuteSet] = {}
-        self._warned_on: object = None  # the local date of the last WARNING
+        self._warned_on: date | None = None  # the local date of the last WARNING
         self._next_sweep = 0.0
         self._days: dict[int, tuple[int, int] | None] = {}  # instant -> its local day
         self.disagreements: list[Disagreement] = []  # the newest few, for tests and reports
@@ -133,8 +133,8 @@ class ConsistencyCheck:
     def add(self, points: Sequence[Point]) -> None:
         now = self.clock.now().timestamp()
         for p in points:
-            if p.unit is not Unit.WATTS:
-                continue
+            if p.unit is not Unit.WATTS or not math.isfinite(p.watts):
+                continue  # NaN marks "not written yet" inside a bucket
             if p.scale is Scale.MINUTE:
                 self._add_minute(p, now)
             elif p.scale is Scale.HOUR:
