@@ -30,7 +30,8 @@ Semantics chosen (Emporia's live view, kept simple; docs/ARCHITECTURE.md, "The E
   the minutes of an hour add up to the hour and the hours of a day to the day, for every
   channel, within the nine significant digits served. This holds for the leaves (circuits and
   a panel's remainder); mains, Balance and the grid split are sums of leaves. Pieces and their
-  minutes' weights are cached, so a minute costs about what a modelled bucket costs.
+  minutes' weights are cached, so a minute costs about 1.5 modelled buckets, an hour or a day
+  about one (bench/consistency.py).
 - 1S is modelled directly and is not a share of its minute; 1W/1MON/1Y are sums of the days.
 """
 
