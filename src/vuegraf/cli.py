@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from vuegraf import __version__
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import Config, ConfigError, load_config
+from vuegraf.consistency import ConsistencyCheck
 from vuegraf.daemon import Daemon
 from vuegraf.emporia import EmporiaAccount, RateLimits, pyemvue_problem
 from vuegraf.energy import EnergyLedger
@@ -271,11 +272,15 @@ def run(
             logger.error("--resetdatabase failed: %s", err)
             return EXIT_FATAL
     ledger = None if args.dryrun or not wants_ledger(config) else build_ledger(config, clock, shard)
+    # What is written is checked to add up (minutes to hours, hours to days); a dry run
+    # writes nothing. One check for the import and collection: a day imported is judged
+    # when collection brings its last hours.
+    check = None if args.dryrun else ConsistencyCheck(config.zone, stats, clock)
     if history_days:
         try:
             imported = import_history(
                 config, accounts, history_days, args.dryrun, clock, stats, ledger, shard,
-                bar=log_format == "text",
+                bar=log_format == "text", check=check,
             )
         except SinkError as err:
             logger.error("--historydays: %s", err)
@@ -294,6 +299,7 @@ def run(
         ledger=ledger,
         directory=lambda: [(a.name, a.catalog.devices) for a in accounts],
         owned=[a.name for a in accounts],
+        check=check,
     )
     health = HealthFile(
         config.state_dir or config.config_path.parent,
@@ -418,6 +424,7 @@ def import_history(
     ledger: EnergyLedger | None = None,
     shard: Shard = WHOLE,
     bar: bool = True,
+    check: ConsistencyCheck | None = None,
 ) -> bool:
     """--historydays: hour and day points for N days (minutes inside retention), streamed.
 
@@ -426,7 +433,8 @@ def import_history(
 
     MQTT is left out: old windows are not news for subscribers. The energy counters are not:
     a minute the import stores is one no later fill brings again, so it is counted here (the
-    ledger's origin keeps minutes from before a channel's counter began out).
+    ledger's origin keeps minutes from before a channel's counter began out). `check`, the
+    consistency check, sees every point imported.
     """
     sinks = build_sinks(
         config,
@@ -437,6 +445,7 @@ def import_history(
         mqtt=False,
         shard=shard,
         ledger=ledger,
+        check=check,
     )
     for sink in sinks:
         sink.open()

@@ -49,7 +49,7 @@ from vuegraf.emporia.errors import ACCOUNT_STATES
 from vuegraf.energy import DEFAULT_WINDOW, ChannelId, EnergyLedger, Totals
 from vuegraf.httpserve import BackgroundServer, Handler, Response
 from vuegraf.model import Point, Scale, Unit
-from vuegraf.stats import Stats
+from vuegraf.stats import Stats, StatsSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -447,6 +447,7 @@ def _stats_families(stats: Stats) -> Iterator[Metric]:
         yield shedding
     if snap.account_states:  # absent until an account's first tick ended
         yield _account_state_family(snap.account_states)
+    yield from _consistency_families(snap)
 
 
 def _account_state_family(states: dict[str, tuple[str, str]]) -> Metric:
@@ -464,6 +465,30 @@ def _account_state_family(states: dict[str, tuple[str, str]]) -> Metric:
         for state in ACCOUNT_STATES:
             family.add_metric([account, state], 1 if state == current else 0)
     return family
+
+
+def _consistency_families(snap: StatsSnapshot) -> Iterator[Metric]:
+    """The consistency check (vuegraf.consistency): buckets judged and those whose finer
+    buckets did not add up to them, per account and scale of the bucket (1H, 1D). Absent
+    until the first bucket is judged, as other values not known yet are."""
+    if not snap.checked:
+        return
+    checked = CounterMetricFamily(
+        "vuegraf_consistency_checked_total",
+        "Buckets written whose finer buckets were compared with them (1H: minutes, 1D: hours)",
+        labels=["account", "scale"],
+    )
+    disagreements = CounterMetricFamily(
+        "vuegraf_consistency_disagreements_total",
+        "Buckets written that their finer buckets did not add up to, within Emporia's rounding",
+        labels=["account", "scale"],
+    )
+    # Every pair judged, zeros included, so increase() sees the first disagreement.
+    for key, count in sorted(snap.checked.items()):
+        checked.add_metric(list(key), count)
+        disagreements.add_metric(list(key), snap.disagreements.get(key, 0))
+    yield checked
+    yield disagreements
 
 
 def register_runtime_collectors(registry: CollectorRegistry) -> None:

@@ -1,9 +1,9 @@
 """The simulator's scenario and its deterministic usage model (no HTTP here).
 
 Every value is a pure function of (seed, device, channel, scale, bucket start), so tests, the
-server and a re-run all agree without storing anything. A bucket's kWh is closed form — mean
-power x bucket length x a hashed noise factor — so an hour of per-second data costs a few
-thousand cheap evaluations and never a loop over the seconds inside a bucket.
+server and a re-run all agree without storing anything. A bucket's modelled kWh is closed
+form — mean power x bucket length x a hashed noise factor — so an hour of per-second data
+costs a few thousand cheap evaluations and never a loop over the seconds inside a bucket.
 
 Semantics chosen (Emporia's live view, kept simple; docs/ARCHITECTURE.md, "The Emporia API"):
 
@@ -13,19 +13,31 @@ Semantics chosen (Emporia's live view, kept simple; docs/ARCHITECTURE.md, "The E
 - Mains "1,2,3" = circuits + devices nested on the panel + an unmetered remainder, all for the
   same bucket. Solar circuits are negative, so a bidirectional panel's mains can go negative.
 - "Balance" = mains - circuits - nested devices, i.e. the unmetered remainder.
-- "MainsFromGrid" = max(mains, 0) and "MainsToGrid" = min(mains, 0) (export negative, like the
-  mains), so the two add up to the mains.
+- "MainsFromGrid" = what the panel's circuits, nested devices and remainder draw, and
+  "MainsToGrid" = what its generating circuits feed (negative, like the mains), as a gross
+  meter counts them: the two add up to the mains, and, unlike max(mains, 0) of each bucket,
+  an hour of them is the sum of its minutes.
 - A device's gaps (``gapRate``) null every channel of that device for the bucket, per scale,
   independently; the energy still flows, so the parent's mains still counts it.
 - A device with ``installed_at`` (tests set it; scenario files do not) nulls its own channels
   in every bucket that starts before that instant: Emporia has nothing from before a device
   was installed. A parent's mains is not changed.
-- Scales 1S..1D are modelled directly (1D from the profile's daily mean, not from 24 hours, so a
-  day is only approximately the sum of its hours); 1W/1MON/1Y are sums of the model's days.
+- The scales agree as Emporia's do, top down: a local day is modelled from the profile's daily
+  mean; the day is cut where it meets UTC hours (24 pieces, 23 or 25 on DST days, two half
+  hours at the ends in a +05:30 zone) and each piece gets the day's value in proportion to its
+  own modelled value; a 1H bucket is the sum of its pieces (of one or two days); a minute gets
+  its piece's value in proportion to its own modelled value, and 15MIN is its 15 minutes. So
+  the minutes of an hour add up to the hour and the hours of a day to the day, for every
+  channel, within the nine significant digits served. This holds for the leaves (circuits and
+  a panel's remainder); mains, Balance and the grid split are sums of leaves. Pieces and their
+  minutes' weights are cached, so a minute costs about 1.5 modelled buckets, an hour or a day
+  about one (bench/consistency.py).
+- 1S is modelled directly and is not a share of its minute; 1W/1MON/1Y are sums of the days.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -82,6 +94,8 @@ _UNPACK = struct.Struct(">32H")
 _U16 = 65536.0
 _TWO_U = 2.0 / _U16  # maps a 16-bit draw onto [0, 2)
 _CACHE_LIMIT = 20_000
+_PARTS_LIMIT = 4_096  # device-days cut into pieces: a year of four devices' hours
+_MINUTES_LIMIT = 16_384  # pieces whose minutes were added up
 _SALT_WEATHER = 101
 _SALT_EV = 102
 # Account n of a many-account simulator has device gids (n + 1) x this + the scenario's gid.
@@ -588,6 +602,17 @@ class _Dev:
     zero: frozenset[str]  # channels that always read int 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """A device's local day cut where it meets UTC hours (24 whole hours in a whole-hour zone,
+    23 or 25 on DST days, two half hours at the ends in a +05:30 zone), with each piece's
+    share of the day's value per leaf."""
+
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+    leaves: tuple[tuple[float, ...], ...]  # [piece][leaf]
+
+
 def _round(value: float) -> float:
     """Nine significant digits: stable JSON and the same number on every call."""
     if value == 0:
@@ -632,6 +657,8 @@ class UsageModel:
         # Per-day facts (weather, EV sessions, local midnights) are hashed once and kept.
         self._day_cache: dict[tuple[int, int, int], Any] = {}
         self._mean_cache: dict[tuple[int, int, int], tuple[float, ...]] = {}
+        self._parts_cache: dict[tuple[int, int], _Parts] = {}  # (gid, local date)
+        self._minute_cache: dict[tuple[int, int], tuple[float, ...]] = {}  # (gid, piece start)
 
     # -- public ---------------------------------------------------------------------------
 
@@ -675,7 +702,7 @@ class UsageModel:
         start = bucket_floor(scale, bucket_start, self.tz)
         start_ts = int((start - _EPOCH).total_seconds())
         if scale in FIXED_SECONDS or scale == "1D":
-            raw = self._raw(dev, scale, start_ts, self._context(scale, start_ts), only)
+            raw = self._served(dev, scale, start_ts, only)
         else:
             raw = self._raw_calendar(dev, scale, start, only)
         if only is not None:
@@ -807,10 +834,15 @@ class UsageModel:
         factor = 1.0 + _EV_NOISE * (2.0 * u / _U16 - 1.0)
         return chan.watts * overlap * factor * _KWH_PER_WATT_SECOND
 
-    def _raw(
-        self, dev: _Dev, scale: str, start_ts: int, ctx: _Ctx, only: str | None
-    ) -> dict[str, float]:
-        """Unrounded, ungapped kWh of a device's channels for one sub-day or day bucket.
+    # -- top-down: a day, cut into pieces at UTC hours, cut into minutes ----------------------
+    # A device's leaves are its own channels and, for a panel, the unmetered remainder; a
+    # panel's mains is always the sum of its leaves and its nested devices' mains.
+
+    def _weights(
+        self, dev: _Dev, scale: str, ctx: _Ctx, leaf: int | None = None
+    ) -> tuple[float, ...]:
+        """Unrounded kWh of a device's leaves (or of leaf number `leaf` alone) as the noise of
+        `scale` makes them for one bucket: a day's value, or a finer bucket's weight.
 
         kWh = mean watts x (1 + noise) x seconds; the same expression on both paths below,
         so one circuit alone and the whole panel give bit-identical numbers.
@@ -819,35 +851,136 @@ class UsageModel:
         amp = _NOISE_AMP[scale]
         means = self._means(dev, ctx)
         k = ctx.seconds * _KWH_PER_WATT_SECOND
-        chan = dev.by_num.get(only) if only is not None else None
-        if chan is not None:  # a circuit (or a plug's only channel): no need for the rest
-            u = self._uniforms(gid, _SCALE_INDEX[scale], start_ts, chan.slot + 1)
+        if leaf is not None:  # one leaf: no need for the rest
+            if leaf == len(dev.chans):  # a panel's remainder
+                u = self._uniforms(gid, _SCALE_INDEX[scale], ctx.start_ts, 2)
+                noise = 1.0 + amp * _REMAINDER_NOISE * (u[1] * _TWO_U - 1.0)
+                return (dev.spec.remainder_watts * noise * k,)
+            chan = dev.chans[leaf]
+            u = self._uniforms(gid, _SCALE_INDEX[scale], ctx.start_ts, chan.slot + 1)
             if chan.is_ev:
-                return {chan.num: self._ev_kwh(gid, chan, ctx, u[chan.slot])}
-            m = means[chan.slot - 2]
-            return {chan.num: m * (1.0 + amp * chan.noise * (u[chan.slot] * _TWO_U - 1.0)) * k}
-        u = self._uniforms(gid, _SCALE_INDEX[scale], start_ts, dev.slots)
-        out = {
-            c.num: (
+                return (self._ev_kwh(gid, chan, ctx, u[chan.slot]),)
+            m = means[leaf]
+            return (m * (1.0 + amp * chan.noise * (u[chan.slot] * _TWO_U - 1.0)) * k,)
+        u = self._uniforms(gid, _SCALE_INDEX[scale], ctx.start_ts, dev.slots)
+        out = [
+            (
                 self._ev_kwh(gid, c, ctx, u[c.slot])
                 if c.is_ev
                 else m * (1.0 + amp * c.noise * (u[c.slot] * _TWO_U - 1.0)) * k
             )
             for c, m in zip(dev.chans, means, strict=True)
-        }
+        ]
+        if dev.spec.is_panel:
+            noise = 1.0 + amp * _REMAINDER_NOISE * (u[1] * _TWO_U - 1.0)
+            out.append(dev.spec.remainder_watts * noise * k)
+        return tuple(out)
+
+    def _parts(self, dev: _Dev, ordinal: int) -> _Parts:
+        """A local day of a device cut at UTC hours, the day's value shared among the pieces
+        by their weights (an hour's value as the noise of 1H makes it)."""
+        key = (dev.spec.device_gid, ordinal)
+        parts = self._parts_cache.get(key)
+        if parts is not None:
+            return parts
+        a, b = self._midnight_ts(ordinal), self._midnight_ts(ordinal + 1)
+        cuts = [a, *range((a // 3600 + 1) * 3600, b, 3600), b]
+        day_ctx = self._context("1D", a)
+        day = self._weights(dev, "1D", day_ctx)
+        weights = [
+            self._weights(dev, "1H", self._piece_ctx(s, e, day_ctx))
+            for s, e in zip(cuts, cuts[1:], strict=False)
+        ]
+        totals = [math.fsum(column) for column in zip(*weights, strict=True)]
+        leaves = tuple(
+            tuple(_share(d, w, t) for d, w, t in zip(day, ws, totals, strict=True))
+            for ws in weights
+        )
+        parts = _Parts(tuple(cuts[:-1]), tuple(cuts[1:]), leaves)
+        _keep(self._parts_cache, key, parts, _PARTS_LIMIT)
+        return parts
+
+    def _piece_ctx(self, start: int, end: int, day: _Ctx) -> _Ctx:
+        local = datetime.fromtimestamp((start + end) / 2.0, self.tz)
+        minute = local.hour * 60 + local.minute
+        return _Ctx(start, float(end - start), minute, day.weekend, day.doy, day.ordinal)
+
+    def _minute_sums(self, dev: _Dev, parts: _Parts, piece: int) -> tuple[float, ...]:
+        """The weights of a piece's minutes added up, per leaf: what a minute's share is of."""
+        start, end = parts.starts[piece], parts.ends[piece]
+        key = (dev.spec.device_gid, start)
+        sums = self._minute_cache.get(key)
+        if sums is None:
+            first = -(-start // 60) * 60
+            columns = zip(
+                *(
+                    self._weights(dev, "1MIN", self._context("1MIN", ts))
+                    for ts in range(first, end, 60)
+                ),
+                strict=True,
+            )
+            sums = tuple(math.fsum(column) for column in columns)
+            _keep(self._minute_cache, key, sums, _MINUTES_LIMIT)
+        return sums
+
+    def _leaves(
+        self, dev: _Dev, scale: str, start_ts: int, leaf: int | None = None
+    ) -> tuple[float, ...]:
+        """Unrounded kWh of a device's leaves (or of leaf `leaf` alone) for one bucket:
+        a day as modelled, an hour the sum of its pieces, a minute its piece's share."""
+        if scale == "1D" or scale == "1S":
+            return self._weights(dev, scale, self._context(scale, start_ts), leaf)
+        if scale == "1H":
+            total: tuple[float, ...] | None = None
+            for ordinal in sorted({self._ordinal(start_ts), self._ordinal(start_ts + 3599)}):
+                parts = self._parts(dev, ordinal)
+                for k, s in enumerate(parts.starts):
+                    if start_ts <= s < start_ts + 3600:
+                        piece = _pick(parts.leaves[k], leaf)
+                        total = piece if total is None else _add(total, piece)
+            assert total is not None
+            return total
+        if scale == "15MIN":
+            total = self._leaves(dev, "1MIN", start_ts, leaf)
+            for m in range(1, 15):
+                total = _add(total, self._leaves(dev, "1MIN", start_ts + 60 * m, leaf))
+            return total
+        ctx = self._context("1MIN", start_ts)  # a minute, which never spans two local days
+        parts = self._parts(dev, ctx.ordinal)
+        k = bisect.bisect_right(parts.starts, start_ts) - 1
+        weights = self._weights(dev, "1MIN", ctx, leaf)
+        sums = self._minute_sums(dev, parts, k)
+        piece = parts.leaves[k]
+        if leaf is not None:
+            return (_share(piece[leaf], weights[0], sums[leaf]),)
+        return tuple(_share(p, w, t) for p, w, t in zip(piece, weights, sums, strict=True))
+
+    def _ordinal(self, ts: int) -> int:
+        """The local date holding instant `ts`."""
+        return datetime.fromtimestamp(ts, self.tz).toordinal()
+
+    def _served(self, dev: _Dev, scale: str, start_ts: int, only: str | None) -> dict[str, float]:
+        """Unrounded, ungapped kWh of a device's channels (or just `only`) for one bucket of
+        1S..1D: mains, circuits, Balance and the grid split, each a sum of leaves."""
+        chan = dev.by_num.get(only) if only is not None else None
+        if chan is not None:  # a circuit (or a plug's only channel)
+            return {chan.num: self._leaves(dev, scale, start_ts, chan.slot - 2)[0]}
+        if only == "Balance" and dev.spec.is_panel:
+            return {only: self._leaves(dev, scale, start_ts, len(dev.chans))[0]}
+        leaves = self._leaves(dev, scale, start_ts)
+        out = {c.num: v for c, v in zip(dev.chans, leaves, strict=False)}
         if not dev.spec.is_panel:
             return out
-        remainder = (
-            dev.spec.remainder_watts * (1.0 + amp * _REMAINDER_NOISE * (u[1] * _TWO_U - 1.0)) * k
-        )
-        nested = sum(
-            self._raw(self._devs[c], scale, start_ts, ctx, MAINS)[MAINS] for c in dev.children
-        )
-        mains = sum(out.values()) + nested + remainder
+        remainder = leaves[-1]
+        nested = [
+            self._served(self._devs[c], scale, start_ts, MAINS)[MAINS] for c in dev.children
+        ]
+        mains = sum(out.values()) + sum(nested) + remainder
         out = {MAINS: mains, **out, "Balance": remainder}
         if dev.spec.bidirectional:
-            out["MainsFromGrid"] = max(mains, 0.0)
-            out["MainsToGrid"] = min(mains, 0.0)
+            parts = (*leaves, *nested)
+            out["MainsFromGrid"] = math.fsum(v for v in parts if v > 0.0)
+            out["MainsToGrid"] = math.fsum(v for v in parts if v < 0.0)
         return out
 
     def _raw_calendar(
@@ -859,7 +992,28 @@ class UsageModel:
         day = start
         while day < end:
             ts = int((day - _EPOCH).total_seconds())
-            for num, value in self._raw(dev, "1D", ts, self._context("1D", ts), only).items():
+            for num, value in self._served(dev, "1D", ts, only).items():
                 total[num] = total.get(num, 0.0) + value
             day = bucket_next("1D", day, self.tz)
         return total
+
+
+def _share(total: float, weight: float, weights: float) -> float:
+    """`total` x `weight` / `weights`: a finer bucket's part of a coarser one's value."""
+    return total * weight / weights if weights != 0.0 else 0.0
+
+
+def _pick(values: tuple[float, ...], leaf: int | None) -> tuple[float, ...]:
+    return values if leaf is None else (values[leaf],)
+
+
+def _add(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def _keep(cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    """Remember `value`, forgetting the oldest entry beyond `limit` (bounded memory, no
+    cliff: recomputing one entry is cheap and deterministic)."""
+    if len(cache) >= limit:
+        del cache[next(iter(cache))]
+    cache[key] = value

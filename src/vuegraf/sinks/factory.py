@@ -9,6 +9,7 @@ from typing import TextIO
 
 from vuegraf.clock import Clock
 from vuegraf.config import Config, InfluxV1Config, InfluxV2Config, MqttConfig
+from vuegraf.consistency import ConsistencyCheck, ConsistencySink
 from vuegraf.energy import EnergyLedger, EnergySink, ledger_path
 from vuegraf.shard import WHOLE, Shard
 from vuegraf.sinks.base import SeriesStore, Sink
@@ -69,6 +70,7 @@ def build_sinks(
     ledger: EnergyLedger | None = None,
     directory: Directory | None = None,
     owned: Collection[str] | None = None,
+    check: ConsistencyCheck | None = None,
 ) -> list[Sink]:
     """The energy counters if `ledger` is given, then the store (behind a durable retry
     queue in the state directory), then MQTT if set, with Home Assistant discovery if set.
@@ -76,6 +78,7 @@ def build_sinks(
     A dry run replaces them all: nothing is written or published. `queued=False`
     for one-shot writers (history import, reset), which retry on their own. `directory`
     tells Home Assistant the accounts' devices; `owned`: the accounts this process collects.
+    `check`: the consistency check, fed after the store with what it was handed.
     """
     station = config.add_station_field
     if dryrun:
@@ -89,6 +92,8 @@ def build_sinks(
     # The counters first: a minute is counted before it is stored (energy.py says why).
     sinks: list[Sink] = [] if ledger is None else [EnergySink(ledger)]
     sinks.append(store)
+    if check is not None:
+        sinks.append(ConsistencySink(check))
     if mqtt and config.mqtt is not None:
         available = availability_topic(config.mqtt, shard)
         home_assistant = None
