@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness import oracle
 from vuegraf.clock import FakeClock
 from vuegraf.config import PrometheusConfig
 from vuegraf.consistency import IDLE_SECONDS, ConsistencyCheck, ConsistencySink
 from vuegraf.exporter import ExporterServer, LatestValues, VuegrafCollector
 from vuegraf.model import Point, Scale, Unit
-from vuegraf.schedule import point_time
 from vuegraf.sinks.outputs import Outputs
 from vuegraf.stats import Stats
 
@@ -39,7 +39,8 @@ def hour_point(t: datetime, watts: float, channel: str = "Fridge") -> Point:
 
 
 def day_point(start: datetime, wh: float, zone: ZoneInfo, channel: str = "Fridge") -> Point:
-    return Point("Home", "Panel", channel, Scale.DAY, point_time(Scale.DAY, start, zone), wh)
+    stamp = oracle.day_stamp(oracle.local_date(start, zone), zone)
+    return Point("Home", "Panel", channel, Scale.DAY, stamp, wh)
 
 
 def minutes(start: datetime, watts: list[float], channel: str = "Fridge") -> list[Point]:

@@ -105,6 +105,10 @@ def test_sigterm_during_startup_fill_exits_0_and_next_start_completes_it(
                 # A tick every second, so the second start's fill (60 chart requests per tick)
                 # finishes in seconds rather than minutes; the first start is cut in its first.
                 "updateIntervalSecs": 1,
+                # A tick a second would cost 86 400 live requests a day: over the default
+                # budget the guard (vuegraf.budget) would shed the very fill this test is
+                # about. Emporia is the simulator here; the budget is not this test's subject.
+                "dailyRequestBudget": 10_000_000,
             },
         )
         config = parse_config(json.loads(path.read_text()), path)
