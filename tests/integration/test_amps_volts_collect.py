@@ -194,18 +194,19 @@ def test_usage_written_is_byte_identical_with_amps_and_volts_on(tmp_path):
 
 
 def test_a_simulated_day_costs_two_requests_a_bucket_more(tmp_path):
-    """Requests the simulator saw over one simulated day (the 1440 ticks after the start-up
-    one, 05:01:05 to 05:00:05 the next day), with ampsVolts and without."""
-    scale, per_day = "15MIN", 192
+    """Requests the simulator saw over a quarter of a simulated day (the 360 ticks after the
+    start-up one), with ampsVolts and without: 2 a 15-minute bucket, 48 in 6 hours, so
+    192 a day. (A whole day costs a minute of CI for the same arithmetic.)"""
+    scale, per_day = "15MIN", 48
     seen = {}
     for amps_volts in (None, {"scale": scale}):
         start = datetime(2026, 11, 24, 5, 0, 30, tzinfo=UTC)  # just after New York midnight
-        clock = FakeClock(start, stop_after=start + timedelta(days=1))
+        clock = FakeClock(start, stop_after=start + timedelta(hours=6))
         with SimulatorServer(seed=SEED, now=clock.now) as sim:
             config = config_for(sim.url, tmp_path / str(amps_volts is not None), amps_volts, {})
             run(config, sim, clock, count_from_second_cycle=True)
             seen[amps_volts is not None] = sim.stats()
-    assert seen[False]["requests"]["getDeviceListUsages"]["1MIN"] == 1440
+    assert seen[False]["requests"]["getDeviceListUsages"]["1MIN"] == 360
     without, with_ = seen[False], seen[True]
     assert with_["total"] - without["total"] == per_day
     assert with_["requests"]["getDeviceListUsages"][scale] - without["requests"][
