@@ -18,9 +18,10 @@ request brings every channel's hour at once, where filling a missed hour later c
 request per channel, so skipping them would cost more than it saves; they are reserved first.
 
 A level reached stays until the UTC day ends, so what is shed does not come and go as holes
-open and close (and the log has one line per change); each new UTC day starts again from
-nothing shed. Pure decisions (`decide`, `spread`) plus one small stateful `BudgetGuard` per
-account that remembers the day's level and says when it changes.
+open and close (and the log has one line per change); a reload's new guard goes on from it
+(kept in `Stats` with its UTC day); each new UTC day starts again from nothing shed.
+Pure decisions (`decide`, `spread`) plus one small stateful `BudgetGuard` per account that
+remembers the day's level and says when it changes.
 """
 
 from __future__ import annotations
@@ -181,7 +182,14 @@ class BudgetGuard:
         self._day: date | None = None
         self._credit = 0.0
         if stats is not None:
-            stats.set_shedding(account, Level.NONE.label)
+            # A reload builds a new guard: the level the account reached today stays (until
+            # 00:00 UTC, as always), and is not announced again.
+            label, day = stats.shedding_of(account)
+            if day is not None:
+                self.level = Level[label.upper()] if label else Level.NONE
+                self._day = day
+            else:
+                stats.set_shedding(account, Level.NONE.label)
 
     def plan(
         self, now: datetime, used: int, per_day: Mapping[str, int], backlog: int
@@ -190,7 +198,8 @@ class BudgetGuard:
         day's cost by kind; `backlog`: chart requests the holes still need."""
         day = now.astimezone(UTC).date()
         floor = self.level
-        if day != self._day:
+        new_day = day != self._day
+        if new_day:
             self._day = day
             floor = Level.NONE  # a new UTC day: a new budget, nothing shed to begin with
             self._credit = 0.0
@@ -203,11 +212,14 @@ class BudgetGuard:
             self.level = result.level
             self._credit = 0.0  # a credit of fills is none of the live minute's
             self._changed(result.level, used)
+        elif new_day and self.stats is not None and self.level is not Level.NONE:
+            # The same level again on a new day: it is today's now (for a reload's guard).
+            self.stats.set_shedding(self.account, self.level.label, day)
         return result
 
     def _changed(self, level: Level, used: int) -> None:
         if self.stats is not None:
-            self.stats.set_shedding(self.account, level.label)
+            self.stats.set_shedding(self.account, level.label, self._day)
         if level is Level.NONE:
             logger.info(
                 "Account %s: a new UTC day: nothing is left out for the request budget any more",
