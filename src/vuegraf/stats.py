@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -86,6 +86,24 @@ class Stats:
             if when is not None and when.date() != self._day:
                 return 0
             return self._today[account]
+
+    def today(self) -> tuple[date | None, dict[str, int]]:
+        """The UTC day last counted and each account's count on it (for the file that keeps
+        them across a restart, `vuegraf.daycount`)."""
+        with self._lock:
+            return self._day, dict(self._today)
+
+    def resume_today(self, day: date, counts: Mapping[str, int]) -> None:
+        """Go on from `counts`, what an earlier process counted on the UTC `day`: each
+        account's count is at least that. Nothing is counted twice when this process already
+        counted some of them (a reload reads the file again); counts of a day other than the
+        one being counted are ignored."""
+        with self._lock:
+            if self._day is not None and day != self._day:
+                return
+            self._day = day
+            for account, n in counts.items():
+                self._today[account] = max(self._today[account], n)
 
     def count_cycle(self, ok: bool, seconds: float, finished: datetime) -> None:
         with self._lock:
