@@ -11,16 +11,21 @@ sheds load in a fixed order, each level keeping the one before it:
    them), not made at once; what is left waits for the next UTC day (minutes are kept 7 days
    by Emporia, hours and days for years).
 3. `minute`: the live minute is asked only on some ticks, spaced evenly over the rest of the
-   day; the minutes skipped become holes, filled from chart data once the day rolls over.
+   day; the minutes skipped become holes, filled from chart data once the day rolls over. A
+   small chart allowance stays for that (`fill_allowance`: three windows of 720 minutes per
+   channel a day, at most half of what the live minute could have), spent only on holes of
+   earlier UTC days: a budget below the steady need spaces the minute out every day, and
+   without it the minutes skipped would leave Emporia's 7 days unfilled.
 
 Never shed: the live hour and day (25 requests a day) and the device refresh. One usage
 request brings every channel's hour at once, where filling a missed hour later costs a chart
 request per channel, so skipping them would cost more than it saves; they are reserved first.
 
 A level reached stays until the UTC day ends, so what is shed does not come and go as holes
-open and close (and the log has one line per change); each new UTC day starts again from
-nothing shed. Pure decisions (`decide`, `spread`) plus one small stateful `BudgetGuard` per
-account that remembers the day's level and says when it changes.
+open and close (and the log has one line per change); a reload's new guard goes on from it
+(kept in `Stats` with its UTC day); each new UTC day starts again from nothing shed.
+Pure decisions (`decide`, `spread`) plus one small stateful `BudgetGuard` per account that
+remembers the day's level and says when it changes.
 """
 
 from __future__ import annotations
@@ -39,6 +44,14 @@ logger = logging.getLogger(__name__)
 DAY_SECS = 86400
 # The kinds of `schedule.daily_request_estimate` that are never shed.
 FIXED_KINDS = ("hour", "day", "devices")
+# Chart requests a day kept at level `minute` per chart channel: a day's minutes are two
+# windows of 720, and a third for where the first hole falls.
+ALLOWANCE_WINDOWS = 3
+
+
+def fill_allowance(channels: int) -> int:
+    """Chart requests a day the level `minute` keeps for the holes of earlier days."""
+    return ALLOWANCE_WINDOWS * channels
 
 
 class Level(IntEnum):
@@ -66,6 +79,7 @@ class Needs:
     minute: int  # one live minute request per tick
     fixed: int  # hours, the day, device refreshes: never shed
     second: int  # second data runs, and amps and volts (optional extras, shed with them)
+    allowance: int = 0  # chart requests kept at level `minute` (`fill_allowance`)
 
     @property
     def live(self) -> int:
@@ -89,6 +103,8 @@ class Plan:
     minute: bool  # the live minute may be asked
     fills: int  # chart requests for holes this tick may make (before the per-tick cap)
     credit: float = 0.0  # what `spread` carries to the next tick
+    fill_credit: float = 0.0  # the same for the allowance's fills (level `minute`)
+    old_holes_only: bool = False  # `fills` are for holes of earlier UTC days only
 
 
 def position(now: datetime, interval_secs: int) -> DayPosition:
@@ -99,18 +115,22 @@ def position(now: datetime, interval_secs: int) -> DayPosition:
     return DayPosition(ticks_left=max(1, -(-left // interval_secs)), seconds_left=left)
 
 
-def needs(per_day: Mapping[str, int], at: DayPosition) -> Needs:
+def needs(per_day: Mapping[str, int], at: DayPosition, allowance: int = 0) -> Needs:
     """What is left of a day's steady cost (`schedule.daily_request_estimate`'s figures, by
-    kind) at `at`, each kind rounded up: the live minute one per tick left, the rest in
-    proportion to the time left."""
+    kind) at `at`, each kind rounded up: the live minute one per tick left, the rest (and the
+    day's chart `allowance`) in proportion to the time left."""
 
     def part(kind: str) -> int:
-        return -(-per_day.get(kind, 0) * at.seconds_left // DAY_SECS)
+        return share(per_day.get(kind, 0))
+
+    def share(per_day_count: int) -> int:
+        return -(-per_day_count * at.seconds_left // DAY_SECS)
 
     return Needs(
         minute=at.ticks_left if "minute" in per_day else 0,
         fixed=sum(part(kind) for kind in FIXED_KINDS),
         second=part("second") + part("amps_volts"),
+        allowance=share(allowance),
     )
 
 
@@ -135,12 +155,13 @@ def decide(
     ticks_left: int,
     floor: Level = Level.NONE,
     credit: float = 0.0,
+    fill_credit: float = 0.0,
 ) -> Plan:
     """The shedding level and this tick's decisions, from the requests `used` today, the
     day's `budget`, what steady running still `need`s until midnight (`ticks_left` ticks,
     this one included) and the chart requests the holes still need (`backlog`). The level
     is at least `floor` (the day's level so far); `credit` is what the last tick's plan at
-    this level carried (`Plan.credit`)."""
+    this level carried (`Plan.credit`, and `Plan.fill_credit` for the allowance)."""
     remaining = budget - used
     if remaining >= need.live + backlog + need.second:
         level = Level.NONE
@@ -160,9 +181,13 @@ def decide(
     elif level is Level.FILLS:
         fills, credit = spread(spare, ticks_left, credit)
     else:
-        fills = 0
-        asks, credit = spread(remaining - need.fixed, ticks_left, credit)
+        # The allowance for earlier days' holes, never more than half of what the live
+        # minute could have: the minute is shed last.
+        keep = min(need.allowance, max(0, remaining - need.fixed) // 2)
+        fills, fill_credit = spread(keep, ticks_left, fill_credit)
+        asks, credit = spread(remaining - need.fixed - keep, ticks_left, credit)
         minute = asks > 0
+        return Plan(level, False, minute, fills, credit, fill_credit, old_holes_only=True)
     return Plan(level, level is Level.NONE, minute, max(0, fills), credit)
 
 
@@ -180,46 +205,78 @@ class BudgetGuard:
         self.level = Level.NONE
         self._day: date | None = None
         self._credit = 0.0
+        self._fill_credit = 0.0
+        self._allowance = 0  # the last plan's chart allowance a day (for the log line)
         if stats is not None:
-            stats.set_shedding(account, Level.NONE.label)
+            # A reload builds a new guard: the level the account reached today stays (until
+            # 00:00 UTC, as always), and is not announced again.
+            label, day = stats.shedding_of(account)
+            if day is not None:
+                self.level = Level[label.upper()] if label else Level.NONE
+                self._day = day
+            else:
+                stats.set_shedding(account, Level.NONE.label)
 
     def plan(
-        self, now: datetime, used: int, per_day: Mapping[str, int], backlog: int
+        self,
+        now: datetime,
+        used: int,
+        per_day: Mapping[str, int],
+        backlog: int,
+        allowance: int = 0,
     ) -> Plan:
         """This tick's decisions. `used`: requests counted today; `per_day`: the steady
-        day's cost by kind; `backlog`: chart requests the holes still need."""
+        day's cost by kind; `backlog`: chart requests the holes still need; `allowance`:
+        chart requests a day kept for earlier days' holes at level `minute`."""
+        self._allowance = allowance
         day = now.astimezone(UTC).date()
         floor = self.level
-        if day != self._day:
+        new_day = day != self._day
+        if new_day:
             self._day = day
             floor = Level.NONE  # a new UTC day: a new budget, nothing shed to begin with
             self._credit = 0.0
+            self._fill_credit = 0.0
         at = position(now, self.interval_secs)
         result = decide(
-            used, self.budget, needs(per_day, at), backlog, at.ticks_left, floor, self._credit
+            used, self.budget, needs(per_day, at, allowance), backlog, at.ticks_left, floor,
+            self._credit, self._fill_credit,
         )
         self._credit = result.credit
+        self._fill_credit = result.fill_credit
         if result.level != self.level:
             self.level = result.level
             self._credit = 0.0  # a credit of fills is none of the live minute's
+            self._fill_credit = 0.0
             self._changed(result.level, used)
+        elif new_day and self.stats is not None and self.level is not Level.NONE:
+            # The same level again on a new day: it is today's now (for a reload's guard).
+            self.stats.set_shedding(self.account, self.level.label, day)
         return result
 
     def _changed(self, level: Level, used: int) -> None:
         if self.stats is not None:
-            self.stats.set_shedding(self.account, level.label)
+            self.stats.set_shedding(self.account, level.label, self._day)
         if level is Level.NONE:
             logger.info(
                 "Account %s: a new UTC day: nothing is left out for the request budget any more",
                 self.account,
             )
             return
+        minute = (
+            "second data is not fetched, no hole is filled and the live minute is asked only "
+            "on some ticks; the minutes skipped are filled after 00:00 UTC"
+        )
+        if self._allowance:
+            minute = (
+                f"except for {self._allowance} chart requests a day for holes of earlier days, "
+                + minute
+            )
         what = {
             Level.SECOND: "second data is not fetched",
             Level.FILLS: "second data is not fetched and holes are filled a few requests a "
             "tick, the rest after 00:00 UTC",
-            Level.MINUTE: "second data is not fetched, no hole is filled and the live minute "
-            "is asked only on some ticks; the minutes skipped are filled after 00:00 UTC",
+            Level.MINUTE: minute,
         }[level]
         logger.warning(
             "Account %s: %d Emporia requests today; to stay under the %d a day budget until "

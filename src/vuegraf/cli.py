@@ -14,6 +14,7 @@ from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import Config, ConfigError, load_config
 from vuegraf.consistency import ConsistencyCheck
 from vuegraf.daemon import Daemon
+from vuegraf.daycount import DayCountFile
 from vuegraf.emporia import EmporiaAccount, RateLimits, pyemvue_problem
 from vuegraf.energy import EnergyLedger
 from vuegraf.exporter import ExporterServer, LatestValues, PrometheusSink, VuegrafCollector
@@ -264,6 +265,9 @@ def run(
     owned = shard.owned(config.accounts)
     if shard.sharded:
         log_owned(shard, len(owned), len(config.accounts))
+    # The day's request count goes on from what the last process spent (a morning import).
+    day_count = DayCountFile(None if args.dryrun else config.state_dir, shard.file_suffix)
+    day_count.load(stats, clock.now())
     accounts = [EmporiaAccount(a, config, clock, stats, limits=limits) for a in owned]
     if reset:
         try:
@@ -285,6 +289,8 @@ def run(
         except SinkError as err:
             logger.error("--historydays: %s", err)
             return EXIT_FATAL
+        finally:
+            day_count.save(stats)  # the import's requests count against today's budget
         if not imported:
             return EXIT_FATAL
         if clock.stopped:
@@ -347,7 +353,7 @@ def run(
         clock,
         dump_points=args.debug,
         stats=stats,
-        on_cycle=[health.update, save_layout],
+        on_cycle=[health.update, save_layout, lambda _now: day_count.save(stats)],
     )
     try:
         daemon.run()
@@ -360,6 +366,7 @@ def run(
         logger.exception("fatal error")
         return EXIT_FATAL
     finally:
+        day_count.save(stats)
         if exporter is not None:
             exporter.stop()
         if web is not None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Protocol
 
 from vuegraf import backoff
 from vuegraf.backfill import FillRequest, Holes, SeriesKey, Tracker
-from vuegraf.budget import BudgetGuard, Level, Plan
+from vuegraf.budget import BudgetGuard, Level, Plan, fill_allowance
 from vuegraf.emporia import EmporiaAccount, EmporiaError, EmporiaRateLimited, EmporiaStopped
 from vuegraf.emporia.limits import (
     DEFAULT_LOOKBACK,
@@ -31,7 +31,12 @@ from vuegraf.emporia.limits import (
 from vuegraf.marks import MarksFile, SavedHoles
 from vuegraf.model import Point, Scale
 from vuegraf.naming import NO_CHART_CHANNELS
-from vuegraf.schedule import daily_request_estimate, last_complete_bucket, point_time
+from vuegraf.schedule import (
+    bucket_start,
+    daily_request_estimate,
+    last_complete_bucket,
+    point_time,
+)
 from vuegraf.sinks.base import ReadsBack, SinkError
 from vuegraf.statelog import StateLog
 
@@ -514,7 +519,9 @@ class AccountCollector:
                 for scale in self.scales
             )
         used = self.account.stats.requests_today(self.name, now)
-        return self.guard.plan(now, used, self._per_day(), backlog)
+        minutes = self.trackers.get(Scale.MINUTE)
+        allowance = fill_allowance(len(minutes.series)) if minutes is not None else 0
+        return self.guard.plan(now, used, self._per_day(), backlog, allowance)
 
     def fill(
         self, now: datetime, result: TickResult, until: Callable[[], bool] | None = None
@@ -532,10 +539,16 @@ class AccountCollector:
                 else:
                     self._shed_seconds(now)
             budget = self.max_fill_requests
+            before: datetime | None = None
             if plan is not None:
                 budget = min(budget, plan.fills)
+                if plan.old_holes_only:
+                    # The allowance of a day that spaces its minute out: earlier days' holes
+                    # (yesterday's skipped minutes), in whole windows; today's wait.
+                    before = now.astimezone(UTC).replace(hour=0, minute=0, second=0,
+                                                         microsecond=0)
             for scale in self.scales:
-                budget -= self._fill(scale, now, result, budget=budget)
+                budget -= self._fill(scale, now, result, budget=budget, before=before)
         finally:
             self._fill_until = None
         self.save_marks()
@@ -686,10 +699,21 @@ class AccountCollector:
                 self.name, num, gid,
             )
 
-    def _fill(self, scale: Scale, now: datetime, result: TickResult, budget: int | None) -> int:
-        """Chart requests for the holes of one scale; returns how many were made."""
+    def _fill(
+        self,
+        scale: Scale,
+        now: datetime,
+        result: TickResult,
+        budget: int | None,
+        before: datetime | None = None,
+    ) -> int:
+        """Chart requests for the holes of one scale (with `before`, only of its buckets
+        that begin before it); returns how many were made."""
         tracker = self.trackers[scale]
         newest = self._newest_bucket(scale, now)
+        if before is not None:
+            newest = min(newest, bucket_start(scale, before - timedelta(seconds=1),
+                                              self.config.zone))
         made = 0
         failed: set[SeriesKey] = set()
         # Several windows per series may be needed (a 7-day hole is 14 minute windows).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -57,6 +57,7 @@ class Stats:
     mqtt_connected: bool | None = None
     _account_states: dict[str, tuple[str, str]] = field(default_factory=dict)
     _shedding: dict[str, str] = field(default_factory=dict)
+    _shedding_day: dict[str, date] = field(default_factory=dict)  # the UTC day of each level
     _disagreements: Counter[tuple[str, str]] = field(default_factory=Counter)
     _checked: Counter[tuple[str, str]] = field(default_factory=Counter)
 
@@ -85,6 +86,24 @@ class Stats:
             if when is not None and when.date() != self._day:
                 return 0
             return self._today[account]
+
+    def today(self) -> tuple[date | None, dict[str, int]]:
+        """The UTC day last counted and each account's count on it (for the file that keeps
+        them across a restart, `vuegraf.daycount`)."""
+        with self._lock:
+            return self._day, dict(self._today)
+
+    def resume_today(self, day: date, counts: Mapping[str, int]) -> None:
+        """Go on from `counts`, what an earlier process counted on the UTC `day`: each
+        account's count is at least that. Nothing is counted twice when this process already
+        counted some of them (a reload reads the file again); counts of a day other than the
+        one being counted are ignored."""
+        with self._lock:
+            if self._day is not None and day != self._day:
+                return
+            self._day = day
+            for account, n in counts.items():
+                self._today[account] = max(self._today[account], n)
 
     def count_cycle(self, ok: bool, seconds: float, finished: datetime) -> None:
         with self._lock:
@@ -119,16 +138,31 @@ class Stats:
             self._account_states[account] = (state, reason)
 
     def keep_account_states(self, accounts: Collection[str]) -> None:
-        """Forget the states of accounts not in `accounts` (a reload removed or renamed
-        them): an old name's refused login must not keep the health check failing."""
+        """Forget the states and the shedding of accounts not in `accounts` (a reload
+        removed or renamed them): an old name's refused login must not keep the health check
+        failing, nor its budget level show in `/metrics` for ever."""
         with self._lock:
             for gone in set(self._account_states) - set(accounts):
                 del self._account_states[gone]
+            for gone in set(self._shedding) - set(accounts):
+                del self._shedding[gone]
+                self._shedding_day.pop(gone, None)
 
-    def set_shedding(self, account: str, level: str) -> None:
-        """What the daily request budget makes an account leave out now ("" for nothing)."""
+    def set_shedding(self, account: str, level: str, day: date | None = None) -> None:
+        """What the daily request budget makes an account leave out now ("" for nothing),
+        and the UTC `day` that level was reached on (kept for the guard a reload builds)."""
         with self._lock:
             self._shedding[account] = level
+            if day is None:
+                self._shedding_day.pop(account, None)
+            else:
+                self._shedding_day[account] = day
+
+    def shedding_of(self, account: str) -> tuple[str, date | None]:
+        """An account's budget level and the UTC day it was reached on ("" and None when no
+        guard has planned for it yet): a reload's new guard goes on from it."""
+        with self._lock:
+            return self._shedding.get(account, ""), self._shedding_day.get(account)
 
     def count_checked(self, account: str, scale: str, agreed: bool) -> None:
         """One bucket compared with the sum of its finer buckets (consistency check)."""
