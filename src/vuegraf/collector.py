@@ -42,6 +42,11 @@ request_logger = logging.getLogger(f"{__name__}.requests")
 
 # Chart requests for holes per tick and account; the rest waits for the next tick.
 MAX_FILL_REQUESTS_PER_TICK = 60
+# A live bucket Emporia answered with another bucket's values (a day total for up to an hour
+# after midnight) is asked for again this much later: soon enough to write its computed
+# channels, which have no chart data, within minutes of the answer coming right; seldom
+# enough to cost a dozen requests in that hour, not one a tick.
+MISDATED_RETRY = timedelta(minutes=5)
 
 Emit = Callable[[Sequence[Point], bool], None]  # (points, live)
 
@@ -134,6 +139,8 @@ class AccountCollector:
         tracked = self.scales + ([Scale.SECOND] if self.seconds_enabled else [])
         self.trackers = {s: Tracker(s, config.zone, settle_secs) for s in tracked}
         self._live_done: dict[Scale, datetime] = {}
+        # Per scale: the live bucket Emporia answered for another, and when to ask again.
+        self._misdated: dict[Scale, tuple[datetime, datetime]] = {}
         self.marks = MarksFile(config.state_dir, account.name)
         self._saved_marks: SavedHoles = {}
         self.started_at: datetime | None = None  # first tick: the store is read up to here
@@ -600,21 +607,32 @@ class AccountCollector:
             )
 
     def _live(self, scale: Scale, now: datetime, result: TickResult) -> None:
-        """getDeviceListUsages for the newest complete bucket, once per bucket."""
+        """getDeviceListUsages for the newest complete bucket, once per bucket (again every
+        `MISDATED_RETRY` while Emporia answers it with another bucket's values)."""
         newest = last_complete_bucket(scale, now, self.config.lag_secs, self.config.zone)
         if self._live_done.get(scale) == newest:
+            return
+        misdated = self._misdated.get(scale)
+        if misdated is not None and misdated[0] == newest and now < misdated[1]:
             return
         stamp = point_time(scale, newest, self.config.zone)
         # A day bucket is asked for by its middle, robust to Emporia's own day boundaries.
         instant = newest + timedelta(hours=12) if scale is Scale.DAY else newest
         try:
-            points = self.account.points(scale, instant, stamp)
+            points = self.account.bucket_points(scale, instant, stamp)
         except EmporiaStopped:
             result.stopped = True  # asked again by the next start, like any missed bucket
             return
         except EmporiaError as err:
             result.live_failed(scale.value, err)
             return
+        if points is None:
+            # Answered for another bucket (the catalogue said so): nothing written, and the
+            # bucket is not done. The hole filler brings its chart channels meanwhile; only
+            # a right answer brings the computed ones (Balance, TotalUsage, Mains*Grid).
+            self._misdated[scale] = (newest, now + MISDATED_RETRY)
+            return
+        self._misdated.pop(scale, None)
         self._live_done[scale] = newest
         self.emit(points, True)
         result.points += len(points)

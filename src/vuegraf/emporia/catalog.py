@@ -11,7 +11,8 @@ Two of Emporia's known ways of answering wrongly are met here, each logged on st
   data later by the hole filler;
 - an answer for another bucket than the one asked for (for about an hour after local
   midnight the day scale has answered the previous day's total): checked by the answer's
-  `instant`, not written, and the bucket is left to the hole filler, which asks again.
+  `instant`, not written, and `bucket_points` says so, so that the collector asks for the
+  bucket again (every channel, the computed ones too, which have no chart data to fill).
 """
 
 from __future__ import annotations
@@ -304,13 +305,21 @@ class DeviceCatalog:
         return dev_name, chan
 
     def points(self, scale: Scale, instant: datetime, stamp: datetime) -> list[Point]:
+        """Every channel's usage for the bucket holding `instant`, as points stamped `stamp`;
+        none when Emporia's answer is for another bucket (`bucket_points` tells that apart)."""
+        return self.bucket_points(scale, instant, stamp) or []
+
+    def bucket_points(
+        self, scale: Scale, instant: datetime, stamp: datetime
+    ) -> list[Point] | None:
         """Every channel's usage for the bucket holding `instant`, as points stamped `stamp`.
 
         None when Emporia's answer says it is for another bucket: nothing of it is written,
-        and the bucket stays a hole for the hole filler to ask for again."""
+        and the caller asks for the bucket again (its computed channels have no chart data
+        the hole filler could bring them from)."""
         readings, answered = self.usage_answer(scale, instant)
         if not self._answer_is_for(scale, instant, answered):
-            return []
+            return None
         points: list[Point] = []
         missing: list[str] = []
         for reading in readings:
