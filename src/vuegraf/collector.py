@@ -29,7 +29,7 @@ from vuegraf.emporia.limits import (
     second_data_enabled,
 )
 from vuegraf.marks import MarksFile, SavedHoles
-from vuegraf.model import Point, Scale
+from vuegraf.model import Point, Scale, Unit
 from vuegraf.naming import NO_CHART_CHANNELS
 from vuegraf.schedule import daily_request_estimate, last_complete_bucket, point_time
 from vuegraf.sinks.base import ReadsBack, SinkError
@@ -648,33 +648,47 @@ class AccountCollector:
 
     def _live_amps_volts(self, scale: Scale, now: datetime, result: TickResult) -> None:
         """Amps and volts of the newest complete bucket of `scale`, once per bucket: two
-        getDeviceListUsages (AmpHours, Voltage). A failure loses that bucket's values (they
-        are not filled later) but is no outage of the account: usage goes on as before."""
+        getDeviceListUsages (AmpHours, then Voltage). A failure loses the values of that
+        bucket not answered yet (they are not filled later; amps already answered are
+        written) but is no outage of the account: usage goes on as before."""
         newest = last_complete_bucket(scale, now, self.config.lag_secs, self.config.zone)
         if self._amps_volts_done == newest:
             return
         stamp = point_time(scale, newest, self.config.zone)
-        try:
-            points = self.account.electrical_points(scale, newest, stamp)
-        except EmporiaStopped:
-            result.stopped = True
-            return
-        except EmporiaError as err:
-            self._amps_volts_done = newest  # one attempt a bucket: a retry costs the budget
-            result.rate_limited(err)
-            self._amps_volts_state.failed(
-                "Account %s: amps and volts for %s not collected (%s); usage is not affected",
-                self.name,
-                stamp.isoformat(),
-                err,
-            )
-            return
+        points: list[Point] = []
+        for unit in (Unit.AMPS, Unit.VOLTS):
+            try:
+                points += self.account.electrical_points(scale, newest, stamp, unit)
+            except EmporiaStopped:
+                result.stopped = True
+                self._emit_amps_volts(points, result)
+                return
+            except EmporiaError as err:
+                self._amps_volts_done = newest  # one attempt a bucket: a retry costs the budget
+                result.rate_limited(err)
+                self._amps_volts_state.failed(
+                    "Account %s: amps and volts for %s%s not collected (%s); %susage is not "
+                    "affected",
+                    self.name,
+                    stamp.isoformat(),
+                    "" if unit is Unit.AMPS else ": volts",
+                    err,
+                    "" if unit is Unit.AMPS else "amps written, ",
+                    kind=unit.value,
+                )
+                self._emit_amps_volts(points, result)
+                return
         self._amps_volts_done = newest
         self._amps_volts_state.recovered(
             "Account %s: amps and volts collected again after %d failed buckets",
             self.name,
             self._amps_volts_state.failures,
         )
+        self._emit_amps_volts(points, result)
+
+    def _emit_amps_volts(self, points: list[Point], result: TickResult) -> None:
+        """The amps and volts answered, written in one batch (a Home Assistant state holds
+        both)."""
         if points:
             self.emit(points, True)
             result.points += len(points)

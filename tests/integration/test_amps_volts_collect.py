@@ -252,6 +252,46 @@ def test_a_refused_unit_is_said_once_and_usage_goes_on(tmp_path, caplog):
     assert counts["15MIN"] == 2 * len(QUARTERS) - len(lost)  # one attempt per bucket
 
 
+def test_a_refused_voltage_keeps_the_amps_already_answered(tmp_path, caplog):
+    """Emporia refuses Voltage (HTTP 400) for the ticks of 20:15 and 20:30, after AmpHours
+    answered: those two buckets keep their amps (the request was paid for) without volts,
+    the others have both, and the failure is said once and the recovery once."""
+    refused = (
+        datetime(2026, 11, 23, 20, 10, tzinfo=UTC),
+        datetime(2026, 11, 23, 20, 35, tzinfo=UTC),
+    )
+    clock = FakeClock(START, stop_after=START + RUN)
+    with SimulatorServer(seed=SEED, now=clock.now) as sim:
+
+        def switch(at: datetime) -> None:  # after each cycle: what the next one meets
+            sim.refused_units = {"Voltage"} if refused[0] <= at < refused[1] else set()
+
+        config = config_for(sim.url, tmp_path, True, {"sqlitePath": str(tmp_path / "v.sqlite")})
+        with caplog.at_level("INFO", logger="vuegraf"):
+            run(config, sim, clock, on_cycle=switch)
+        counts = sim.stats()["requests"]["getDeviceListUsages"]
+
+    no_volts = {oracle.epoch(QUARTERS[2]), oracle.epoch(QUARTERS[3])}  # 20:00 and 20:15
+    with sqlite3.connect(tmp_path / "v.sqlite") as db:
+        rows = db.execute(
+            "SELECT device_name, time, amps, volts FROM energy_amps_volts"
+        ).fetchall()
+    got = {(channel, t): (amps, volts) for channel, t, amps, volts in rows}
+    expected = expected_amps_volts(QUARTERS)
+    assert set(got) == set(expected)
+    for key, (amps, volts) in expected.items():
+        assert got[key][0] == pytest.approx(amps, rel=1e-8, abs=1e-9), key
+        if key[1] in no_volts:
+            assert got[key][1] is None, key
+        else:
+            assert got[key][1] == pytest.approx(volts, rel=1e-12), key
+    lines = [r for r in caplog.records if "amps and volts" in r.getMessage()]
+    assert [(r.levelname, "not collected" in r.getMessage()) for r in lines] == [
+        ("WARNING", True), ("INFO", False)
+    ], [r.getMessage() for r in lines]
+    assert counts["15MIN"] == 2 * len(QUARTERS)  # both asked every bucket, once
+
+
 def test_home_assistant_gets_current_and_voltage_and_the_upstream_topic_none(mosquitto, tmp_path):
     """Through a real broker: the mains of Main Panel get current and voltage sensors whose
     state holds the newest 15-minute bucket's values; the upstream JSON topic carries minute

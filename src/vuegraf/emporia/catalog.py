@@ -271,28 +271,28 @@ class DeviceCatalog:
         return flatten_usage(answer.values()), answered
 
     def electrical_points(
-        self, scale: Scale, bucket_start: datetime, stamp: datetime
+        self, scale: Scale, bucket_start: datetime, stamp: datetime, unit: Unit
     ) -> list[Point]:
-        """Every channel's mean current and voltage for the bucket at `bucket_start`, as
-        points stamped `stamp`: two getDeviceListUsages requests (AmpHours, Voltage).
+        """Every channel's mean current (`Unit.AMPS`) or voltage (`Unit.VOLTS`) for the
+        bucket at `bucket_start`, as points stamped `stamp`: one getDeviceListUsages request
+        (AmpHours or Voltage), so that a failure of one unit costs the other nothing.
 
         Amps are the bucket's amp-hours over its length in hours; volts are Emporia's value
-        for the bucket as it is. A channel without a value in either answer is left out of
-        that unit (not filled later: only live buckets are collected)."""
-        hours = scale.seconds / 3600.0
+        for the bucket as it is. A channel without a value in the answer is left out (not
+        filled later: only live buckets are collected)."""
+        factor = 3600.0 / scale.seconds if unit is Unit.AMPS else 1.0
         points: list[Point] = []
-        for unit, factor in ((Unit.AMPS, 1.0 / hours), (Unit.VOLTS, 1.0)):
-            for reading in self.usage(scale, bucket_start, unit):
-                if reading.kwh is None:
-                    continue
-                dev_name, chan = self._reading_name(reading)
-                ids = (reading.device_gid, reading.channel_num)
-                points.append(
-                    Point(
-                        self.name, dev_name, chan, scale, stamp, reading.kwh * factor, *ids,
-                        unit=unit,
-                    )
+        for reading in self.usage(scale, bucket_start, unit):
+            if reading.kwh is None:
+                continue
+            dev_name, chan = self._reading_name(reading)
+            ids = (reading.device_gid, reading.channel_num)
+            points.append(
+                Point(
+                    self.name, dev_name, chan, scale, stamp, reading.kwh * factor, *ids,
+                    unit=unit,
                 )
+            )
         return points
 
     def _reading_name(self, reading: UsageReading) -> tuple[str, str]:
