@@ -8,6 +8,7 @@ backfill (amps and volts are collected live only), so a simulated day takes seco
 
 from __future__ import annotations
 
+import queue
 import sqlite3
 import time
 import uuid
@@ -318,10 +319,20 @@ def test_home_assistant_gets_current_and_voltage_and_the_upstream_topic_none(mos
         current = retained(mosquitto.port, config_topic).json()
         voltage = retained(mosquitto.port, config_topic.replace("current", "voltage")).json()
         state = retained(mosquitto.port, f"{base}/vuegraf/homeassistant/1001/1_2_3").json()
-        time.sleep(0.5)  # the upstream messages were delivered before the state (one client)
-        messages = []
-        while not upstream.inbox.empty():
-            messages.append(upstream.inbox.get().json())
+        # The last minute collected: 20:18, at the tick of 20:19:05. One publisher, one topic,
+        # QoS 1: once its messages are in, every earlier one is too.
+        last = oracle.epoch(datetime(2026, 11, 23, 20, 18, tzinfo=UTC))
+        last_channels = len(oracle.served(
+            oracle.DEFAULT_NAMES, sim.model, "1MIN", datetime.fromtimestamp(last, UTC),
+            datetime.fromtimestamp(last + 60, UTC), oracle.NEW_YORK, live_only_too=True))
+        messages: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 60.0
+        while len([m for m in messages if m["epoch_s"] == last]) < last_channels:
+            remaining = deadline - time.monotonic()
+            try:
+                messages.append(upstream.inbox.get(timeout=max(0.01, remaining)).json())
+            except queue.Empty:
+                raise AssertionError(f"the minute {last} not all received: {messages}") from None
     finally:
         upstream.close()
     assert (current["device_class"], current["unit_of_measurement"]) == ("current", "A")
@@ -330,4 +341,5 @@ def test_home_assistant_gets_current_and_voltage_and_the_upstream_topic_none(mos
     newest = QUARTERS[2]  # 20:00, collected at 20:15:05, the last tick before 20:19:47
     (amps, volts) = expected_amps_volts([newest])[("Main Panel", oracle.epoch(newest))]
     assert state["current"] == round(amps, 3) and state["voltage"] == round(volts, 2)
-    assert messages and all(m["detailed"] == "False" and "usage_watts" in m for m in messages)
+    assert last_channels > 20 and max(m["epoch_s"] for m in messages) == last
+    assert all(m["detailed"] == "False" and "usage_watts" in m for m in messages)
