@@ -29,7 +29,7 @@ from vuegraf.emporia.limits import (
     second_data_enabled,
 )
 from vuegraf.marks import MarksFile, SavedHoles
-from vuegraf.model import Point, Scale
+from vuegraf.model import Point, Scale, Unit
 from vuegraf.naming import NO_CHART_CHANNELS
 from vuegraf.schedule import (
     bucket_start,
@@ -47,6 +47,11 @@ request_logger = logging.getLogger(f"{__name__}.requests")
 
 # Chart requests for holes per tick and account; the rest waits for the next tick.
 MAX_FILL_REQUESTS_PER_TICK = 60
+# A live bucket Emporia answered with another bucket's values (a day total for up to an hour
+# after midnight) is asked for again this much later: soon enough to write its computed
+# channels, which have no chart data, within minutes of the answer coming right; seldom
+# enough to cost a dozen requests in that hour, not one a tick.
+MISDATED_RETRY = timedelta(minutes=5)
 
 Emit = Callable[[Sequence[Point], bool], None]  # (points, live)
 
@@ -139,6 +144,8 @@ class AccountCollector:
         tracked = self.scales + ([Scale.SECOND] if self.seconds_enabled else [])
         self.trackers = {s: Tracker(s, config.zone, settle_secs) for s in tracked}
         self._live_done: dict[Scale, datetime] = {}
+        # Per scale: the live bucket Emporia answered for another, and when to ask again.
+        self._misdated: dict[Scale, tuple[datetime, datetime]] = {}
         self.marks = MarksFile(config.state_dir, account.name)
         self._saved_marks: SavedHoles = {}
         self.started_at: datetime | None = None  # first tick: the store is read up to here
@@ -613,21 +620,32 @@ class AccountCollector:
             )
 
     def _live(self, scale: Scale, now: datetime, result: TickResult) -> None:
-        """getDeviceListUsages for the newest complete bucket, once per bucket."""
+        """getDeviceListUsages for the newest complete bucket, once per bucket (again every
+        `MISDATED_RETRY` while Emporia answers it with another bucket's values)."""
         newest = last_complete_bucket(scale, now, self.config.lag_secs, self.config.zone)
         if self._live_done.get(scale) == newest:
+            return
+        misdated = self._misdated.get(scale)
+        if misdated is not None and misdated[0] == newest and now < misdated[1]:
             return
         stamp = point_time(scale, newest, self.config.zone)
         # A day bucket is asked for by its middle, robust to Emporia's own day boundaries.
         instant = newest + timedelta(hours=12) if scale is Scale.DAY else newest
         try:
-            points = self.account.points(scale, instant, stamp)
+            points = self.account.bucket_points(scale, instant, stamp)
         except EmporiaStopped:
             result.stopped = True  # asked again by the next start, like any missed bucket
             return
         except EmporiaError as err:
             result.live_failed(scale.value, err)
             return
+        if points is None:
+            # Answered for another bucket (the catalogue said so): nothing written, and the
+            # bucket is not done. The hole filler brings its chart channels meanwhile; only
+            # a right answer brings the computed ones (Balance, TotalUsage, Mains*Grid).
+            self._misdated[scale] = (newest, now + MISDATED_RETRY)
+            return
+        self._misdated.pop(scale, None)
         self._live_done[scale] = newest
         self.emit(points, True)
         result.points += len(points)
@@ -643,33 +661,47 @@ class AccountCollector:
 
     def _live_amps_volts(self, scale: Scale, now: datetime, result: TickResult) -> None:
         """Amps and volts of the newest complete bucket of `scale`, once per bucket: two
-        getDeviceListUsages (AmpHours, Voltage). A failure loses that bucket's values (they
-        are not filled later) but is no outage of the account: usage goes on as before."""
+        getDeviceListUsages (AmpHours, then Voltage). A failure loses the values of that
+        bucket not answered yet (they are not filled later; amps already answered are
+        written) but is no outage of the account: usage goes on as before."""
         newest = last_complete_bucket(scale, now, self.config.lag_secs, self.config.zone)
         if self._amps_volts_done == newest:
             return
         stamp = point_time(scale, newest, self.config.zone)
-        try:
-            points = self.account.electrical_points(scale, newest, stamp)
-        except EmporiaStopped:
-            result.stopped = True
-            return
-        except EmporiaError as err:
-            self._amps_volts_done = newest  # one attempt a bucket: a retry costs the budget
-            result.rate_limited(err)
-            self._amps_volts_state.failed(
-                "Account %s: amps and volts for %s not collected (%s); usage is not affected",
-                self.name,
-                stamp.isoformat(),
-                err,
-            )
-            return
+        points: list[Point] = []
+        for unit in (Unit.AMPS, Unit.VOLTS):
+            try:
+                points += self.account.electrical_points(scale, newest, stamp, unit)
+            except EmporiaStopped:
+                result.stopped = True
+                self._emit_amps_volts(points, result)
+                return
+            except EmporiaError as err:
+                self._amps_volts_done = newest  # one attempt a bucket: a retry costs the budget
+                result.rate_limited(err)
+                self._amps_volts_state.failed(
+                    "Account %s: amps and volts for %s%s not collected (%s); %susage is not "
+                    "affected",
+                    self.name,
+                    stamp.isoformat(),
+                    "" if unit is Unit.AMPS else ": volts",
+                    err,
+                    "" if unit is Unit.AMPS else "amps written, ",
+                    kind=unit.value,
+                )
+                self._emit_amps_volts(points, result)
+                return
         self._amps_volts_done = newest
         self._amps_volts_state.recovered(
             "Account %s: amps and volts collected again after %d failed buckets",
             self.name,
             self._amps_volts_state.failures,
         )
+        self._emit_amps_volts(points, result)
+
+    def _emit_amps_volts(self, points: list[Point], result: TickResult) -> None:
+        """The amps and volts answered, written in one batch (a Home Assistant state holds
+        both)."""
         if points:
             self.emit(points, True)
             result.points += len(points)

@@ -39,9 +39,12 @@ MEASUREMENT = "energy_usage"
 FIELD = "usage"
 TAGS = {"account_name", "device_name", "detailed", "station_name"}
 DETAILED = {"True", "False", "Hour", "Day"}
-# Amps and volts (an account's ampsVolts): fields of their own, at the 15-minute tag value.
+# Amps and volts (an account's ampsVolts): fields of their own, at the 15-minute tag value,
+# or the hour's with {"scale": "1H"}: their panels match both.
 AMPS_VOLTS = {"amps", "volts"}
 QUARTER = "15Min"
+AMPS_VOLTS_FLUX = f'(r.detailed == "{QUARTER}" or r.detailed == "Hour")'
+AMPS_VOLTS_QL = f'"detailed" =~ /^({QUARTER}|Hour)$/'
 NAME_TAGS = {"account_name", "device_name", "station_name"}  # values come from the user's data
 
 API_VERSION = "influxdata.com/v2alpha1"
@@ -176,7 +179,7 @@ def test_dashboard_charts_are_valid_and_cover_every_panel(template):
         assert f'r.detailed == "{value}"' in text, value
     assert "r._value / 1000.0" in text  # Wh -> kWh (hour and day points)
     for field in AMPS_VOLTS:  # amps and volts have a panel each
-        assert f'r._field == "{field}")\n  |> filter(fn: (r) => r.detailed == "{QUARTER}"' in text
+        assert f'r._field == "{field}")\n  |> filter(fn: (r) => {AMPS_VOLTS_FLUX}' in text
     assert "float(v: v.price)" in text
     used = set(re.findall(r"\bv\.(\w+)", text))
     defined = {v["spec"]["name"] for v in of_kind(template, "Variable")}
@@ -236,8 +239,8 @@ def flux_problems(where: str, query: str, message: str = "") -> list[str]:
         fields = [f for f in (FIELD, *sorted(AMPS_VOLTS)) if f'r._field == "{f}"' in query]
         if not fields:
             problems.append(f"{where}: does not filter _field == {FIELD!r}")
-        elif fields != [FIELD] and f'r.detailed == "{QUARTER}"' not in query:
-            problems.append(f"{where}: amps or volts without detailed == {QUARTER!r}")
+        elif fields != [FIELD] and AMPS_VOLTS_FLUX not in query:
+            problems.append(f"{where}: amps or volts without {AMPS_VOLTS_FLUX}")
     allowed = TAGS | FLUX_COLUMNS
     for text, extra in ((query, set()), (message, CHECK_COLUMNS)):
         for dotted, indexed in re.findall(r'\br(?:\.([A-Za-z_]\w*)|\["([^"]+)"\])', text):
@@ -338,8 +341,10 @@ def influxql_problems(where: str, query: str) -> list[str]:
     for value in detailed:
         if value not in DETAILED | {QUARTER}:
             problems.append(f"{where}: detailed value {value!r}")
-    if any(f'"{field}"' in query for field in AMPS_VOLTS) and detailed != [QUARTER]:
-        problems.append(f"{where}: amps or volts without \"detailed\" = '{QUARTER}'")
+    if any(f'"{field}"' in query for field in AMPS_VOLTS) and (
+        detailed or AMPS_VOLTS_QL not in query
+    ):
+        problems.append(f"{where}: amps or volts without {AMPS_VOLTS_QL}")
     for tag, regex in re.findall(r'"(\w+)"\s*[!=]~\s*(/(?:[^/\\]|\\.)*/)', query):
         if tag in NAME_TAGS and not re.fullmatch(r"/\^\$\w+\$/", regex):
             problems.append(f"{where}: hard-coded {tag} {regex}")
@@ -383,7 +388,7 @@ def test_grafana_dashboard_shape(grafana):
         assert f"\"detailed\" = '{value}'" in queries, value
     assert "$price" in queries and "$__interval" in queries
     for field in AMPS_VOLTS:  # amps and volts have a panel each
-        assert f'SELECT "{field}" FROM "{MEASUREMENT}" WHERE "detailed" = \'{QUARTER}\'' in queries
+        assert f'SELECT "{field}" FROM "{MEASUREMENT}" WHERE {AMPS_VOLTS_QL}' in queries
     assert len(grafana_targets(grafana)) == len(grafana["panels"]) - 1  # all but the text panel
 
 
@@ -421,16 +426,16 @@ def quarters(now: datetime) -> list[datetime]:
 
 
 def expected_amps_volts(
-    model: UsageModel, gid: int, num: str, start: datetime
+    model: UsageModel, gid: int, num: str, start: datetime, code: str = "15MIN"
 ) -> tuple[float, float]:
-    """(amps, volts) vuegraf writes for a channel's 15-minute bucket: the simulator serves a
-    leg's volts (odd circuits and the mains on leg A, even circuits on B) and amp-hours of
-    kWh x 1000 / volts; amps are amp-hours / 0.25 h."""
-    kwh = model.device_values(gid, "15MIN", start)[num]
+    """(amps, volts) vuegraf writes for a channel's 15-minute (or `code` "1H": hour) bucket:
+    the simulator serves a leg's volts (odd circuits and the mains on leg A, even circuits on
+    B) and amp-hours of kWh x 1000 / volts; amps are amp-hours / 0.25 h (or / 1 h)."""
+    kwh = model.device_values(gid, code, start)[num]
     assert kwh is not None
     leg = 1 if num.isdigit() and int(num) % 2 == 0 else 0
     volts = leg_volts(SEED, gid, leg, start)
-    return kwh * 1000.0 / volts / 0.25, volts
+    return kwh * 1000.0 / volts / {"15MIN": 0.25, "1H": 1.0}[code], volts
 
 
 def simulated_buckets(now: datetime) -> dict[str, list[datetime]]:
@@ -605,3 +610,80 @@ def test_grafana_queries_return_the_simulated_data(influxdb_v1_db):
     # The share panel leaves the chosen mains out; the per-circuit panel has every circuit.
     assert not set(MAINS) & set(results["Share per circuit (kWh)"])
     assert len(results["Power per circuit (minute data)"]) == len(circuits)
+
+
+def test_amps_and_volts_panels_match_the_hour_tag_too(template, grafana):
+    """An account with {"scale": "1H"} writes amps and volts under detailed = Hour: every
+    amps or volts query of both dashboards matches that tag value as well as 15Min."""
+    flux = [q for _w, q in all_flux(template) if any(f'"{f}"' in q for f in AMPS_VOLTS)]
+    influxql = [q for _t, q in grafana_targets(grafana)
+                if any(f'"{f}"' in q for f in AMPS_VOLTS)]
+    assert len(flux) == 2 and len(influxql) == 2
+    assert all(AMPS_VOLTS_FLUX in q for q in flux), flux
+    assert all(AMPS_VOLTS_QL in q for q in influxql), influxql
+
+
+@pytest.mark.integration
+def test_grafana_amps_and_volts_panels_show_hourly_buckets(influxdb_v1_db):
+    """Amps and volts written at the hour (tag Hour), as an account with {"scale": "1H"}
+    writes them, into a real InfluxDB 1.x: the current and voltage panels show every hour
+    of the range with the values the simulator serves."""
+    server, database = influxdb_v1_db
+    model = UsageModel(Scenario.default(), seed=SEED)
+    oracle.check_household(model)
+    hours = simulated_buckets(NOW)["1H"]
+    points = [
+        Point(ACCOUNT, oracle.DEVICE_NAMES[gid], NAMES[(gid, num)], Scale.HOUR, start, value,
+              unit=unit)
+        for start in hours
+        for gid in oracle.DEVICE_NAMES
+        for num, kwh in model.device_values(gid, "1H", start).items()
+        if kwh is not None
+        for unit, value in zip(
+            (Unit.AMPS, Unit.VOLTS), expected_amps_volts(model, gid, num, start, "1H"),
+            strict=True,
+        )
+    ]
+    sink = InfluxV1Sink(
+        InfluxV1Config(host=server.host, port=server.port, database=database),
+        TagConfig(),
+        add_station=False,
+    )
+    sink.open()
+    try:
+        sink.write(points)
+    finally:
+        sink.close()
+    selected = {"account": [ACCOUNT], "device": MAINS, "circuit": sorted(NAMES.values())}
+    panels = [(title, query) for title, query in grafana_targets(json.loads(GRAFANA.read_text()))
+              if any(f'"{f}"' in query for f in AMPS_VOLTS)]
+    assert len(panels) == 2
+    client = server.client(database)
+    try:
+        results = {}
+        for title, query in panels:
+            result = client.query(expand(query, selected), epoch="s")
+            results[title] = {
+                (tags or {}).get("device_name"): sorted(
+                    (row["time"], v) for row in rows for k, v in row.items()
+                    if k != "time" and v is not None
+                )
+                for (_measurement, tags), rows in result.items()
+            }
+    finally:
+        client.close()
+    in_range = range(oracle.epoch(RANGE_START), oracle.epoch(NOW) + 1)
+    hour_stamps = [(oracle.epoch(h), h) for h in hours if oracle.epoch(h) in in_range]
+    assert len(hour_stamps) == 47
+    gid = {"Main Panel": 1001, "Garage Panel": 1002}
+    kitchen = NAMES[(1001, "1")]
+    checked = [("Voltage (device, 15 min)", device, (gid[device], "1,2,3"), 1)
+               for device in MAINS]
+    checked.append(("Current per circuit (amps, 15 min)", kitchen, (1001, "1"), 0))
+    for title, device, (g, num), which in checked:
+        want = sorted(
+            (t, expected_amps_volts(model, g, num, h, "1H")[which]) for t, h in hour_stamps
+        )
+        got = results[title].get(device, [])
+        assert [t for t, _ in got] == [t for t, _ in want], (title, device)
+        assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-9), title

@@ -8,6 +8,7 @@ backfill (amps and volts are collected live only), so a simulated day takes seco
 
 from __future__ import annotations
 
+import queue
 import sqlite3
 import time
 import uuid
@@ -253,6 +254,46 @@ def test_a_refused_unit_is_said_once_and_usage_goes_on(tmp_path, caplog):
     assert counts["15MIN"] == 2 * len(QUARTERS) - len(lost)  # one attempt per bucket
 
 
+def test_a_refused_voltage_keeps_the_amps_already_answered(tmp_path, caplog):
+    """Emporia refuses Voltage (HTTP 400) for the ticks of 20:15 and 20:30, after AmpHours
+    answered: those two buckets keep their amps (the request was paid for) without volts,
+    the others have both, and the failure is said once and the recovery once."""
+    refused = (
+        datetime(2026, 11, 23, 20, 10, tzinfo=UTC),
+        datetime(2026, 11, 23, 20, 35, tzinfo=UTC),
+    )
+    clock = FakeClock(START, stop_after=START + RUN)
+    with SimulatorServer(seed=SEED, now=clock.now) as sim:
+
+        def switch(at: datetime) -> None:  # after each cycle: what the next one meets
+            sim.refused_units = {"Voltage"} if refused[0] <= at < refused[1] else set()
+
+        config = config_for(sim.url, tmp_path, True, {"sqlitePath": str(tmp_path / "v.sqlite")})
+        with caplog.at_level("INFO", logger="vuegraf"):
+            run(config, sim, clock, on_cycle=switch)
+        counts = sim.stats()["requests"]["getDeviceListUsages"]
+
+    no_volts = {oracle.epoch(QUARTERS[2]), oracle.epoch(QUARTERS[3])}  # 20:00 and 20:15
+    with sqlite3.connect(tmp_path / "v.sqlite") as db:
+        rows = db.execute(
+            "SELECT device_name, time, amps, volts FROM energy_amps_volts"
+        ).fetchall()
+    got = {(channel, t): (amps, volts) for channel, t, amps, volts in rows}
+    expected = expected_amps_volts(QUARTERS)
+    assert set(got) == set(expected)
+    for key, (amps, volts) in expected.items():
+        assert got[key][0] == pytest.approx(amps, rel=1e-8, abs=1e-9), key
+        if key[1] in no_volts:
+            assert got[key][1] is None, key
+        else:
+            assert got[key][1] == pytest.approx(volts, rel=1e-12), key
+    lines = [r for r in caplog.records if "amps and volts" in r.getMessage()]
+    assert [(r.levelname, "not collected" in r.getMessage()) for r in lines] == [
+        ("WARNING", True), ("INFO", False)
+    ], [r.getMessage() for r in lines]
+    assert counts["15MIN"] == 2 * len(QUARTERS)  # both asked every bucket, once
+
+
 def test_home_assistant_gets_current_and_voltage_and_the_upstream_topic_none(mosquitto, tmp_path):
     """Through a real broker: the mains of Main Panel get current and voltage sensors whose
     state holds the newest 15-minute bucket's values; the upstream JSON topic carries minute
@@ -279,10 +320,20 @@ def test_home_assistant_gets_current_and_voltage_and_the_upstream_topic_none(mos
         current = retained(mosquitto.port, config_topic).json()
         voltage = retained(mosquitto.port, config_topic.replace("current", "voltage")).json()
         state = retained(mosquitto.port, f"{base}/vuegraf/homeassistant/1001/1_2_3").json()
-        time.sleep(0.5)  # the upstream messages were delivered before the state (one client)
-        messages = []
-        while not upstream.inbox.empty():
-            messages.append(upstream.inbox.get().json())
+        # The last minute collected: 20:18, at the tick of 20:19:05. One publisher, one topic,
+        # QoS 1: once its messages are in, every earlier one is too.
+        last = oracle.epoch(datetime(2026, 11, 23, 20, 18, tzinfo=UTC))
+        last_channels = len(oracle.served(
+            oracle.DEFAULT_NAMES, sim.model, "1MIN", datetime.fromtimestamp(last, UTC),
+            datetime.fromtimestamp(last + 60, UTC), oracle.NEW_YORK, live_only_too=True))
+        messages: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 60.0
+        while len([m for m in messages if m["epoch_s"] == last]) < last_channels:
+            remaining = deadline - time.monotonic()
+            try:
+                messages.append(upstream.inbox.get(timeout=max(0.01, remaining)).json())
+            except queue.Empty:
+                raise AssertionError(f"the minute {last} not all received: {messages}") from None
     finally:
         upstream.close()
     assert (current["device_class"], current["unit_of_measurement"]) == ("current", "A")
@@ -291,4 +342,5 @@ def test_home_assistant_gets_current_and_voltage_and_the_upstream_topic_none(mos
     newest = QUARTERS[2]  # 20:00, collected at 20:15:05, the last tick before 20:19:47
     (amps, volts) = expected_amps_volts([newest])[("Main Panel", oracle.epoch(newest))]
     assert state["current"] == round(amps, 3) and state["voltage"] == round(volts, 2)
-    assert messages and all(m["detailed"] == "False" and "usage_watts" in m for m in messages)
+    assert last_channels > 20 and max(m["epoch_s"] for m in messages) == last
+    assert all(m["detailed"] == "False" and "usage_watts" in m for m in messages)

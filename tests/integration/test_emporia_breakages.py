@@ -321,8 +321,8 @@ def test_a_live_day_answered_for_another_day_is_filled_from_the_chart(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The live day request after midnight is answered with the day before's totals under
-    that day's instant: nothing of it is written, it is said once, and the day is asked
-    again through the hole filler, which stores the model's total for it."""
+    that day's instant: nothing of it is written, it is said once, and the hole filler
+    stores the model's total of every chart channel for it meanwhile."""
     today = date(2026, 11, 26)
     midnight = oracle.midnight(today, NEW_YORK)
     t0 = midnight - timedelta(minutes=5) + timedelta(seconds=20)
@@ -339,12 +339,16 @@ def test_a_live_day_answered_for_another_day_is_filled_from_the_chart(
     yesterday = oracle.midnight(today - timedelta(days=1), NEW_YORK)
     live = [r for r in records if r.endpoint == "getDeviceListUsages" and r.scale == "1D"
             and r.at >= midnight]
-    assert len(live) == 1 and yesterday < parse_instant(live[0].query["instant"]) < midnight
+    # Asked for again every 5 minutes while misdated (see the next test): 4 in 20 minutes,
+    # each for the day that ended.
+    assert len(live) == 4, [r.at for r in live]
+    assert all(yesterday < parse_instant(r.query["instant"]) < midnight for r in live)
     charts = [r for r in records if r.endpoint == "getChartUsage" and r.scale == "1D"
               and r.at >= live[0].at]
     assert len(charts) == 28, len(charts)  # one per chart channel, after the live answer
     # The day that ended, every chart channel with its own total, not the day before's;
-    # nothing for the live-only channels (they have no chart), nothing for the new day.
+    # nothing yet for the live-only channels (they have no chart: they wait for a live
+    # answer for the day), nothing for the new day.
     want = oracle.served(oracle.DEFAULT_NAMES, model, "1D", yesterday, midnight, NEW_YORK)
     stored = sqlite_points(tmp_path / "vuegraf.sqlite", "Home", "Day")
     result = compare("day points", stored, want, window=(yesterday, end + timedelta(days=2)))
@@ -358,4 +362,49 @@ def test_a_live_day_answered_for_another_day_is_filled_from_the_chart(
         "Account Home: Emporia answered the 1D request for 2026-11-25T00:00:00-05:00 with "
         "the values of 2026-11-24T00:00:00-05:00 (Emporia's side): not written; the bucket "
         "is asked for again later"
+    ]
+
+
+def test_a_misdated_live_day_is_asked_again_until_every_channel_is_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The live day after midnight is answered with the day before's for an hour: vuegraf
+    asks for it again every 5 minutes (not every tick) until Emporia answers for it, then
+    writes every channel's day total, the live-only ones (no chart data to fill them from)
+    included. Said once when it starts and once when it ends."""
+    today = date(2026, 11, 26)
+    midnight = oracle.midnight(today, NEW_YORK)
+    t0 = midnight - timedelta(minutes=5) + timedelta(seconds=20)
+    stale_until = midnight + timedelta(hours=1)
+    end = stale_until + timedelta(minutes=20)
+    clock = FakeClock(t0, stop_after=end)
+    with OneDayBehind(seed=23, now=clock.now, stale_day_s=3600) as sim:
+        sim.log_requests = True
+        config = make_config(sim, tmp_path)
+        seed_earlier_run(config, sim.model, t0)
+        with caplog.at_level(logging.INFO):
+            run(config, clock, Stats())
+        model = sim.model
+        records = sim.requests_seen()
+    yesterday = oracle.midnight(today - timedelta(days=1), NEW_YORK)
+    live = [r.at for r in records if r.endpoint == "getDeviceListUsages" and r.scale == "1D"
+            and r.at >= midnight]
+    # Asked again 5 minutes apart (a tick is a minute: at most one late) while misdated; the
+    # first ask after the stale hour is answered for the day, and nothing is asked after it.
+    gaps = [b - a for a, b in zip(live, live[1:], strict=False)]
+    assert gaps and all(timedelta(minutes=5) <= g <= timedelta(minutes=6) for g in gaps), live
+    assert live[-2] < stale_until <= live[-1], live
+    # The day that ended: every channel, live-only ones included, with its own total.
+    want = oracle.served(oracle.DEFAULT_NAMES, model, "1D", yesterday, midnight, NEW_YORK,
+                         live_only_too=True)
+    stored = sqlite_points(tmp_path / "vuegraf.sqlite", "Home", "Day")
+    result = compare("day points", stored, want, window=(yesterday, end + timedelta(days=2)))
+    assert result.ok and result.expected == len(oracle.DEFAULT_NAMES), str(result)
+    said = [r.getMessage() for r in caplog.records if r.name == CATALOG
+            and ("with the values of" in r.getMessage() or "asked for again" in r.getMessage())]
+    assert said == [
+        "Account Home: Emporia answered the 1D request for 2026-11-25T00:00:00-05:00 with "
+        "the values of 2026-11-24T00:00:00-05:00 (Emporia's side): not written; the bucket "
+        "is asked for again later",
+        "Account Home: Emporia's 1D answers are for the bucket asked for again",
     ]

@@ -66,6 +66,7 @@ class EmporiaAccount:
         self.refresh_devices = catalog.refresh_devices
         self.usage = catalog.usage
         self.points = catalog.points
+        self.bucket_points = catalog.bucket_points
         self.electrical_points = catalog.electrical_points
         self.device_states = catalog.device_states
         self.chart_channels = catalog.chart_channels

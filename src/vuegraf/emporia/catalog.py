@@ -11,7 +11,8 @@ Two of Emporia's known ways of answering wrongly are met here, each logged on st
   data later by the hole filler;
 - an answer for another bucket than the one asked for (for about an hour after local
   midnight the day scale has answered the previous day's total): checked by the answer's
-  `instant`, not written, and the bucket is left to the hole filler, which asks again.
+  `instant`, not written, and `bucket_points` says so, so that the collector asks for the
+  bucket again (every channel, the computed ones too, which have no chart data to fill).
 """
 
 from __future__ import annotations
@@ -270,28 +271,28 @@ class DeviceCatalog:
         return flatten_usage(answer.values()), answered
 
     def electrical_points(
-        self, scale: Scale, bucket_start: datetime, stamp: datetime
+        self, scale: Scale, bucket_start: datetime, stamp: datetime, unit: Unit
     ) -> list[Point]:
-        """Every channel's mean current and voltage for the bucket at `bucket_start`, as
-        points stamped `stamp`: two getDeviceListUsages requests (AmpHours, Voltage).
+        """Every channel's mean current (`Unit.AMPS`) or voltage (`Unit.VOLTS`) for the
+        bucket at `bucket_start`, as points stamped `stamp`: one getDeviceListUsages request
+        (AmpHours or Voltage), so that a failure of one unit costs the other nothing.
 
         Amps are the bucket's amp-hours over its length in hours; volts are Emporia's value
-        for the bucket as it is. A channel without a value in either answer is left out of
-        that unit (not filled later: only live buckets are collected)."""
-        hours = scale.seconds / 3600.0
+        for the bucket as it is. A channel without a value in the answer is left out (not
+        filled later: only live buckets are collected)."""
+        factor = 3600.0 / scale.seconds if unit is Unit.AMPS else 1.0
         points: list[Point] = []
-        for unit, factor in ((Unit.AMPS, 1.0 / hours), (Unit.VOLTS, 1.0)):
-            for reading in self.usage(scale, bucket_start, unit):
-                if reading.kwh is None:
-                    continue
-                dev_name, chan = self._reading_name(reading)
-                ids = (reading.device_gid, reading.channel_num)
-                points.append(
-                    Point(
-                        self.name, dev_name, chan, scale, stamp, reading.kwh * factor, *ids,
-                        unit=unit,
-                    )
+        for reading in self.usage(scale, bucket_start, unit):
+            if reading.kwh is None:
+                continue
+            dev_name, chan = self._reading_name(reading)
+            ids = (reading.device_gid, reading.channel_num)
+            points.append(
+                Point(
+                    self.name, dev_name, chan, scale, stamp, reading.kwh * factor, *ids,
+                    unit=unit,
                 )
+            )
         return points
 
     def _reading_name(self, reading: UsageReading) -> tuple[str, str]:
@@ -304,13 +305,21 @@ class DeviceCatalog:
         return dev_name, chan
 
     def points(self, scale: Scale, instant: datetime, stamp: datetime) -> list[Point]:
+        """Every channel's usage for the bucket holding `instant`, as points stamped `stamp`;
+        none when Emporia's answer is for another bucket (`bucket_points` tells that apart)."""
+        return self.bucket_points(scale, instant, stamp) or []
+
+    def bucket_points(
+        self, scale: Scale, instant: datetime, stamp: datetime
+    ) -> list[Point] | None:
         """Every channel's usage for the bucket holding `instant`, as points stamped `stamp`.
 
         None when Emporia's answer says it is for another bucket: nothing of it is written,
-        and the bucket stays a hole for the hole filler to ask for again."""
+        and the caller asks for the bucket again (its computed channels have no chart data
+        the hole filler could bring them from)."""
         readings, answered = self.usage_answer(scale, instant)
         if not self._answer_is_for(scale, instant, answered):
-            return []
+            return None
         points: list[Point] = []
         missing: list[str] = []
         for reading in readings:
