@@ -21,7 +21,14 @@ from typing import Protocol
 from vuegraf import backoff
 from vuegraf.clock import Clock
 from vuegraf.collector import AccountCollector, CollectorSettings, TickResult
-from vuegraf.emporia import EmporiaAccount, EmporiaAuthFailed, EmporiaError, plainly, reason
+from vuegraf.emporia import (
+    EmporiaAccount,
+    EmporiaAuthFailed,
+    EmporiaError,
+    EmporiaSessionExpired,
+    plainly,
+    reason,
+)
 from vuegraf.emporia.errors import OK, RATE_LIMITED
 from vuegraf.model import Point
 from vuegraf.pool import RequestPool
@@ -101,6 +108,7 @@ class _Account:
     state: StateLog
     fill_state: StateLog
     retry_at: datetime | None = None  # backing off (or Emporia's 429): no tick before this
+    refusals: int = 0  # refused logins since the last good tick: AUTH_REFUSED's doubling
     running: Future[TickResult] | None = None  # its tick, still at work in the pool
     filling: bool = False  # `running` is the tick's second half (its holes)
 
@@ -379,6 +387,7 @@ class Daemon:
         if outcome.ok:
             self._recovered(account.state)
             account.retry_at = None
+            account.refusals = 0
             if outcome.not_before is not None and outcome.not_before > self.clock.now():
                 # Live values worked, a fill was answered 429: the account waits all the same.
                 until = outcome.not_before.strftime("%Y-%m-%d %H:%M:%S")
@@ -390,11 +399,18 @@ class Daemon:
         else:
             # The first failure's class says whose side it is on; one line when that changes.
             failure = outcome.failure or EmporiaError(_summary(outcome.errors))
+            if isinstance(failure, EmporiaAuthFailed):
+                account.refusals += 1
             words = self._worded(account, failure, outcome)
-            account.state.failed("%s: %s", account.state.what, words, kind=failure.state)
+            expired = isinstance(failure, EmporiaSessionExpired)
+            # A session no longer accepted is routine (tokens expire): logged in again at
+            # the next tick, so a WARNING, and its own kind.
+            account.state.failed("%s: %s", account.state.what, words,
+                                 kind="session_expired" if expired else failure.state,
+                                 level=logging.WARNING if expired else None)
             self.stats.set_account_state(name, failure.state, reason(failure))
             result.failed_accounts.append(name)
-            account.retry_at = self.clock.now() + self._backoff(account.state.failures, failure)
+            account.retry_at = self.clock.now() + self._backoff(account, failure)
         if outcome.not_before is not None:
             # Emporia answered 429: its Retry-After wins over the usual back-off.
             retry_at = account.retry_at or outcome.not_before
@@ -409,17 +425,21 @@ class Daemon:
         on and what vuegraf does now."""
         said = plainly(failure)
         if isinstance(failure, EmporiaAuthFailed):
-            wait = backoff.AUTH_REFUSED.after(account.state.failures + 1)
+            wait = backoff.AUTH_REFUSED.after(account.refusals)
             said += f"; asking again in {wait.total_seconds() / 60:.0f} min"
         return f"{_summary(outcome.errors)}; {said}"
 
-    def _backoff(self, failures: int, failure: EmporiaError | None = None) -> timedelta:
+    def _backoff(self, account: _Account, failure: EmporiaError | None = None) -> timedelta:
         """Wait before asking a failing account again (backoff.ACCOUNT), stretched at random
         so many installs do not hammer Emporia in step after an outage. A refused login is
-        asked again only after backoff.AUTH_REFUSED: it will not heal by itself."""
+        asked again only after backoff.AUTH_REFUSED, doubling with the refusals alone (not
+        the outage's cycles before them): it will not heal by itself. A session Emporia no
+        longer accepts logs in again at the next tick."""
         if isinstance(failure, EmporiaAuthFailed):
-            return backoff.AUTH_REFUSED.after(failures)
-        intervals = backoff.ACCOUNT.skipped(failures)
+            return backoff.AUTH_REFUSED.after(account.refusals)
+        if isinstance(failure, EmporiaSessionExpired):
+            return timedelta(0)
+        intervals = backoff.ACCOUNT.skipped(account.state.failures)
         if not intervals:
             return timedelta(0)
         stretch = self._rng.uniform(*backoff.ACCOUNT_JITTER)
