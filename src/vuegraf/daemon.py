@@ -29,7 +29,7 @@ from vuegraf.emporia import (
     plainly,
     reason,
 )
-from vuegraf.emporia.errors import OK, RATE_LIMITED
+from vuegraf.emporia.errors import API_CHANGED, AUTH_FAILED, OK, RATE_LIMITED
 from vuegraf.model import Point
 from vuegraf.pool import RequestPool
 from vuegraf.schedule import next_tick
@@ -109,6 +109,7 @@ class _Account:
     fill_state: StateLog
     retry_at: datetime | None = None  # backing off (or Emporia's 429): no tick before this
     refusals: int = 0  # refused logins since the last good tick: AUTH_REFUSED's doubling
+    fill_failure: EmporiaError | None = None  # its holes' failure, until a fill works again
     running: Future[TickResult] | None = None  # its tick, still at work in the pool
     filling: bool = False  # `running` is the tick's second half (its holes)
 
@@ -375,11 +376,17 @@ class Daemon:
         name = account.collector.name
         if outcome.fill_errors:
             summary = _summary(outcome.fill_errors)
-            account.fill_state.failed("%s: %s", account.fill_state.what, summary)
+            failed = outcome.fill_failure
+            if failed is not None:
+                account.fill_failure = failed
+                summary = f"{summary}; {plainly(failed)}"
+            account.fill_state.failed("%s: %s", account.fill_state.what, summary,
+                                      kind=failed.state if failed is not None else "")
         elif outcome.ok and outcome.fill_requests and not outcome.stopped:
             # Only fills that were tried and worked end a fill outage: a tick whose holes are
             # all waiting out a back-off proves nothing.
             self._recovered(account.fill_state)
+            account.fill_failure = None
         if outcome.stopped and outcome.ok:
             # A stop (SIGTERM, SIGHUP) cut the tick short: neither an outage nor a recovery,
             # and nothing to back off from.
@@ -394,6 +401,13 @@ class Daemon:
                 self.stats.set_account_state(
                     name, RATE_LIMITED, f"Emporia asks for fewer requests (HTTP 429, until "
                     f"{until} UTC)")
+            elif (account.fill_failure is not None
+                  and account.fill_failure.state in (API_CHANGED, AUTH_FAILED)):
+                # Live values work but no hole can be filled (a chart endpoint withdrawn):
+                # the user must act, so the state says so until a fill works again.
+                failed = account.fill_failure
+                self.stats.set_account_state(name, failed.state,
+                                             f"filling holes: {reason(failed)}")
             else:
                 self.stats.set_account_state(name, OK, "")
         else:

@@ -528,3 +528,52 @@ def test_an_endpoint_answering_404_is_an_api_change_not_an_outage(
     assert len(recoveries(caplog)) == 1
     counted_equals_seen(stats, sim)
     assert_everything_stored(tmp_path, sim, end)
+
+
+# -- The chart endpoint withdrawn: live values work, no hole can be filled -----------------------
+
+
+def test_a_withdrawn_chart_endpoint_shows_in_the_state_until_fills_work_again(
+    tmp_path: Path, cloud: tuple[CognitoStandIn, SimulatorServer, Shared],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cognito, sim, shared = cloud
+    config = config_for(tmp_path)
+    seed(config, sim)
+    stats = Stats()
+    observer = Observer(tmp_path, stats, config.health_failure_threshold)
+    restored_at = T0 + timedelta(minutes=40)
+    # A series' fills back off up to 1 h (vuegraf.backoff.FILL_ERROR): 2 h see them work.
+    end = restored_at + timedelta(hours=2)
+    sim.withdraw("getChartUsage")
+
+    def restore(now: datetime) -> None:
+        if now >= restored_at:
+            sim.restore("getChartUsage")
+
+    with caplog.at_level(logging.INFO, logger="vuegraf"):
+        shared.run(config, T0, end, stats, [restore, observer])
+
+    # One WARNING for the fills, in the words that say whose side it is; no live failure.
+    assert account_lines(caplog, logging.ERROR) == []
+    fills = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+             and r.getMessage().startswith("Account Home, filling holes:")]
+    assert len(fills) == 1, fills
+    assert fills[0].endswith(
+        "Emporia's API has changed (neither your side nor an outage: HTTP 404 at "
+        "getChartUsage: the endpoint is gone); this vuegraf needs an update; retrying with "
+        "back-off"), fills
+    # /metrics and the health check say so from the first failed fill until fills work.
+    assert observer.changes() == ["api_changed", "ok"]
+    broken = observer.during(T0, restored_at)
+    assert {s.reason for s in broken} == {
+        "filling holes: Emporia's API has changed (HTTP 404 at getChartUsage: the endpoint is "
+        "gone); vuegraf needs an update"}
+    assert {s.health_says for s in broken} == {
+        "healthy (account Home: filling holes: Emporia's API has changed (HTTP 404 at "
+        "getChartUsage: the endpoint is gone); vuegraf needs an update)"}
+    assert observer.seen[-1].state == "ok"
+    assert len([m for m in caplog.messages
+                if m.startswith("Account Home, filling holes: recovered after ")]) == 1
+    counted_equals_seen(stats, sim)
+    assert_everything_stored(tmp_path, sim, end)
