@@ -170,3 +170,34 @@ def test_health_file_lists_each_accounts_state(tmp_path: Path, threshold: int) -
         assert (ok, why) == (False, f"unhealthy: 1 failed cycles in a row; {cabin}")
     else:
         assert (ok, why) == (True, f"healthy ({cabin})")
+
+
+def test_a_refused_login_after_a_long_outage_waits_its_own_first_15_min(tmp_path: Path,
+                                                                       caplog) -> None:
+    """The refused login's doubling counts refusals, not every failed cycle of the outage
+    before it: after two hours of 503s, the first refusal waits 15 min, not 4 h."""
+    config = parse_config({"accounts": [{"name": "Home", "email": "a@b.c", "password": "pw"}]},
+                          tmp_path / "vuegraf.json")
+    refused_from = T0 + timedelta(hours=2)
+
+    def outage_then_refused(now: datetime) -> EmporiaError | None:
+        if now < refused_from:
+            return EmporiaServerError("usage request failed: Emporia answered HTTP 503",
+                                      "HTTP 503 at getDeviceListUsages")
+        return EmporiaAuthFailed("password login failed: Emporia did not accept the "
+                                 "credentials", "the login service refused them")
+
+    collector = Scripted(outage_then_refused)
+    clock = FakeClock(T0, stop_after=refused_from + timedelta(hours=3))
+    daemon = Daemon(config, [], [], clock, stats=Stats(), collectors=[collector])
+    with caplog.at_level(logging.INFO, logger="vuegraf"):
+        daemon.run()
+
+    assert len([t for t in collector.lives if t < refused_from]) >= 8  # a long outage
+    tries = [t for t in collector.lives if t >= refused_from]
+    gaps = [round((b - a).total_seconds() / 60) for a, b in zip(tries, tries[1:], strict=False)]
+    # 15, 30, 60 min (each from the tick that failed, at the first tick at or after it).
+    assert len(gaps) >= 3, gaps
+    assert all(want <= g <= want + 1 for g, want in zip(gaps[:3], (15, 30, 60), strict=True)), gaps
+    refused = [r.getMessage() for r in caplog.records if "asking again in" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].endswith("asking again in 15 min"), refused

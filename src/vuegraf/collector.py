@@ -92,6 +92,7 @@ class TickResult:
     stopped: bool = False  # a stop cut the tick short: neither an outage nor a recovery
     fill_due: bool = False  # live values worked: holes may be filled (`AccountCollector.fill`)
     failure: EmporiaError | None = None  # the first live or start-up failure: whose side
+    fill_failure: EmporiaError | None = None  # the first failed chart request's: whose side
 
     def live_failed(self, what: str, err: EmporiaError) -> None:
         """Live values (or the start-up) failed: the tick's outcome, and whose side it was
@@ -794,9 +795,11 @@ class AccountCollector:
             result.rate_limited(err)
             if err.sent:
                 result.fill_errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
+                result.fill_failure = result.fill_failure or err
             return False
         except EmporiaError as err:
             result.fill_errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
+            result.fill_failure = result.fill_failure or err
             self.trackers[request.scale].failed(request, now)
             return False
         written: list[Point] = []

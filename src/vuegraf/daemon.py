@@ -21,8 +21,15 @@ from typing import Protocol
 from vuegraf import backoff
 from vuegraf.clock import Clock
 from vuegraf.collector import AccountCollector, CollectorSettings, TickResult
-from vuegraf.emporia import EmporiaAccount, EmporiaAuthFailed, EmporiaError, plainly, reason
-from vuegraf.emporia.errors import OK, RATE_LIMITED
+from vuegraf.emporia import (
+    EmporiaAccount,
+    EmporiaAuthFailed,
+    EmporiaError,
+    EmporiaSessionExpired,
+    plainly,
+    reason,
+)
+from vuegraf.emporia.errors import API_CHANGED, AUTH_FAILED, OK, RATE_LIMITED
 from vuegraf.model import Point
 from vuegraf.pool import RequestPool
 from vuegraf.schedule import next_tick
@@ -101,6 +108,8 @@ class _Account:
     state: StateLog
     fill_state: StateLog
     retry_at: datetime | None = None  # backing off (or Emporia's 429): no tick before this
+    refusals: int = 0  # refused logins since the last good tick: AUTH_REFUSED's doubling
+    fill_failure: EmporiaError | None = None  # its holes' failure, until a fill works again
     running: Future[TickResult] | None = None  # its tick, still at work in the pool
     filling: bool = False  # `running` is the tick's second half (its holes)
 
@@ -367,11 +376,17 @@ class Daemon:
         name = account.collector.name
         if outcome.fill_errors:
             summary = _summary(outcome.fill_errors)
-            account.fill_state.failed("%s: %s", account.fill_state.what, summary)
+            failed = outcome.fill_failure
+            if failed is not None:
+                account.fill_failure = failed
+                summary = f"{summary}; {plainly(failed)}"
+            account.fill_state.failed("%s: %s", account.fill_state.what, summary,
+                                      kind=failed.state if failed is not None else "")
         elif outcome.ok and outcome.fill_requests and not outcome.stopped:
             # Only fills that were tried and worked end a fill outage: a tick whose holes are
             # all waiting out a back-off proves nothing.
             self._recovered(account.fill_state)
+            account.fill_failure = None
         if outcome.stopped and outcome.ok:
             # A stop (SIGTERM, SIGHUP) cut the tick short: neither an outage nor a recovery,
             # and nothing to back off from.
@@ -379,22 +394,37 @@ class Daemon:
         if outcome.ok:
             self._recovered(account.state)
             account.retry_at = None
+            account.refusals = 0
             if outcome.not_before is not None and outcome.not_before > self.clock.now():
                 # Live values worked, a fill was answered 429: the account waits all the same.
                 until = outcome.not_before.strftime("%Y-%m-%d %H:%M:%S")
                 self.stats.set_account_state(
                     name, RATE_LIMITED, f"Emporia asks for fewer requests (HTTP 429, until "
                     f"{until} UTC)")
+            elif (account.fill_failure is not None
+                  and account.fill_failure.state in (API_CHANGED, AUTH_FAILED)):
+                # Live values work but no hole can be filled (a chart endpoint withdrawn):
+                # the user must act, so the state says so until a fill works again.
+                failed = account.fill_failure
+                self.stats.set_account_state(name, failed.state,
+                                             f"filling holes: {reason(failed)}")
             else:
                 self.stats.set_account_state(name, OK, "")
         else:
             # The first failure's class says whose side it is on; one line when that changes.
             failure = outcome.failure or EmporiaError(_summary(outcome.errors))
+            if isinstance(failure, EmporiaAuthFailed):
+                account.refusals += 1
             words = self._worded(account, failure, outcome)
-            account.state.failed("%s: %s", account.state.what, words, kind=failure.state)
+            expired = isinstance(failure, EmporiaSessionExpired)
+            # A session no longer accepted is routine (tokens expire): logged in again at
+            # the next tick, so a WARNING, and its own kind.
+            account.state.failed("%s: %s", account.state.what, words,
+                                 kind="session_expired" if expired else failure.state,
+                                 level=logging.WARNING if expired else None)
             self.stats.set_account_state(name, failure.state, reason(failure))
             result.failed_accounts.append(name)
-            account.retry_at = self.clock.now() + self._backoff(account.state.failures, failure)
+            account.retry_at = self.clock.now() + self._backoff(account, failure)
         if outcome.not_before is not None:
             # Emporia answered 429: its Retry-After wins over the usual back-off.
             retry_at = account.retry_at or outcome.not_before
@@ -409,17 +439,21 @@ class Daemon:
         on and what vuegraf does now."""
         said = plainly(failure)
         if isinstance(failure, EmporiaAuthFailed):
-            wait = backoff.AUTH_REFUSED.after(account.state.failures + 1)
+            wait = backoff.AUTH_REFUSED.after(account.refusals)
             said += f"; asking again in {wait.total_seconds() / 60:.0f} min"
         return f"{_summary(outcome.errors)}; {said}"
 
-    def _backoff(self, failures: int, failure: EmporiaError | None = None) -> timedelta:
+    def _backoff(self, account: _Account, failure: EmporiaError | None = None) -> timedelta:
         """Wait before asking a failing account again (backoff.ACCOUNT), stretched at random
         so many installs do not hammer Emporia in step after an outage. A refused login is
-        asked again only after backoff.AUTH_REFUSED: it will not heal by itself."""
+        asked again only after backoff.AUTH_REFUSED, doubling with the refusals alone (not
+        the outage's cycles before them): it will not heal by itself. A session Emporia no
+        longer accepts logs in again at the next tick."""
         if isinstance(failure, EmporiaAuthFailed):
-            return backoff.AUTH_REFUSED.after(failures)
-        intervals = backoff.ACCOUNT.skipped(failures)
+            return backoff.AUTH_REFUSED.after(account.refusals)
+        if isinstance(failure, EmporiaSessionExpired):
+            return timedelta(0)
+        intervals = backoff.ACCOUNT.skipped(account.state.failures)
         if not intervals:
             return timedelta(0)
         stretch = self._rng.uniform(*backoff.ACCOUNT_JITTER)

@@ -16,6 +16,11 @@ from datetime import UTC, datetime
 import pytest
 import requests
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]  # no stubs
+from pycognito.exceptions import (  # type: ignore[import-untyped]  # no stubs
+    ForceChangePasswordException,
+    SMSMFAChallengeException,
+    SoftwareTokenMFAChallengeException,
+)
 
 from vuegraf.emporia.errors import (
     ACCOUNT_STATES,
@@ -23,6 +28,7 @@ from vuegraf.emporia.errors import (
     EmporiaAuthFailed,
     EmporiaDown,
     EmporiaError,
+    EmporiaLoginChallenge,
     EmporiaRateLimited,
     EmporiaServerError,
     EmporiaUnreachable,
@@ -105,14 +111,61 @@ def test_an_endpoint_gone_is_an_api_change():
 
 
 @pytest.mark.parametrize("unreadable", [
-    json.JSONDecodeError("Expecting value", "<html>", 0),
     KeyError("deviceListUsages"),
     TypeError("'NoneType' object is not subscriptable"),
-], ids=["json", "key", "type"])
+], ids=["key", "type"])
 def test_an_answer_pyemvue_cannot_read_is_an_api_change(unreadable):
     err = classified("usage request failed", unreadable, HOST)
     assert type(err) is EmporiaApiChanged
     assert err.why.startswith("an answer pyemvue cannot read: ")
+
+
+def answer_of(body: bytes) -> requests.exceptions.JSONDecodeError:
+    """What pyemvue's `response.json()` raises for a 200 whose body is `body`."""
+    response = requests.Response()
+    response.status_code = 200
+    response._content = body
+    response.encoding = "utf-8"
+    with pytest.raises(requests.exceptions.JSONDecodeError) as raised:
+        response.json()
+    return raised.value
+
+
+@pytest.mark.parametrize("body", [
+    b"<html><body><h1>502 Bad Gateway</h1></body></html>",  # a proxy's or a gateway's page
+    b'{"deviceListUsages": {"instant": "2026-11-24T15:06:00Z", "devices": [{"devi',  # cut short
+    b"",
+], ids=["html", "cut-short", "empty"])
+def test_an_answer_that_is_no_json_at_all_is_emporias_side(body):
+    err = classified("usage request failed", answer_of(body), HOST)
+    assert type(err) is EmporiaDown and err.state == "emporia_down"
+    assert err.why == "an answer that is not JSON (an HTML page, or cut short)"
+    assert plainly(err).startswith("Emporia is failing (its side, an answer that is not JSON")
+    # json's own error (what a parser other than requests' raises) reads the same.
+    plain = classified("usage request failed", json.JSONDecodeError("Expecting value", "<", 0),
+                       HOST)
+    assert type(plain) is EmporiaDown
+
+
+@pytest.mark.parametrize(("challenge", "why"), [
+    (ForceChangePasswordException("Password change is required."),
+     "the login service asks for a new password: set one in the Emporia app, then in "
+     "vuegraf.json"),
+    (SoftwareTokenMFAChallengeException("Do MFA challenge",
+                                        {"ChallengeName": "SOFTWARE_TOKEN_MFA"}),
+     "the login service asks for a second factor (MFA), which vuegraf cannot give: turn MFA "
+     "off for this account"),
+    (SMSMFAChallengeException("Do SMS MFA", {"ChallengeName": "SMS_MFA"}),
+     "the login service asks for a second factor (MFA), which vuegraf cannot give: turn MFA "
+     "off for this account"),
+], ids=["new-password", "mfa-app", "mfa-sms"])
+def test_a_login_that_asks_more_than_the_password_is_the_users_side(challenge, why):
+    err = classified("password login failed", challenge, HOST, login=True)
+    assert isinstance(err, EmporiaAuthFailed) and err.state == "auth_failed"
+    assert type(err) is EmporiaLoginChallenge and err.why == why
+    # Its own reason, not "check email and password": the password was right.
+    assert reason(err) == f"Emporia's login needs you ({why})"
+    assert plainly(err) == f"Emporia's login needs you (your side: {why}; SIGHUP reloads it)"
 
 
 def test_a_refused_connection_is_unreachable_with_its_host():

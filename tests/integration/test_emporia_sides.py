@@ -357,6 +357,51 @@ def test_a_token_renewal_502_mid_run_is_emporias_side_and_keeps_the_session_toke
     assert_everything_stored(tmp_path, sim, end)
 
 
+# -- A session Emporia no longer accepts (its refresh token expired or was revoked) -----------
+
+
+def test_a_session_no_longer_accepted_logs_in_again_and_is_no_refused_password(
+    tmp_path: Path, cloud: tuple[CognitoStandIn, SimulatorServer, Shared],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cognito, sim, shared = cloud
+    config = config_for(tmp_path)
+    seed(config, sim)
+    stats = Stats()
+    observer = Observer(tmp_path, stats, config.health_failure_threshold)
+    revoked_at = T0 + timedelta(minutes=20)
+    end = revoked_at + timedelta(minutes=40)
+    revoked: list[datetime] = []
+
+    def expire(now: datetime) -> None:
+        """Once: the API refuses the session's id token (401) and Cognito its refresh token,
+        as when Emporia ends a session; the password is still right."""
+        if now >= revoked_at and not revoked:
+            cognito.revoke_refresh_tokens()
+            cognito.revoke_id_tokens()
+            revoked.append(now)
+
+    with caplog.at_level(logging.INFO, logger="vuegraf"):
+        shared.run(config, T0, end, stats, [expire, observer])
+
+    # Not the user's side: no ERROR, never "check email and password", never unhealthy.
+    assert account_lines(caplog, logging.ERROR) == []
+    assert "check email and password" not in caplog.text
+    expired = [m for m in account_lines(caplog, logging.WARNING) if "no longer accepts" in m]
+    assert len(expired) == 1, account_lines(caplog, logging.WARNING)
+    assert "logging in again at the next tick" in expired[0]
+    assert "auth_failed" not in observer.changes()
+    assert all(s.healthy for s in observer.seen)
+    # The next tick logged in again (the stored tokens refused, then the password).
+    assert cognito.password_logins == 2 and cognito.refused_logins == 0
+    failed = [s for s in observer.seen if s.state != "ok"]
+    assert len(failed) == 1 and failed[0].reason.startswith(
+        "Emporia no longer accepts the session"), failed
+    assert len(recoveries(caplog)) == 1
+    counted_equals_seen(stats, sim)
+    assert_everything_stored(tmp_path, sim, end)
+
+
 # -- A maintenance hour: every endpoint 503 ---------------------------------------------------
 
 
@@ -481,5 +526,54 @@ def test_an_endpoint_answering_404_is_an_api_change_not_an_outage(
     during = observer.during(broken[0] + timedelta(minutes=1), broken[1])
     assert {s.metric_state for s in during} == {"api_changed"}
     assert len(recoveries(caplog)) == 1
+    counted_equals_seen(stats, sim)
+    assert_everything_stored(tmp_path, sim, end)
+
+
+# -- The chart endpoint withdrawn: live values work, no hole can be filled -----------------------
+
+
+def test_a_withdrawn_chart_endpoint_shows_in_the_state_until_fills_work_again(
+    tmp_path: Path, cloud: tuple[CognitoStandIn, SimulatorServer, Shared],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cognito, sim, shared = cloud
+    config = config_for(tmp_path)
+    seed(config, sim)
+    stats = Stats()
+    observer = Observer(tmp_path, stats, config.health_failure_threshold)
+    restored_at = T0 + timedelta(minutes=40)
+    # A series' fills back off up to 1 h (vuegraf.backoff.FILL_ERROR): 2 h see them work.
+    end = restored_at + timedelta(hours=2)
+    sim.withdraw("getChartUsage")
+
+    def restore(now: datetime) -> None:
+        if now >= restored_at:
+            sim.restore("getChartUsage")
+
+    with caplog.at_level(logging.INFO, logger="vuegraf"):
+        shared.run(config, T0, end, stats, [restore, observer])
+
+    # One WARNING for the fills, in the words that say whose side it is; no live failure.
+    assert account_lines(caplog, logging.ERROR) == []
+    fills = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+             and r.getMessage().startswith("Account Home, filling holes:")]
+    assert len(fills) == 1, fills
+    assert fills[0].endswith(
+        "Emporia's API has changed (neither your side nor an outage: HTTP 404 at "
+        "getChartUsage: the endpoint is gone); this vuegraf needs an update; retrying with "
+        "back-off"), fills
+    # /metrics and the health check say so from the first failed fill until fills work.
+    assert observer.changes() == ["api_changed", "ok"]
+    broken = observer.during(T0, restored_at)
+    assert {s.reason for s in broken} == {
+        "filling holes: Emporia's API has changed (HTTP 404 at getChartUsage: the endpoint is "
+        "gone); vuegraf needs an update"}
+    assert {s.health_says for s in broken} == {
+        "healthy (account Home: filling holes: Emporia's API has changed (HTTP 404 at "
+        "getChartUsage: the endpoint is gone); vuegraf needs an update)"}
+    assert observer.seen[-1].state == "ok"
+    assert len([m for m in caplog.messages
+                if m.startswith("Account Home, filling holes: recovered after ")]) == 1
     counted_equals_seen(stats, sim)
     assert_everything_stored(tmp_path, sim, end)

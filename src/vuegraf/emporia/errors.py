@@ -2,10 +2,13 @@
 
 Callers decide by type alone: every failure is an `EmporiaError`, and its class says whose
 side the failure is on, which is what a user needs to know first:
-- the user's (`EmporiaAuthFailed`: Emporia's login service refused the e-mail or password;
-  it will not heal by itself, so it is asked again only after a long back-off);
+- the user's (`EmporiaAuthFailed`: Emporia's login service refused the e-mail or password,
+  or `EmporiaLoginChallenge`: it asks for a new password or a second factor; it will not
+  heal by itself, so it is asked again only after a long back-off);
 - Emporia's (`EmporiaDown`: 5xx, no answer, the login service failing, `/customers`
-  refusing a login whose credentials were accepted; `EmporiaRateLimited`: 429); retried
+  refusing a login whose credentials were accepted, a 200 that is no JSON: a gateway's
+  page or a body cut short; `EmporiaSessionExpired`: a session that worked is no longer
+  accepted, so the next call logs in again; `EmporiaRateLimited`: 429); retried
   with the usual back-off, the stored tokens kept, the holes filled once it answers;
 - Emporia changed its API (`EmporiaApiChanged`: an endpoint vuegraf uses answers 404, or
   an answer pyemvue cannot read): vuegraf (or pyemvue) needs an update.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import http.client
+import json
 import os
 import socket
 import ssl
@@ -99,6 +103,17 @@ class EmporiaAuthFailed(EmporiaError):
     state: ClassVar[str] = AUTH_FAILED
 
 
+class EmporiaLoginChallenge(EmporiaAuthFailed):
+    """The user's side: the login service asks for more than the password (a new password,
+    a second factor), which vuegraf cannot give; `why` says what the user must do."""
+
+
+class EmporiaSessionExpired(EmporiaDown):
+    """A session that worked is no longer accepted (its refresh token expired or was
+    revoked): no sign of a wrong password, so the next call logs in afresh (stored tokens,
+    then the password); only a refused password login is `EmporiaAuthFailed`."""
+
+
 class EmporiaApiChanged(EmporiaError):
     """Emporia changed its API: an endpoint vuegraf uses is gone (404), or an answer is
     in a shape pyemvue cannot read. Retrying does not help until vuegraf is updated."""
@@ -126,8 +141,12 @@ def reason(err: EmporiaError) -> str:
     """Whose side `err` is on, in a few words: the reason the health check and `/metrics`
     show ("Emporia refused the login (check email and password in vuegraf.json)")."""
     why = err.why or short(err)
+    if isinstance(err, EmporiaLoginChallenge):
+        return f"Emporia's login needs you ({why})"
     if isinstance(err, EmporiaAuthFailed):
         return "Emporia refused the login (check email and password in vuegraf.json)"
+    if isinstance(err, EmporiaSessionExpired):
+        return f"Emporia no longer accepts the session ({why}); logging in again"
     if isinstance(err, PyemvueUnsupported):
         return "the installed pyemvue is not the one this vuegraf needs (reinstall vuegraf)"
     if isinstance(err, EmporiaApiChanged):
@@ -143,6 +162,13 @@ def plainly(err: EmporiaError) -> str:
     """The one log line's words for `err`: whose side it is on and what vuegraf does now
     (for a refused login the caller says when it asks again)."""
     why = err.why or short(err)
+    if isinstance(err, EmporiaLoginChallenge):
+        return f"Emporia's login needs you (your side: {why}; SIGHUP reloads it)"
+    if isinstance(err, EmporiaSessionExpired):
+        return (
+            f"Emporia no longer accepts the session ({why}); logging in again at the next "
+            "tick, holes are filled afterwards"
+        )
     if isinstance(err, EmporiaAuthFailed):
         return (
             "Emporia refused the login (your side: check email and password in vuegraf.json; "
@@ -240,10 +266,40 @@ def classified(failed: str, err: BaseException, host: str, login: bool = False) 
             return for_status(message, answer.status_code, _route(answer.url or ""), login)
     if any(isinstance(e, ValueError) and "Not authenticated" in str(e) for e in causes):
         return EmporiaAuthFailed(message, "no tokens and no password accepted")
+    challenge = _challenge(causes)
+    if challenge is not None:
+        return EmporiaLoginChallenge(message, challenge)
+    if any(isinstance(e, json.JSONDecodeError) for e in causes):
+        # A 200 with a gateway's HTML page or a body cut short: an outage or a proxy, not a
+        # new shape of Emporia's answers (that would still be JSON).
+        return EmporiaDown(message, "an answer that is not JSON (an HTML page, or cut short)")
     if any(isinstance(e, (ValueError, KeyError, TypeError, AttributeError, IndexError))
            for e in causes):
         return EmporiaApiChanged(message, f"an answer pyemvue cannot read: {text[:120]}")
     return EmporiaError(message)
+
+
+# pycognito's exceptions (plain Exceptions, read by class name, as botocore's are by shape)
+# for a login that asks for more than the password, and what the user must do then.
+_CHALLENGES = {
+    "ForceChangePasswordException": (
+        "the login service asks for a new password: set one in the Emporia app, then in "
+        "vuegraf.json"
+    ),
+    "MFAChallengeException": (
+        "the login service asks for a second factor (MFA), which vuegraf cannot give: turn "
+        "MFA off for this account"
+    ),
+}
+
+
+def _challenge(causes: list[BaseException]) -> str | None:
+    """What the user must do when `causes` hold a login challenge vuegraf cannot answer."""
+    for exc in causes:
+        for cls in type(exc).__mro__:
+            if cls.__name__ in _CHALLENGES:
+                return _CHALLENGES[cls.__name__]
+    return None
 
 
 def short(err: object) -> str:

@@ -11,8 +11,10 @@ adopted the moment `login` creates it), which is where vuegraf:
   back-off when it gives none). That state is kept per Emporia account in `RateLimits`,
   which `cli.main` builds once, so a reload's new sessions remember it.
 
-A session that keeps failing, or whose login was refused, is thrown away and the next call
-logs in afresh (the re-login rule, `_call_failed`).
+A session that keeps failing, or that Emporia no longer accepts (`EmporiaSessionExpired`:
+its tokens expired or were revoked), is thrown away and the next call logs in afresh, with
+the stored tokens, then the password (the re-login rule, `_call_failed`). Only a refused
+password login is `EmporiaAuthFailed`, the user's side.
 
 Adopting pyemvue's `Auth` relies on pyemvue internals (`Auth._do_request`, its retry
 settings, `login` assigning `self.auth`), so setup.py pins pyemvue to `SUPPORTED_PYEMVUE`
@@ -50,6 +52,7 @@ from vuegraf.emporia.errors import (
     EmporiaError,
     EmporiaRateLimited,
     EmporiaServerError,
+    EmporiaSessionExpired,
     EmporiaStopped,
     PyemvueUnsupported,
     classified,
@@ -287,7 +290,7 @@ class EmporiaSession:
                 self._failures_in_a_row = 0
             return self._vue
 
-    def _call_failed(self, vue: PyEmVue, err: Exception) -> None:
+    def _call_failed(self, vue: PyEmVue, err: Exception, expired: bool = False) -> None:
         """Count a failed call made with session `vue`; drop the session after
         RELOGIN_AFTER_FAILURES in a row (or one auth failure), so the next call logs in.
 
@@ -297,7 +300,8 @@ class EmporiaSession:
             if self._vue is not vue:
                 return
             self._failures_in_a_row += 1
-            if _looks_like_auth(err) or self._failures_in_a_row >= RELOGIN_AFTER_FAILURES:
+            if (expired or _looks_like_auth(err)
+                    or self._failures_in_a_row >= RELOGIN_AFTER_FAILURES):
                 # A revoked or expired session never heals by itself: log in afresh next time.
                 self._vue = None
                 self._failures_in_a_row = 0
@@ -398,15 +402,23 @@ class EmporiaSession:
             # Not the session's fault: no re-login for these.
             raise reworded(err, f"{what} failed") from None
         except Exception as err:
-            self._call_failed(vue, err)
             status = self.last_status
             if type(err) is EmporiaError and status is not None and status >= 400:
                 # Raised by the caller for an error status pyemvue turned into an empty
                 # answer: the status says whose side it is.
                 err = for_status(str(err), status, getattr(self._request, "endpoint", ""))
-            if isinstance(err, EmporiaError):
-                raise reworded(err, f"{what} failed") from None
-            raise self._translated(f"{what} failed", err) from None
+            failed = (
+                reworded(err, f"{what} failed") if isinstance(err, EmporiaError)
+                else self._translated(f"{what} failed", err)
+            )
+            if isinstance(failed, EmporiaAuthFailed):
+                # A session that worked (pyemvue renews its tokens inside the call) is no
+                # longer accepted: expired or revoked, no sign of a wrong password. Dropped
+                # below; the next call logs in again, and only a refused password login
+                # there is the user's side.
+                failed = EmporiaSessionExpired(str(failed), "its tokens were refused")
+            self._call_failed(vue, err, expired=isinstance(failed, EmporiaSessionExpired))
+            raise failed from None
         self._call_succeeded(vue)
         return result
 
