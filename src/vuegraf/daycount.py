@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from vuegraf.statefile import replace_file
 from vuegraf.stats import Stats
 
 logger = logging.getLogger(__name__)
@@ -60,10 +60,7 @@ class DayCountFile:
         if text == self._saved_text:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+            replace_file(path, text)
             self._saved_text = text
         except OSError as err:
             logger.warning("cannot save %s: %s", path, err)

@@ -30,6 +30,7 @@ from typing import Any
 
 from vuegraf.config import DEFAULT_STATE_DIR_NAME, STATE_DIR_ENV
 from vuegraf.shard import SHARD_ENV, WHOLE, Shard, ShardError, resolve_shard
+from vuegraf.statefile import replace_file
 from vuegraf.stats import Stats, StatsSnapshot
 
 HEALTH_FILE = "health.json"
@@ -75,10 +76,7 @@ class HealthFile:
             "stale_after_secs": max(3 * self.interval_secs, 300),
             "pid": os.getpid(),
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data) + "\n")
-        os.replace(tmp, self.path)
+        replace_file(self.path, json.dumps(data) + "\n")
 
 
 # The account state of a refused login (vuegraf.emporia.errors.AUTH_FAILED; not imported:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 from vuegraf.backfill import Holes, SeriesKey
 from vuegraf.model import Scale
+from vuegraf.statefile import replace_file
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +84,7 @@ class MarksFile:
         if text == self._saved_text:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+            replace_file(path, text)
             self._saved_text = text
         except OSError as err:
             logger.warning("Account %s: cannot save %s: %s", self.account, path, err)
