@@ -323,19 +323,9 @@ class DeviceCatalog:
         points: list[Point] = []
         missing: list[str] = []
         for reading in readings:
-            dev = self.devices.get(reading.device_gid)
-            if dev is None:
+            if reading.device_gid not in self.devices:
                 self._refresh_wanted = True
-                dev_name = device_name(None, reading.device_gid)
-            else:
-                dev_name = dev.name
-            chan = channel_name(
-                self.account,
-                dev_name,
-                reading.channel_num,
-                reading.emporia_name,
-                self.emporia_names,
-            )
+            dev_name, chan = self._reading_name(reading)
             if reading.kwh is None:
                 missing.append(chan)
                 continue
