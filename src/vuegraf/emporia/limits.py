@@ -22,6 +22,11 @@ RETENTION = {
     Scale.SECOND: KEPT[Scale.SECOND] - timedelta(minutes=2),
     Scale.MINUTE: KEPT[Scale.MINUTE] - timedelta(minutes=10),
 }
+# How far back a past bucket is asked for with getDeviceListUsages, the one way to recover a
+# computed channel's value (Balance, TotalUsage, Mains*Grid have no chart data). Emporia does
+# not say how far back that answers: vuegraf goes no further than it keeps minutes, at every
+# scale, and counts older holes of those channels as lost.
+INSTANT_RETENTION = RETENTION[Scale.MINUTE]
 # Buckets per getChartUsage request (1S: 1 h, 1MIN: 12 h), below what Emporia refuses
 # (1MIN: more than 13 h 20 min).
 MAX_BUCKETS = {Scale.SECOND: 3600, Scale.MINUTE: 720, Scale.HOUR: 480, Scale.DAY: 480}
