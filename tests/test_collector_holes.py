@@ -155,7 +155,10 @@ def test_the_marks_file_of_an_older_version_is_read_and_its_hole_filled(tmp_path
     # The file is now in the format with holes (and still has the marks older versions read).
     data = json.loads(marks_path(state, "Home").read_text())
     assert set(data) == {"account", "marks", "holes"}
-    assert set(data["marks"]["1MIN"]) == {f"{gid}|{num}" for gid, num, _ in series}
+    # Every chart series, and the computed channels (their holes are kept too).
+    computed = {f"{gid}|{num}" for gid, num, _d, _n, chart in model.channels() if not chart}
+    assert computed
+    assert set(data["marks"]["1MIN"]) == {f"{gid}|{num}" for gid, num, _ in series} | computed
 
 
 def test_a_device_installed_two_days_ago_is_filled_as_fast_as_the_others(tmp_path: Path):

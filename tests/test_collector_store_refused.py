@@ -101,6 +101,10 @@ def chart_start(record: RequestRecord) -> datetime:
     return datetime.fromisoformat(record.query["start"].replace("Z", "+00:00"))
 
 
+def instant(record: RequestRecord) -> datetime:
+    return datetime.fromisoformat(record.query["instant"].replace("Z", "+00:00"))
+
+
 def minute_charts(log: list[RequestRecord]) -> list[RequestRecord]:
     return [r for r in log if r.endpoint == "getChartUsage" and r.scale == "1MIN"]
 
@@ -133,10 +137,12 @@ def test_reads_refused_all_run_still_fill_an_emporia_outage(
     want = minute_points(model, FIRST_LIVE_MINUTE, settled)
     assert len(want) > 28 * 50
     assert missing_or_wrong(store.minutes(), want) == []
-    outage_fills = [r for r in minute_charts(log) if r.status == 200
-                    and chart_start(r) <= T0 + timedelta(minutes=7)
-                    and r.at >= T0 + timedelta(minutes=10)]
-    assert len({r.query["deviceGid"] + "/" + r.query["channel"] for r in outage_fills}) >= 20
+    # They came from requests made after it for the minutes it missed: one usage request
+    # per minute brings every channel's minute (Balance's only source).
+    outage_fills = [r for r in log if r.status == 200 and r.endpoint == "getDeviceListUsages"
+                    and r.scale == "1MIN" and r.at >= T0 + timedelta(minutes=10)
+                    and FIRST_LIVE_MINUTE < instant(r) < T0 + timedelta(minutes=10)]
+    assert len({instant(r) for r in outage_fills}) >= 3
 
     # Nothing from before this start was asked for: no marks, a store that cannot say, so
     # no 7-day refetch either.

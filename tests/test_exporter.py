@@ -88,6 +88,9 @@ def stats() -> Stats:
     stats.count_points("influxdb", "queued", 5)
     stats.set_queue_depth("influxdb", 5)
     stats.set_mqtt_connected(True)
+    stats.count_lost("Home", "1MIN", "Main Panel-Balance", "retention", 3)
+    stats.count_lost("Home", "1MIN", "Main Panel-Balance", "retention", 4)
+    stats.count_lost("Home", "1MIN", "Solar", "no_value", 0)  # nothing: no sample
     return stats
 
 
@@ -209,6 +212,17 @@ def test_exposition_of_known_points_and_stats_parses_back_exactly(latest, stats)
                 )
             ],
         ),
+        "vuegraf_lost_points": (
+            "counter",
+            [
+                (
+                    "vuegraf_lost_points_total",
+                    {"account": "Home", "scale": "1MIN", "channel": "Main Panel-Balance",
+                     "reason": "retention"},
+                    7.0,
+                )
+            ],
+        ),
         "vuegraf_sink_points": (
             "counter",
             [
@@ -253,7 +267,7 @@ def test_every_family_follows_the_naming_guidelines(latest, stats):
     collector = VuegrafCollector(latest, stats, devices=lambda: [("Home", "Main Panel", True)])
     text = scrape(collector)
     seen = families(text)
-    assert len(seen) == 16
+    assert len(seen) == 17
     for name, (kind, samples) in seen.items():
         assert re.fullmatch(r"vuegraf_[a-z0-9_]+", name), name
         assert kind in ("counter", "gauge"), (name, kind)

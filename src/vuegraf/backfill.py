@@ -21,6 +21,11 @@ holes included: one request costs the same whatever it spans. A series that answ
 nothing up to the present (an offline plug) backs off instead of being asked again every
 cycle; empty windows with stored values after them (a device newer than the lookback) are
 given up and the next window asked at once.
+
+What can never be filled is counted as *lost* (`Tracker.take_lost`, by series and reason), so
+that "nothing lost" is a number: buckets that fell out of Emporia's retention before they were
+filled (`RETENTION_LOST`), and buckets Emporia answered without a value once they had settled
+(`NO_VALUE`).
 """
 
 from __future__ import annotations
@@ -46,6 +51,11 @@ EDGE_MARGIN = {Scale.SECOND: timedelta(minutes=15), Scale.MINUTE: timedelta(hour
 MAX_HOLES = 32
 
 Span = tuple[datetime, datetime]  # buckets [start, end)
+
+# Why a bucket was given up: the reasons `Tracker.take_lost` counts (the metric's label).
+RETENTION_LOST = "retention"  # older than Emporia keeps it (or than vuegraf looks back)
+NO_VALUE = "no_value"  # Emporia answered null for it after it had settled
+SHED = "shed"  # the request budget gave it up (second data)
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,17 @@ class SeriesState:
             self.holes[0:2] = [(start, stop)]
         return changed
 
+    def is_missing(self, bucket: datetime) -> bool:
+        """Whether the bucket starting at `bucket` is not stored."""
+        return bucket >= self.open_from or any(s <= bucket < e for s, e in self.holes)
+
+    def missing_spans(self, end: datetime) -> list[Span]:
+        """The missing buckets before `end`, as spans (the open end cut at `end`)."""
+        spans = [(s, min(e, end)) for s, e in self.holes if s < end]
+        if self.open_from < end:
+            spans.append((self.open_from, end))
+        return spans
+
     def missing(self, first: datetime, end: datetime) -> None:
         """Buckets [first, end) are not stored after all (the store says so)."""
         self.holes, self.open_from = _joined([*self.holes, (first, end)], self.open_from)
@@ -160,6 +181,9 @@ class Tracker:
         self.settle = timedelta(seconds=settle_secs)
         self.series: dict[SeriesKey, SeriesState] = {}
         self.retired: dict[SeriesKey, SeriesState] = {}  # gone from the account, marks kept
+        # Buckets given up since the last `take_lost`, by series and reason.
+        self._lost: dict[tuple[SeriesKey, str], int] = {}
+        self._lost_spans: list[Span] = []  # their time ranges (for one log line)
 
     def earliest(self, now: datetime, lookback: timedelta | None = None) -> datetime:
         """Oldest bucket worth asking for: the lookback, clipped to Emporia's retention."""
@@ -204,7 +228,7 @@ class Tracker:
             after = self._after(stored)
             state = SeriesState.from_saved(saved_marks.get(key, after))
             state.open_at(after)
-            state.clip(stored_floor)
+            self._clip(key, state, stored_floor)
             self.series[key] = state
 
     def seed_from_marks(
@@ -225,7 +249,7 @@ class Tracker:
                 self.series[key] = SeriesState(open_from=floor)
                 continue
             state = SeriesState.from_saved(saved)
-            state.clip(stored_floor)
+            self._clip(key, state, stored_floor)
             self.series[key] = state
 
     def lower_to_stored(
@@ -249,6 +273,8 @@ class Tracker:
                 continue
             stored = last_stored.get(key)
             mark = floor if stored is None else max(self._after(stored), stored_floor)
+            if stored is not None and self._after(stored) < mark:
+                self.lose(key, RETENTION_LOST, [(self._after(stored), mark)])
             if mark < state.filled:
                 state.missing(mark, state.filled)
                 moved += 1
@@ -261,6 +287,18 @@ class Tracker:
         points goes back to): the second is the first unless `stored_lookback` is given."""
         floor = self.earliest(now, lookback)
         return floor, self.earliest(now, stored_lookback) if stored_lookback else floor
+
+    def next_after(self, stored: datetime) -> datetime:
+        """The bucket after the one holding a point stamped `stored`."""
+        return self._after(stored)
+
+    def previous(self, bucket: datetime) -> datetime:
+        """The bucket just before the one starting at `bucket`."""
+        return self._before(bucket)
+
+    def count(self, start: datetime, end: datetime) -> int:
+        """Buckets in [start, end), both bucket starts."""
+        return self._buckets(start, self._before(end)) if end > start else 0
 
     def _after(self, stored: datetime) -> datetime:
         """The bucket after the one holding a point stamped `stored`."""
@@ -382,6 +420,16 @@ class Tracker:
         for start, value in values:
             if value is None and next_bucket(self.scale, start, self.zone) + self.settle > now:
                 end = min(end, start)  # too young to give up on
+        # What the window gives up without a value (null, or not in the answer at all).
+        answered = {start for start, value in values if value is not None}
+        given_up = [
+            start
+            for first, stop in state.missing_spans(end)
+            for start in self._starts_in(max(first, request.first), stop)
+            if start not in answered
+        ]
+        if given_up:
+            self.lose(request.series, NO_VALUE, self._runs(given_up))
         # Empty up to the present (a window cut short by the newest bucket, not a whole one
         # with more after it): an offline plug, asked again later. An empty whole window is
         # a span before a device existed, or a long outage: the next one is asked at once.
@@ -403,12 +451,75 @@ class Tracker:
                 state.backoff = BACKOFF_START
         return progressed
 
-    def give_up(self, request: FillRequest) -> None:
-        """The window cannot be had (it failed every try of an import): count it as known,
-        so the series goes on with the next one."""
-        self.series[request.series].known(
-            request.first, next_bucket(self.scale, request.last, self.zone)
-        )
+    def give_up(self, request: FillRequest, reason: str | None = None) -> None:
+        """The window cannot be had (it failed every try of an import, or the budget sheds
+        it): count it as known, so the series goes on with the next one. With `reason`, its
+        missing buckets are counted as lost."""
+        state = self.series[request.series]
+        end = next_bucket(self.scale, request.last, self.zone)
+        if reason is not None:
+            spans = [
+                (max(s, request.first), min(e, end))
+                for s, e in state.missing_spans(end) if e > request.first
+            ]
+            self.lose(request.series, reason, spans)
+        state.known(request.first, end)
+
+    # -- what is lost ------------------------------------------------------------------
+
+    def expire(self, now: datetime, floor: datetime | None = None) -> None:
+        """Give up every hole older than `floor` (default: the oldest bucket Emporia still
+        keeps, for seconds and minutes; nothing for hours and days), counting it as lost."""
+        floor = floor if floor is not None else self._edge(now)
+        if floor is None:
+            return
+        for key, state in self.series.items():
+            if state.filled < floor:
+                self._clip(key, state, floor)
+
+    def _clip(self, key: SeriesKey, state: SeriesState, floor: datetime) -> None:
+        """`state.clip(floor)`, the buckets it drops counted as lost to retention."""
+        dropped = [(s, min(e, floor)) for s, e in state.missing_spans(floor)]
+        if dropped:
+            self.lose(key, RETENTION_LOST, dropped)
+        state.clip(floor)
+
+    def lose(self, key: SeriesKey, reason: str, spans: Iterable[Span]) -> None:
+        """Count the buckets of `spans` ([start, end) each) as lost for `reason`."""
+        count = 0
+        for start, end in spans:
+            if end > start:
+                count += self.count(start, end)
+                self._lost_spans.append((start, end))
+        if count:
+            self._lost[(key, reason)] = self._lost.get((key, reason), 0) + count
+
+    def take_lost(self) -> tuple[dict[tuple[SeriesKey, str], int], Span | None]:
+        """The buckets given up since the last call, by (series, reason), and the time range
+        they lie in (None when there are none); the count starts again."""
+        lost, spans = self._lost, self._lost_spans
+        self._lost, self._lost_spans = {}, []
+        if not spans:
+            return lost, None
+        return lost, (min(s for s, _ in spans), max(e for _, e in spans))
+
+    def _starts_in(self, first: datetime, end: datetime) -> Iterable[datetime]:
+        """The bucket starts from `first` (a bucket start) up to `end` (excluded)."""
+        t = first
+        while t < end:
+            yield t
+            t = next_bucket(self.scale, t, self.zone)
+
+    def _runs(self, starts: Sequence[datetime]) -> list[Span]:
+        """Bucket starts as spans [start, end) of consecutive buckets."""
+        spans: list[Span] = []
+        for start in sorted(starts):
+            end = next_bucket(self.scale, start, self.zone)
+            if spans and spans[-1][1] == start:
+                spans[-1] = (spans[-1][0], end)
+            else:
+                spans.append((start, end))
+        return spans
 
     def failed(self, request: FillRequest, now: datetime) -> None:
         """The request itself failed (Emporia error): ask this series again later, not at

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Protocol
 
 from vuegraf import backoff
-from vuegraf.backfill import FillRequest, Holes, SeriesKey, Tracker
+from vuegraf.backfill import NO_VALUE, RETENTION_LOST, SHED, FillRequest, Holes, SeriesKey, Tracker
 from vuegraf.budget import BudgetGuard, Level, Plan, fill_allowance
+from vuegraf.computed import ComputedHoles
 from vuegraf.emporia import EmporiaAccount, EmporiaError, EmporiaRateLimited, EmporiaStopped
 from vuegraf.emporia.limits import (
     DEFAULT_LOOKBACK,
@@ -144,6 +145,13 @@ class AccountCollector:
         self.seconds_enabled = second_data_enabled(config)
         tracked = self.scales + ([Scale.SECOND] if self.seconds_enabled else [])
         self.trackers = {s: Tracker(s, config.zone, settle_secs) for s in tracked}
+        # Balance and the other channels without chart data: filled by usage requests for
+        # past buckets (vuegraf.computed), learned from the usage answers.
+        self.computed = ComputedHoles(self.scales, config.zone, settle_secs)
+        # The store's newest time of every series it holds, by name, as read at start-up:
+        # where a computed series learned later is followed from.
+        self._stored_names: dict[Scale, dict[tuple[str, str], datetime]] = {}
+        self._lost_log = StateLog(logger, f"Account {account.name}, values lost", logging.WARNING)
         self._live_done: dict[Scale, datetime] = {}
         # Per scale: the live bucket Emporia answered for another, and when to ask again.
         self._misdated: dict[Scale, tuple[datetime, datetime]] = {}
@@ -340,6 +348,12 @@ class AccountCollector:
             moved = tracker.lower_to_stored(
                 keys, last, now, self._lookback(scale), self._stored_lookback(scale)
             )
+            if stored is not None and scale in self.computed.trackers:
+                by_name = self._names_to_keys(list(self.computed.trackers[scale].series))
+                names = self._stored_names.get(scale, {})
+                moved += self.computed.lower_to_stored(
+                    scale, {by_name[n]: t for n, t in names.items() if n in by_name}, now
+                )
             if stored is not None:
                 logger.info(
                     "Account %s: %s data stored for %d of %d series; %d filled from further back",
@@ -413,7 +427,10 @@ class AccountCollector:
         (nothing to keep before the trackers are seeded, nor without a store)."""
         if self.store is None or not self._seeded:
             return
-        self.marks.save({scale: tracker.holes() for scale, tracker in self.trackers.items()})
+        holes = {scale: tracker.holes() for scale, tracker in self.trackers.items()}
+        for scale, computed in self.computed.holes().items():
+            holes[scale] = {**holes.get(scale, {}), **computed}
+        self.marks.save(holes)
 
     def _read_store(self, now: datetime) -> dict[Scale, dict[SeriesKey, datetime]]:
         assert self.store is not None
@@ -422,6 +439,8 @@ class AccountCollector:
             keys = self._series_for(scale)
             since = tracker.earliest(now, self._stored_lookback(scale))
             stored = self.store.last_times(self.name, scale, since, self._first_live(scale, now))
+            if scale is not Scale.SECOND:
+                self._stored_names[scale] = stored
             by_name = self._names_to_keys(keys)
             result[scale] = {by_name[k]: t for k, t in stored.items() if k in by_name}
         return result
@@ -522,10 +541,7 @@ class AccountCollector:
         it can still change the level (below `fills`)."""
         backlog = 0
         if self._seeded and self.guard.level < Level.FILLS:
-            backlog = sum(
-                self.trackers[scale].backlog(now, self._newest_bucket(scale, now))
-                for scale in self.scales
-            )
+            backlog = self._backlog(now)
         used = self.account.stats.requests_today(self.name, now)
         minutes = self.trackers.get(Scale.MINUTE)
         allowance = fill_allowance(len(minutes.series)) if minutes is not None else 0
@@ -555,12 +571,18 @@ class AccountCollector:
                     # (yesterday's skipped minutes), in whole windows; today's wait.
                     before = now.astimezone(UTC).replace(hour=0, minute=0, second=0,
                                                          microsecond=0)
+            # The computed channels' missing buckets first, up to half of the tick's requests
+            # (one usage request brings every chart channel's bucket too), then chart
+            # requests, then computed buckets again with whatever is left.
+            budget -= self._fill_computed(now, result, max(0, budget) // 2 or budget, before)
             for scale in self.scales:
                 budget -= self._fill(scale, now, result, budget=budget, before=before)
+            self._fill_computed(now, result, budget, before)
         finally:
             self._fill_until = None
         self.save_marks()
         self._report_fill(now, result)
+        self._report_lost(now)
 
     def _shed_seconds(self, now: datetime) -> None:
         """The budget sheds second data: the seconds of this run are given up, not left as
@@ -573,7 +595,14 @@ class AccountCollector:
             if not requests:
                 break
             for request in requests:
-                tracker.give_up(request)
+                tracker.give_up(request, SHED)
+
+    def _backlog(self, now: datetime) -> int:
+        """Requests still needed to fill every hole: chart windows, and one usage request
+        per bucket the computed channels lack."""
+        newest = {scale: self._newest_bucket(scale, now) for scale in self.scales}
+        charts = sum(self.trackers[scale].backlog(now, newest[scale]) for scale in self.scales)
+        return charts + self.computed.backlog(now, newest)
 
     def _report_fill(self, now: datetime, result: TickResult) -> None:
         """One INFO line a tick while a fill takes several ticks: requests made of those
@@ -583,10 +612,7 @@ class AccountCollector:
             return
         # Second data is fetched every detailedIntervalSecs, not worked through tick by
         # tick: it would always look a little behind. Its requests count as done, not left.
-        left = sum(
-            self.trackers[scale].backlog(now, self._newest_bucket(scale, now))
-            for scale in self.scales
-        )
+        left = self._backlog(now)
         run = self._fill_run or FillRun(started=now)
         run.requests += result.fill_requests
         run.points += result.fill_points
@@ -650,15 +676,43 @@ class AccountCollector:
         self._live_done[scale] = newest
         self.emit(points, True)
         result.points += len(points)
+        self._mark_stored(scale, newest, points, now, learn=True)
+        if self._seeded:
+            self._adopt_new_series(now)
+
+    def _mark_stored(
+        self, scale: Scale, bucket: datetime, points: Sequence[Point], now: datetime, learn: bool
+    ) -> set[SeriesKey]:
+        """A usage answer's points for `bucket` were written: each series' holes know it.
+        With `learn` (a live answer), a computed series seen for the first time is followed
+        from here on (`_follow_computed`). Returns the computed series that had a value."""
         tracker = self.trackers[scale]
         known = self._names_to_keys(list(tracker.series))
         station = self.config.add_station_field
+        computed: set[SeriesKey] = set()
         for p in points:
-            key = known.get((p.device if station else "", p.channel))
+            name = (p.device if station else "", p.channel)
+            key = known.get(name)
             if key is not None:
-                tracker.stored(key, newest)
-        if self._seeded:
-            self._adopt_new_series(now)
+                tracker.stored(key, bucket)
+                continue
+            if p.channel_num not in NO_CHART_CHANNELS or p.device_gid is None:
+                continue
+            ckey = (p.device_gid, p.channel_num)
+            if not self.computed.knows(scale, ckey):
+                if not learn:
+                    continue
+                self.computed.follow(
+                    scale,
+                    ckey,
+                    bucket,
+                    now,
+                    stored=self._stored_names.get(scale, {}).get(name),
+                    saved=self._saved_marks.get(scale, {}).get(ckey),
+                )
+            self.computed.stored(scale, ckey, bucket)
+            computed.add(ckey)
+        return computed
 
     def _live_amps_volts(self, scale: Scale, now: datetime, result: TickResult) -> None:
         """Amps and volts of the newest complete bucket of `scale`, once per bucket: two
@@ -721,6 +775,15 @@ class AccountCollector:
             for key in set(tracker.series) - set(current):
                 tracker.retire(key)
                 gone.add(key)
+        devices = self.account.devices
+        self.computed.retire(
+            {
+                gid
+                for tracker in self.computed.trackers.values()
+                for gid, _num in tracker.series
+                if gid not in devices
+            }
+        )
         for gid, num in sorted(added):
             logger.info(
                 "Account %s: new channel %s of device %s: collecting it and filling its past",
@@ -771,6 +834,117 @@ class AccountCollector:
             if not progressed:
                 break
         return made
+
+    def _fill_computed(
+        self, now: datetime, result: TickResult, budget: int, before: datetime | None
+    ) -> int:
+        """Usage requests for past buckets that computed channels lack (days, then hours,
+        then minutes: the coarse ones are few and fill the long views), newest first, at
+        most `budget`; returns how many were made. A scale whose request fails waits for
+        the next tick."""
+        made = 0
+        for scale in reversed(self.scales):
+            newest = self._newest_bucket(scale, now)
+            if before is not None:
+                newest = min(newest, bucket_start(scale, before - timedelta(seconds=1),
+                                                  self.config.zone))
+            for bucket in self.computed.due(scale, now, newest):
+                if made >= budget or self._stopping(result):
+                    return made
+                made += 1
+                result.fill_requests += 1
+                if not self._fill_bucket(scale, bucket, now, result):
+                    break
+        return made
+
+    def _fill_bucket(
+        self, scale: Scale, bucket: datetime, now: datetime, result: TickResult
+    ) -> bool:
+        """One getDeviceListUsages for a past bucket: every channel's value written as the
+        live path would have written it (MQTT aside: a filled hole is not news), each
+        series' holes told. False when Emporia failed or answered another bucket."""
+        stamp = point_time(scale, bucket, self.config.zone)
+        instant = bucket + timedelta(hours=12) if scale is Scale.DAY else bucket
+        try:
+            points = self.account.bucket_points(scale, instant, stamp, live=False)
+        except EmporiaStopped:
+            result.stopped = True
+            return False
+        except EmporiaRateLimited as err:
+            result.rate_limited(err)
+            if err.sent:
+                result.fill_errors.append(f"{scale.value} usage at {stamp.isoformat()}: {err}")
+                result.fill_failure = result.fill_failure or err
+            return False
+        except EmporiaError as err:
+            result.fill_errors.append(f"{scale.value} usage at {stamp.isoformat()}: {err}")
+            result.fill_failure = result.fill_failure or err
+            self.computed.failed(scale, bucket, now)
+            return False
+        if points is None:
+            self.computed.failed(scale, bucket, now)
+            return False
+        if points:
+            self.emit(points, False)
+        result.points += len(points)
+        result.fill_points += len(points)
+        values = self._mark_stored(scale, bucket, points, now, learn=False)
+        self.computed.answered(scale, bucket, values, now)
+        request_logger.debug(
+            "Account %s: filled %s at %s from a usage request: %d points",
+            self.name,
+            scale.value,
+            stamp.isoformat(),
+            len(points),
+        )
+        return True
+
+    def _report_lost(self, now: datetime) -> None:
+        """What can no longer be filled: counted per series in `Stats` (the metric
+        `vuegraf_lost_points_total`), and one WARNING line when values start being lost
+        (an outage that outlived Emporia's retention, nulls that never came right), the
+        rest at DEBUG until a tick loses nothing."""
+        for tracker in self.trackers.values():
+            tracker.expire(now)
+        self.computed.expire(now)
+        told = 0
+        reasons: dict[str, int] = {}
+        series: set[tuple[Scale, SeriesKey]] = set()
+        spans: list[tuple[datetime, datetime]] = []
+        scales: set[str] = set()
+        for tracker in [*self.trackers.values(), *self.computed.trackers.values()]:
+            lost, span = tracker.take_lost()
+            for (key, reason), count in lost.items():
+                _device, channel = self.account.series_name(*key)
+                self.account.stats.count_lost(
+                    self.name, tracker.scale.value, channel, reason, count
+                )
+                if reason == SHED:
+                    continue  # the budget guard says it once a day
+                told += count
+                series.add((tracker.scale, key))
+                reasons[reason] = reasons.get(reason, 0) + count
+                scales.add(tracker.scale.name.lower())
+            if span is not None and any(r != SHED for _k, r in lost):
+                spans.append(span)
+        if not told:
+            self._lost_log.reset()
+            return
+        why = {RETENTION_LOST: "older than Emporia keeps them", NO_VALUE: "Emporia has no value"}
+        # Nulls Emporia never fills (a plug unplugged) are its news, said at INFO; values
+        # that outlived Emporia's retention before vuegraf could fill them are a WARNING.
+        self._lost_log.failed(
+            "Account %s: %d %s values of %d series can no longer be filled (%s), between %s "
+            "and %s; counted in vuegraf_lost_points_total",
+            self.name,
+            told,
+            "/".join(sorted(scales)),
+            len(series),
+            ", ".join(f"{n} {why.get(r, r)}" for r, n in sorted(reasons.items())),
+            min(s for s, _ in spans).astimezone(self.config.zone).isoformat(),
+            max(e for _, e in spans).astimezone(self.config.zone).isoformat(),
+            level=logging.WARNING if RETENTION_LOST in reasons else logging.INFO,
+        )
 
     def _stopping(self, result: TickResult) -> bool:
         """A stop, a 429 that holds every request of this account until `not_before`, or

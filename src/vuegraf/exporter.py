@@ -448,6 +448,23 @@ def _stats_families(stats: Stats) -> Iterator[Metric]:
     if snap.account_states:  # absent until an account's first tick ended
         yield _account_state_family(snap.account_states)
     yield from _consistency_families(snap)
+    yield _lost_family(snap)
+
+
+def _lost_family(snap: StatsSnapshot) -> Metric:
+    """`vuegraf_lost_points_total{account,scale,channel,reason}`: values vuegraf gave up for
+    good, so that "nothing lost" is a number. Reasons: `retention` (older than Emporia keeps
+    them before they could be filled), `no_value` (Emporia answered none once settled),
+    `shed` (second data the request budget left out)."""
+    family = CounterMetricFamily(
+        "vuegraf_lost_points_total",
+        "Values that can never be filled: retention (Emporia no longer keeps them), no_value "
+        "(Emporia answered none), shed (second data left out for the request budget)",
+        labels=["account", "scale", "channel", "reason"],
+    )
+    for key, count in sorted(snap.lost.items()):
+        family.add_metric(list(key), count)
+    return family
 
 
 def _account_state_family(states: dict[str, tuple[str, str]]) -> Metric:

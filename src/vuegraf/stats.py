@@ -38,6 +38,8 @@ class StatsSnapshot:
     # (account, scale code) -> buckets whose finer buckets did not add up to them
     disagreements: dict[tuple[str, str], int] = field(default_factory=dict)
     checked: dict[tuple[str, str], int] = field(default_factory=dict)  # buckets compared
+    # (account, scale, channel, reason) -> buckets given up for good (vuegraf.backfill reasons)
+    lost: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Stats:
     _shedding_day: dict[str, date] = field(default_factory=dict)  # the UTC day of each level
     _disagreements: Counter[tuple[str, str]] = field(default_factory=Counter)
     _checked: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _lost: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
 
     def count_request(
         self, account: str, endpoint: str, outcome: str, when: datetime, budgeted: bool = True
@@ -171,6 +174,12 @@ class Stats:
             if not agreed:
                 self._disagreements[(account, scale)] += 1
 
+    def count_lost(self, account: str, scale: str, channel: str, reason: str, n: int) -> None:
+        """`n` buckets of one series that can never be filled (`reason`: why)."""
+        if n:
+            with self._lock:
+                self._lost[(account, scale, channel, reason)] += n
+
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
             return StatsSnapshot(
@@ -189,4 +198,5 @@ class Stats:
                 shedding=dict(self._shedding),
                 disagreements=dict(self._disagreements),
                 checked=dict(self._checked),
+                lost=dict(self._lost),
             )

@@ -310,15 +310,20 @@ class DeviceCatalog:
         return self.bucket_points(scale, instant, stamp) or []
 
     def bucket_points(
-        self, scale: Scale, instant: datetime, stamp: datetime
+        self, scale: Scale, instant: datetime, stamp: datetime, live: bool = True
     ) -> list[Point] | None:
         """Every channel's usage for the bucket holding `instant`, as points stamped `stamp`.
 
         None when Emporia's answer says it is for another bucket: nothing of it is written,
         and the caller asks for the bucket again (its computed channels have no chart data
-        the hole filler could bring them from)."""
+        the hole filler could bring them from). `live=False` for a past bucket asked for a
+        hole: its nulls and dates are not the live answers' news, so they are not logged."""
         readings, answered = self.usage_answer(scale, instant)
-        if not self._answer_is_for(scale, instant, answered):
+        if not live:
+            wanted = bucket_start(scale, instant, self.zone)
+            if answered is not None and bucket_start(scale, answered, self.zone) != wanted:
+                return None
+        elif not self._answer_is_for(scale, instant, answered):
             return None
         points: list[Point] = []
         missing: list[str] = []
@@ -331,7 +336,8 @@ class DeviceCatalog:
                 continue
             ids = (reading.device_gid, reading.channel_num)
             points.append(point_from_kwh(self.name, dev_name, chan, scale, stamp, reading.kwh, ids))
-        self._log_missing(scale, instant, missing)
+        if live:
+            self._log_missing(scale, instant, missing)
         if self._refresh_wanted:
             logger.info("Account %s: unknown device in usage answer; re-reading devices", self.name)
         return points
