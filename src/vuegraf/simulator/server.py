@@ -39,6 +39,9 @@ Emporia's known breakages, replayed (also `vuegraf-simulator` options, see its `
   channel is null for every bucket whose start falls in a burst block chosen by a hash of
   (seed, device, channel, scale, block), never by request order, so a test can compute which
   were null (`answers_null`).
+- `null_usage`: (device gid, channel number) pairs getDeviceListUsages answers `null` for, at
+  every instant, while they are in the set: a computed channel (Balance) Emporia never
+  answers for a while, whose buckets a client can only count as lost.
 - `stale_day_s`: for that long after local midnight, a `1D` getDeviceListUsages for an instant
   of the new day answers the previous day's values and, as `instant`, the previous day's
   midnight (UTC), as Emporia has been seen to. A `1D` request for the previous day itself
@@ -355,6 +358,8 @@ class SimulatedAccount:
         self._timeouts = 0
         # energyUnit values answered 400 from now on (a unit Emporia withdrew): a test knob.
         self.refused_units: set[str] = set()
+        # (device gid, channel number) answered null by getDeviceListUsages: a test knob.
+        self.null_usage: set[tuple[int, str]] = set()
 
     @property
     def model(self) -> UsageModel:
@@ -778,6 +783,8 @@ class SimulatedAccount:
                 if nulls and usage is not None and self.answers_null(
                     gid, num, scale, start
                 ):
+                    usage = None
+                if (gid, num) in self.null_usage:
                     usage = None
                 if num == MAINS:
                     pct: float = 100.0
