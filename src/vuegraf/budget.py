@@ -217,6 +217,11 @@ class BudgetGuard:
             else:
                 stats.set_shedding(account, Level.NONE.label)
 
+    def counts_backlog(self, now: datetime) -> bool:
+        """Whether the holes' backlog can change this tick's level: below `fills`, or on the
+        first tick of a new UTC day (which starts again from nothing shed)."""
+        return self.level < Level.FILLS or now.astimezone(UTC).date() != self._day
+
     def plan(
         self,
         now: datetime,

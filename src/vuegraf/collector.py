@@ -53,6 +53,9 @@ MAX_FILL_REQUESTS_PER_TICK = 60
 # channels, which have no chart data, within minutes of the answer coming right; seldom
 # enough to cost a dozen requests in that hour, not one a tick.
 MISDATED_RETRY = timedelta(minutes=5)
+# Spare requests beyond the chart reserve that computed channels' fills leave unspent, so the
+# guard's rounding (each kind of the day's need rounded up) never finds the live minute short.
+CHART_RESERVE_MARGIN = 10
 
 Emit = Callable[[Sequence[Point], bool], None]  # (points, live)
 
@@ -151,6 +154,7 @@ class AccountCollector:
         # The store's newest time of every series it holds, by name, as read at start-up:
         # where a computed series learned later is followed from.
         self._stored_names: dict[Scale, dict[tuple[str, str], datetime]] = {}
+        self._learned = False  # a computed series was first seen: its holes to be saved
         self._lost_log = StateLog(logger, f"Account {account.name}, values lost", logging.WARNING)
         self._live_done: dict[Scale, datetime] = {}
         # Per scale: the live bucket Emporia answered for another, and when to ask again.
@@ -533,15 +537,22 @@ class AccountCollector:
             # wait for a tick that can fill them.
             self.save_marks()
             return result
+        if self._learned:
+            # A computed series first seen: its hole behind this live bucket is saved now, so
+            # a kill -9 during this tick's fill does not forget it.
+            self._learned = False
+            self.save_marks()
         result.fill_due = True
         return result
 
     def _budget_plan(self, now: datetime) -> Plan:
         """This tick's plan from the budget guard. The holes' backlog is counted only while
-        it can still change the level (below `fills`)."""
+        it can still change the level (below `fills`, or a new UTC day). It is the chart
+        requests only: the computed channels' buckets (a usage request each) take what the
+        day has to spare and never make the guard shed second data or spread chart fills."""
         backlog = 0
-        if self._seeded and self.guard.level < Level.FILLS:
-            backlog = self._backlog(now)
+        if self._seeded and self.guard.counts_backlog(now):
+            backlog = self._backlog(now, computed=False)
         used = self.account.stats.requests_today(self.name, now)
         minutes = self.trackers.get(Scale.MINUTE)
         allowance = fill_allowance(len(minutes.series)) if minutes is not None else 0
@@ -571,13 +582,25 @@ class AccountCollector:
                     # (yesterday's skipped minutes), in whole windows; today's wait.
                     before = now.astimezone(UTC).replace(hour=0, minute=0, second=0,
                                                          microsecond=0)
-            # The computed channels' missing buckets first, up to half of the tick's requests
-            # (one usage request brings every chart channel's bucket too), then chart
-            # requests, then computed buckets again with whatever is left.
-            budget -= self._fill_computed(now, result, max(0, budget) // 2 or budget, before)
+            # The computed channels' buckets (a usage request each) never spend the day's
+            # last spare requests: those stay for chart holes (one brings 720 minutes of a
+            # channel), so Balance's holes never make the guard space the live minute out.
+            computed = budget
+            if plan is not None:
+                computed = max(0, min(budget, plan.fills - self._chart_reserve()))
+            # Unless the budget is short, the computed channels' missing buckets first, up to
+            # half of the tick's requests (one usage request brings every chart channel's
+            # bucket too: a short outage costs a request per minute, not one per channel),
+            # then chart requests, then computed buckets again with whatever is left.
+            if plan is None or plan.level < Level.FILLS:
+                made = self._fill_computed(
+                    now, result, min(computed, max(0, budget) // 2 or budget), before
+                )
+                budget -= made
+                computed -= made
             for scale in self.scales:
                 budget -= self._fill(scale, now, result, budget=budget, before=before)
-            self._fill_computed(now, result, budget, before)
+            self._fill_computed(now, result, min(budget, computed), before)
         finally:
             self._fill_until = None
         self.save_marks()
@@ -597,12 +620,12 @@ class AccountCollector:
             for request in requests:
                 tracker.give_up(request, SHED)
 
-    def _backlog(self, now: datetime) -> int:
-        """Requests still needed to fill every hole: chart windows, and one usage request
-        per bucket the computed channels lack."""
+    def _backlog(self, now: datetime, computed: bool = True) -> int:
+        """Requests still needed to fill every hole: chart windows, and (with `computed`)
+        one usage request per bucket the computed channels lack."""
         newest = {scale: self._newest_bucket(scale, now) for scale in self.scales}
         charts = sum(self.trackers[scale].backlog(now, newest[scale]) for scale in self.scales)
-        return charts + self.computed.backlog(now, newest)
+        return charts + (self.computed.backlog(now, newest) if computed else 0)
 
     def _report_fill(self, now: datetime, result: TickResult) -> None:
         """One INFO line a tick while a fill takes several ticks: requests made of those
@@ -702,6 +725,7 @@ class AccountCollector:
             if not self.computed.knows(scale, ckey):
                 if not learn:
                     continue
+                self._learned = True
                 self.computed.follow(
                     scale,
                     ckey,
@@ -835,6 +859,11 @@ class AccountCollector:
                 break
         return made
 
+    def _chart_reserve(self) -> int:
+        """Spare requests the computed channels leave for the rest of the day's chart holes:
+        two windows per chart series, and a few for the budget's rounding."""
+        return CHART_RESERVE_MARGIN + 2 * len(self._series_for(Scale.MINUTE))
+
     def _fill_computed(
         self, now: datetime, result: TickResult, budget: int, before: datetime | None
     ) -> int:
@@ -845,6 +874,9 @@ class AccountCollector:
         made = 0
         for scale in reversed(self.scales):
             newest = self._newest_bucket(scale, now)
+            if self._live_done.get(scale) != newest:
+                # The live path still asks for it (a failed or misdated answer): not twice.
+                newest = self.computed.trackers[scale].previous(newest)
             if before is not None:
                 newest = min(newest, bucket_start(scale, before - timedelta(seconds=1),
                                                   self.config.zone))

@@ -149,7 +149,20 @@ def test_outage_of_90_minutes_leaves_no_hole(influxdb_v1_db, tmp_path):
     # the 90-minute hole is one minute-chart request per channel, not one per minute.
     minute_charts = requests_b["getChartUsage"].get("1MIN", 0)
     assert minute_charts <= 28 + 10, requests_b
-    assert requests_b["getDeviceListUsages"]["1MIN"] == 16
+    # Balance and the grid split have no chart data: each minute of the hole (14:30 to
+    # 15:58, 89 of them) came back with one usage request for its instant, beside the 16
+    # live minutes.
+    assert requests_b["getDeviceListUsages"]["1MIN"] == 16 + 89
+    live_only = [oracle.KITCHEN_NAMES[k] for k in oracle.LIVE_ONLY]
+    model = UsageModel(Scenario.default(), seed=SEED)
+    assert_same(
+        {k: v for k, v in stored(client, "False", T0 - timedelta(minutes=1),
+                                 minute_until).items()
+         if k[0] in live_only},
+        oracle.served(oracle.KITCHEN_NAMES, model, "1MIN", T0 - timedelta(minutes=1),
+                      minute_until, oracle.NEW_YORK, live_only_too=True, only=live_only),
+        "minutes of the channels without chart data",
+    )
 
 
 def test_channel_without_chart_data_is_not_asked_every_cycle(influxdb_v1_db, tmp_path):
