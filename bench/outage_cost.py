@@ -227,8 +227,9 @@ def main() -> int:
         print(f"{row.minutes:>6} m {row.waited:>9} {row.ticks:>6} {past:>11} {chart:>9} "
               f"{live:>11} {other:>6} {row.missed:>5.0f} m {(past + chart) / row.missed:>12.2f} "
               f"{(past + chart) / row.minutes:>12.2f}{note}")
-    print("\nback-off: ticks after the outage before vuegraf asked Emporia again; ticks: then "
-          "until all was stored.\nmissed: minutes not read live (the outage and the back-off). "
+    print("\nback-off: ticks after the outage before vuegraf asked Emporia again (its wait "
+          "is stretched at random, 0.8..1.2); ticks: then until all was stored.\n"
+          "missed: minutes not read live (the outage and the back-off). "
           "fill/missed, fill/outage: (usage past + getChart) per missed minute, per outage "
           "minute.\nusage past: one request per missed bucket of each scale, every channel "
           "at once (Balance and the grid channels have no chart history).")
