@@ -1,12 +1,13 @@
 """No hole in any series after three outages in a row, Balance and the grid channels included.
 
 Emporia's usage endpoint answers 502 for two minutes (over an hour and a local day
-rollover), then vuegraf is SIGKILLed and restarted 90 s later, then InfluxDB refuses
-connections for two minutes. Within 3 cycles of the last recovery every minute, hour and day
-of every channel from the seeded one on is in InfluxDB once, with the value the live path
-writes (tests/harness/oracle.py: the simulator's model), and `vuegraf_lost_points_total`
-counts nothing. Balance, MainsFromGrid and MainsToGrid have no chart history: their missed
-buckets can only come back from usage requests for past instants.
+rollover), then vuegraf is SIGKILLed while it fills that outage's holes and restarted 90 s
+later, then InfluxDB refuses connections for two minutes. Within 3 cycles of the last
+recovery every minute, hour and day of every channel from the seeded one on is in InfluxDB
+once, with the value the live path writes (tests/harness/oracle.py: the simulator's model),
+and `vuegraf_lost_points_total` counts nothing. Balance, MainsFromGrid and MainsToGrid
+have no chart history: their missed buckets can only come back from usage requests for past
+instants.
 
 The second case plants a Balance hole older than Emporia keeps (in the marks file a run
 left): it is counted once as `retention` and said in one log line.
@@ -14,7 +15,9 @@ left): it is counted once as `retention` and said in one log line.
 vuegraf runs as a child (tests/harness/virtual_vuegraf.py: the production wiring, the store
 behind the durable queue, marks in the state dir, /metrics) following a clock file this test
 moves (tests/harness/lockstep.py), so no tick is ever late and the outcome does not depend
-on the machine. InfluxDB's refusal is a TCP proxy in front of it that closes its port.
+on the machine (vuegraf's back-off after the Emporia outage is stretched at random: the
+kill lands a tick apart, the verdict is the same). InfluxDB's refusal is a TCP proxy in
+front of it that closes its port.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -65,9 +69,14 @@ SEEDED_DAY = oracle.local_date(T0, ZONE) - timedelta(days=2)
 # 1. getDeviceListUsages answers 502: the ticks of 04:59:05 and 05:00:05 fail.
 EMPORIA_DOWN = (datetime(2026, 11, 24, 4, 58, 30, tzinfo=UTC),
                 datetime(2026, 11, 24, 5, 0, 30, tzinfo=UTC))
-# 2. SIGKILL between two ticks; the restart comes 90 s later.
-KILL_AT = datetime(2026, 11, 24, 5, 3, 30, tzinfo=UTC)
-RESTART_AT = KILL_AT + timedelta(seconds=90)
+# 2. SIGKILL with the outage's holes half filled: at the sixth usage request after Emporia
+#    is back. The first tick that asks again reads the minute, hour and day live and the
+#    settled past minutes (one request each); vuegraf's back-off after the outage varies
+#    by a tick at random, so the sixth is a past minute's request or the next tick's live
+#    one, with the outage's last minute still to fill either way. The restart comes 90 s
+#    later.
+KILL_AT_REQUEST = 6
+DOWN = timedelta(seconds=90)
 # 3. InfluxDB refuses connections: the ticks of 05:09:05 and 05:10:05 cannot write.
 INFLUX_DOWN = (datetime(2026, 11, 24, 5, 8, 30, tzinfo=UTC),
                datetime(2026, 11, 24, 5, 10, 30, tzinfo=UTC))
@@ -129,11 +138,37 @@ class Child:
         self.lockstep.run_until(t, describe=self.describe)
         self.lockstep.wait_parked(describe=self.describe)
 
-    def kill9(self) -> None:
+    def kill9_at_usage_request(self, sim: SimulatorServer, count: int) -> datetime:
+        """Time moves on tick by tick until the child sends its `count`th getDeviceListUsages
+        request from now on, which SIGKILLs it before it is answered; returns the time of
+        the tick it died in."""
+        killed = threading.Event()
+        seen = 0
+
+        def kill(endpoint: str) -> None:
+            nonlocal seen
+            if endpoint != "getDeviceListUsages" or killed.is_set():
+                return
+            seen += 1
+            if seen == count:
+                assert self.proc is not None
+                os.kill(self.proc.pid, signal.SIGKILL)
+                killed.set()
+
+        sim.on_request = kill
+        self.lockstep.expect_exit("v")
+        try:
+            while not killed.is_set():
+                parked = self.lockstep.wait_parked(describe=self.describe)
+                if not killed.is_set():
+                    self.lockstep.set(min(parked.values()))
+        finally:
+            sim.on_request = None
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        assert self.proc.wait(timeout=60) == -signal.SIGKILL
-        self.lockstep.drop("v")
+        assert self.proc.wait(timeout=60) == -signal.SIGKILL, self.describe()
+        self.lockstep.procs.pop("v", None)
+        self.lockstep.doomed.discard("v")
+        return self.lockstep.now()
 
     def stop(self) -> None:
         assert self.proc is not None
@@ -217,10 +252,10 @@ def test_usage_502_then_kill9_then_influx_refused_leaves_no_hole_balance_include
         cycles = []  # (tick time, verdicts) after the last recovery
         try:
             child.start()
-            child.run_until(KILL_AT)
+            child.run_until(EMPORIA_DOWN[1])
             lost_first_run = lost_points(metrics_port)
-            child.kill9()
-            lockstep.set(RESTART_AT)
+            killed_at = child.kill9_at_usage_request(sim, KILL_AT_REQUEST)
+            lockstep.set(killed_at + DOWN)
             child.start()
             child.run_until(INFLUX_DOWN[0])
             proxy.cut()
