@@ -172,7 +172,7 @@ def computed_since_first(
     served = oracle.served(
         oracle.DEFAULT_NAMES, model, scale, since, until, oracle.NEW_YORK, True, live_only
     )
-    first = {}
+    first: dict[str, int] = {}
     for name, t in got.points:
         if name in live_only:
             first[name] = min(t, first.get(name, t))

@@ -362,3 +362,69 @@ def plant_marks(state_dir: Path, open_from: datetime) -> None:
         "marks": {"1MIN": {key: start}},
         "holes": {"1MIN": {key: {"closed": [[start, stop]], "open_from": open_from.timestamp()}}},
     }))
+
+
+# -- a kill inside the first tick ---------------------------------------------------------------
+
+T2 = datetime(2026, 11, 24, 4, 35, 20, tzinfo=UTC)
+SEEDED_2 = datetime(2026, 11, 24, 2, 33, tzinfo=UTC)  # two hours before the first live minute
+
+
+def test_kill9_inside_the_first_tick_keeps_the_balance_hole_behind_its_live_minute(
+    influxdb_v1_db, tmp_path: Path
+) -> None:
+    """Every channel's newest stored minute is two hours old. The first tick writes the live
+    minute (Balance's too) and starts filling the two hours; SIGKILL at its fifth usage
+    request. The restart must still fill Balance's two hours, although the store's newest
+    Balance point is now the live minute written in front of the hole."""
+    server, database = influxdb_v1_db
+    model = UsageModel(Scenario.default(), seed=SEED)
+    lockstep = Lockstep(tmp_path / "clock", T2)
+    with SimulatorServer(seed=SEED, now=lockstep.now) as sim:
+        config = write_simulator_config(
+            tmp_path, sim.url,
+            {"influxDb": {"host": server.host, "port": server.port, "database": database}},
+        )
+        seed_store(
+            simulator_config(tmp_path, sim.url, _settings(config)),
+            earlier_run_points(
+                model, "Home", SEEDED_2, oracle.floor_to(T2, 3600) - timedelta(hours=2),
+                oracle.local_date(T2, ZONE) - timedelta(days=2), ZONE, live_only_too=True,
+            ),
+        )
+        child = Child(tmp_path, config, lockstep)
+        usage_requests = 0
+
+        def kill_at_the_fifth(endpoint: str) -> None:
+            nonlocal usage_requests
+            if endpoint == "getDeviceListUsages":
+                usage_requests += 1
+                if usage_requests == 5:
+                    assert child.proc is not None
+                    os.kill(child.proc.pid, signal.SIGKILL)
+
+        try:
+            sim.on_request = kill_at_the_fifth
+            child.start()
+            assert child.proc is not None
+            assert child.proc.wait(timeout=120) == -signal.SIGKILL, child.describe()
+            lockstep.drop("v")
+            sim.on_request = None
+            lockstep.set(T2 + timedelta(minutes=10))
+            child.start()
+            child.run_until(T2 + timedelta(minutes=20))
+            child.stop()
+        finally:
+            child.kill_if_running()
+    client = server.client(database)
+    since, until = SEEDED_2 + timedelta(minutes=1), oracle.floor_to(T2, 60)
+    got = stored_points(client, "Home", "False", since, until)
+    client.close()
+    live_only = [NAMES[k] for k in oracle.LIVE_ONLY]
+    charts = compare("minutes of the chart channels", got,
+                     oracle.served(NAMES, model, "1MIN", since, until, ZONE))
+    computed = compare("minutes of Balance and the grid channels", got,
+                       oracle.served(NAMES, model, "1MIN", since, until, ZONE, True, live_only))
+    print(charts, computed, sep="\n")
+    assert charts.ok and charts.expected >= 121 * 27, str(charts)
+    assert computed.ok and computed.expected == 121 * 4, str(computed)
