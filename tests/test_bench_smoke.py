@@ -103,3 +103,17 @@ def test_web_bench_runs_for_a_short_import_and_names_every_view():
         assert seen == {"day", "week", "month", "year"}, (device, out.stdout)
     # Two days were imported: each device's day view has points to draw.
     assert all(int(r[-1]) > 0 for r in rows if r[1:3] == ["graph", "day"]), out.stdout
+
+
+def test_outage_cost_bench_fills_a_two_minute_outage():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "outage_cost.py"), "--outages", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    row = next(line for line in out.stdout.splitlines() if line.strip().startswith("2 m"))
+    _n, _m, _waited, ticks, past, _chart, _live, _other, missed, _m2, _per, _per2 = row.split()
+    # Filled within a few ticks, one usage request per minute not read live (each brings
+    # every channel: Balance's only source).
+    assert 1 <= int(ticks) <= 5, out.stdout
+    assert int(past) == int(missed) >= 2, out.stdout

@@ -88,10 +88,12 @@ def earlier_run_points(
     day: date,
     zone: ZoneInfo = oracle.NEW_YORK,
     names: Mapping[oracle.ChannelKey, str] = oracle.DEFAULT_NAMES,
+    live_only_too: bool = False,
 ) -> list[Point]:
     """The newest points an earlier run would have left: the minute starting at `minute`, the
-    hour starting at `hour` and the local day `day` of every chart channel, where the
-    simulator has a value (`oracle.served`)."""
+    hour starting at `hour` and the local day `day` of every chart channel (with
+    `live_only_too` of Balance and the grid channels too, which an earlier run wrote live),
+    where the simulator has a value (`oracle.served`)."""
     device = {name: oracle.DEVICE_NAMES[gid] for (gid, _num), name in names.items()}
     points = []
     for scale, start in (
@@ -100,7 +102,7 @@ def earlier_run_points(
         (Scale.DAY, oracle.midnight(day, zone)),
     ):
         until = oracle.bucket_after(scale.value, start, zone)
-        served = oracle.served(names, model, scale.value, start, until, zone)
+        served = oracle.served(names, model, scale.value, start, until, zone, live_only_too)
         for (name, t), watts in served.items():
             points.append(Point(account, device[name], name, scale, oracle.utc(t), watts))
     assert points, "the simulator has no value for any of these buckets"
