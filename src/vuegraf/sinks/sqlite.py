@@ -145,6 +145,28 @@ class SqliteSink(SeriesStore):
             (account, self.tags.value(scale), ceil_seconds(since), ceil_seconds(until)),
         ).fetchall()
 
+    def stored_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], list[datetime]]:
+        """Every point's time per series in [since, until): the primary key's own order."""
+        if self._db is None:
+            raise RuntimeError("sink is not open")
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT station_name, device_name, time FROM energy_usage "
+                    "WHERE account_name = ? AND detailed = ? AND time >= ? AND time < ?",
+                    (account, self.tags.value(scale), ceil_seconds(since), ceil_seconds(until)),
+                ).fetchall()
+        except sqlite3.Error as err:
+            raise StoreReadError(f"SQLite read failed: {err}", retryable=True) from None
+        seen: dict[tuple[str, str], set[int]] = {}
+        for station, channel, t in rows:
+            seen.setdefault((station if self.add_station else "", channel), set()).add(t)
+        return {
+            key: [datetime.fromtimestamp(t, UTC) for t in sorted(ts)] for key, ts in seen.items()
+        }
+
     def delete_all(self, now: datetime) -> int:
         """--resetdatabase: remove every vuegraf row; returns how many."""
         if self._db is None:
