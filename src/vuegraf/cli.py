@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vuegraf",
         description="Reads energy usage from the Emporia Vue cloud and stores it in your own "
         "InfluxDB (1.x or 2.x) or an embedded SQLite file.",
+        epilog="vuegraf coverage CONFIG [--days N] [--json]: is the stored data complete? "
+        "Which holes vuegraf still fills, which --historydays brings, which are lost "
+        "(see vuegraf coverage --help).",
     )
     parser.add_argument("configFilename", metavar="CONFIG", help="JSON config file (vuegraf.json)")
     parser.add_argument(
