@@ -9,6 +9,7 @@ is checked against a count of the store made here, not through vuegraf's reads.
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -458,3 +459,22 @@ def test_a_bad_config_exits_2_naming_the_key(
     assert code == 2
     assert "accounts[0].password" in err and len(err.strip().splitlines()) == 1
 
+
+
+def test_a_store_that_cannot_be_read_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing listens on the store's port: the report cannot be made, and says so in one
+    line instead of calling the data complete."""
+    with socket.socket() as free:  # a port just free, nothing listening on it
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    cfg = write_config(tmp_path, "Home", {
+        "influxDb": {"host": "127.0.0.1", "port": port, "database": "vuegraf"}
+    })
+    with main_state_restored():
+        code = main(["coverage", str(cfg)], clock_factory=lambda: FakeClock(NOW))
+    captured = capsys.readouterr()
+    assert code == 1 and captured.out == ""
+    said = [line for line in captured.err.splitlines() if line.startswith("coverage:")]
+    assert len(said) == 1 and "cannot read influxdb-v1" in said[0] and "unreachable" in said[0]

@@ -257,6 +257,25 @@ def test_stored_times_are_every_point_of_each_series_inside_since_until(
         assert f"reading back through {backend.reader}" in caplog.text
 
 
+def test_stored_times_with_a_renamed_scale_tag(backend: Backend, account: str) -> None:
+    tags = TagConfig(name="scale", second="sec", minute="min", hour="hr", day="dy")
+    store = backend.open(tags, False)
+    store.write(
+        [
+            Point(account, "Panel", "Kitchen", Scale.HOUR, minute(60), 1.0),
+            Point(account, "Panel", "Kitchen", Scale.MINUTE, minute(90), 1.0),
+            Point(account, "Panel", "Kitchen", Scale.MINUTE, minute(91), 1.0),
+        ]
+    )
+    backend.settle()
+    assert store.stored_times(account, Scale.HOUR, minute(0), minute(120)) == {
+        ("", "Kitchen"): [minute(60)]
+    }
+    assert store.stored_times(account, Scale.MINUTE, minute(0), minute(120)) == {
+        ("", "Kitchen"): [minute(90), minute(91)]
+    }
+
+
 # -- a database that does not exist (yet) -----------------------------------------------------
 
 
