@@ -170,6 +170,11 @@ class TimedStore(SeriesStore):
     ) -> dict[tuple[str, str], datetime]:
         return self.inner.last_times(account, scale, since, until)
 
+    def stored_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], list[datetime]]:
+        return self.inner.stored_times(account, scale, since, until)
+
     def delete_all(self, now: datetime) -> int | None:
         return self.inner.delete_all(now)
 

@@ -66,6 +66,9 @@ class CountingStore(SeriesStore):
         self.queries.append(self.clock.now())
         return self.wrapped.last_times(account, scale, since, until)
 
+    def stored_times(self, account, scale, since, until):
+        return self.wrapped.stored_times(account, scale, since, until)
+
     def delete_all(self, now):
         return self.wrapped.delete_all(now)
 

@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from vuegraf import __version__
+from vuegraf import __version__, coverage
 from vuegraf.clock import Clock, SystemClock
 from vuegraf.config import Config, ConfigError, load_config
 from vuegraf.consistency import ConsistencyCheck
@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vuegraf",
         description="Reads energy usage from the Emporia Vue cloud and stores it in your own "
         "InfluxDB (1.x or 2.x) or an embedded SQLite file.",
+        epilog="vuegraf coverage CONFIG [--days N] [--json]: is the stored data complete? "
+        "Which holes vuegraf still fills, which --historydays brings, which are lost "
+        "(see vuegraf coverage --help).",
     )
     parser.add_argument("configFilename", metavar="CONFIG", help="JSON config file (vuegraf.json)")
     parser.add_argument(
@@ -159,9 +162,13 @@ def main(
     argv: Sequence[str] | None = None, clock_factory: Callable[[], Clock] = SystemClock
 ) -> int:
     """`vuegraf CONFIG [flags]`. `clock_factory` makes the clock of each run (one per reload);
-    tests pass a clock set to another date, so the same runs can be tried at any date."""
+    tests pass a clock set to another date, so the same runs can be tried at any date.
+    `vuegraf coverage CONFIG [--days N] [--json]`: the coverage report (`coverage_main`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["coverage"]:
+        return coverage_main(argv[1:], clock_factory)
     parser = build_parser()
-    args = parser.parse_args(_joined_shard(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(_joined_shard(argv))
     log_format = chosen_log_format(parser, args.log_format, os.environ)
     setup_logging(args.verbose, args.debug, log_format)
 
@@ -240,6 +247,39 @@ def main(
             return EXIT_OK
         if reload_asked:
             clock.stop()  # another SIGHUP: this run ends at once and the config is read again
+
+
+def coverage_main(argv: Sequence[str], clock_factory: Callable[[], Clock] = SystemClock) -> int:
+    """`vuegraf coverage`: the report on stdout; 0 complete, 1 a hole (or the store cannot be
+    read), 2 a bad argument or config. Reads the store and the state directory, nothing else."""
+    parser = coverage.build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(False, False)
+    logging.getLogger("vuegraf").setLevel(logging.WARNING)  # stdout is the report
+    if args.days < 1:
+        print("--days: must be >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = load_config(args.configFilename)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
+    install_redaction(set(config.secrets()))
+    if config.influx is None and not config.sqlite_path.exists():
+        print(f"coverage: no SQLite store at {config.sqlite_path} yet", file=sys.stderr)
+        return EXIT_FATAL
+    store = build_store(config)
+    try:
+        store.open()
+        complete = coverage.run(
+            config, store, clock_factory().now(), args.days, args.json, sys.stdout
+        )
+    except SinkError as err:  # StoreReadError included: one line, no traceback
+        print(f"coverage: cannot read {store.name}: {err}", file=sys.stderr)
+        return EXIT_FATAL
+    finally:
+        store.close()
+    return EXIT_OK if complete else EXIT_FATAL
 
 
 def run(

@@ -40,5 +40,15 @@ class MemoryStore(SeriesStore):
                 newest[key] = max(newest.get(key, p.time), p.time)
         return newest
 
+    def stored_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], list[datetime]]:
+        """Every point's time of each (station "", channel) of `account` and `scale`."""
+        times: dict[tuple[str, str], set[datetime]] = {}
+        for p in self.points:
+            if p.account == account and p.scale is scale and since <= p.time < until:
+                times.setdefault(("", p.channel), set()).add(p.time)
+        return {key: sorted(ts) for key, ts in times.items()}
+
     def delete_all(self, now: datetime) -> int | None:
         return None

@@ -217,6 +217,65 @@ def test_renamed_scale_tag_and_values(backend: Backend, account: str) -> None:
     }
 
 
+def test_stored_times_are_every_point_of_each_series_inside_since_until(
+    backend: Backend, account: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`stored_times` (what `vuegraf coverage` reads): each series' points in [since, until),
+    oldest first, whatever order they were written in; holes stay holes."""
+    store = backend.open(TagConfig(), True)
+    kitchen = [0, 1, 2, 5, 7, 9]  # minutes 3, 4, 6 and 8 are holes
+    store.write(
+        [
+            *[Point(account, "Panel", "Kitchen", Scale.MINUTE, minute(n), 10.0 + n)
+              for n in reversed(kitchen)],
+            Point(account, "Panel", "Kitchen", Scale.MINUTE, minute(10), 1.0),  # at `until`
+            Point(account, "Panel", "Kitchen", Scale.MINUTE, minute(-1), 1.0),  # before since
+            Point(account, "Garage", "Kitchen", Scale.MINUTE, minute(4), 2.0),  # other station
+            Point(account, "Panel", "Panel-Balance", Scale.MINUTE, minute(3), -5.0),
+            Point(account, "Panel", "Kitchen", Scale.HOUR, minute(0), 3.0),  # other scale
+            Point(account + " next door", "Panel", "Kitchen", Scale.MINUTE, minute(3), 4.0),
+        ]
+    )
+    backend.settle()
+    with caplog.at_level(logging.INFO, logger="vuegraf"):
+        got = store.stored_times(account, Scale.MINUTE, minute(0), minute(10))
+    assert got == {
+        ("Panel", "Kitchen"): [minute(n) for n in kitchen],
+        ("Garage", "Kitchen"): [minute(4)],
+        ("Panel", "Panel-Balance"): [minute(3)],
+    }
+    assert store.stored_times(account, Scale.HOUR, minute(0), minute(10)) == {
+        ("Panel", "Kitchen"): [minute(0)]
+    }
+    assert store.stored_times(account, Scale.MINUTE, minute(20), minute(30)) == {}
+    # Read with addStationField off: one series per channel, both stations' points.
+    without = backend.open(TagConfig(), False)
+    assert without.stored_times(account, Scale.MINUTE, minute(4), minute(6)) == {
+        ("", "Kitchen"): [minute(4), minute(5)]
+    }
+    if backend.reader:
+        assert f"reading back through {backend.reader}" in caplog.text
+
+
+def test_stored_times_with_a_renamed_scale_tag(backend: Backend, account: str) -> None:
+    tags = TagConfig(name="scale", second="sec", minute="min", hour="hr", day="dy")
+    store = backend.open(tags, False)
+    store.write(
+        [
+            Point(account, "Panel", "Kitchen", Scale.HOUR, minute(60), 1.0),
+            Point(account, "Panel", "Kitchen", Scale.MINUTE, minute(90), 1.0),
+            Point(account, "Panel", "Kitchen", Scale.MINUTE, minute(91), 1.0),
+        ]
+    )
+    backend.settle()
+    assert store.stored_times(account, Scale.HOUR, minute(0), minute(120)) == {
+        ("", "Kitchen"): [minute(60)]
+    }
+    assert store.stored_times(account, Scale.MINUTE, minute(0), minute(120)) == {
+        ("", "Kitchen"): [minute(90), minute(91)]
+    }
+
+
 # -- a database that does not exist (yet) -----------------------------------------------------
 
 
@@ -241,6 +300,7 @@ def test_v1_database_not_created_yet_reads_as_empty(influxdb_v1: InfluxV1Server)
     store = InfluxV1Sink(cfg, TagConfig(), False)
     store.open()
     try:
+        assert store.stored_times("Home", Scale.MINUTE, minute(-60), minute(0)) == {}
         assert store.last_times("Home", Scale.MINUTE, minute(-60), minute(0)) == {}
     finally:
         store.close()

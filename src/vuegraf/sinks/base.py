@@ -94,6 +94,12 @@ class ReadsBack(ABC):
     (or queued and replayed) never hides a hole from before. A store that cannot answer
     raises `StoreReadError`; the caller then only loses the backfill (see collector.py),
     never collection.
+
+    `stored_times` returns the stamp of every point stored in [since, until) for one account
+    and scale, per series (same keys), oldest first: what `vuegraf coverage` checks bucket by
+    bucket. Its callers ask a bounded window at a time (a day of minutes), so an answer stays
+    small whatever the store holds. It only reads: a store that does not exist yet holds
+    nothing.
     """
 
     name: str
@@ -102,6 +108,11 @@ class ReadsBack(ABC):
     def last_times(
         self, account: str, scale: Scale, since: datetime, until: datetime
     ) -> dict[tuple[str, str], datetime]: ...
+
+    @abstractmethod
+    def stored_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], list[datetime]]: ...
 
     @abstractmethod
     def delete_all(self, now: datetime) -> int | None:

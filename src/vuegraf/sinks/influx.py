@@ -139,6 +139,15 @@ class InfluxV1Sink(SeriesStore):
                 raise StoreReadError(str(err), retryable=err.retryable) from None
         return self._reader.last_times(account, scale, since, until)
 
+    def stored_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], list[datetime]]:
+        """Every point's time per series (readback.py); never creates the database: one
+        that does not exist yet holds nothing."""
+        if self._reader is None:
+            raise RuntimeError("sink is not open")
+        return self._reader.stored_times(account, scale, since, until)
+
     def delete_all(self, now: datetime) -> int:
         """--resetdatabase: drop the energy_usage series; returns how many points they held."""
         with _v1_errors("the delete"):
@@ -277,6 +286,14 @@ class InfluxV2Sink(SeriesStore):
         if self._reader is None:
             raise RuntimeError("sink is not open")
         return self._reader.last_times(account, scale, since, until)
+
+    def stored_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], list[datetime]]:
+        """Every point's time per series (readback.py)."""
+        if self._reader is None:
+            raise RuntimeError("sink is not open")
+        return self._reader.stored_times(account, scale, since, until)
 
     def delete_all(self, now: datetime) -> int | None:
         """--resetdatabase: delete measurement energy_usage from the bucket (delete API).

@@ -77,6 +77,12 @@ class _OneAtATime(ReadsBack):
         with self._lock:
             return self.inner.last_times(account, scale, since, until)
 
+    def stored_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], list[datetime]]:
+        with self._lock:
+            return self.inner.stored_times(account, scale, since, until)
+
     def delete_all(self, now: datetime) -> int | None:
         with self._lock:
             return self.inner.delete_all(now)

@@ -1,9 +1,10 @@
 """Reading back where each series ends (for gap backfill): one reader per read API.
 
 vuegraf asks the store once per account and scale at start-up for the newest stored time of
-each series (`SeriesStore.last_times`). Which API can answer depends on the server behind the
-URL, not on anything the user configures, so the InfluxDB sinks try the readers in order and
-keep the first that answers:
+each series (`SeriesStore.last_times`); `vuegraf coverage` asks the same readers for every
+stored time of each series, a bounded window at a time (`SeriesStore.stored_times`).
+Which API can answer depends on the server behind the URL, not on anything the user
+configures, so the InfluxDB sinks try the readers in order and keep the first that answers:
 
 1. `InfluxQLReader`: InfluxQL over the InfluxDB 1.x `/query` API. InfluxDB 1.x serves it;
    InfluxDB 2.x serves it as its 1.x compatibility API (2.7+ maps every bucket to a virtual
@@ -12,9 +13,10 @@ keep the first that answers:
    authenticates with user and password (HTTP Basic), the v2 sink with its token
    (`Authorization: Token ...`).
 2. `PrometheusReader`: MetricsQL `tlast_over_time` over the Prometheus query API
-   (`/api/v1/query`). This is for VictoriaMetrics, which takes InfluxDB writes (field `usage`
-   of `energy_usage` becomes metric `energy_usage_usage`, tags become labels) but answers any
-   `/query` with a canned SHOW DATABASES reply.
+   (`/api/v1/query`); for `stored_times`, the bare range selector, whose raw samples an
+   instant query answers. This is for VictoriaMetrics, which takes InfluxDB writes (field
+   `usage` of `energy_usage` becomes metric `energy_usage_usage`, tags become labels) but
+   answers any `/query` with a canned SHOW DATABASES reply.
 
 `FirstAnswering` passes a reader over only when the server shows it does not offer that API
 (`StoreReadError.unsupported`): 404, 405 or 501, a 400 saying the path is unsupported, or a
@@ -46,6 +48,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SECS = 30.0
 
 LastTimes = dict[tuple[str, str], datetime]
+StoredTimes = dict[tuple[str, str], list[datetime]]
 
 
 class _Named(Protocol):
@@ -59,13 +62,18 @@ T = TypeVar("T")
 
 class StoreReader(Protocol):
     """One read API: the newest stored time of each series of one account and scale in
-    [since, until), keyed by (station name or "" when `add_station` is off, channel name)."""
+    [since, until), keyed by (station name or "" when `add_station` is off, channel name),
+    and every stored time of each (`stored_times`, for `vuegraf coverage`)."""
 
     name: str
 
     def last_times(
         self, account: str, scale: Scale, since: datetime, until: datetime
     ) -> LastTimes: ...
+
+    def stored_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> StoredTimes: ...
 
 
 class HttpEndpoint:
@@ -152,10 +160,14 @@ class InfluxQLReader:
         self.add_station = add_station
         self.missing_database_is_empty = missing_database_is_empty
 
-    def query(self, account: str, scale: Scale, since: datetime, until: datetime) -> str:
+    def query(
+        self, account: str, scale: Scale, since: datetime, until: datetime, every: bool = False
+    ) -> str:
+        """`last("usage")` per series; `every`: each point's "usage" (its time is the answer)."""
         group = '"device_name", "station_name"' if self.add_station else '"device_name"'
+        field = influxql_ident(FIELD) if every else f"last({influxql_ident(FIELD)})"
         return (
-            f"SELECT last({influxql_ident(FIELD)}) FROM {influxql_ident(MEASUREMENT)} "
+            f"SELECT {field} FROM {influxql_ident(MEASUREMENT)} "
             f'WHERE "account_name" = {influxql_string(account)} '
             f"AND {influxql_ident(self.tags.name)} = {influxql_string(self.tags.value(scale))} "
             f"AND time >= {ceil_seconds(since)}s AND time < {ceil_seconds(until)}s "
@@ -176,6 +188,21 @@ class InfluxQLReader:
                 t = _parse_time(row[at], self.name)
                 times[key] = max(t, times.get(key, t))
         return times
+
+    def stored_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> StoredTimes:
+        seen: dict[tuple[str, str], set[datetime]] = {}
+        for item in self.run(self.query(account, scale, since, until, every=True)):
+            columns = item["columns"]
+            if "time" not in columns:
+                raise _not_this_api(self.name, str(item))
+            at = columns.index("time")
+            times = seen.setdefault(self.key(item), set())
+            for row in item.get("values") or []:
+                if isinstance(row, list) and len(row) > at and row[at] is not None:
+                    times.add(_parse_time(row[at], self.name))
+        return {key: sorted(times) for key, times in seen.items()}
 
     def key(self, item: Mapping[str, Any]) -> tuple[str, str]:
         """The (station or "", channel) of one answered series, from its GROUP BY tags."""
@@ -285,12 +312,18 @@ class PrometheusReader:
         self.tags = tags
         self.add_station = add_station
 
-    def query(self, account: str, scale: Scale, since: datetime, until: datetime) -> str:
+    def query(
+        self, account: str, scale: Scale, since: datetime, until: datetime, every: bool = False
+    ) -> str:
+        """`tlast_over_time` of the range; `every`: the bare range selector, whose answer at
+        an instant is every raw sample in it (a matrix), as in Prometheus."""
         window = ceil_seconds(until) - ceil_seconds(since)
         selector = (
             f"{MEASUREMENT}_{FIELD}{{account_name={promql_string(account)},"
             f"{self.tags.name}={promql_string(self.tags.value(scale))}}}"
         )
+        if every:
+            return f"{selector}[{window}s]"
         return f"tlast_over_time({selector}[{window}s])"
 
     def last_times(self, account: str, scale: Scale, since: datetime, until: datetime) -> LastTimes:
@@ -310,6 +343,29 @@ class PrometheusReader:
             key = self.key(item["metric"])
             times[key] = max(t, times.get(key, t))
         return times
+
+    def stored_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> StoredTimes:
+        if ceil_seconds(until) <= ceil_seconds(since):
+            self.check_labels()
+            return {}
+        params = {
+            "query": self.query(account, scale, since, until, every=True),
+            "time": str(ceil_seconds(until) - 1),
+        }
+        seen: dict[tuple[str, str], set[datetime]] = {}
+        for item in self.run("/api/v1/query", params, "matrix"):
+            samples = item.get("values")
+            if not isinstance(samples, list):
+                raise _not_this_api(self.name, str(item))
+            times = seen.setdefault(self.key(item["metric"]), set())
+            for sample in samples:
+                try:
+                    times.add(_parse_time(float(sample[0]), self.name))
+                except (IndexError, TypeError, ValueError):
+                    raise _not_this_api(self.name, str(item)) from None
+        return {key: sorted(times) for key, times in seen.items()}
 
     def key(self, labels: Mapping[str, Any]) -> tuple[str, str]:
         """The (station or "", channel) of one answered series, from its labels."""
@@ -412,6 +468,11 @@ class FirstAnswering(FirstOf[StoreReader]):
 
     def last_times(self, account: str, scale: Scale, since: datetime, until: datetime) -> LastTimes:
         return self.ask(lambda reader: reader.last_times(account, scale, since, until))
+
+    def stored_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> StoredTimes:
+        return self.ask(lambda reader: reader.stored_times(account, scale, since, until))
 
 
 # -- helpers ---------------------------------------------------------------------------------

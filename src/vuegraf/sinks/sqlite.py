@@ -145,6 +145,63 @@ class SqliteSink(SeriesStore):
             (account, self.tags.value(scale), ceil_seconds(since), ceil_seconds(until)),
         ).fetchall()
 
+    def stored_times(
+        self, account: str, scale: Scale, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], list[datetime]]:
+        """Every point's time per series in [since, until). One query per series, naming the
+        whole primary key: a query naming only the account would walk all of its rows, every
+        day of every series, for each window asked."""
+        if self._db is None:
+            raise RuntimeError("sink is not open")
+        window = (self.tags.value(scale), ceil_seconds(since), ceil_seconds(until))
+        seen: dict[tuple[str, str], set[int]] = {}
+        try:
+            with self._lock:
+                for channel, station in self._series(account):
+                    rows = self._db.execute(
+                        "SELECT time FROM energy_usage WHERE account_name = ? AND "
+                        "device_name = ? AND station_name = ? AND detailed = ? AND time >= ? "
+                        "AND time < ?",
+                        (account, channel, station, *window),
+                    ).fetchall()
+                    if rows:
+                        key = (station if self.add_station else "", channel)
+                        seen.setdefault(key, set()).update(t for (t,) in rows)
+        except sqlite3.Error as err:
+            raise StoreReadError(f"SQLite read failed: {err}", retryable=True) from None
+        return {
+            key: [datetime.fromtimestamp(t, UTC) for t in sorted(ts)] for key, ts in seen.items()
+        }
+
+    def _series(self, account: str) -> list[tuple[str, str]]:
+        """The account's (channel, station) pairs, each found by one seek of the primary key
+        (the next name after the last), not by reading the rows."""
+        assert self._db is not None
+        db = self._db
+        pairs: list[tuple[str, str]] = []
+        channel = db.execute(
+            "SELECT MIN(device_name) FROM energy_usage WHERE account_name = ?", (account,)
+        ).fetchone()[0]
+        while channel is not None:
+            station = db.execute(
+                "SELECT MIN(station_name) FROM energy_usage WHERE account_name = ? "
+                "AND device_name = ?",
+                (account, channel),
+            ).fetchone()[0]
+            while station is not None:
+                pairs.append((channel, station))
+                station = db.execute(
+                    "SELECT MIN(station_name) FROM energy_usage WHERE account_name = ? "
+                    "AND device_name = ? AND station_name > ?",
+                    (account, channel, station),
+                ).fetchone()[0]
+            channel = db.execute(
+                "SELECT MIN(device_name) FROM energy_usage WHERE account_name = ? "
+                "AND device_name > ?",
+                (account, channel),
+            ).fetchone()[0]
+        return pairs
+
     def delete_all(self, now: datetime) -> int:
         """--resetdatabase: remove every vuegraf row; returns how many."""
         if self._db is None:
