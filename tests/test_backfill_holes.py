@@ -202,15 +202,16 @@ def test_holes_further_apart_than_a_window_need_a_request_each() -> None:
 
 def test_many_holes_are_joined_never_forgotten() -> None:
     t = Tracker(Scale.MINUTE, UTC)
-    start = NEWEST - minutes(400)
+    span = 2 * (MAX_HOLES + 50)  # more one-minute holes than are kept apart
+    start = NEWEST - minutes(span)
     t.seed([A], {A: start - minutes(1)}, NOW)
-    for n in range(1, 400, 2):  # every other minute written live: 200 one-minute holes
+    for n in range(1, span, 2):  # every other minute written live: one-minute holes
         t.stored(A, start + minutes(n))
     holes = t.holes()[A]
     assert len(holes.closed) == MAX_HOLES
-    missing = {start + minutes(n) for n in range(0, 400, 2)}
+    missing = {start + minutes(n) for n in range(0, span, 2)}
     assert all(any(s <= m < e for s, e in holes.closed) for m in missing)
-    assert holes.open_from == NEWEST  # NEWEST - 400 + 399 was the last written
+    assert holes.open_from == NEWEST  # NEWEST - span + span - 1 was the last written
 
 
 def test_the_store_says_where_the_open_end_is_when_it_holds_less_than_the_run_saved() -> None:

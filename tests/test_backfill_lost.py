@@ -127,3 +127,46 @@ def test_hours_are_kept_for_years_so_never_expire() -> None:
     t.expire(NOW + timedelta(days=30))
     assert t.take_lost() == ({}, None)
     assert t.marks()[A] == old + timedelta(hours=1)
+
+
+def test_nulls_before_a_first_value_and_windows_without_any_are_not_lost() -> None:
+    """A device newer than the lookback answers nulls before its first value (it did not
+    exist), an unplugged one a window of nulls only: neither is lost. A null between values
+    is."""
+    t = Tracker(Scale.MINUTE, UTC, settle_secs=0)
+    t.seed([A], {}, NOW)  # nothing stored: filled from the lookback
+    first = t.due(NOW, NEWEST)[0]
+    born = first.first + minutes(100)
+    values = [(first.first + minutes(i), None if first.first + minutes(i) < born else 1.0)
+              for i in range(720)]
+    t.answered(first, values, NOW)
+    assert t.take_lost() == ({}, None)
+    unplugged = t.due(NOW, NEWEST)[0]
+    t.answered(unplugged, [(unplugged.first + minutes(i), None) for i in range(720)], NOW)
+    assert t.take_lost() == ({}, None)
+    third = t.due(NOW, NEWEST)[0]
+    gap = third.first + minutes(7)
+    t.answered(third, [(third.first + minutes(i), None if third.first + minutes(i) == gap
+                        else 2.0) for i in range(720)], NOW)
+    assert t.take_lost()[0] == {(A, NO_VALUE): 1}
+
+
+def test_a_stop_longer_than_the_lookback_loses_the_holes_saved_before_the_floor() -> None:
+    """The store holds nothing of the series in the last 7 days, the last run's marks say it
+    lacked everything from an hour before the edge on: that hour is lost (and counted)."""
+    t = Tracker(Scale.MINUTE, UTC)
+    t.seed([A], {}, NOW, saved_marks={A: Holes((), EDGE - minutes(60))})
+    assert t.take_lost()[0] == {(A, RETENTION_LOST): 60}
+    assert t.marks()[A] == EDGE
+
+
+def test_a_late_store_answer_does_not_count_a_lost_hole_twice() -> None:
+    """Started while the store could not be read: the saved hole older than the edge was
+    counted when the series was clipped. When the store answers, with a newest point older
+    still, only the buckets between that point and the saved hole are counted in addition."""
+    t = Tracker(Scale.MINUTE, UTC)
+    saved = Holes(((EDGE - minutes(30), EDGE + minutes(30)),), NEWEST + minutes(1))
+    t.seed_from_marks([A], {A: saved}, NOW)
+    assert t.take_lost()[0] == {(A, RETENTION_LOST): 30}
+    t.lower_to_stored([A], {A: EDGE - minutes(41)}, NOW)
+    assert t.take_lost()[0] == {(A, RETENTION_LOST): 10}  # EDGE - 40 .. EDGE - 31

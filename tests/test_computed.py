@@ -130,3 +130,30 @@ def test_a_device_gone_is_no_longer_asked_for() -> None:
     c.retire({1002})
     assert set(c.trackers[M].series) == {BAL1}
     assert c.holes()[M].keys() == {BAL1}
+
+
+def test_a_store_answering_late_asks_only_for_what_this_run_did_not_write() -> None:
+    """The store could not be read at the start: Balance was followed from this run's first
+    live minute. When the store answers, the minutes between its newest point and that first
+    minute become a hole; the ones this run wrote do not."""
+    c = holes()
+    first = NEWEST - minutes(5)
+    c.follow(M, BAL1, first, NOW)
+    for n in range(6):
+        c.stored(M, BAL1, first + minutes(n))
+    assert list(c.due(M, NOW, NEWEST)) == []
+    assert c.lower_to_stored(M, {BAL1: first - minutes(20)}, NOW) == 1
+    assert list(c.due(M, NOW, NEWEST)) == [first - minutes(n) for n in range(1, 20)]
+
+
+def test_a_bucket_that_keeps_failing_waits_twice_as_long_each_time() -> None:
+    c = holes()
+    c.follow(M, BAL1, NEWEST, NOW, stored=NEWEST - minutes(4))
+    c.stored(M, BAL1, NEWEST)
+    bucket = NEWEST - minutes(3)
+    at = NOW
+    for wait in (RETRY_AFTER, 2 * RETRY_AFTER, 4 * RETRY_AFTER):
+        c.failed(M, bucket, at)
+        assert bucket not in list(c.due(M, at + wait - timedelta(seconds=1), NEWEST))
+        assert bucket in list(c.due(M, at + wait, NEWEST))
+        at += wait

@@ -48,7 +48,7 @@ ERROR_BACKOFF_START = backoff.FILL_ERROR.first
 EDGE_MARGIN = {Scale.SECOND: timedelta(minutes=15), Scale.MINUTE: timedelta(hours=2)}
 # Closed holes kept apart per series; beyond this the two oldest are joined (the stored
 # buckets between them are asked for again, which a window often covers anyway).
-MAX_HOLES = 32
+MAX_HOLES = 256
 
 Span = tuple[datetime, datetime]  # buckets [start, end)
 
@@ -80,14 +80,20 @@ class SeriesState:
     backoff: timedelta = BACKOFF_START
     error_backoff: timedelta = ERROR_BACKOFF_START
     empty: bool = False  # the last answer reached the open end and held no value (offline)
+    # A value of the series was stored or answered: a null is lost only after one (before
+    # it, the device did not exist yet).
+    seen: bool = False
+    # The oldest bucket counted as lost to retention: everything from it up to where the
+    # series was clipped is counted already (never twice).
+    lost_from: datetime | None = None
 
     @classmethod
     def from_saved(cls, saved: Holes | datetime) -> SeriesState:
         """A series as a run saved it; a bare time is a mark of the older format (everything
         before it stored, nothing known after it)."""
         if isinstance(saved, datetime):
-            return cls(open_from=saved)
-        state = cls(open_from=saved.open_from)
+            return cls(open_from=saved, seen=True)
+        state = cls(open_from=saved.open_from, seen=True)
         state.holes, state.open_from = _joined(list(saved.closed), saved.open_from)
         return state
 
@@ -223,6 +229,11 @@ class Tracker:
         for key in keys:
             stored = last_stored.get(key)
             if stored is None:
+                saved = saved_marks.get(key)
+                if saved is not None:
+                    # The last run's holes older than the floor (the store holds nothing
+                    # since: a stop longer than the lookback) can no longer be filled.
+                    self._clip(key, SeriesState.from_saved(saved), floor)
                 self.series[key] = SeriesState(open_from=floor)
                 continue
             after = self._after(stored)
@@ -259,6 +270,7 @@ class Tracker:
         now: datetime,
         lookback: timedelta | None = None,
         stored_lookback: timedelta | None = None,
+        ends: Mapping[SeriesKey, datetime] | None = None,
     ) -> int:
         """The store answered late, after this run began tracking without it
         (`seed_from_marks`): for each of `keys`, the buckets from the one after its newest
@@ -274,9 +286,14 @@ class Tracker:
             stored = last_stored.get(key)
             mark = floor if stored is None else max(self._after(stored), stored_floor)
             if stored is not None and self._after(stored) < mark:
-                self.lose(key, RETENTION_LOST, [(self._after(stored), mark)])
-            if mark < state.filled:
-                state.missing(mark, state.filled)
+                # Not what a clip counted already (the holes saved before the floor).
+                counted = state.lost_from if state.lost_from is not None else mark
+                self.lose(key, RETENTION_LOST, [(self._after(stored), min(mark, counted))])
+            # `ends`: where this run began writing the series (its buckets from there on are
+            # known to this run: not asked for again).
+            end = min(state.filled, (ends or {}).get(key, state.filled))
+            if mark < end:
+                state.missing(mark, end)
                 moved += 1
         return moved
 
@@ -334,6 +351,7 @@ class Tracker:
         become a hole of their own."""
         state = self.series.get(key)
         if state is not None:
+            state.seen = True
             state.known(bucket, next_bucket(self.scale, bucket, self.zone))
 
     def due(self, now: datetime, newest: datetime) -> list[FillRequest]:
@@ -420,16 +438,21 @@ class Tracker:
         for start, value in values:
             if value is None and next_bucket(self.scale, start, self.zone) + self.settle > now:
                 end = min(end, start)  # too young to give up on
-        # What the window gives up without a value (null, or not in the answer at all).
+        # What the window gives up without a value (null, or not in the answer at all): lost
+        # when Emporia answered the series' neighbours, after a first value (before it, the
+        # device did not exist yet; a window with no value at all is an unplugged device).
         answered = {start for start, value in values if value is not None}
-        given_up = [
-            start
-            for first, stop in state.missing_spans(end)
-            for start in self._starts_in(max(first, request.first), stop)
-            if start not in answered
-        ]
-        if given_up:
-            self.lose(request.series, NO_VALUE, self._runs(given_up))
+        if answered:
+            since = request.first if state.seen else min(answered)
+            given_up = [
+                start
+                for first, stop in state.missing_spans(end)
+                for start in self._starts_in(max(first, since), stop)
+                if start not in answered
+            ]
+            if given_up:
+                self.lose(request.series, NO_VALUE, self._runs(given_up))
+            state.seen = True
         # Empty up to the present (a window cut short by the newest bucket, not a whole one
         # with more after it): an offline plug, asked again later. An empty whole window is
         # a span before a device existed, or a long outage: the next one is asked at once.
@@ -482,6 +505,8 @@ class Tracker:
         dropped = [(s, min(e, floor)) for s, e in state.missing_spans(floor)]
         if dropped:
             self.lose(key, RETENTION_LOST, dropped)
+            first = dropped[0][0]
+            state.lost_from = first if state.lost_from is None else min(state.lost_from, first)
         state.clip(floor)
 
     def lose(self, key: SeriesKey, reason: str, spans: Iterable[Span]) -> None:

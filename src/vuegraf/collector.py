@@ -433,7 +433,15 @@ class AccountCollector:
             return
         holes = {scale: tracker.holes() for scale, tracker in self.trackers.items()}
         for scale, computed in self.computed.holes().items():
-            holes[scale] = {**holes.get(scale, {}), **computed}
+            # A computed series is followed once a live answer has it: until then (Emporia
+            # down at the start), the holes the last run saved for it are kept as they were.
+            waiting = {
+                key: saved
+                for key, saved in self._saved_marks.get(scale, {}).items()
+                if key[1] in NO_CHART_CHANNELS and key not in computed
+                and key not in self.computed.trackers[scale].retired
+            }
+            holes[scale] = {**holes.get(scale, {}), **waiting, **computed}
         self.marks.save(holes)
 
     def _read_store(self, now: datetime) -> dict[Scale, dict[SeriesKey, datetime]]:

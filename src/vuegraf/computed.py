@@ -24,8 +24,9 @@ from vuegraf.model import Scale
 from vuegraf.schedule import next_bucket
 
 # A bucket whose request failed, or that Emporia answered for another bucket, waits this long
-# before it is asked again (the others go on).
+# before it is asked again (the others go on), doubling each time up to `RETRY_MAX`.
 RETRY_AFTER = timedelta(minutes=5)
+RETRY_MAX = timedelta(hours=4)
 
 
 class ComputedHoles:
@@ -34,7 +35,11 @@ class ComputedHoles:
     def __init__(self, scales: Iterable[Scale], zone: tzinfo, settle_secs: float = 120.0) -> None:
         self.zone = zone
         self.trackers = {scale: Tracker(scale, zone, settle_secs) for scale in scales}
-        self._retry_at: dict[tuple[Scale, datetime], datetime] = {}
+        # (scale, bucket) -> (not before, the wait after the next failure)
+        self._retry_at: dict[tuple[Scale, datetime], tuple[datetime, timedelta]] = {}
+        # (scale, series) -> the first bucket this run wrote of it: what a late answer of the
+        # store turns into holes stops there.
+        self._followed_from: dict[tuple[Scale, SeriesKey], datetime] = {}
 
     def floor(self, scale: Scale, now: datetime) -> datetime:
         """The oldest bucket asked for: holes before it are lost."""
@@ -63,7 +68,9 @@ class ComputedHoles:
                 state.open_at(after)
         else:
             state = SeriesState(open_from=after if after is not None else bucket)
+        state.seen = True  # a value of it is being written
         tracker.series[key] = state
+        self._followed_from[(scale, key)] = bucket
         tracker.expire(now, self.floor(scale, now))
 
     def stored(self, scale: Scale, key: SeriesKey, bucket: datetime) -> None:
@@ -88,8 +95,10 @@ class ComputedHoles:
         moved back."""
         tracker = self.trackers[scale]
         keys = [k for k in tracker.series if k in last_stored]
+        ends = {k: self._followed_from[(scale, k)] for k in keys
+                if (scale, k) in self._followed_from}
         return tracker.lower_to_stored(
-            keys, dict(last_stored), now, INSTANT_RETENTION, INSTANT_RETENTION
+            keys, dict(last_stored), now, INSTANT_RETENTION, INSTANT_RETENTION, ends
         )
 
     # -- what to ask for -------------------------------------------------------------
@@ -123,8 +132,8 @@ class ComputedHoles:
         for start, stop in reversed(self._missing(scale, now, newest)):
             bucket = tracker.previous(stop)
             while bucket >= start:
-                wait = self._retry_at.get((scale, bucket))
-                if wait is None or now >= wait:
+                retry = self._retry_at.get((scale, bucket))
+                if retry is None or now >= retry[0]:
                     yield bucket
                 bucket = tracker.previous(bucket)
 
@@ -153,11 +162,13 @@ class ComputedHoles:
 
     def failed(self, scale: Scale, bucket: datetime, now: datetime) -> None:
         """The request for `bucket` failed or was answered for another bucket: asked again
-        after `RETRY_AFTER`."""
-        self._retry_at[(scale, bucket)] = now + RETRY_AFTER
-        if len(self._retry_at) > 1024:  # old entries of buckets given up since
-            for k in sorted(self._retry_at, key=lambda k: self._retry_at[k])[:512]:
-                del self._retry_at[k]
+        after `RETRY_AFTER`, twice as long after each further failure (up to `RETRY_MAX`),
+        so a bucket Emporia never answers right costs a few requests a day, not one a tick."""
+        _when, wait = self._retry_at.get((scale, bucket), (now, RETRY_AFTER))
+        self._retry_at[(scale, bucket)] = (now + wait, min(wait * 2, RETRY_MAX))
+        if len(self._retry_at) > 4096:  # entries of buckets that have left the window since
+            floors = {s: self.floor(s, now) for s in self.trackers}
+            self._retry_at = {k: v for k, v in self._retry_at.items() if k[1] >= floors[k[0]]}
 
     def expire(self, now: datetime) -> None:
         """Holes older than the floor are given up, counted as lost."""
