@@ -101,6 +101,8 @@ _TWO_U = 2.0 / _U16  # maps a 16-bit draw onto [0, 2)
 _CACHE_LIMIT = 20_000
 _PARTS_LIMIT = 4_096  # device-days cut into pieces: a year of four devices' hours
 _MINUTES_LIMIT = 16_384  # pieces whose minutes were added up
+_PIECE_WEIGHTS_LIMIT = 96  # pieces whose minutes' weights are kept: a day of four devices
+_NESTED_LIMIT = 16_384  # buckets of nested devices, whose values their parent's mains adds
 # Device-buckets whose served values are kept, per scale: 7 days of minutes (40 320) or a year
 # of hours (35 040) of the four-device default household, what a start-up fill and a 365-day
 # import ask for, so the values of one channel's requests are still there for the next one's.
@@ -666,6 +668,10 @@ class UsageModel:
         self._mean_cache: dict[tuple[int, int, int], tuple[float, ...]] = {}
         self._parts_cache: dict[tuple[int, int], _Parts] = {}  # (gid, local date)
         self._minute_cache: dict[tuple[int, int], tuple[float, ...]] = {}  # (gid, piece start)
+        # (gid, piece start) -> (its first minute, each minute's weights): the minutes of a
+        # piece are asked for one after another, and their sum needed every weight already.
+        self._piece_weights: dict[tuple[int, int], tuple[int, list[tuple[float, ...]]]] = {}
+        self._nested: dict[tuple[int, str, int], dict[str, float]] = {}  # (gid, scale, start)
         # Served values per scale, by (gid, bucket start); the HTTP server's threads share them.
         self._values: dict[str, dict[tuple[int, int], dict[str, float | None]]] = {
             scale: {} for scale in SCALES
@@ -919,15 +925,13 @@ class UsageModel:
         sums = self._minute_cache.get(key)
         if sums is None:
             first = -(-start // 60) * 60
-            columns = zip(
-                *(
-                    self._weights(dev, "1MIN", self._context("1MIN", ts))
-                    for ts in range(first, end, 60)
-                ),
-                strict=True,
-            )
-            sums = tuple(math.fsum(column) for column in columns)
+            weights = [
+                self._weights(dev, "1MIN", self._context("1MIN", ts))
+                for ts in range(first, end, 60)
+            ]
+            sums = tuple(math.fsum(column) for column in zip(*weights, strict=True))
             self._keep(self._minute_cache, key, sums, _MINUTES_LIMIT)
+            self._keep(self._piece_weights, key, (first, weights), _PIECE_WEIGHTS_LIMIT)
         return sums
 
     def _leaves(self, dev: _Dev, scale: str, start_ts: int) -> tuple[float, ...]:
@@ -953,8 +957,12 @@ class UsageModel:
         ctx = self._context("1MIN", start_ts)  # a minute, which never spans two local days
         parts = self._parts(dev, ctx.ordinal)
         k = bisect.bisect_right(parts.starts, start_ts) - 1
-        weights = self._weights(dev, "1MIN", ctx)
         sums = self._minute_sums(dev, parts, k)
+        kept = self._piece_weights.get((dev.spec.device_gid, parts.starts[k]))
+        if kept is not None:
+            weights = kept[1][(start_ts - kept[0]) // 60]
+        else:
+            weights = self._weights(dev, "1MIN", ctx)
         piece = parts.leaves[k]
         return tuple(_share(p, w, t) for p, w, t in zip(piece, weights, sums, strict=True))
 
@@ -973,7 +981,19 @@ class UsageModel:
 
     def _served(self, dev: _Dev, scale: str, start_ts: int) -> dict[str, float]:
         """Unrounded, ungapped kWh of a device's channels for one bucket of 1S..1D: mains,
-        circuits, Balance and the grid split, each a sum of leaves."""
+        circuits, Balance and the grid split, each a sum of leaves. A nested device's are
+        kept a while: its parent's mains needs them as well as its own answer."""
+        if dev.spec.parent_gid is None:
+            return self._served_now(dev, scale, start_ts)
+        key = (dev.spec.device_gid, scale, start_ts)
+        served = self._nested.get(key)
+        if served is None:
+            served = self._served_now(dev, scale, start_ts)
+            self._keep(self._nested, key, served, _NESTED_LIMIT)
+        return served
+
+    def _served_now(self, dev: _Dev, scale: str, start_ts: int) -> dict[str, float]:
+        """What `_served` answers, worked out."""
         leaves = self._leaves(dev, scale, start_ts)
         out = {c.num: v for c, v in zip(dev.chans, leaves, strict=False)}
         if not dev.spec.is_panel:
