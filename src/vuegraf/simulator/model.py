@@ -32,6 +32,10 @@ Semantics chosen (Emporia's live view, kept simple; docs/ARCHITECTURE.md, "The E
   a panel's remainder); mains, Balance and the grid split are sums of leaves. Pieces and their
   minutes' weights are cached, so a minute costs about 1.5 modelled buckets, an hour or a day
   about one (bench/consistency.py).
+- A bucket is always worked out for the whole device and its served values are kept (up to
+  `_VALUES_LIMIT` buckets per scale): vuegraf asks for a device's channels one chart request
+  after another over the same window, and tests then compare against the same buckets, so
+  every channel after the first, and every second look, costs a dictionary copy.
 - 1S is modelled directly and is not a share of its minute; 1W/1MON/1Y are sums of the days.
 """
 
@@ -42,6 +46,7 @@ import hashlib
 import json
 import math
 import struct
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -96,6 +101,12 @@ _TWO_U = 2.0 / _U16  # maps a 16-bit draw onto [0, 2)
 _CACHE_LIMIT = 20_000
 _PARTS_LIMIT = 4_096  # device-days cut into pieces: a year of four devices' hours
 _MINUTES_LIMIT = 16_384  # pieces whose minutes were added up
+_PIECE_WEIGHTS_LIMIT = 96  # pieces whose minutes' weights are kept: a day of four devices
+_NESTED_LIMIT = 16_384  # buckets of nested devices, whose values their parent's mains adds
+# Device-buckets whose served values are kept, per scale: 7 days of minutes (40 320) or a year
+# of hours (35 040) of the four-device default household, what a start-up fill and a 365-day
+# import ask for, so the values of one channel's requests are still there for the next one's.
+_VALUES_LIMIT = 45_000
 _SALT_WEATHER = 101
 _SALT_EV = 102
 # Account n of a many-account simulator has device gids (n + 1) x this + the scenario's gid.
@@ -596,7 +607,6 @@ class _Chan:
 class _Dev:
     spec: DeviceSpec
     chans: tuple[_Chan, ...]
-    by_num: Mapping[str, _Chan]
     children: tuple[int, ...]
     slots: int
     zero: frozenset[str]  # channels that always read int 0
@@ -649,7 +659,6 @@ class UsageModel:
             self._devs[dev.device_gid] = _Dev(
                 spec=dev,
                 chans=chans,
-                by_num={c.num: c for c in chans},
                 children=tuple(children.get(dev.device_gid, ())),
                 slots=2 + len(chans),
                 zero=frozenset(c.num for c in chans if c.profile == "zero"),
@@ -659,6 +668,15 @@ class UsageModel:
         self._mean_cache: dict[tuple[int, int, int], tuple[float, ...]] = {}
         self._parts_cache: dict[tuple[int, int], _Parts] = {}  # (gid, local date)
         self._minute_cache: dict[tuple[int, int], tuple[float, ...]] = {}  # (gid, piece start)
+        # (gid, piece start) -> (its first minute, each minute's weights): the minutes of a
+        # piece are asked for one after another, and their sum needed every weight already.
+        self._piece_weights: dict[tuple[int, int], tuple[int, list[tuple[float, ...]]]] = {}
+        self._nested: dict[tuple[int, str, int], dict[str, float]] = {}  # (gid, scale, start)
+        # Served values per scale, by (gid, bucket start); the HTTP server's threads share them.
+        self._values: dict[str, dict[tuple[int, int], dict[str, float | None]]] = {
+            scale: {} for scale in SCALES
+        }
+        self._evict_lock = threading.Lock()
 
     # -- public ---------------------------------------------------------------------------
 
@@ -701,12 +719,23 @@ class UsageModel:
         dev = self._devs[device_gid]
         start = bucket_floor(scale, bucket_start, self.tz)
         start_ts = int((start - _EPOCH).total_seconds())
+        kept = self._values[scale]
+        values = kept.get((device_gid, start_ts))
+        if values is None:
+            values = self._device_values(dev, scale, start, start_ts)
+            self._keep(kept, (device_gid, start_ts), values, _VALUES_LIMIT)
+        if only is None:
+            return dict(values)
+        return {only: values[only]} if only in values else {}
+
+    def _device_values(
+        self, dev: _Dev, scale: str, start: datetime, start_ts: int
+    ) -> dict[str, float | None]:
+        """What `device_values` serves for the bucket, worked out (not from `_values`)."""
         if scale in FIXED_SECONDS or scale == "1D":
-            raw = self._served(dev, scale, start_ts, only)
+            raw = self._served(dev, scale, start_ts)
         else:
-            raw = self._raw_calendar(dev, scale, start, only)
-        if only is not None:
-            raw = {only: raw[only]} if only in raw else {}
+            raw = self._raw_calendar(dev, scale, start)
         if dev.spec.gap_rate > 0 and self._gap(dev, scale, start_ts):
             return dict.fromkeys(raw)
         if dev.spec.installed_at is not None and start < dev.spec.installed_at:
@@ -838,30 +867,14 @@ class UsageModel:
     # A device's leaves are its own channels and, for a panel, the unmetered remainder; a
     # panel's mains is always the sum of its leaves and its nested devices' mains.
 
-    def _weights(
-        self, dev: _Dev, scale: str, ctx: _Ctx, leaf: int | None = None
-    ) -> tuple[float, ...]:
-        """Unrounded kWh of a device's leaves (or of leaf number `leaf` alone) as the noise of
-        `scale` makes them for one bucket: a day's value, or a finer bucket's weight.
-
-        kWh = mean watts x (1 + noise) x seconds; the same expression on both paths below,
-        so one circuit alone and the whole panel give bit-identical numbers.
-        """
+    def _weights(self, dev: _Dev, scale: str, ctx: _Ctx) -> tuple[float, ...]:
+        """Unrounded kWh of a device's leaves as the noise of `scale` makes them for one
+        bucket: a day's value, or a finer bucket's weight (mean watts x (1 + noise) x
+        seconds)."""
         gid = dev.spec.device_gid
         amp = _NOISE_AMP[scale]
         means = self._means(dev, ctx)
         k = ctx.seconds * _KWH_PER_WATT_SECOND
-        if leaf is not None:  # one leaf: no need for the rest
-            if leaf == len(dev.chans):  # a panel's remainder
-                u = self._uniforms(gid, _SCALE_INDEX[scale], ctx.start_ts, 2)
-                noise = 1.0 + amp * _REMAINDER_NOISE * (u[1] * _TWO_U - 1.0)
-                return (dev.spec.remainder_watts * noise * k,)
-            chan = dev.chans[leaf]
-            u = self._uniforms(gid, _SCALE_INDEX[scale], ctx.start_ts, chan.slot + 1)
-            if chan.is_ev:
-                return (self._ev_kwh(gid, chan, ctx, u[chan.slot]),)
-            m = means[leaf]
-            return (m * (1.0 + amp * chan.noise * (u[chan.slot] * _TWO_U - 1.0)) * k,)
         u = self._uniforms(gid, _SCALE_INDEX[scale], ctx.start_ts, dev.slots)
         out = [
             (
@@ -897,7 +910,7 @@ class UsageModel:
             for ws in weights
         )
         parts = _Parts(tuple(cuts[:-1]), tuple(cuts[1:]), leaves)
-        _keep(self._parts_cache, key, parts, _PARTS_LIMIT)
+        self._keep(self._parts_cache, key, parts, _PARTS_LIMIT)
         return parts
 
     def _piece_ctx(self, start: int, end: int, day: _Ctx) -> _Ctx:
@@ -912,69 +925,81 @@ class UsageModel:
         sums = self._minute_cache.get(key)
         if sums is None:
             first = -(-start // 60) * 60
-            columns = zip(
-                *(
-                    self._weights(dev, "1MIN", self._context("1MIN", ts))
-                    for ts in range(first, end, 60)
-                ),
-                strict=True,
-            )
-            sums = tuple(math.fsum(column) for column in columns)
-            _keep(self._minute_cache, key, sums, _MINUTES_LIMIT)
+            weights = [
+                self._weights(dev, "1MIN", self._context("1MIN", ts))
+                for ts in range(first, end, 60)
+            ]
+            sums = tuple(math.fsum(column) for column in zip(*weights, strict=True))
+            self._keep(self._minute_cache, key, sums, _MINUTES_LIMIT)
+            self._keep(self._piece_weights, key, (first, weights), _PIECE_WEIGHTS_LIMIT)
         return sums
 
-    def _leaves(
-        self, dev: _Dev, scale: str, start_ts: int, leaf: int | None = None
-    ) -> tuple[float, ...]:
-        """Unrounded kWh of a device's leaves (or of leaf `leaf` alone) for one bucket:
-        a day as modelled, an hour the sum of its pieces, a minute its piece's share."""
+    def _leaves(self, dev: _Dev, scale: str, start_ts: int) -> tuple[float, ...]:
+        """Unrounded kWh of a device's leaves for one bucket: a day as modelled, an hour the
+        sum of its pieces, a minute its piece's share."""
         if scale == "1D" or scale == "1S":
-            return self._weights(dev, scale, self._context(scale, start_ts), leaf)
+            return self._weights(dev, scale, self._context(scale, start_ts))
         if scale == "1H":
             total: tuple[float, ...] | None = None
             for ordinal in sorted({self._ordinal(start_ts), self._ordinal(start_ts + 3599)}):
                 parts = self._parts(dev, ordinal)
                 for k, s in enumerate(parts.starts):
                     if start_ts <= s < start_ts + 3600:
-                        piece = _pick(parts.leaves[k], leaf)
+                        piece = parts.leaves[k]
                         total = piece if total is None else _add(total, piece)
             assert total is not None
             return total
         if scale == "15MIN":
-            total = self._leaves(dev, "1MIN", start_ts, leaf)
+            total = self._leaves(dev, "1MIN", start_ts)
             for m in range(1, 15):
-                total = _add(total, self._leaves(dev, "1MIN", start_ts + 60 * m, leaf))
+                total = _add(total, self._leaves(dev, "1MIN", start_ts + 60 * m))
             return total
         ctx = self._context("1MIN", start_ts)  # a minute, which never spans two local days
         parts = self._parts(dev, ctx.ordinal)
         k = bisect.bisect_right(parts.starts, start_ts) - 1
-        weights = self._weights(dev, "1MIN", ctx, leaf)
         sums = self._minute_sums(dev, parts, k)
+        kept = self._piece_weights.get((dev.spec.device_gid, parts.starts[k]))
+        if kept is not None:
+            weights = kept[1][(start_ts - kept[0]) // 60]
+        else:
+            weights = self._weights(dev, "1MIN", ctx)
         piece = parts.leaves[k]
-        if leaf is not None:
-            return (_share(piece[leaf], weights[0], sums[leaf]),)
         return tuple(_share(p, w, t) for p, w, t in zip(piece, weights, sums, strict=True))
+
+    def _keep(self, cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+        """Remember `value`, forgetting the oldest entries beyond `limit` (bounded memory, no
+        cliff: recomputing one entry is cheap and deterministic). Under a lock: two server
+        threads must not both take the same oldest entry out."""
+        with self._evict_lock:
+            while len(cache) >= limit:
+                del cache[next(iter(cache))]
+            cache[key] = value
 
     def _ordinal(self, ts: int) -> int:
         """The local date holding instant `ts`."""
         return datetime.fromtimestamp(ts, self.tz).toordinal()
 
-    def _served(self, dev: _Dev, scale: str, start_ts: int, only: str | None) -> dict[str, float]:
-        """Unrounded, ungapped kWh of a device's channels (or just `only`) for one bucket of
-        1S..1D: mains, circuits, Balance and the grid split, each a sum of leaves."""
-        chan = dev.by_num.get(only) if only is not None else None
-        if chan is not None:  # a circuit (or a plug's only channel)
-            return {chan.num: self._leaves(dev, scale, start_ts, chan.slot - 2)[0]}
-        if only == "Balance" and dev.spec.is_panel:
-            return {only: self._leaves(dev, scale, start_ts, len(dev.chans))[0]}
+    def _served(self, dev: _Dev, scale: str, start_ts: int) -> dict[str, float]:
+        """Unrounded, ungapped kWh of a device's channels for one bucket of 1S..1D: mains,
+        circuits, Balance and the grid split, each a sum of leaves. A nested device's are
+        kept a while: its parent's mains needs them as well as its own answer."""
+        if dev.spec.parent_gid is None:
+            return self._served_now(dev, scale, start_ts)
+        key = (dev.spec.device_gid, scale, start_ts)
+        served = self._nested.get(key)
+        if served is None:
+            served = self._served_now(dev, scale, start_ts)
+            self._keep(self._nested, key, served, _NESTED_LIMIT)
+        return served
+
+    def _served_now(self, dev: _Dev, scale: str, start_ts: int) -> dict[str, float]:
+        """What `_served` answers, worked out."""
         leaves = self._leaves(dev, scale, start_ts)
         out = {c.num: v for c, v in zip(dev.chans, leaves, strict=False)}
         if not dev.spec.is_panel:
             return out
         remainder = leaves[-1]
-        nested = [
-            self._served(self._devs[c], scale, start_ts, MAINS)[MAINS] for c in dev.children
-        ]
+        nested = [self._served(self._devs[c], scale, start_ts)[MAINS] for c in dev.children]
         mains = sum(out.values()) + sum(nested) + remainder
         out = {MAINS: mains, **out, "Balance": remainder}
         if dev.spec.bidirectional:
@@ -983,16 +1008,14 @@ class UsageModel:
             out["MainsToGrid"] = math.fsum(v for v in parts if v < 0.0)
         return out
 
-    def _raw_calendar(
-        self, dev: _Dev, scale: str, start: datetime, only: str | None
-    ) -> dict[str, float]:
+    def _raw_calendar(self, dev: _Dev, scale: str, start: datetime) -> dict[str, float]:
         """A week, month or year as the sum of the model's local days."""
         end = bucket_next(scale, start, self.tz)
         total: dict[str, float] = {}
         day = start
         while day < end:
             ts = int((day - _EPOCH).total_seconds())
-            for num, value in self._served(dev, "1D", ts, only).items():
+            for num, value in self._served(dev, "1D", ts).items():
                 total[num] = total.get(num, 0.0) + value
             day = bucket_next("1D", day, self.tz)
         return total
@@ -1003,17 +1026,5 @@ def _share(total: float, weight: float, weights: float) -> float:
     return total * weight / weights if weights != 0.0 else 0.0
 
 
-def _pick(values: tuple[float, ...], leaf: int | None) -> tuple[float, ...]:
-    return values if leaf is None else (values[leaf],)
-
-
 def _add(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(x + y for x, y in zip(a, b, strict=True))
-
-
-def _keep(cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
-    """Remember `value`, forgetting the oldest entry beyond `limit` (bounded memory, no
-    cliff: recomputing one entry is cheap and deterministic)."""
-    if len(cache) >= limit:
-        del cache[next(iter(cache))]
-    cache[key] = value
