@@ -25,8 +25,10 @@ from harness.cli_in_process import main_state_restored
 from vuegraf.backfill import Holes
 from vuegraf.cli import main
 from vuegraf.clock import FakeClock
+from vuegraf.computed import ComputedHoles
 from vuegraf.config import load_config
 from vuegraf.coverage import Hole, SeriesFacts, Verdict, daemon_running, judge
+from vuegraf.history import history_start
 from vuegraf.marks import MarksFile
 from vuegraf.model import Point, Scale
 from vuegraf.sinks.factory import build_store
@@ -50,18 +52,56 @@ def hole(first: datetime, last: datetime, buckets: int, verdict: Verdict, why: s
 GONE = "Emporia no longer keeps it"
 LATER = "filled at the next start"
 NOW_FILLING = "filling now"
+TOO_OLD = "too near Emporia's edge for --historydays, and vuegraf does not know of it"
+OUT_OF_REACH = "too near Emporia's edge for vuegraf to ask for it"
 
 
 # -- the verdicts, on literal holes ---------------------------------------------------------
 
 
-def test_a_chart_minute_hole_across_the_retention_edge_is_split_there() -> None:
+def test_a_chart_minute_hole_is_import_only_from_where_an_import_starts() -> None:
+    """`--historydays` never asks for minutes older than KEPT less its margin: a hole between
+    Emporia's edge and there is lost unless a mark covers it (and the daemon still reaches it:
+    its trackers stop RETENTION back, 10 minutes inside KEPT)."""
     facts = SeriesFacts(computed=False, newest=at(30, 16, 59))
-    got = judge(Scale.MINUTE, at(23, 16, 0), at(23, 18, 0), facts, NOW, False, UTC_ZONE)
+    import_from = history_start(Scale.MINUTE, 7, NOW, 5, UTC_ZONE)
+    assert import_from == at(23, 18, 2)  # independent arithmetic: NOW - 7 d + 1 h
+    got = judge(Scale.MINUTE, at(23, 16, 0), at(23, 18, 10), facts, NOW, False, UTC_ZONE)
     assert got == [
         hole(at(23, 16, 0), at(23, 17, 1), 62, Verdict.LOST, GONE),
-        hole(at(23, 17, 2), at(23, 18, 0), 59, Verdict.IMPORT,
+        hole(at(23, 17, 2), at(23, 18, 1), 60, Verdict.LOST, TOO_OLD),
+        hole(at(23, 18, 2), at(23, 18, 10), 9, Verdict.IMPORT,
              "vuegraf --historydays 7 brings it", 7),
+    ]
+    marks = Holes(((at(23, 17, 0), at(23, 18, 0)),), open_from=at(30, 17, 0))
+    marked = SeriesFacts(computed=False, newest=at(30, 16, 59), marks=marks)
+    got = judge(Scale.MINUTE, at(23, 16, 0), at(23, 18, 10), marked, NOW, False, UTC_ZONE)
+    assert got == [
+        hole(at(23, 16, 0), at(23, 17, 1), 62, Verdict.LOST, GONE),
+        hole(at(23, 17, 2), at(23, 17, 11), 10, Verdict.LOST, OUT_OF_REACH),
+        hole(at(23, 17, 12), at(23, 17, 59), 48, Verdict.FILLING, LATER),
+        hole(at(23, 18, 0), at(23, 18, 1), 2, Verdict.LOST, TOO_OLD),
+        hole(at(23, 18, 2), at(23, 18, 10), 9, Verdict.IMPORT,
+             "vuegraf --historydays 7 brings it", 7),
+    ]
+
+
+def test_computed_hours_and_days_are_asked_for_from_the_partial_edge_bucket() -> None:
+    """The daemon asks for a computed series' buckets from `ComputedHoles.floor`, which for
+    hours and days is the bucket holding NOW - INSTANT_RETENTION (23rd 17:12): that bucket is
+    filling, the one before it lost."""
+    facts = SeriesFacts(computed=True, newest=at(23, 15),
+                        marks=Holes((), open_from=at(23, 16)))
+    assert ComputedHoles([Scale.HOUR], UTC_ZONE).floor(Scale.HOUR, NOW) == at(23, 17)
+    assert judge(Scale.HOUR, at(23, 16), at(23, 18), facts, NOW, False, UTC_ZONE) == [
+        hole(at(23, 16), at(23, 16), 1, Verdict.LOST, GONE),
+        hole(at(23, 17), at(23, 18), 2, Verdict.FILLING, LATER),
+    ]
+    days = SeriesFacts(computed=True, newest=at(22, 5), marks=Holes((), open_from=at(23, 5)))
+    floor = ComputedHoles([Scale.DAY], NY).floor(Scale.DAY, NOW)
+    assert floor == at(23, 5)  # New York midnight of the 23rd
+    assert judge(Scale.DAY, at(23, 5), at(24, 5), days, NOW, False, NY) == [
+        hole(at(23, 5), at(24, 5), 2, Verdict.FILLING, LATER),
     ]
 
 
@@ -190,7 +230,7 @@ EXPECTED: dict[tuple[str, str], list[tuple[datetime, datetime, int, str, int | N
     ("minute", "Panel"): [
         (at(22, 20, 0), at(22, 20, 29), 30, "lost", None),
         (at(23, 16, 0), at(23, 17, 1), 62, "lost", None),
-        (at(23, 17, 2), at(23, 18, 0), 59, "import", 7),
+        (at(23, 17, 2), at(23, 18, 0), 59, "lost", None),  # before an import's first minute
     ],
     ("minute", "Kitchen"): [
         (at(28, 8, 0), at(28, 8, 9), 10, "import", 3),
@@ -203,7 +243,8 @@ EXPECTED: dict[tuple[str, str], list[tuple[datetime, datetime, int, str, int | N
     ],
     ("minute", "Dryer"): [
         (at(22, 17, 2), at(23, 17, 1), 1440, "lost", None),
-        (at(23, 17, 2), at(30, 16, 59), 8 * 1440 - 2 - 1440, "filling", None),
+        (at(23, 17, 2), at(23, 17, 11), 10, "lost", None),  # before the daemon's reach
+        (at(23, 17, 12), at(30, 16, 59), 8 * 1440 - 2 - 1450, "filling", None),
     ],
     ("hour", "Panel"): [],
     ("hour", "Kitchen"): [(at(24, 3), at(24, 3), 1, "import", 7)],

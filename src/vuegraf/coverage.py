@@ -6,13 +6,17 @@ last N days up to the newest bucket a cycle has had time to write: the share of 
 store holds, and its holes (maximal runs of missing buckets), each with a verdict:
 
 - `filling`: vuegraf fills it itself: the daemon saved it in the marks file, or it lies after
-  the series' newest stored point (the next start's read back finds it), and Emporia still
-  keeps it. Filled now when the daemon runs (its health file is fresh), else at its next start.
-- `import`: a chart channel's hole behind the newest point that no mark covers: Emporia
-  still keeps it, and `vuegraf --historydays N` brings it (the report gives the N).
+  the series' newest stored point (the next start's read back finds it), and the daemon still
+  asks for it (a chart minute from `limits.RETENTION` back, a channel without chart history
+  from `ComputedHoles.floor`). Filled now when the daemon runs (its health file is fresh),
+  else at its next start.
+- `import`: a chart channel's hole behind the newest point that no mark covers, from where
+  an import starts (minutes: `history_start`'s clamp, `limits.KEPT` less
+  `MINUTE_RETENTION_MARGIN`): `vuegraf --historydays N` brings it (the report gives the N).
 - `lost`: Emporia no longer keeps it (minutes older than `limits.KEPT`; every scale of a
-  channel without chart history older than `limits.INSTANT_RETENTION`), or nothing can ask
-  for it (such a channel's hole that vuegraf does not know of: `--historydays` reads charts).
+  channel without chart history before `ComputedHoles.floor`), or nothing asks for it: an
+  unmarked chart minute older than an import's first one, a marked one older than the
+  daemon's reach, such a channel's hole that vuegraf does not know of.
 A hole that straddles one of these edges is split there.
 
 The pure part (`judge`: one hole and what is known of its series, at an injected `now`) is
@@ -32,11 +36,13 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
 
-from vuegraf.backfill import Holes
+from vuegraf.backfill import Holes, Tracker
+from vuegraf.computed import ComputedHoles
 from vuegraf.config import Config
-from vuegraf.emporia.limits import INSTANT_RETENTION, KEPT, enabled_scales
+from vuegraf.emporia.limits import KEPT, RETENTION, enabled_scales
 from vuegraf.graphs import layout as graph_layout
 from vuegraf.health import HEALTH_FILE
+from vuegraf.history import MINUTE_RETENTION_MARGIN
 from vuegraf.marks import MarksFile
 from vuegraf.model import Scale
 from vuegraf.naming import NO_CHART_CHANNELS
@@ -79,12 +85,32 @@ class Hole:
     history_days: int | None = None  # import: the --historydays N that brings it
 
 
-def lost_edge(scale: Scale, computed: bool, now: datetime) -> datetime | None:
-    """The oldest instant Emporia still answers for; None when it keeps the scale for years."""
-    if computed:
-        return now - INSTANT_RETENTION
-    kept = KEPT.get(scale)
-    return None if kept is None else now - kept
+@dataclass(frozen=True)
+class Edges:
+    """Where a series' verdicts change at `now`: before `lost`, Emporia no longer answers;
+    before `reach`, the daemon does not ask for it (a mark or not); before `imports`,
+    `--historydays` does not (None: no edge, kept for years or never imported)."""
+
+    lost: datetime | None
+    reach: datetime | None
+    imports: datetime | None
+
+    @classmethod
+    def of(cls, scale: Scale, computed: bool, now: datetime, zone: tzinfo) -> Edges:
+        if computed:  # asked for at an instant only, from where the daemon's fill starts
+            floor = ComputedHoles([scale], zone).floor(scale, now)
+            return cls(floor, floor, None)
+        kept = KEPT.get(scale)
+        if kept is None:
+            return cls(None, None, None)
+        reach = Tracker(scale, zone).earliest(now) if scale in RETENTION else None
+        imports = None
+        if scale is Scale.MINUTE:  # `history_start`'s clamp: KEPT less its margin
+            imports = first_bucket_from(scale, now - kept + MINUTE_RETENTION_MARGIN, zone)
+        return cls(now - kept, reach, imports)
+
+    def cuts(self) -> set[datetime]:
+        return {t for t in (self.lost, self.reach, self.imports) if t is not None}
 
 
 def first_bucket_from(scale: Scale, t: datetime, zone: tzinfo) -> datetime:
@@ -114,16 +140,22 @@ def _marked(marks: Holes | None, bucket: datetime) -> bool:
 
 
 def _classify(
-    scale: Scale, bucket: datetime, facts: SeriesFacts, now: datetime, running: bool
+    bucket: datetime, facts: SeriesFacts, edges: Edges, running: bool
 ) -> tuple[Verdict, str]:
-    edge = lost_edge(scale, facts.computed, now)
-    if edge is not None and bucket < edge:
+    if edges.lost is not None and bucket < edges.lost:
         return Verdict.LOST, "Emporia no longer keeps it"
     after_newest = facts.newest is None or bucket > facts.newest
     if after_newest or _marked(facts.marks, bucket):
+        if edges.reach is not None and bucket < edges.reach:
+            return Verdict.LOST, "too near Emporia's edge for vuegraf to ask for it"
         return Verdict.FILLING, "filling now" if running else "filled at the next start"
     if facts.computed:
         return Verdict.LOST, "unknown to vuegraf, and a channel without chart history"
+    if edges.imports is not None and bucket < edges.imports:
+        return (
+            Verdict.LOST,
+            "too near Emporia's edge for --historydays, and vuegraf does not know of it",
+        )
     return Verdict.IMPORT, "vuegraf --historydays brings it"
 
 
@@ -138,10 +170,8 @@ def judge(
 ) -> list[Hole]:
     """The verdicts on missing buckets `first`..`last` of one series: one hole per stretch of
     one verdict, split where an edge (retention, a mark, the newest stored point) falls."""
-    cuts = set()
-    edge = lost_edge(scale, facts.computed, now)
-    if edge is not None:
-        cuts.add(edge)
+    edges = Edges.of(scale, facts.computed, now, zone)
+    cuts = edges.cuts()
     if facts.newest is not None:
         cuts.add(next_bucket(scale, facts.newest, zone))
     if facts.marks is not None:
@@ -152,7 +182,7 @@ def judge(
     segments: list[tuple[datetime, datetime, Verdict, str]] = []
     for i, start in enumerate(starts):
         end = previous_bucket(scale, starts[i + 1], zone) if i + 1 < len(starts) else last
-        verdict, why = _classify(scale, start, facts, now, running)
+        verdict, why = _classify(start, facts, edges, running)
         if segments and segments[-1][2:] == (verdict, why):
             segments[-1] = (segments[-1][0], end, verdict, why)
         else:
