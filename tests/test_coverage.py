@@ -501,12 +501,31 @@ def test_a_bad_config_exits_2_naming_the_key(
     assert "accounts[0].password" in err and len(err.strip().splitlines()) == 1
 
 
+def test_no_sqlite_store_yet_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path, "Home", {"sqlitePath": "data.db"})
+    with main_state_restored():
+        code = main(["coverage", str(cfg)], clock_factory=lambda: FakeClock(NOW))
+    captured = capsys.readouterr()
+    assert code == 3 and captured.out == ""
+    assert "no SQLite store" in captured.err
 
-def test_a_store_that_cannot_be_read_is_one_line_and_exit_1(
+
+def test_help_names_every_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    with main_state_restored(), pytest.raises(SystemExit) as stop:
+        main(["coverage", "--help"])
+    assert stop.value.code == 0
+    said = " ".join(capsys.readouterr().out.split())
+    for status in ("0 when nothing is missing", "1 when a hole is", "2 for a bad",
+                   "3 when the store cannot be read"):
+        assert status in said, status
+
+
+def test_a_store_that_cannot_be_read_is_one_line_and_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Nothing listens on the store's port: the report cannot be made, and says so in one
-    line instead of calling the data complete."""
+    line instead of calling the data complete, with an exit status of its own (3) so a
+    script tells "no answer" from "holes" (1)."""
     with socket.socket() as free:  # a port just free, nothing listening on it
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
@@ -516,6 +535,6 @@ def test_a_store_that_cannot_be_read_is_one_line_and_exit_1(
     with main_state_restored():
         code = main(["coverage", str(cfg)], clock_factory=lambda: FakeClock(NOW))
     captured = capsys.readouterr()
-    assert code == 1 and captured.out == ""
+    assert code == 3 and captured.out == ""
     said = [line for line in captured.err.splitlines() if line.startswith("coverage:")]
     assert len(said) == 1 and "cannot read influxdb-v1" in said[0] and "unreachable" in said[0]

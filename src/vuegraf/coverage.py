@@ -50,6 +50,8 @@ from vuegraf.schedule import bucket_start, last_complete_bucket, next_bucket
 from vuegraf.sinks.base import ReadsBack
 
 DEFAULT_DAYS = 7
+# Exit status when the store cannot be read, apart from 1 (holes): no answer is not a verdict.
+EXIT_NO_ANSWER = 3
 # Buckets asked for per query: a day of minutes, 60 days of hours; memory stays bounded
 # whatever the window and the number of series.
 CHUNK_BUCKETS = 1440
@@ -485,8 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
         "buckets the store holds over the last N days and its holes, each with a verdict: "
         "filling (vuegraf fills it itself), import (vuegraf --historydays N brings it) or "
         "lost (Emporia no longer keeps it). Reads the store only; exit status 0 when "
-        "nothing is missing, 1 when a hole is (or the store cannot be read), 2 for a bad "
-        "config.",
+        "nothing is missing, 1 when a hole is, 2 for a bad argument or config, 3 when the "
+        "store cannot be read (no answer: neither complete nor holes).",
     )
     parser.add_argument("configFilename", metavar="CONFIG", help="JSON config file (vuegraf.json)")
     parser.add_argument(
