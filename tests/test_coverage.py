@@ -131,6 +131,52 @@ def test_a_hole_after_the_newest_point_is_filling_with_or_without_marks() -> Non
     ]
 
 
+def test_a_running_daemon_with_marks_fills_only_what_they_name() -> None:
+    """The daemon runs and has saved marks: it fills what they name, not whatever follows
+    the newest point (a plug it gave up on is not "filling now" for ever)."""
+    marks = Holes(((at(30, 16, 40), at(30, 16, 45)),), open_from=at(30, 16, 58))
+    facts = SeriesFacts(computed=False, newest=at(30, 16, 30), marks=marks, marks_only=True)
+    got = judge(Scale.MINUTE, at(30, 16, 31), at(30, 16, 59), facts, NOW, True, UTC_ZONE)
+    assert got == [
+        hole(at(30, 16, 31), at(30, 16, 39), 9, Verdict.IMPORT,
+             "vuegraf --historydays 1 brings it", 1),
+        hole(at(30, 16, 40), at(30, 16, 44), 5, Verdict.FILLING, NOW_FILLING),
+        hole(at(30, 16, 45), at(30, 16, 57), 13, Verdict.IMPORT,
+             "vuegraf --historydays 1 brings it", 1),
+        hole(at(30, 16, 58), at(30, 16, 59), 2, Verdict.FILLING, NOW_FILLING),
+    ]
+    computed = SeriesFacts(computed=True, newest=at(30, 16, 30), marks=None, marks_only=True)
+    assert judge(Scale.MINUTE, at(30, 16, 31), at(30, 16, 59), computed, NOW, True,
+                 UTC_ZONE) == [
+        hole(at(30, 16, 31), at(30, 16, 59), 29, Verdict.LOST,
+             "unknown to vuegraf, and a channel without chart history"),
+    ]
+
+
+@pytest.mark.parametrize("planted", ["sqlite"], indirect=True)  # not the store's part
+def test_a_running_daemon_s_marks_override_the_newest_point(
+    planted: Planted, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Planted: Balance's minutes 16:57-16:59 follow its newest point, but the marks the
+    running daemon saved open at 17:00: it will not ask for them."""
+    state = planted.config.parent / "state"
+    (state / "health.json").write_text(
+        json.dumps({"updated": NOW.timestamp() - 30, "stale_after_secs": 180})
+    )
+    code, out = run_coverage(planted.config, capsys, "--days", "8", "--json")
+    assert code == 1
+    series = {(s["scale"], s["channel"]): s for s in json.loads(out)["series"]}
+    assert [(h["first"], h["last"], h["verdict"]) for h in
+            series[("minute", "Panel-Balance")]["holes"]][-1] == (
+        "2026-11-30T11:57:00-05:00", "2026-11-30T11:59:00-05:00", "lost"
+    )
+    kitchen = series[("minute", "Kitchen")]["holes"]
+    assert [(h["buckets"], h["verdict"], h["why"]) for h in kitchen] == [
+        (10, "import", "vuegraf --historydays 3 brings it"),
+        (5, "filling", "filling now"),
+    ]
+
+
 def test_computed_channels_are_lost_past_the_instant_edge_at_every_scale() -> None:
     facts = SeriesFacts(computed=True, newest=at(30, 16, 59))
     # Minutes: lost before 17:12, the 10 minutes Emporia keeps beyond vuegraf's reach too.

@@ -6,7 +6,8 @@ last N days up to the newest bucket a cycle has had time to write: the share of 
 store holds, and its holes (maximal runs of missing buckets), each with a verdict:
 
 - `filling`: vuegraf fills it itself: the daemon saved it in the marks file, or it lies after
-  the series' newest stored point (the next start's read back finds it), and the daemon still
+  the series' newest stored point (the next start's read back finds it; not while the
+  daemon runs with a marks file: then only the marks say what it fills), and the daemon still
   asks for it (a chart minute from `limits.RETENTION` back, a channel without chart history
   from `ComputedHoles.floor`). Filled now when the daemon runs (its health file is fresh),
   else at its next start.
@@ -73,6 +74,8 @@ class SeriesFacts:
     computed: bool  # no chart history (Balance...): only a usage request at an instant
     newest: datetime | None  # start of the newest bucket stored; None: nothing stored
     marks: Holes | None = None  # the holes the daemon saved for it (the marks file)
+    # The daemon runs and saved marks: only they say what it fills, not the newest point.
+    marks_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,7 @@ def _classify(
 ) -> tuple[Verdict, str]:
     if edges.lost is not None and bucket < edges.lost:
         return Verdict.LOST, "Emporia no longer keeps it"
-    after_newest = facts.newest is None or bucket > facts.newest
+    after_newest = not facts.marks_only and (facts.newest is None or bucket > facts.newest)
     if after_newest or _marked(facts.marks, bucket):
         if edges.reach is not None and bucket < edges.reach:
             return Verdict.LOST, "too near Emporia's edge for vuegraf to ask for it"
@@ -357,11 +360,12 @@ def build_report(
     now: datetime,
     days: int,
     layout: graph_layout.Layout | None,
-    marks: Callable[[str], Mapping[Scale, Mapping[tuple[int, str], Holes]]],
+    marks: Callable[[str], Mapping[Scale, Mapping[tuple[int, str], Holes]] | None],
     running: bool,
 ) -> Report:
     """Every account's series at every scale collected. `marks(account)`: the holes the
-    daemon saved, keyed as Emporia names channels (device gid, channel number); `layout`
+    daemon saved, keyed as Emporia names channels (device gid, channel number), None when
+    it saved none (then what follows a series' newest point is filled too); `layout`
     (the daemon's `layout.json`) turns those keys into the store's, and lists the series
     the daemon knows, computed channels included."""
     zone = config.zone
@@ -375,7 +379,9 @@ def build_report(
                 channels[(device.station, channel.name)] = channel
                 if device.id.isdigit() and channel.num:
                     by_emporia[(int(device.id), channel.num)] = (device.station, channel.name)
-        saved = marks(account.name)
+        marked = marks(account.name)
+        saved = {} if marked is None else marked
+        marks_only = running and marked is not None
         for scale in enabled_scales(config):
             first, last = window(scale, now, days, config)
             if last < first:
@@ -390,7 +396,7 @@ def build_report(
             for key in sorted(scanned):
                 series = scanned[key]
                 computed = _is_computed(key[1], channels.get(key))
-                facts = SeriesFacts(computed, series.newest, scale_marks.get(key))
+                facts = SeriesFacts(computed, series.newest, scale_marks.get(key), marks_only)
                 holes = tuple(
                     hole
                     for run_first, run_last in series.runs
@@ -499,6 +505,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _saved_marks(
+    state_dir: Path,
+) -> Callable[[str], Mapping[Scale, Mapping[tuple[int, str], Holes]] | None]:
+    """An account's marks file as loaded, None when there is none."""
+
+    def load(account: str) -> Mapping[Scale, Mapping[tuple[int, str], Holes]] | None:
+        marks = MarksFile(state_dir, account)
+        return None if marks.path is None or not marks.path.exists() else marks.load()
+
+    return load
+
+
 def run(
     config: Config,
     store: ReadsBack,
@@ -516,7 +534,7 @@ def run(
         now,
         days,
         layout,
-        lambda account: MarksFile(state_dir, account).load(),
+        _saved_marks(state_dir),
         daemon_running(state_dir, now),
     )
     if as_json:
