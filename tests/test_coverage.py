@@ -172,6 +172,7 @@ def test_a_running_daemon_s_marks_override_the_newest_point(
     )
     kitchen = series[("minute", "Kitchen")]["holes"]
     assert [(h["buckets"], h["verdict"], h["why"]) for h in kitchen] == [
+        (8, "lost", GONE),
         (10, "import", "vuegraf --historydays 3 brings it"),
         (5, "filling", "filling now"),
     ]
@@ -252,6 +253,8 @@ WINDOW = {
 }
 BUCKETS = {Scale.MINUTE: 8 * 1440 - 2, Scale.HOUR: 8 * 24 - 1, Scale.DAY: 7}
 STORED = ("Panel", "Kitchen", "Panel-Balance")
+GARAGE_FROM = at(28, 8, 0)  # a plug added then: minutes only, from then on
+GARAGE_BUCKETS = 2 * 1440 + 9 * 60  # 28th 08:00 .. 30th 16:59
 
 
 def minutes(first: datetime, last: datetime) -> set[datetime]:
@@ -263,7 +266,8 @@ def minutes(first: datetime, last: datetime) -> set[datetime]:
 PLANTED: dict[tuple[Scale, str], set[datetime]] = {
     (Scale.MINUTE, "Panel"): minutes(at(22, 20, 0), at(22, 20, 29))
     | minutes(at(23, 16, 0), at(23, 18, 0)),
-    (Scale.MINUTE, "Kitchen"): minutes(at(28, 8, 0), at(28, 8, 9))
+    (Scale.MINUTE, "Kitchen"): minutes(at(22, 17, 2), at(22, 17, 9))
+    | minutes(at(28, 8, 0), at(28, 8, 9))
     | minutes(at(29, 10, 0), at(29, 10, 4)),
     (Scale.MINUTE, "Panel-Balance"): minutes(at(23, 17, 0), at(23, 17, 20))
     | minutes(at(30, 16, 57), at(30, 16, 59)),
@@ -279,6 +283,8 @@ EXPECTED: dict[tuple[str, str], list[tuple[datetime, datetime, int, str, int | N
         (at(23, 17, 2), at(23, 18, 0), 59, "lost", None),  # before an import's first minute
     ],
     ("minute", "Kitchen"): [
+        # Leading, but a hole: a point is stored before the window (22nd 17:01).
+        (at(22, 17, 2), at(22, 17, 9), 8, "lost", None),
         (at(28, 8, 0), at(28, 8, 9), 10, "import", 3),
         (at(29, 10, 0), at(29, 10, 4), 5, "filling", None),  # marked
     ],
@@ -287,19 +293,18 @@ EXPECTED: dict[tuple[str, str], list[tuple[datetime, datetime, int, str, int | N
         (at(23, 17, 12), at(23, 17, 20), 9, "filling", None),  # marked
         (at(30, 16, 57), at(30, 16, 59), 3, "filling", None),  # after the newest point
     ],
-    ("minute", "Dryer"): [
-        (at(22, 17, 2), at(23, 17, 1), 1440, "lost", None),
-        (at(23, 17, 2), at(23, 17, 11), 10, "lost", None),  # before the daemon's reach
-        (at(23, 17, 12), at(30, 16, 59), 8 * 1440 - 2 - 1450, "filling", None),
-    ],
+    # Nothing stored, ever: no holes, the series has not begun (nothing for vuegraf to fill).
+    ("minute", "Dryer"): [],
+    # Stored from the 28th 08:00 on only, nothing before: no hole, a series that began then.
+    ("minute", "Garage"): [],
     ("hour", "Panel"): [],
     ("hour", "Kitchen"): [(at(24, 3), at(24, 3), 1, "import", 7)],
     ("hour", "Panel-Balance"): [(at(22, 20), at(22, 21), 2, "lost", None)],
-    ("hour", "Dryer"): [(at(22, 18), at(30, 16), 191, "filling", None)],
+    ("hour", "Dryer"): [],
     ("day", "Panel"): [(at(25, 5), at(25, 5), 1, "import", 6)],
     ("day", "Kitchen"): [],
     ("day", "Panel-Balance"): [],
-    ("day", "Dryer"): [(at(23, 5), at(29, 5), 7, "filling", None)],
+    ("day", "Dryer"): [],
 }
 
 
@@ -324,6 +329,8 @@ def planted_points(account: str) -> list[Point]:
             points.append(Point(account, "Panel", channel, Scale.DAY, day_stamp(d), 9600.0))
         # Outside the window: before it, and the minute being collected now.
         points.append(Point(account, "Panel", channel, Scale.MINUTE, at(22, 17, 1), 1.0))
+    for m in minutes(GARAGE_FROM, WINDOW[Scale.MINUTE][1]):
+        points.append(Point(account, "Panel", "Garage", Scale.MINUTE, m, 80.0))
     return points
 
 
@@ -486,14 +493,24 @@ def test_planted_holes_are_listed_with_their_verdicts(
     # The share agrees with the store's own count of each series' points in the window.
     for scale, name in ((Scale.MINUTE, "minute"), (Scale.HOUR, "hour"), (Scale.DAY, "day")):
         counted = planted.count(scale)
-        for channel in (*STORED, "Dryer"):
+        for channel in STORED:
             s = series[(name, channel)]
             assert s["buckets"] == BUCKETS[scale]
             assert s["present"] == counted.get(channel, 0), (name, channel)
             assert s["present"] + sum(h["buckets"] for h in s["holes"]) == s["buckets"]
             assert s["share"] == pytest.approx(100 * s["present"] / s["buckets"])
+            assert s["since"] is None
+        dryer = series[(name, "Dryer")]
+        assert (dryer["buckets"], dryer["present"], dryer["share"], dryer["since"]) == (
+            0, 0, None, None
+        )
+    garage = series[("minute", "Garage")]
+    assert garage["since"] == "2026-11-28T03:00:00-05:00"
+    assert (garage["buckets"], garage["present"], garage["share"]) == (
+        GARAGE_BUCKETS, planted.count(Scale.MINUTE)["Garage"], 100.0
+    )
     # Local times in the config's zone.
-    assert series[("minute", "Kitchen")]["holes"][0]["first"] == "2026-11-28T03:00:00-05:00"
+    assert series[("minute", "Kitchen")]["holes"][1]["first"] == "2026-11-28T03:00:00-05:00"
 
 
 @pytest.mark.parametrize("planted", ["sqlite"], indirect=True)  # not the store's part
@@ -515,6 +532,11 @@ def test_text_report_and_a_running_daemon(
     kitchen = [line for line in lines if "2026-11-29 05:00 .. 2026-11-29 05:04" in line]
     assert kitchen == [kitchen[0]] and kitchen[0].split()[-3:] == ["filling", "filling", "now"]
     assert any("import" in line and "--historydays 3" in line for line in lines)
+    # A series that began inside the window says since when; one never stored says so.
+    garage = next(line for line in lines if line.split()[:2] == ["minute", "Garage"])
+    assert garage.split()[2:] == ["100.0", "%", "since", "2026-11-28", "03:00"]
+    dryer = next(line for line in lines if line.split()[:2] == ["minute", "Dryer"])
+    assert dryer.split()[2:] == ["nothing", "stored"]
 
 
 def test_a_complete_store_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,9 @@ store holds, and its holes (maximal runs of missing buckets), each with a verdic
   channel without chart history before `ComputedHoles.floor`), or nothing asks for it: an
   unmarked chart minute older than an import's first one, a marked one older than the
   daemon's reach, such a channel's hole that vuegraf does not know of.
+A series with no point in the `days` before the window began inside it: the buckets before
+its first point are no hole (the daemon follows a computed series from its first point, and
+before it there was nothing to collect); its share counts from that point (`since`).
 A hole that straddles one of these edges is split there.
 
 The pure part (`judge`: one hole and what is known of its series, at an injected `now`) is
@@ -303,13 +306,17 @@ class SeriesReport:
     station: str
     channel: str
     computed: bool
-    buckets: int
+    buckets: int  # from the window's first bucket, or from `since`
     present: int
     holes: tuple[Hole, ...]
+    # The series' first stored point, when it begins inside the window (nothing stored
+    # before it): the buckets before it are not holes. None with 0 buckets: nothing stored.
+    since: datetime | None = None
 
     @property
-    def share(self) -> float:
-        return 100.0 * self.present / self.buckets if self.buckets else 100.0
+    def share(self) -> float | None:
+        """Percent of the buckets stored; None for a series with nothing stored."""
+        return 100.0 * self.present / self.buckets if self.buckets else None
 
 
 @dataclass(frozen=True)
@@ -392,20 +399,29 @@ def build_report(
                 if key in by_emporia
             }
             scanned = scan(store, account.name, scale, channels, first, last, now, zone)
+            # Series with a point before the window: a missing run at its start is a hole.
+            # The others began inside it (a new device, a series vuegraf had not written).
+            before = store.last_times(account.name, scale, first - timedelta(days=days), first)
             total = count_buckets(scale, first, last, zone)
             for key in sorted(scanned):
                 series = scanned[key]
+                runs, buckets, since = series.runs, total, None
+                if key not in before and runs and runs[0][0] == first:
+                    begun = next_bucket(scale, runs[0][1], zone)
+                    runs = runs[1:]
+                    since = begun if begun <= last else None
+                    buckets = 0 if since is None else count_buckets(scale, since, last, zone)
                 computed = _is_computed(key[1], channels.get(key))
                 facts = SeriesFacts(computed, series.newest, scale_marks.get(key), marks_only)
                 holes = tuple(
                     hole
-                    for run_first, run_last in series.runs
+                    for run_first, run_last in runs
                     for hole in judge(scale, run_first, run_last, facts, now, running, zone)
                 )
                 reports.append(
                     SeriesReport(
-                        account.name, scale, key[0], key[1], computed, total, series.present,
-                        holes,
+                        account.name, scale, key[0], key[1], computed, buckets, series.present,
+                        holes, since,
                     )
                 )
     return Report(now, days, zone, running, tuple(reports))
@@ -432,6 +448,7 @@ def to_json(report: Report) -> dict[str, Any]:
                 "buckets": s.buckets,
                 "present": s.present,
                 "share": s.share,
+                "since": None if s.since is None else _local(s.since, report.zone),
                 "holes": [
                     {
                         "first": _local(h.first, report.zone),
@@ -449,8 +466,10 @@ def to_json(report: Report) -> dict[str, Any]:
     }
 
 
-def _percent(share: float) -> str:
+def _percent(share: float | None) -> str:
     """Rounded down: 100.0 % only when nothing is missing."""
+    if share is None:
+        return "nothing stored"
     return f"{math.floor(share * 10) / 10:5.1f} %"
 
 
@@ -471,6 +490,8 @@ def write_text(report: Report, out: TextIO) -> None:
             account = s.account
             print(f"{account}", file=out)
         holes = f"  {len(s.holes)} hole{'s' if len(s.holes) != 1 else ''}" if s.holes else ""
+        if s.since is not None:
+            holes = f"  since {s.since.astimezone(zone):{fmt}}{holes}"
         print(f"  {SCALE_NAMES[s.scale]:<6}  {_name(s):<{width}}  {_percent(s.share)}{holes}",
               file=out)
         for h in s.holes:
