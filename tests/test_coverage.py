@@ -25,8 +25,10 @@ from harness.cli_in_process import main_state_restored
 from vuegraf.backfill import Holes
 from vuegraf.cli import main
 from vuegraf.clock import FakeClock
+from vuegraf.computed import ComputedHoles
 from vuegraf.config import load_config
 from vuegraf.coverage import Hole, SeriesFacts, Verdict, daemon_running, judge
+from vuegraf.history import history_start
 from vuegraf.marks import MarksFile
 from vuegraf.model import Point, Scale
 from vuegraf.sinks.factory import build_store
@@ -50,18 +52,56 @@ def hole(first: datetime, last: datetime, buckets: int, verdict: Verdict, why: s
 GONE = "Emporia no longer keeps it"
 LATER = "filled at the next start"
 NOW_FILLING = "filling now"
+TOO_OLD = "too near Emporia's edge for --historydays, and vuegraf does not know of it"
+OUT_OF_REACH = "too near Emporia's edge for vuegraf to ask for it"
 
 
 # -- the verdicts, on literal holes ---------------------------------------------------------
 
 
-def test_a_chart_minute_hole_across_the_retention_edge_is_split_there() -> None:
+def test_a_chart_minute_hole_is_import_only_from_where_an_import_starts() -> None:
+    """`--historydays` never asks for minutes older than KEPT less its margin: a hole between
+    Emporia's edge and there is lost unless a mark covers it (and the daemon still reaches it:
+    its trackers stop RETENTION back, 10 minutes inside KEPT)."""
     facts = SeriesFacts(computed=False, newest=at(30, 16, 59))
-    got = judge(Scale.MINUTE, at(23, 16, 0), at(23, 18, 0), facts, NOW, False, UTC_ZONE)
+    import_from = history_start(Scale.MINUTE, 7, NOW, 5, UTC_ZONE)
+    assert import_from == at(23, 18, 2)  # independent arithmetic: NOW - 7 d + 1 h
+    got = judge(Scale.MINUTE, at(23, 16, 0), at(23, 18, 10), facts, NOW, False, UTC_ZONE)
     assert got == [
         hole(at(23, 16, 0), at(23, 17, 1), 62, Verdict.LOST, GONE),
-        hole(at(23, 17, 2), at(23, 18, 0), 59, Verdict.IMPORT,
+        hole(at(23, 17, 2), at(23, 18, 1), 60, Verdict.LOST, TOO_OLD),
+        hole(at(23, 18, 2), at(23, 18, 10), 9, Verdict.IMPORT,
              "vuegraf --historydays 7 brings it", 7),
+    ]
+    marks = Holes(((at(23, 17, 0), at(23, 18, 0)),), open_from=at(30, 17, 0))
+    marked = SeriesFacts(computed=False, newest=at(30, 16, 59), marks=marks)
+    got = judge(Scale.MINUTE, at(23, 16, 0), at(23, 18, 10), marked, NOW, False, UTC_ZONE)
+    assert got == [
+        hole(at(23, 16, 0), at(23, 17, 1), 62, Verdict.LOST, GONE),
+        hole(at(23, 17, 2), at(23, 17, 11), 10, Verdict.LOST, OUT_OF_REACH),
+        hole(at(23, 17, 12), at(23, 17, 59), 48, Verdict.FILLING, LATER),
+        hole(at(23, 18, 0), at(23, 18, 1), 2, Verdict.LOST, TOO_OLD),
+        hole(at(23, 18, 2), at(23, 18, 10), 9, Verdict.IMPORT,
+             "vuegraf --historydays 7 brings it", 7),
+    ]
+
+
+def test_computed_hours_and_days_are_asked_for_from_the_partial_edge_bucket() -> None:
+    """The daemon asks for a computed series' buckets from `ComputedHoles.floor`, which for
+    hours and days is the bucket holding NOW - INSTANT_RETENTION (23rd 17:12): that bucket is
+    filling, the one before it lost."""
+    facts = SeriesFacts(computed=True, newest=at(23, 15),
+                        marks=Holes((), open_from=at(23, 16)))
+    assert ComputedHoles([Scale.HOUR], UTC_ZONE).floor(Scale.HOUR, NOW) == at(23, 17)
+    assert judge(Scale.HOUR, at(23, 16), at(23, 18), facts, NOW, False, UTC_ZONE) == [
+        hole(at(23, 16), at(23, 16), 1, Verdict.LOST, GONE),
+        hole(at(23, 17), at(23, 18), 2, Verdict.FILLING, LATER),
+    ]
+    days = SeriesFacts(computed=True, newest=at(22, 5), marks=Holes((), open_from=at(23, 5)))
+    floor = ComputedHoles([Scale.DAY], NY).floor(Scale.DAY, NOW)
+    assert floor == at(23, 5)  # New York midnight of the 23rd
+    assert judge(Scale.DAY, at(23, 5), at(24, 5), days, NOW, False, NY) == [
+        hole(at(23, 5), at(24, 5), 2, Verdict.FILLING, LATER),
     ]
 
 
@@ -88,6 +128,53 @@ def test_a_hole_after_the_newest_point_is_filling_with_or_without_marks() -> Non
     nothing = SeriesFacts(computed=False, newest=None)
     assert judge(Scale.HOUR, at(1, 0), at(30, 16), nothing, NOW, True, UTC_ZONE) == [
         hole(at(1, 0), at(30, 16), 29 * 24 + 17, Verdict.FILLING, NOW_FILLING)
+    ]
+
+
+def test_a_running_daemon_with_marks_fills_only_what_they_name() -> None:
+    """The daemon runs and has saved marks: it fills what they name, not whatever follows
+    the newest point (a plug it gave up on is not "filling now" for ever)."""
+    marks = Holes(((at(30, 16, 40), at(30, 16, 45)),), open_from=at(30, 16, 58))
+    facts = SeriesFacts(computed=False, newest=at(30, 16, 30), marks=marks, marks_only=True)
+    got = judge(Scale.MINUTE, at(30, 16, 31), at(30, 16, 59), facts, NOW, True, UTC_ZONE)
+    assert got == [
+        hole(at(30, 16, 31), at(30, 16, 39), 9, Verdict.IMPORT,
+             "vuegraf --historydays 1 brings it", 1),
+        hole(at(30, 16, 40), at(30, 16, 44), 5, Verdict.FILLING, NOW_FILLING),
+        hole(at(30, 16, 45), at(30, 16, 57), 13, Verdict.IMPORT,
+             "vuegraf --historydays 1 brings it", 1),
+        hole(at(30, 16, 58), at(30, 16, 59), 2, Verdict.FILLING, NOW_FILLING),
+    ]
+    computed = SeriesFacts(computed=True, newest=at(30, 16, 30), marks=None, marks_only=True)
+    assert judge(Scale.MINUTE, at(30, 16, 31), at(30, 16, 59), computed, NOW, True,
+                 UTC_ZONE) == [
+        hole(at(30, 16, 31), at(30, 16, 59), 29, Verdict.LOST,
+             "unknown to vuegraf, and a channel without chart history"),
+    ]
+
+
+@pytest.mark.parametrize("planted", ["sqlite"], indirect=True)  # not the store's part
+def test_a_running_daemon_s_marks_override_the_newest_point(
+    planted: Planted, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Planted: Balance's minutes 16:57-16:59 follow its newest point, but the marks the
+    running daemon saved open at 17:00: it will not ask for them."""
+    state = planted.config.parent / "state"
+    (state / "health.json").write_text(
+        json.dumps({"updated": NOW.timestamp() - 30, "stale_after_secs": 180})
+    )
+    code, out = run_coverage(planted.config, capsys, "--days", "8", "--json")
+    assert code == 1
+    series = {(s["scale"], s["channel"]): s for s in json.loads(out)["series"]}
+    assert [(h["first"], h["last"], h["verdict"]) for h in
+            series[("minute", "Panel-Balance")]["holes"]][-1] == (
+        "2026-11-30T11:57:00-05:00", "2026-11-30T11:59:00-05:00", "lost"
+    )
+    kitchen = series[("minute", "Kitchen")]["holes"]
+    assert [(h["buckets"], h["verdict"], h["why"]) for h in kitchen] == [
+        (8, "lost", GONE),
+        (10, "import", "vuegraf --historydays 3 brings it"),
+        (5, "filling", "filling now"),
     ]
 
 
@@ -166,6 +253,8 @@ WINDOW = {
 }
 BUCKETS = {Scale.MINUTE: 8 * 1440 - 2, Scale.HOUR: 8 * 24 - 1, Scale.DAY: 7}
 STORED = ("Panel", "Kitchen", "Panel-Balance")
+GARAGE_FROM = at(28, 8, 0)  # a plug added then: minutes only, from then on
+GARAGE_BUCKETS = 2 * 1440 + 9 * 60  # 28th 08:00 .. 30th 16:59
 
 
 def minutes(first: datetime, last: datetime) -> set[datetime]:
@@ -177,7 +266,8 @@ def minutes(first: datetime, last: datetime) -> set[datetime]:
 PLANTED: dict[tuple[Scale, str], set[datetime]] = {
     (Scale.MINUTE, "Panel"): minutes(at(22, 20, 0), at(22, 20, 29))
     | minutes(at(23, 16, 0), at(23, 18, 0)),
-    (Scale.MINUTE, "Kitchen"): minutes(at(28, 8, 0), at(28, 8, 9))
+    (Scale.MINUTE, "Kitchen"): minutes(at(22, 17, 2), at(22, 17, 9))
+    | minutes(at(28, 8, 0), at(28, 8, 9))
     | minutes(at(29, 10, 0), at(29, 10, 4)),
     (Scale.MINUTE, "Panel-Balance"): minutes(at(23, 17, 0), at(23, 17, 20))
     | minutes(at(30, 16, 57), at(30, 16, 59)),
@@ -190,9 +280,11 @@ EXPECTED: dict[tuple[str, str], list[tuple[datetime, datetime, int, str, int | N
     ("minute", "Panel"): [
         (at(22, 20, 0), at(22, 20, 29), 30, "lost", None),
         (at(23, 16, 0), at(23, 17, 1), 62, "lost", None),
-        (at(23, 17, 2), at(23, 18, 0), 59, "import", 7),
+        (at(23, 17, 2), at(23, 18, 0), 59, "lost", None),  # before an import's first minute
     ],
     ("minute", "Kitchen"): [
+        # Leading, but a hole: a point is stored before the window (22nd 17:01).
+        (at(22, 17, 2), at(22, 17, 9), 8, "lost", None),
         (at(28, 8, 0), at(28, 8, 9), 10, "import", 3),
         (at(29, 10, 0), at(29, 10, 4), 5, "filling", None),  # marked
     ],
@@ -201,18 +293,18 @@ EXPECTED: dict[tuple[str, str], list[tuple[datetime, datetime, int, str, int | N
         (at(23, 17, 12), at(23, 17, 20), 9, "filling", None),  # marked
         (at(30, 16, 57), at(30, 16, 59), 3, "filling", None),  # after the newest point
     ],
-    ("minute", "Dryer"): [
-        (at(22, 17, 2), at(23, 17, 1), 1440, "lost", None),
-        (at(23, 17, 2), at(30, 16, 59), 8 * 1440 - 2 - 1440, "filling", None),
-    ],
+    # Nothing stored, ever: no holes, the series has not begun (nothing for vuegraf to fill).
+    ("minute", "Dryer"): [],
+    # Stored from the 28th 08:00 on only, nothing before: no hole, a series that began then.
+    ("minute", "Garage"): [],
     ("hour", "Panel"): [],
     ("hour", "Kitchen"): [(at(24, 3), at(24, 3), 1, "import", 7)],
     ("hour", "Panel-Balance"): [(at(22, 20), at(22, 21), 2, "lost", None)],
-    ("hour", "Dryer"): [(at(22, 18), at(30, 16), 191, "filling", None)],
+    ("hour", "Dryer"): [],
     ("day", "Panel"): [(at(25, 5), at(25, 5), 1, "import", 6)],
     ("day", "Kitchen"): [],
     ("day", "Panel-Balance"): [],
-    ("day", "Dryer"): [(at(23, 5), at(29, 5), 7, "filling", None)],
+    ("day", "Dryer"): [],
 }
 
 
@@ -237,6 +329,8 @@ def planted_points(account: str) -> list[Point]:
             points.append(Point(account, "Panel", channel, Scale.DAY, day_stamp(d), 9600.0))
         # Outside the window: before it, and the minute being collected now.
         points.append(Point(account, "Panel", channel, Scale.MINUTE, at(22, 17, 1), 1.0))
+    for m in minutes(GARAGE_FROM, WINDOW[Scale.MINUTE][1]):
+        points.append(Point(account, "Panel", "Garage", Scale.MINUTE, m, 80.0))
     return points
 
 
@@ -399,14 +493,24 @@ def test_planted_holes_are_listed_with_their_verdicts(
     # The share agrees with the store's own count of each series' points in the window.
     for scale, name in ((Scale.MINUTE, "minute"), (Scale.HOUR, "hour"), (Scale.DAY, "day")):
         counted = planted.count(scale)
-        for channel in (*STORED, "Dryer"):
+        for channel in STORED:
             s = series[(name, channel)]
             assert s["buckets"] == BUCKETS[scale]
             assert s["present"] == counted.get(channel, 0), (name, channel)
             assert s["present"] + sum(h["buckets"] for h in s["holes"]) == s["buckets"]
             assert s["share"] == pytest.approx(100 * s["present"] / s["buckets"])
+            assert s["since"] is None
+        dryer = series[(name, "Dryer")]
+        assert (dryer["buckets"], dryer["present"], dryer["share"], dryer["since"]) == (
+            0, 0, None, None
+        )
+    garage = series[("minute", "Garage")]
+    assert garage["since"] == "2026-11-28T03:00:00-05:00"
+    assert (garage["buckets"], garage["present"], garage["share"]) == (
+        GARAGE_BUCKETS, planted.count(Scale.MINUTE)["Garage"], 100.0
+    )
     # Local times in the config's zone.
-    assert series[("minute", "Kitchen")]["holes"][0]["first"] == "2026-11-28T03:00:00-05:00"
+    assert series[("minute", "Kitchen")]["holes"][1]["first"] == "2026-11-28T03:00:00-05:00"
 
 
 @pytest.mark.parametrize("planted", ["sqlite"], indirect=True)  # not the store's part
@@ -428,6 +532,11 @@ def test_text_report_and_a_running_daemon(
     kitchen = [line for line in lines if "2026-11-29 05:00 .. 2026-11-29 05:04" in line]
     assert kitchen == [kitchen[0]] and kitchen[0].split()[-3:] == ["filling", "filling", "now"]
     assert any("import" in line and "--historydays 3" in line for line in lines)
+    # A series that began inside the window says since when; one never stored says so.
+    garage = next(line for line in lines if line.split()[:2] == ["minute", "Garage"])
+    assert garage.split()[2:] == ["100.0", "%", "since", "2026-11-28", "03:00"]
+    dryer = next(line for line in lines if line.split()[:2] == ["minute", "Dryer"])
+    assert dryer.split()[2:] == ["nothing", "stored"]
 
 
 def test_a_complete_store_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -460,12 +569,31 @@ def test_a_bad_config_exits_2_naming_the_key(
     assert "accounts[0].password" in err and len(err.strip().splitlines()) == 1
 
 
+def test_no_sqlite_store_yet_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path, "Home", {"sqlitePath": "data.db"})
+    with main_state_restored():
+        code = main(["coverage", str(cfg)], clock_factory=lambda: FakeClock(NOW))
+    captured = capsys.readouterr()
+    assert code == 3 and captured.out == ""
+    assert "no SQLite store" in captured.err
 
-def test_a_store_that_cannot_be_read_is_one_line_and_exit_1(
+
+def test_help_names_every_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    with main_state_restored(), pytest.raises(SystemExit) as stop:
+        main(["coverage", "--help"])
+    assert stop.value.code == 0
+    said = " ".join(capsys.readouterr().out.split())
+    for status in ("0 when nothing is missing", "1 when a hole is", "2 for a bad",
+                   "3 when the store cannot be read"):
+        assert status in said, status
+
+
+def test_a_store_that_cannot_be_read_is_one_line_and_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Nothing listens on the store's port: the report cannot be made, and says so in one
-    line instead of calling the data complete."""
+    line instead of calling the data complete, with an exit status of its own (3) so a
+    script tells "no answer" from "holes" (1)."""
     with socket.socket() as free:  # a port just free, nothing listening on it
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
@@ -475,6 +603,6 @@ def test_a_store_that_cannot_be_read_is_one_line_and_exit_1(
     with main_state_restored():
         code = main(["coverage", str(cfg)], clock_factory=lambda: FakeClock(NOW))
     captured = capsys.readouterr()
-    assert code == 1 and captured.out == ""
+    assert code == 3 and captured.out == ""
     said = [line for line in captured.err.splitlines() if line.startswith("coverage:")]
     assert len(said) == 1 and "cannot read influxdb-v1" in said[0] and "unreachable" in said[0]

@@ -250,8 +250,9 @@ def main(
 
 
 def coverage_main(argv: Sequence[str], clock_factory: Callable[[], Clock] = SystemClock) -> int:
-    """`vuegraf coverage`: the report on stdout; 0 complete, 1 a hole (or the store cannot be
-    read), 2 a bad argument or config. Reads the store and the state directory, nothing else."""
+    """`vuegraf coverage`: the report on stdout; 0 complete, 1 a hole, 2 a bad argument or
+    config, 3 the store cannot be read (a script tells "no answer" from "holes"). Reads the
+    store and the state directory, nothing else."""
     parser = coverage.build_parser()
     args = parser.parse_args(argv)
     setup_logging(False, False)
@@ -267,7 +268,7 @@ def coverage_main(argv: Sequence[str], clock_factory: Callable[[], Clock] = Syst
     install_redaction(set(config.secrets()))
     if config.influx is None and not config.sqlite_path.exists():
         print(f"coverage: no SQLite store at {config.sqlite_path} yet", file=sys.stderr)
-        return EXIT_FATAL
+        return coverage.EXIT_NO_ANSWER
     store = build_store(config)
     try:
         store.open()
@@ -276,7 +277,7 @@ def coverage_main(argv: Sequence[str], clock_factory: Callable[[], Clock] = Syst
         )
     except SinkError as err:  # StoreReadError included: one line, no traceback
         print(f"coverage: cannot read {store.name}: {err}", file=sys.stderr)
-        return EXIT_FATAL
+        return coverage.EXIT_NO_ANSWER
     finally:
         store.close()
     return EXIT_OK if complete else EXIT_FATAL

@@ -6,13 +6,21 @@ last N days up to the newest bucket a cycle has had time to write: the share of 
 store holds, and its holes (maximal runs of missing buckets), each with a verdict:
 
 - `filling`: vuegraf fills it itself: the daemon saved it in the marks file, or it lies after
-  the series' newest stored point (the next start's read back finds it), and Emporia still
-  keeps it. Filled now when the daemon runs (its health file is fresh), else at its next start.
-- `import`: a chart channel's hole behind the newest point that no mark covers: Emporia
-  still keeps it, and `vuegraf --historydays N` brings it (the report gives the N).
+  the series' newest stored point (the next start's read back finds it; not while the
+  daemon runs with a marks file: then only the marks say what it fills), and the daemon still
+  asks for it (a chart minute from `limits.RETENTION` back, a channel without chart history
+  from `ComputedHoles.floor`). Filled now when the daemon runs (its health file is fresh),
+  else at its next start.
+- `import`: a chart channel's hole behind the newest point that no mark covers, from where
+  an import starts (minutes: `history_start`'s clamp, `limits.KEPT` less
+  `MINUTE_RETENTION_MARGIN`): `vuegraf --historydays N` brings it (the report gives the N).
 - `lost`: Emporia no longer keeps it (minutes older than `limits.KEPT`; every scale of a
-  channel without chart history older than `limits.INSTANT_RETENTION`), or nothing can ask
-  for it (such a channel's hole that vuegraf does not know of: `--historydays` reads charts).
+  channel without chart history before `ComputedHoles.floor`), or nothing asks for it: an
+  unmarked chart minute older than an import's first one, a marked one older than the
+  daemon's reach, such a channel's hole that vuegraf does not know of.
+A series with no point in the `days` before the window began inside it: the buckets before
+its first point are no hole (the daemon follows a computed series from its first point, and
+before it there was nothing to collect); its share counts from that point (`since`).
 A hole that straddles one of these edges is split there.
 
 The pure part (`judge`: one hole and what is known of its series, at an injected `now`) is
@@ -32,11 +40,13 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
 
-from vuegraf.backfill import Holes
+from vuegraf.backfill import Holes, Tracker
+from vuegraf.computed import ComputedHoles
 from vuegraf.config import Config
-from vuegraf.emporia.limits import INSTANT_RETENTION, KEPT, enabled_scales
+from vuegraf.emporia.limits import KEPT, RETENTION, enabled_scales
 from vuegraf.graphs import layout as graph_layout
 from vuegraf.health import HEALTH_FILE
+from vuegraf.history import MINUTE_RETENTION_MARGIN
 from vuegraf.marks import MarksFile
 from vuegraf.model import Scale
 from vuegraf.naming import NO_CHART_CHANNELS
@@ -44,6 +54,8 @@ from vuegraf.schedule import bucket_start, last_complete_bucket, next_bucket
 from vuegraf.sinks.base import ReadsBack
 
 DEFAULT_DAYS = 7
+# Exit status when the store cannot be read, apart from 1 (holes): no answer is not a verdict.
+EXIT_NO_ANSWER = 3
 # Buckets asked for per query: a day of minutes, 60 days of hours; memory stays bounded
 # whatever the window and the number of series.
 CHUNK_BUCKETS = 1440
@@ -65,6 +77,8 @@ class SeriesFacts:
     computed: bool  # no chart history (Balance...): only a usage request at an instant
     newest: datetime | None  # start of the newest bucket stored; None: nothing stored
     marks: Holes | None = None  # the holes the daemon saved for it (the marks file)
+    # The daemon runs and saved marks: only they say what it fills, not the newest point.
+    marks_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,12 +93,32 @@ class Hole:
     history_days: int | None = None  # import: the --historydays N that brings it
 
 
-def lost_edge(scale: Scale, computed: bool, now: datetime) -> datetime | None:
-    """The oldest instant Emporia still answers for; None when it keeps the scale for years."""
-    if computed:
-        return now - INSTANT_RETENTION
-    kept = KEPT.get(scale)
-    return None if kept is None else now - kept
+@dataclass(frozen=True)
+class Edges:
+    """Where a series' verdicts change at `now`: before `lost`, Emporia no longer answers;
+    before `reach`, the daemon does not ask for it (a mark or not); before `imports`,
+    `--historydays` does not (None: no edge, kept for years or never imported)."""
+
+    lost: datetime | None
+    reach: datetime | None
+    imports: datetime | None
+
+    @classmethod
+    def of(cls, scale: Scale, computed: bool, now: datetime, zone: tzinfo) -> Edges:
+        if computed:  # asked for at an instant only, from where the daemon's fill starts
+            floor = ComputedHoles([scale], zone).floor(scale, now)
+            return cls(floor, floor, None)
+        kept = KEPT.get(scale)
+        if kept is None:
+            return cls(None, None, None)
+        reach = Tracker(scale, zone).earliest(now) if scale in RETENTION else None
+        imports = None
+        if scale is Scale.MINUTE:  # `history_start`'s clamp: KEPT less its margin
+            imports = first_bucket_from(scale, now - kept + MINUTE_RETENTION_MARGIN, zone)
+        return cls(now - kept, reach, imports)
+
+    def cuts(self) -> set[datetime]:
+        return {t for t in (self.lost, self.reach, self.imports) if t is not None}
 
 
 def first_bucket_from(scale: Scale, t: datetime, zone: tzinfo) -> datetime:
@@ -114,16 +148,22 @@ def _marked(marks: Holes | None, bucket: datetime) -> bool:
 
 
 def _classify(
-    scale: Scale, bucket: datetime, facts: SeriesFacts, now: datetime, running: bool
+    bucket: datetime, facts: SeriesFacts, edges: Edges, running: bool
 ) -> tuple[Verdict, str]:
-    edge = lost_edge(scale, facts.computed, now)
-    if edge is not None and bucket < edge:
+    if edges.lost is not None and bucket < edges.lost:
         return Verdict.LOST, "Emporia no longer keeps it"
-    after_newest = facts.newest is None or bucket > facts.newest
+    after_newest = not facts.marks_only and (facts.newest is None or bucket > facts.newest)
     if after_newest or _marked(facts.marks, bucket):
+        if edges.reach is not None and bucket < edges.reach:
+            return Verdict.LOST, "too near Emporia's edge for vuegraf to ask for it"
         return Verdict.FILLING, "filling now" if running else "filled at the next start"
     if facts.computed:
         return Verdict.LOST, "unknown to vuegraf, and a channel without chart history"
+    if edges.imports is not None and bucket < edges.imports:
+        return (
+            Verdict.LOST,
+            "too near Emporia's edge for --historydays, and vuegraf does not know of it",
+        )
     return Verdict.IMPORT, "vuegraf --historydays brings it"
 
 
@@ -138,10 +178,8 @@ def judge(
 ) -> list[Hole]:
     """The verdicts on missing buckets `first`..`last` of one series: one hole per stretch of
     one verdict, split where an edge (retention, a mark, the newest stored point) falls."""
-    cuts = set()
-    edge = lost_edge(scale, facts.computed, now)
-    if edge is not None:
-        cuts.add(edge)
+    edges = Edges.of(scale, facts.computed, now, zone)
+    cuts = edges.cuts()
     if facts.newest is not None:
         cuts.add(next_bucket(scale, facts.newest, zone))
     if facts.marks is not None:
@@ -152,7 +190,7 @@ def judge(
     segments: list[tuple[datetime, datetime, Verdict, str]] = []
     for i, start in enumerate(starts):
         end = previous_bucket(scale, starts[i + 1], zone) if i + 1 < len(starts) else last
-        verdict, why = _classify(scale, start, facts, now, running)
+        verdict, why = _classify(start, facts, edges, running)
         if segments and segments[-1][2:] == (verdict, why):
             segments[-1] = (segments[-1][0], end, verdict, why)
         else:
@@ -268,13 +306,17 @@ class SeriesReport:
     station: str
     channel: str
     computed: bool
-    buckets: int
+    buckets: int  # from the window's first bucket, or from `since`
     present: int
     holes: tuple[Hole, ...]
+    # The series' first stored point, when it begins inside the window (nothing stored
+    # before it): the buckets before it are not holes. None with 0 buckets: nothing stored.
+    since: datetime | None = None
 
     @property
-    def share(self) -> float:
-        return 100.0 * self.present / self.buckets if self.buckets else 100.0
+    def share(self) -> float | None:
+        """Percent of the buckets stored; None for a series with nothing stored."""
+        return 100.0 * self.present / self.buckets if self.buckets else None
 
 
 @dataclass(frozen=True)
@@ -325,11 +367,12 @@ def build_report(
     now: datetime,
     days: int,
     layout: graph_layout.Layout | None,
-    marks: Callable[[str], Mapping[Scale, Mapping[tuple[int, str], Holes]]],
+    marks: Callable[[str], Mapping[Scale, Mapping[tuple[int, str], Holes]] | None],
     running: bool,
 ) -> Report:
     """Every account's series at every scale collected. `marks(account)`: the holes the
-    daemon saved, keyed as Emporia names channels (device gid, channel number); `layout`
+    daemon saved, keyed as Emporia names channels (device gid, channel number), None when
+    it saved none (then what follows a series' newest point is filled too); `layout`
     (the daemon's `layout.json`) turns those keys into the store's, and lists the series
     the daemon knows, computed channels included."""
     zone = config.zone
@@ -343,7 +386,9 @@ def build_report(
                 channels[(device.station, channel.name)] = channel
                 if device.id.isdigit() and channel.num:
                     by_emporia[(int(device.id), channel.num)] = (device.station, channel.name)
-        saved = marks(account.name)
+        marked = marks(account.name)
+        saved = {} if marked is None else marked
+        marks_only = running and marked is not None
         for scale in enabled_scales(config):
             first, last = window(scale, now, days, config)
             if last < first:
@@ -354,20 +399,29 @@ def build_report(
                 if key in by_emporia
             }
             scanned = scan(store, account.name, scale, channels, first, last, now, zone)
+            # Series with a point before the window: a missing run at its start is a hole.
+            # The others began inside it (a new device, a series vuegraf had not written).
+            before = store.last_times(account.name, scale, first - timedelta(days=days), first)
             total = count_buckets(scale, first, last, zone)
             for key in sorted(scanned):
                 series = scanned[key]
+                runs, buckets, since = series.runs, total, None
+                if key not in before and runs and runs[0][0] == first:
+                    begun = next_bucket(scale, runs[0][1], zone)
+                    runs = runs[1:]
+                    since = begun if begun <= last else None
+                    buckets = 0 if since is None else count_buckets(scale, since, last, zone)
                 computed = _is_computed(key[1], channels.get(key))
-                facts = SeriesFacts(computed, series.newest, scale_marks.get(key))
+                facts = SeriesFacts(computed, series.newest, scale_marks.get(key), marks_only)
                 holes = tuple(
                     hole
-                    for run_first, run_last in series.runs
+                    for run_first, run_last in runs
                     for hole in judge(scale, run_first, run_last, facts, now, running, zone)
                 )
                 reports.append(
                     SeriesReport(
-                        account.name, scale, key[0], key[1], computed, total, series.present,
-                        holes,
+                        account.name, scale, key[0], key[1], computed, buckets, series.present,
+                        holes, since,
                     )
                 )
     return Report(now, days, zone, running, tuple(reports))
@@ -394,6 +448,7 @@ def to_json(report: Report) -> dict[str, Any]:
                 "buckets": s.buckets,
                 "present": s.present,
                 "share": s.share,
+                "since": None if s.since is None else _local(s.since, report.zone),
                 "holes": [
                     {
                         "first": _local(h.first, report.zone),
@@ -411,8 +466,10 @@ def to_json(report: Report) -> dict[str, Any]:
     }
 
 
-def _percent(share: float) -> str:
+def _percent(share: float | None) -> str:
     """Rounded down: 100.0 % only when nothing is missing."""
+    if share is None:
+        return "nothing stored"
     return f"{math.floor(share * 10) / 10:5.1f} %"
 
 
@@ -433,6 +490,8 @@ def write_text(report: Report, out: TextIO) -> None:
             account = s.account
             print(f"{account}", file=out)
         holes = f"  {len(s.holes)} hole{'s' if len(s.holes) != 1 else ''}" if s.holes else ""
+        if s.since is not None:
+            holes = f"  since {s.since.astimezone(zone):{fmt}}{holes}"
         print(f"  {SCALE_NAMES[s.scale]:<6}  {_name(s):<{width}}  {_percent(s.share)}{holes}",
               file=out)
         for h in s.holes:
@@ -455,8 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
         "buckets the store holds over the last N days and its holes, each with a verdict: "
         "filling (vuegraf fills it itself), import (vuegraf --historydays N brings it) or "
         "lost (Emporia no longer keeps it). Reads the store only; exit status 0 when "
-        "nothing is missing, 1 when a hole is (or the store cannot be read), 2 for a bad "
-        "config.",
+        "nothing is missing, 1 when a hole is, 2 for a bad argument or config, 3 when the "
+        "store cannot be read (no answer: neither complete nor holes).",
     )
     parser.add_argument("configFilename", metavar="CONFIG", help="JSON config file (vuegraf.json)")
     parser.add_argument(
@@ -465,6 +524,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser
+
+
+def _saved_marks(
+    state_dir: Path,
+) -> Callable[[str], Mapping[Scale, Mapping[tuple[int, str], Holes]] | None]:
+    """An account's marks file as loaded, None when there is none."""
+
+    def load(account: str) -> Mapping[Scale, Mapping[tuple[int, str], Holes]] | None:
+        marks = MarksFile(state_dir, account)
+        return None if marks.path is None or not marks.path.exists() else marks.load()
+
+    return load
 
 
 def run(
@@ -484,7 +555,7 @@ def run(
         now,
         days,
         layout,
-        lambda account: MarksFile(state_dir, account).load(),
+        _saved_marks(state_dir),
         daemon_running(state_dir, now),
     )
     if as_json:
