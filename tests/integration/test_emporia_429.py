@@ -46,12 +46,16 @@ class Case:
     retry_after: str | None
     endpoints: frozenset[str] | None = None  # None: every request is answered 429
     outage_first: bool = False  # 503s for 6 minutes just before, so holes wait to be filled
+    # Second data every tick, so chart requests are made in every tick's fill (the minutes an
+    # outage missed come back by usage requests for their instants, which bring every channel).
+    seconds: bool = False
 
 
 CASES = {
     "retry-after-300": Case("300"),
     "no-retry-after": Case(None),
-    "charts-only-while-filling": Case("120", frozenset({"getChartUsage"}), outage_first=True),
+    "charts-only-while-filling": Case("120", frozenset({"getChartUsage"}), outage_first=True,
+                                      seconds=True),
 }
 
 
@@ -63,7 +67,9 @@ def test_429_backs_off_logs_once_counts_and_loses_nothing(tmp_path, caplog, case
         config = simulator_config(
             tmp_path,
             sim.url,
-            {"detailedDataHoursEnabled": False, "detailedDataDaysEnabled": False},
+            {"detailedDataHoursEnabled": False, "detailedDataDaysEnabled": False,
+             **({"detailedDataEnabled": True, "detailedDataChannels": ["Main Panel"],
+                 "detailedIntervalSecs": 60} if case.seconds else {})},
         )
         # Minutes stored up to just before T0, so the test is about what follows.
         seed_minute(config, sim.model, T0.replace(second=0) - timedelta(minutes=2))
@@ -177,7 +183,10 @@ def assert_minutes_complete(db: Path, model: UsageModel, log: list[RequestRecord
     )
     assert minutes.expected > 28 * 30
     assert minutes.ok, str(minutes)
-    # ... and the hole was filled from chart data after the episode, not by luck.
-    fills = [r for r in log if r.endpoint == "getChartUsage" and r.status == 200
-             and r.at >= LIMITED_UNTIL]
+    # ... and the hole was filled after the episode, not by luck: usage requests for the
+    # minutes missed (each brings every channel's minute), or chart requests.
+    fills = [r for r in log if r.status == 200 and r.at >= LIMITED_UNTIL and (
+        r.endpoint == "getChartUsage" and r.scale == "1MIN"
+        or r.endpoint == "getDeviceListUsages"
+        and r.query["instant"] < (r.at - timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M"))]
     assert fills
