@@ -105,6 +105,15 @@ class TickResult:
         self.failure = self.failure or err
         self.rate_limited(err)
 
+    def fill_failed(self, what: str, err: EmporiaError) -> None:
+        """A request for a hole failed: whose side, for the account's state (a 429 vuegraf
+        held back itself, not sent, is no failure), and a 429's Retry-After."""
+        self.rate_limited(err)
+        if isinstance(err, EmporiaRateLimited) and not err.sent:
+            return
+        self.fill_errors.append(f"{what}: {err}")
+        self.fill_failure = self.fill_failure or err
+
     def rate_limited(self, err: EmporiaError) -> None:
         """Keep a 429's Retry-After, so the loop does not ask before it."""
         if isinstance(err, EmporiaRateLimited):
@@ -911,14 +920,10 @@ class AccountCollector:
             result.stopped = True
             return False
         except EmporiaRateLimited as err:
-            result.rate_limited(err)
-            if err.sent:
-                result.fill_errors.append(f"{scale.value} usage at {stamp.isoformat()}: {err}")
-                result.fill_failure = result.fill_failure or err
+            result.fill_failed(f"{scale.value} usage at {stamp.isoformat()}", err)
             return False
         except EmporiaError as err:
-            result.fill_errors.append(f"{scale.value} usage at {stamp.isoformat()}: {err}")
-            result.fill_failure = result.fill_failure or err
+            result.fill_failed(f"{scale.value} usage at {stamp.isoformat()}", err)
             self.computed.failed(scale, bucket, now)
             return False
         if points is None:
@@ -1006,14 +1011,10 @@ class AccountCollector:
         except EmporiaRateLimited as err:
             # The whole account waits for Emporia's time: no more fills this tick, and a
             # request vuegraf held back itself is no failure of this series.
-            result.rate_limited(err)
-            if err.sent:
-                result.fill_errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
-                result.fill_failure = result.fill_failure or err
+            result.fill_failed(f"{request.scale.value} chart {gid}/{num}", err)
             return False
         except EmporiaError as err:
-            result.fill_errors.append(f"{request.scale.value} chart {gid}/{num}: {err}")
-            result.fill_failure = result.fill_failure or err
+            result.fill_failed(f"{request.scale.value} chart {gid}/{num}", err)
             self.trackers[request.scale].failed(request, now)
             return False
         written: list[Point] = []
