@@ -36,7 +36,7 @@ deps: ## install the test servers (InfluxDB 1.x, VictoriaMetrics, Mosquitto, Doc
 	bash .ci/install-deps
 
 test: deps $(STAMP) $(HA_STAMP) ## set up and run every test (integration tests start their own servers)
-	$(VPY) -m pytest -q -n 4
+	$(VPY) -m pytest -q -n 3 --dist worksteal
 
 test-unit: $(STAMP) ## only the tests that need no server
 	$(VPY) -m pytest -q -n 2 -m "not integration"
