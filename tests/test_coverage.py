@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from harness.cli_in_process import main_state_restored
+from harness.completeness import seed_store
 from vuegraf.backfill import Holes
 from vuegraf.cli import main
 from vuegraf.clock import FakeClock
@@ -359,12 +360,7 @@ def plant(cfg: Path, account: str, settle: Callable[[], None] = lambda: None) ->
     """Write the points through the configured store; the layout and the marks the daemon
     would have left in the state directory."""
     config = load_config(cfg)
-    store = build_store(config)
-    store.open()
-    try:
-        store.write(planted_points(account))
-    finally:
-        store.close()
+    seed_store(config, planted_points(account))
     settle()
     assert config.state_dir is not None
     config.state_dir.mkdir(parents=True, exist_ok=True)
